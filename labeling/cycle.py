@@ -1,0 +1,325 @@
+"""The active-learning cycle as the pages see it: start one, know whether one runs, promote or
+roll back a model version, and which annotations the next cycle will learn from.
+
+A retrain cycle is one chain (see workers/loop_jobs.py and workers/score_jobs.py):
+
+    feed corrections -> train -> export -> rescore every scene (queue `score`) -> metrics
+    -> promote the new version to current (only when every step succeeded)
+
+Promotion is one transaction: the current flag moves and the annotations the cycle learnt from
+are marked consumed together, so a failed or killed cycle leaves the previous model current and
+every annotation pending (and a retry learns from them again)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from labeling.jobs import ACTIVE, enqueue, reconcile
+from labeling.models import Annotation, JobRecord, ModelVersion, Project, ScoringRun
+
+CYCLE_KIND = "retrain_cycle"
+IN_FLIGHT = ("pending", "training", "scoring")
+
+# Training profiles: `quick` finishes in minutes on a 2-core CPU, `full` is meant for a GPU,
+# `tiny` is for tests. `finetune` overrides apply when a cycle starts from the current model.
+TRAIN_PROFILES: dict[str, dict] = {
+    "tiny": {
+        "config": {"depth": 8, "width": 8, "batch_size": 32, "steps": 12, "val_windows": 64,
+                   "log_every": 2, "threads": 1},
+        "finetune": {"steps": 8, "lr": 0.02},
+    },
+    "quick": {
+        "config": {"depth": 8, "width": 16, "batch_size": 128, "steps": 1500, "val_windows": 1024,
+                   "log_every": 20, "threads": 2},
+        "finetune": {"steps": 400, "lr": 0.02, "warmup_fraction": 0.1},
+    },
+    "full": {
+        "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 12000,
+                   "val_windows": 4096, "log_every": 50},
+        "finetune": {"steps": 3000, "lr": 0.02, "warmup_fraction": 0.1},
+    },
+}  # fmt: skip
+
+
+class CycleAlreadyRunning(Exception):
+    """A second cycle was asked for while one runs; the message says which and how far it is."""
+
+    def __init__(self, project, record=None, version=None):
+        self.record, self.version = record, version
+        what = f"model v{version.number}" if version is not None else "a model"
+        where = ""
+        if record is not None and record.progress_total:
+            where = f" ({record.progress_done}/{record.progress_total} {record.message})".rstrip()
+        super().__init__(
+            f"A retrain cycle is already running for project {project.name!r}: {what} is "
+            f"{version.status if version is not None else 'queued'}{where}. Wait for it to "
+            "finish (or fail) before starting another."
+        )
+
+
+# -- annotations -------------------------------------------------------------------------------
+
+
+def place_of(annotation) -> tuple:
+    return (annotation.scene_id, annotation.x, annotation.y, annotation.w, annotation.h)
+
+
+def effective_annotations(annotations) -> list[Annotation]:
+    """The annotations that decide a label: per place (scene, box) the newest one, after undo
+    annotations cancelled what they undo (an undone undo restores its target). Undo rows are
+    never effective themselves. Newest first."""
+    rows = sorted(annotations, key=lambda a: (a.created_at, a.pk), reverse=True)
+    cancelled: set[int] = set()
+    for a in rows:  # newest first: an undo of an undo is seen before the undo it cancels
+        if a.kind == "undo" and a.pk not in cancelled and a.undoes_id:
+            cancelled.add(a.undoes_id)
+    seen_places: set[tuple] = set()
+    effective = []
+    for a in rows:
+        if a.kind == "undo" or a.pk in cancelled:
+            continue
+        place = place_of(a)
+        if place in seen_places:
+            continue
+        seen_places.add(place)
+        effective.append(a)
+    return effective
+
+
+def unconsumed(project):
+    return Annotation.objects.filter(project=project, consumed_by__isnull=True)
+
+
+def pending_annotations(project) -> list[Annotation]:
+    """Annotations the next cycle will learn from: effective and not yet consumed by a model.
+
+    The effective label is computed over all of the project's history (a new annotation may
+    override one a model already learnt from), then only unconsumed ones are kept."""
+    history = Annotation.objects.filter(project=project).order_by("-created_at", "-id")
+    return [a for a in effective_annotations(history) if a.consumed_by_id is None]
+
+
+def training_label(annotation, project) -> str:
+    """The class whose canvases a correction joins: a false positive (or anything labelled as
+    the negative class) teaches the negative class; everything else teaches its label."""
+    if annotation.kind == "false_positive":
+        return project.negative_class
+    return annotation.label
+
+
+# -- cycle state --------------------------------------------------------------------------------
+
+
+def _worker_is_dead(rq_job) -> str | None:
+    """Why the worker running ``rq_job`` is gone, or None when it is (or may be) alive.
+
+    RQ notices a SIGKILLed worker only when its heartbeat expires (a minute or more); a worker
+    on this host can be checked at once by its pid."""
+    from rq.worker import Worker
+
+    name = getattr(rq_job, "worker_name", None)
+    if not name:
+        return None
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, rq_job.connection)
+    if worker is None:
+        return f"its worker {name} is gone (killed or lost)"
+    if worker.hostname == socket.gethostname() and worker.pid:
+        try:
+            os.kill(worker.pid, 0)
+        except ProcessLookupError:
+            return f"its worker {name} (pid {worker.pid}) was killed"
+        except PermissionError:
+            return None
+    return None
+
+
+def reconcile_job(record: JobRecord) -> JobRecord:
+    """labeling.jobs.reconcile, plus: a job RQ still calls 'started' whose worker process is dead
+    (SIGKILL, out of memory) is failed now instead of after RQ's heartbeat timeout."""
+    reconcile(record)
+    if record.status not in ACTIVE or not record.rq_job_id:
+        return record
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        job = Job.fetch(record.rq_job_id, connection=django_rq.get_connection(record.queue))
+        if job.get_status() != "started":
+            return record
+        reason = _worker_is_dead(job)
+    except NoSuchJobError:
+        reason = "its RQ job is gone"
+    except Exception:  # Redis unreachable: nothing to conclude
+        return record
+    if reason:
+        record.status = "failed"
+        record.error = f"The worker stopped before the job finished: {reason}."
+        record.finished_at = timezone.now()
+        record.save(update_fields=["status", "error", "finished_at"])
+    return record
+
+
+def jobs_of_version(version) -> list[JobRecord]:
+    return list(JobRecord.objects.filter(project=version.project, params__version_id=version.pk))
+
+
+def fail_version(version, reason: str) -> None:
+    """Mark an in-flight version failed (never touches the current model or annotations)."""
+    updated = ModelVersion.objects.filter(pk=version.pk, status__in=IN_FLIGHT).update(
+        status="failed", error=reason[:5000], finished_at=timezone.now(), is_current=False
+    )
+    if updated:
+        version.status, version.error = "failed", reason[:5000]
+
+
+def reconcile_versions(project) -> None:
+    """Make in-flight model versions follow their jobs: a version whose job failed (or whose
+    scoring run failed) is marked failed with that reason."""
+    for version in ModelVersion.objects.filter(project=project, status__in=IN_FLIGHT):
+        records = [reconcile_job(r) for r in jobs_of_version(version)]
+        failed = [r for r in records if r.status == "failed"]
+        active = [r for r in records if r.status in ACTIVE]
+        if failed and not active:
+            fail_version(version, f"{failed[0].kind} job failed: {failed[0].error}")
+        elif not records and version.status != "pending":
+            fail_version(version, "no job is running this version (lost)")
+
+
+def running_cycle(project):
+    """(JobRecord or None, ModelVersion) of the cycle in flight, or None."""
+    reconcile_versions(project)
+    version = (
+        ModelVersion.objects.filter(project=project, status__in=IN_FLIGHT).order_by("-number")
+    ).first()
+    if version is None:
+        return None
+    records = [r for r in jobs_of_version(version) if r.status in ACTIVE]
+    return (records[0] if records else None), version
+
+
+def train_config_for(project, profile: str = "quick", overrides=None, finetune=False) -> dict:
+    if profile not in TRAIN_PROFILES:
+        raise ValueError(f"unknown training profile {profile!r}; use one of {list(TRAIN_PROFILES)}")
+    config = dict(TRAIN_PROFILES[profile]["config"])
+    if finetune:
+        config.update(TRAIN_PROFILES[profile]["finetune"])
+    config.update({"window": project.window_size, "step": project.train_step})
+    config.update(overrides or {})
+    return config
+
+
+def start_cycle(
+    project,
+    user=None,
+    profile: str = "quick",
+    config: dict | None = None,
+    from_scratch: bool = False,
+) -> JobRecord:
+    """Start a retrain cycle: a new model version (pending) and its job on the `train` queue.
+
+    Raises CycleAlreadyRunning while another cycle of the project is in flight. Without a
+    current model (or with ``from_scratch``) the model is trained from scratch, else fine-tuned
+    from the current one."""
+    with transaction.atomic():
+        # The project row lock serialises two clicks arriving together.
+        Project.objects.select_for_update().get(pk=project.pk)
+        running = running_cycle(project)
+        if running is not None:
+            raise CycleAlreadyRunning(project, *running)
+        parent = project.current_model()
+        finetune = parent is not None and not from_scratch
+        number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        version = ModelVersion.objects.create(
+            project=project,
+            number=number,
+            engine=project.engine,
+            parent=parent,
+            status="pending",
+            classes=project.class_names,
+            train_config=train_config_for(project, profile, config, finetune)
+            | {"profile": profile, "finetune_from": parent.number if finetune else None},
+        )
+        return enqueue(
+            CYCLE_KIND,
+            "workers.loop_jobs.retrain_cycle",
+            project=project,
+            version_id=version.pk,
+            user_id=getattr(user, "pk", None),
+        )
+
+
+# -- promotion and rollback -----------------------------------------------------------------------
+
+
+def set_current(project, version) -> ModelVersion:
+    """Make ``version`` the project's current model (rollback or promotion), in one transaction
+    so the one-current-per-project constraint never sees two."""
+    if version.project_id != project.pk:
+        raise ValueError(f"model v{version.number} belongs to another project")
+    if version.status != "ready" or not version.model_key:
+        raise ValueError(
+            f"model v{version.number} is {version.status}: only a ready model (trained, exported "
+            "and scored) can be made current"
+        )
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        ModelVersion.objects.filter(project=project, is_current=True).exclude(pk=version.pk).update(
+            is_current=False
+        )
+        ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
+    version.is_current = True
+    return version
+
+
+def promote(version) -> bool:
+    """Mark ``version`` ready and current and its annotations consumed, all in one transaction.
+    Returns False when the version is no longer in flight (failed meanwhile, or promoted)."""
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=version.project_id)
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status not in IN_FLIGHT:
+            return False
+        ModelVersion.objects.filter(project_id=version.project_id, is_current=True).update(
+            is_current=False
+        )
+        version.status, version.is_current, version.finished_at = "ready", True, timezone.now()
+        version.save(update_fields=["status", "is_current", "finished_at"])
+        seen = version.data_counts.get("seen_annotation_ids", [])
+        Annotation.objects.filter(pk__in=seen, consumed_by__isnull=True).update(consumed_by=version)
+    return True
+
+
+def version_metrics(version) -> dict:
+    """Per-scene metrics of the version's latest done runs, keyed by scene name."""
+    out = {}
+    runs = ScoringRun.objects.filter(model_version=version, status="done").select_related("scene")
+    for run in runs.order_by("finished_at"):
+        out[run.scene.name] = run.metrics
+    return out
+
+
+def after_scoring(version) -> str:
+    """Called when one of a cycle's scoring runs ends: fail the version if a run failed, promote
+    it when every run is done. Returns the version's status afterwards."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status != "scoring":
+            return version.status
+        runs = list(ScoringRun.objects.filter(model_version=version))
+        failed = [r for r in runs if r.status == "failed"]
+        if failed:
+            fail_version(
+                version, f"scoring scene {failed[0].scene.name!r} failed: {failed[0].error}"
+            )
+            return "failed"
+        if any(r.status != "done" for r in runs):
+            return version.status
+        version.metrics = dict(version.metrics) | {"scenes": version_metrics(version)}
+        version.save(update_fields=["metrics"])
+    return "ready" if promote(version) else ModelVersion.objects.get(pk=version.pk).status

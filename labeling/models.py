@@ -1,0 +1,374 @@
+"""The data model of the active-learning loop (see ARCHITECTURE.md for the files behind it).
+
+Files (canvases, scene pixels, models, score grids, Parquet) live in storage under the keys kept
+here; the database holds what people search, review and audit."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-]{0,39}$")
+
+DEFAULT_CLASSES = [
+    {"name": "car", "color": "#e6194b", "sources": ["automobile"]},
+    {"name": "boat", "color": "#3cb44b", "sources": ["ship"]},
+]
+
+
+def default_classes():
+    return [dict(c) for c in DEFAULT_CLASSES]
+
+
+def validate_classes(classes, negative_class: str) -> None:
+    """Clear messages for the class list of a project (used by forms, API and admin)."""
+    if not isinstance(classes, list) or not classes:
+        raise ValidationError("Add at least one positive class (e.g. car).")
+    names = []
+    for i, item in enumerate(classes, start=1):
+        if not isinstance(item, dict):
+            raise ValidationError(f"Class {i}: expected an object with name, color and sources.")
+        name = str(item.get("name", "")).strip()
+        if not CLASS_NAME.match(name):
+            raise ValidationError(
+                f"Class {i}: name {name!r} must be 1-40 letters, digits, spaces, '-' or '_'."
+            )
+        if not HEX_COLOUR.match(str(item.get("color", ""))):
+            raise ValidationError(
+                f"Class {name!r}: colour {item.get('color')!r} is not a #rrggbb value."
+            )
+        sources = item.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise ValidationError(f"Class {name!r}: sources must be a list of class names.")
+        names.append(name.lower())
+    if len(set(names)) != len(names):
+        raise ValidationError("Class names must be unique.")
+    if negative_class.strip().lower() in names:
+        raise ValidationError(
+            f"The negative class {negative_class!r} must differ from the positive classes."
+        )
+
+
+class Project(models.Model):
+    ENGINES = [("torch", "PyTorch"), ("mxnet", "MXNet")]
+
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects")
+    # Positive classes in order: [{"name", "color", "sources": [source class names]}].
+    classes = models.JSONField(default=default_classes)
+    negative_class = models.CharField(max_length=40, default="negative")
+    window_size = models.PositiveIntegerField(default=32)
+    train_step = models.PositiveIntegerField(default=8)
+    score_step = models.PositiveIntegerField(default=16)
+    threshold = models.FloatField(default=0.9)
+    # Optional per-class overrides {"boat": 0.8}.
+    class_thresholds = models.JSONField(default=dict, blank=True)
+    nms_iou = models.FloatField(default=0.3)
+    engine = models.CharField(max_length=10, choices=ENGINES, default="torch")
+    # How much more often a correction canvas is sampled than an original one in training.
+    correction_weight = models.FloatField(default=5.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        validate_classes(self.classes, self.negative_class)
+        if self.window_size < 1:
+            raise ValidationError("The window size must be at least 1 pixel.")
+        for field in ("train_step", "score_step"):
+            step = getattr(self, field)
+            if step < 1 or step > self.window_size:
+                raise ValidationError(
+                    f"{field.replace('_', ' ')} must be between 1 and the window size "
+                    f"({self.window_size}) so that windows touch or overlap."
+                )
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValidationError("The threshold must be in (0, 1].")
+
+    @property
+    def class_names(self) -> list[str]:
+        """Model output order: the positive classes, then the negative class."""
+        return [c["name"] for c in self.classes] + [self.negative_class]
+
+    @property
+    def colours(self) -> dict[str, str]:
+        return {c["name"]: c["color"] for c in self.classes}
+
+    def threshold_for(self, class_name: str) -> float:
+        return float(self.class_thresholds.get(class_name, self.threshold))
+
+    def current_model(self):
+        return self.model_versions.filter(is_current=True).first()
+
+
+class Dataset(models.Model):
+    STATUS = [
+        ("pending", "pending"),
+        ("importing", "importing"),
+        ("ready", "ready"),
+        ("failed", "failed"),
+    ]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=500, help_text="Where it came from: upload, path or URL")
+    storage_key = models.CharField(max_length=500, blank=True, help_text="The imported .npz")
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=12, choices=STATUS, default="pending")
+    class_counts = models.JSONField(default=dict, blank=True)
+    skipped = models.JSONField(default=list, blank=True, help_text="[[member, reason], ...]")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.project}: {self.name}"
+
+
+class TrainingCanvas(models.Model):
+    KINDS = [("original", "original"), ("correction", "correction")]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="canvases")
+    class_name = models.CharField(max_length=40)
+    kind = models.CharField(max_length=12, choices=KINDS, default="original")
+    storage_key = models.CharField(max_length=500)
+    height = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    placements = models.PositiveIntegerField(default=0)
+    weight = models.FloatField(default=1.0)
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["project", "class_name", "kind", "id"]
+        verbose_name_plural = "training canvases"
+
+    def __str__(self):
+        return f"{self.project} {self.class_name} {self.kind} canvas #{self.pk}"
+
+
+class Scene(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scenes")
+    name = models.CharField(max_length=200)
+    image_key = models.CharField(max_length=500, help_text="The original image in storage")
+    pixels_key = models.CharField(max_length=500, blank=True, help_text="Scoring format (.npy)")
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    ground_truth_key = models.CharField(max_length=500, blank=True)
+    dzi_key = models.CharField(max_length=500, blank=True, help_text="Deep-zoom descriptor")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["project", "name"]
+
+    def __str__(self):
+        return f"{self.project}: {self.name}"
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.ground_truth_key)
+
+    def latest_run(self):
+        return self.scoring_runs.filter(status="done").order_by("-finished_at").first()
+
+
+class ModelVersion(models.Model):
+    STATUS = [
+        ("pending", "pending"),
+        ("training", "training"),
+        ("scoring", "scoring"),
+        ("ready", "ready"),
+        ("failed", "failed"),
+    ]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    number = models.PositiveIntegerField()
+    engine = models.CharField(max_length=10, choices=Project.ENGINES, default="torch")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    status = models.CharField(max_length=12, choices=STATUS, default="pending")
+    is_current = models.BooleanField(default=False)
+    classes = models.JSONField(default=list)
+    checkpoint_key = models.CharField(max_length=500, blank=True)
+    model_key = models.CharField(max_length=500, blank=True, help_text="ONNX (or MXNet) file")
+    train_config = models.JSONField(default=dict, blank=True)
+    data_counts = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="unique_version_number"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(is_current=True),
+                name="one_current_model_per_project",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.project} v{self.number} ({self.engine})"
+
+
+class ScoringRun(models.Model):
+    STATUS = [("queued", "queued"), ("running", "running"), ("done", "done"), ("failed", "failed")]
+
+    scene = models.ForeignKey(Scene, on_delete=models.CASCADE, related_name="scoring_runs")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="scoring_runs"
+    )
+    status = models.CharField(max_length=10, choices=STATUS, default="queued")
+    spark_master = models.CharField(max_length=200, blank=True)
+    spark_ui_url = models.CharField(max_length=300, blank=True)
+    n_windows = models.PositiveIntegerField(default=0)
+    n_partitions = models.PositiveIntegerField(default=0)
+    # [{"partition", "rows", "windows", "seconds", "host"}] so skew is visible.
+    partitions = models.JSONField(default=list, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    grid_key = models.CharField(max_length=500, blank=True, help_text="Probability grid .npz")
+    parquet_key = models.CharField(max_length=500, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.scene} x v{self.model_version.number}: {self.status}"
+
+
+class Detection(models.Model):
+    KINDS = [("window", "raw window"), ("merged", "merged box (NMS)")]
+
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="detections")
+    kind = models.CharField(max_length=8, choices=KINDS)
+    label = models.CharField(max_length=40, db_index=True)
+    score = models.FloatField(db_index=True)
+    x = models.IntegerField()
+    y = models.IntegerField()
+    w = models.PositiveIntegerField()
+    h = models.PositiveIntegerField()
+    probs = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-score"]
+        indexes = [models.Index(fields=["run", "kind", "label"])]
+
+    def __str__(self):
+        return f"{self.label} {self.score:.2f} at ({self.x}, {self.y})"
+
+
+class Annotation(models.Model):
+    """Append-only: the system never updates or deletes one. The effective label of a place is
+    the newest annotation there; undo appends a new annotation that points at what it undoes."""
+
+    KINDS = [
+        ("confirm", "confirmed detection"),
+        ("false_positive", "false positive"),
+        ("wrong_class", "wrong class"),
+        ("false_negative", "missed object"),
+        ("review", "review queue answer"),
+        ("undo", "undo"),
+    ]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="annotations")
+    scene = models.ForeignKey(Scene, on_delete=models.CASCADE, related_name="annotations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=16, choices=KINDS)
+    label = models.CharField(max_length=40, help_text="The class the reviewer says is there")
+    x = models.IntegerField()
+    y = models.IntegerField()
+    w = models.PositiveIntegerField()
+    h = models.PositiveIntegerField()
+    detection = models.ForeignKey(
+        Detection, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations"
+    )
+    undoes = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undone_by"
+    )
+    consumed_by = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="consumed_annotations",
+    )
+    source = models.CharField(max_length=20, default="ui", help_text="ui, queue, api, simulated")
+    # Idempotency key from the client: a retried POST creates nothing new.
+    client_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["scene", "x", "y"]),
+            models.Index(fields=["project", "consumed_by"]),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.label} at ({self.x}, {self.y}) by {self.user}"
+
+    def save(self, *args, **kwargs):
+        # History is append-only; only the retrain bookkeeping (consumed_by) may change later.
+        if self.pk and set(kwargs.get("update_fields") or ()) != {"consumed_by"}:
+            raise ValidationError("Annotations are append-only: add a new one instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Annotations are append-only and are never deleted.")
+
+
+class JobRecord(models.Model):
+    """What the pages show of an RQ job: progress, log and error outlive Redis' TTLs."""
+
+    STATUS = [("queued", "queued"), ("running", "running"), ("done", "done"), ("failed", "failed")]
+
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    kind = models.CharField(max_length=40)
+    rq_job_id = models.CharField(max_length=64, blank=True, db_index=True)
+    queue = models.CharField(max_length=20, default="default")
+    status = models.CharField(max_length=10, choices=STATUS, default="queued")
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    message = models.CharField(max_length=300, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.kind} [{self.status}]"
+
+    @property
+    def fraction(self) -> float:
+        return self.progress_done / self.progress_total if self.progress_total else 0.0

@@ -1,0 +1,140 @@
+"""What a finished scoring run leaves behind: the probability grid in storage, its detections in
+the database (raw windows and NMS-merged boxes) and its metrics. Called by the `score` job after
+the Spark driver returns the grid; one transaction, so a run is either done with all of it or
+not done at all."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from labeling.models import Detection, ScoringRun
+from labeling.storage import get_storage, run_prefix
+from mlcore.metrics import grid_window_metrics, object_metrics
+from mlcore.postprocess import nms, window_hits
+from mlcore.scoring import ScoreGrid
+
+# Raw windows below this score are not stored as rows (the grid keeps every window anyway);
+# the viewer's threshold slider can still go down to it.
+WINDOW_FLOOR = 0.5
+
+
+def grid_key(run) -> str:
+    return f"{run_prefix(run)}/grid.npz"
+
+
+def save_grid(run, grid: ScoreGrid) -> str:
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        ys=grid.ys,
+        xs=grid.xs,
+        probs=grid.probs,
+        classes=np.array(grid.classes),
+        window=np.int64(grid.window),
+        step=np.int64(grid.step),
+    )
+    key = grid_key(run)
+    get_storage().write(key, buffer.getvalue())
+    return key
+
+
+def load_grid(run) -> ScoreGrid:
+    with np.load(io.BytesIO(get_storage().read(run.grid_key))) as data:
+        return ScoreGrid(
+            ys=data["ys"],
+            xs=data["xs"],
+            probs=data["probs"],
+            classes=[str(c) for c in data["classes"]],
+            window=int(data["window"]),
+            step=int(data["step"]),
+        )
+
+
+def project_thresholds(project, classes) -> dict[str, float]:
+    return {c: project.threshold_for(c) for c in classes if c != project.negative_class}
+
+
+def load_scene_ground_truth(scene) -> list[dict] | None:
+    if not scene.ground_truth_key:
+        return None
+    return json.loads(get_storage().read(scene.ground_truth_key))
+
+
+def compute_metrics(project, scene, grid: ScoreGrid, merged) -> dict:
+    """Window- and object-level precision/recall/F1 against the scene's ground truth (when it has
+    one), plus detection counts per class."""
+    negative = project.negative_class
+    counts = {
+        c: int((merged.label == i).sum()) for i, c in enumerate(grid.classes) if c != negative
+    }
+    out: dict = {"detections": counts}
+    truth = load_scene_ground_truth(scene)
+    if truth is None:
+        return out
+    positives = [c for c in grid.classes if c != negative]
+    boxes = [b for b in truth if b.get("label") in positives]
+    thresholds = project_thresholds(project, grid.classes)
+    window = grid_window_metrics(grid, boxes, negative=negative, thresholds=thresholds)
+    objects = object_metrics(merged.to_detections("merged"), boxes, grid.classes, negative=negative)
+    objects.pop("matches", None)
+    out.update({"against": "ground_truth", "window": window, "object": objects})
+    return out
+
+
+def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None = None) -> None:
+    """Grid to storage, detections and metrics to the database, the run marked done."""
+    scene = run.scene
+    project = scene.project
+    negative = project.negative_class
+    key = save_grid(run, grid)
+    thresholds = project_thresholds(project, grid.classes)
+    merged = nms(window_hits(grid, thresholds, negative), iou=project.nms_iou)
+    floor = {c: min(WINDOW_FLOOR, t) for c, t in thresholds.items()}
+    raw = window_hits(grid, floor, negative)
+    metrics = compute_metrics(project, scene, grid, merged)
+
+    probs_at = {}
+    flat = grid.probs.reshape(-1, len(grid.classes))
+    col_of = {int(x): i for i, x in enumerate(grid.xs)}
+    row_of = {int(y): i for i, y in enumerate(grid.ys)}
+    for x, y in zip(raw.x.astype(int), raw.y.astype(int), strict=True):
+        values = flat[row_of[int(y)] * len(grid.xs) + col_of[int(x)]]
+        probs_at[(int(x), int(y))] = {
+            c: round(float(p), 4) for c, p in zip(grid.classes, values, strict=True)
+        }
+
+    rows = [
+        Detection(
+            run=run, kind="window", label=raw.classes[int(lab)], score=float(score),
+            x=int(x), y=int(y), w=int(w), h=int(h), probs=probs_at[(int(x), int(y))],
+        )
+        for x, y, w, h, lab, score in zip(
+            raw.x, raw.y, raw.w, raw.h, raw.label, raw.score, strict=True
+        )
+    ] + [
+        Detection(
+            run=run, kind="merged", label=merged.classes[int(lab)], score=float(score),
+            x=int(round(x)), y=int(round(y)), w=int(round(w)), h=int(round(h)),
+        )
+        for x, y, w, h, lab, score in zip(
+            merged.x, merged.y, merged.w, merged.h, merged.label, merged.score, strict=True
+        )
+    ]  # fmt: skip
+    with transaction.atomic():
+        run.detections.all().delete()  # a retried run replaces its own rows, nothing else
+        Detection.objects.bulk_create(rows, batch_size=2000)
+        run.grid_key = key
+        run.metrics = metrics
+        run.timings = dict(run.timings) | dict(timings or {})
+        run.n_windows = int(flat.shape[0])
+        run.status, run.error, run.finished_at = "done", "", timezone.now()
+        run.save(
+            update_fields=[
+                "grid_key", "metrics", "timings", "n_windows", "status", "error", "finished_at"
+            ]
+        )  # fmt: skip

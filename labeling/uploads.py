@@ -1,0 +1,504 @@
+"""Uploads and storage keys brought by users: size limits, hashing, duplicate detection, streaming
+into storage, and ground-truth files (CSV or COCO JSON) converted to our JSON format.
+
+Nothing here holds a whole upload in memory: Django spools files above
+FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file, and everything below reads it in chunks."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.urls import reverse
+
+from labeling.storage import get_storage
+from mlcore.storage import StorageKeyError, validate_key
+
+CHUNK = 8 * 1024 * 1024
+SCENE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+class UploadError(ValueError):
+    """Bad input from a user: the message says what was wrong and what to do."""
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def check_size(name: str, size: int) -> None:
+    limit = int(settings.UPLOAD_MAX_BYTES)
+    if size > limit:
+        raise UploadError(
+            f"{name} is {human_bytes(size)}, above the upload limit of {human_bytes(limit)}; "
+            "put it in the configured storage and name its key instead, or raise UPLOAD_MAX_BYTES."
+        )
+
+
+def sha256_of(fileobj) -> str:
+    """sha256 of a file object (an UploadedFile or an open binary file), read in chunks."""
+    digest = hashlib.sha256()
+    if hasattr(fileobj, "chunks"):
+        for chunk in fileobj.chunks(CHUNK):
+            digest.update(chunk)
+    else:
+        fileobj.seek(0)
+        while chunk := fileobj.read(CHUNK):
+            digest.update(chunk)
+    fileobj.seek(0)
+    return digest.hexdigest()
+
+
+def sha256_of_key(key: str) -> str:
+    digest = hashlib.sha256()
+    with get_storage().open(key) as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_filename(name: str, default: str = "upload") -> str:
+    """A file name usable as the last segment of a storage key."""
+    base = Path(str(name).replace("\\", "/")).name
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in base).strip("._")
+    return cleaned[:120] or default
+
+
+def store_upload(upload, key: str) -> int:
+    """Stream an UploadedFile into storage under `key` (atomic: all or nothing)."""
+    upload.seek(0)
+    written = get_storage().write(key, upload.file if hasattr(upload, "file") else upload)
+    upload.seek(0)
+    return written
+
+
+@contextmanager
+def upload_path(upload):
+    """A filesystem path holding the upload: Django's temporary file when it spooled one,
+    else a temporary copy of the small in-memory upload."""
+    if hasattr(upload, "temporary_file_path"):
+        yield Path(upload.temporary_file_path())
+        return
+    suffix = Path(upload.name or "").suffix
+    fd, name = tempfile.mkstemp(suffix=suffix, prefix="upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in upload.chunks(CHUNK):
+                out.write(chunk)
+        upload.seek(0)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+@contextmanager
+def local_copy(key: str, suffix: str = ""):
+    """A filesystem path for a storage object: the file itself for local storage, else a
+    temporary download (ADLS) removed afterwards."""
+    storage = get_storage()
+    path = storage.local_path(key)
+    if path is not None:
+        yield path
+        return
+    fd, name = tempfile.mkstemp(suffix=suffix or Path(key).suffix, prefix="storage-")
+    try:
+        with os.fdopen(fd, "wb") as out, storage.open(key) as src:
+            shutil.copyfileobj(src, out, CHUNK)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def delete_prefix(prefix: str) -> int:
+    """Delete every storage object under `prefix/` (cleanup after a failure)."""
+    storage = get_storage()
+    keys = storage.list(prefix.rstrip("/") + "/")
+    for key in keys:
+        try:
+            storage.delete(key)
+        except FileNotFoundError:
+            pass
+    return len(keys)
+
+
+def check_user_key(project, key: str) -> str:
+    """A storage key a user named: valid, inside the storage root, not inside another project's
+    folder, and existing. Returns the normalised key."""
+    key = (key or "").strip()
+    try:
+        validate_key(key)
+    except StorageKeyError as exc:
+        raise UploadError(
+            f"{exc}. Name a key relative to the storage root ({settings.STORAGE_URL}), e.g. "
+            "'incoming/scene.tif'; paths outside the storage prefix are refused."
+        ) from None
+    parts = key.split("/")
+    if parts[0] == "projects" and (len(parts) < 2 or parts[1] != str(project.pk)):
+        raise UploadError(
+            f"{key!r} lies in another project's folder of the storage; name a key outside "
+            "projects/ or inside this project's own folder."
+        )
+    storage = get_storage()
+    try:
+        exists = storage.exists(key)
+    except StorageKeyError as exc:
+        raise UploadError(f"{exc}; paths outside the storage prefix are refused.") from None
+    if not exists:
+        raise UploadError(f"No object {key!r} in the storage ({settings.STORAGE_URL}).")
+    return key
+
+
+def duplicate_of(project, sha256: str):
+    """(kind, object, url) of an earlier dataset or scene of the project with the same bytes."""
+    from labeling.models import Dataset, Scene
+
+    dataset = Dataset.objects.filter(project=project, sha256=sha256).exclude(status="failed")
+    if found := dataset.first():
+        return "dataset", found, reverse("dataset-detail", args=[project.pk, found.pk])
+    if found := Scene.objects.filter(project=project, sha256=sha256).first():
+        return "scene", found, f"/projects/{project.pk}/scenes/{found.pk}/"
+    return None
+
+
+def refuse_duplicate(project, sha256: str) -> None:
+    dup = duplicate_of(project, sha256)
+    if dup:
+        kind, obj, url = dup
+        raise UploadError(
+            f"The same file was already added to this project as {kind} {obj.name!r} "
+            f"(#{obj.pk}): {url}",
+        )
+
+
+def sniff_dataset_archive(path: Path, name: str) -> str:
+    """'zip' or 'tar' for a dataset upload; refuses anything else before it is stored."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    try:
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except OSError:
+        pass
+    raise UploadError(
+        f"{name} is neither a zip (image folders: <class>/*.jpg or <split>/<class>/*.jpg) nor "
+        "the official CIFAR-10 archive (cifar-10-python.tar.gz)."
+    )
+
+
+# --- ground truth ----------------------------------------------------------------------------
+
+
+def parse_ground_truth(data: bytes, name: str, class_names=None) -> list[dict]:
+    """CSV (columns label,x,y,w,h) or COCO JSON (images/annotations/categories with bbox
+    [x, y, w, h]) -> our ground-truth boxes {id, label, x, y, w, h, order, visible}.
+
+    Labels outside `class_names` (when given) are refused: a typo would silently count as a miss."""
+    text = data.decode("utf-8-sig", errors="replace").strip()
+    if not text:
+        raise UploadError(f"{name}: the ground-truth file is empty.")
+    if text[0] in "[{":
+        boxes = _coco_boxes(text, name)
+    else:
+        boxes = _csv_boxes(text, name)
+    if class_names is not None:
+        known = set(class_names)
+        unknown = sorted({b["label"] for b in boxes} - known)
+        if unknown:
+            raise UploadError(
+                f"{name}: labels {unknown} are not classes of this project ({sorted(known)})."
+            )
+    return boxes
+
+
+def _box(i: int, label, x, y, w, h, where: str) -> dict:
+    try:
+        x, y, w, h = (int(round(float(v))) for v in (x, y, w, h))
+    except (TypeError, ValueError):
+        raise UploadError(f"{where}: x, y, w, h must be numbers.") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise UploadError(f"{where}: need x, y >= 0 and w, h > 0 (got {x}, {y}, {w}, {h}).")
+    label = str(label).strip()
+    if not label:
+        raise UploadError(f"{where}: the label is empty.")
+    return {"id": f"gt-{i}", "label": label, "x": x, "y": y, "w": w, "h": h, "order": i,
+            "visible": 1.0}  # fmt: skip
+
+
+def _csv_boxes(text: str, name: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    missing = [c for c in ("label", "x", "y", "w", "h") if c not in columns]
+    if missing:
+        raise UploadError(f"{name}: CSV lacks columns {missing}; the header must be label,x,y,w,h.")
+    boxes = []
+    for i, row in enumerate(reader):
+        row = {str(k).strip().lower(): v for k, v in row.items()}
+        where = f"{name} line {i + 2}"
+        boxes.append(_box(i, row["label"], row["x"], row["y"], row["w"], row["h"], where))
+    return boxes
+
+
+def _coco_boxes(text: str, name: str) -> list[dict]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UploadError(f"{name}: not valid JSON ({exc}).") from None
+    if isinstance(doc, list):  # already our own format
+        return [
+            _box(
+                i, b.get("label"), b.get("x"), b.get("y"), b.get("w"), b.get("h"), f"{name} box {i}"
+            )  # fmt: skip
+            for i, b in enumerate(doc)
+        ]
+    if not isinstance(doc, dict) or "annotations" not in doc:
+        raise UploadError(f"{name}: expected COCO JSON with 'annotations' and 'categories'.")
+    categories = {c.get("id"): c.get("name") for c in doc.get("categories", [])}
+    boxes = []
+    for i, ann in enumerate(doc["annotations"]):
+        where = f"{name} annotation {i}"
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise UploadError(f"{where}: bbox must be [x, y, w, h].")
+        label = categories.get(ann.get("category_id"))
+        if label is None:
+            raise UploadError(f"{where}: category_id {ann.get('category_id')!r} is not listed.")
+        boxes.append(_box(i, label, *bbox, where))
+    return boxes
+
+
+# --- intake: the operations behind the pages, the API and the commands -------------------------
+
+
+def _image_error(exc: Exception, name: str) -> UploadError:
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return UploadError(f"{name} has too many pixels to be decoded safely ({exc}).")
+    return UploadError(str(exc) if str(exc) else f"{name} could not be read as an image.")
+
+
+SCENE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF"}
+
+
+def check_scene_image(path: Path, name: str) -> tuple[int, int, str]:
+    """Fully decode an image file; refuse non-images, corrupt or truncated files, formats other
+    than PNG/JPEG/TIFF and pixel counts above SCENE_MAX_PIXELS (decompression bombs included)."""
+    from mlcore.scenes import validate_scene_image
+
+    try:
+        width, height, fmt = validate_scene_image(path, settings.SCENE_MAX_PIXELS)
+    except Exception as exc:  # SceneError, PIL's bomb error, odd decoder errors: all bad input
+        raise _image_error(exc, name).with_traceback(None) from None
+    if fmt not in SCENE_FORMATS:
+        raise UploadError(f"{name} is a {fmt} image; upload PNG, JPEG or TIFF.")
+    return width, height, fmt
+
+
+class _Source:
+    """One input: an UploadedFile (pages, API) or a local file (commands)."""
+
+    def __init__(self, upload=None, path=None):
+        self.upload, self.path = upload, Path(path) if path else None
+        self.name = safe_filename(upload.name if upload is not None else self.path.name)
+        self.size = upload.size if upload is not None else self.path.stat().st_size
+
+    @contextmanager
+    def local(self):
+        if self.upload is not None:
+            with upload_path(self.upload) as p:
+                yield p
+        else:
+            yield self.path
+
+    def sha256(self) -> str:
+        if self.upload is not None:
+            return sha256_of(self.upload)
+        with open(self.path, "rb") as handle:
+            return sha256_of(handle)
+
+    def store(self, key: str) -> None:
+        if self.upload is not None:
+            store_upload(self.upload, key)
+        else:
+            with open(self.path, "rb") as handle:
+                get_storage().write(key, handle)
+
+
+def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"):
+    """Register a dataset and queue its import; returns (dataset, job_record).
+
+    Exactly one of `upload` (an UploadedFile), `path` (a local file) or `key` (a storage key).
+    Bad input raises UploadError and leaves no row and no storage object."""
+    from django.db import transaction
+
+    from labeling import jobs
+    from labeling.models import Dataset
+    from labeling.storage import dataset_prefix
+
+    if split not in ("all", "train", "test"):
+        raise UploadError(f"split must be all, train or test, not {split!r}.")
+    if key:
+        key = check_user_key(project, key)
+        if Dataset.objects.filter(project=project, source=f"storage:{key}").exclude(
+            status="failed"
+        ):
+            raise UploadError(f"{key!r} was already imported into this project.")
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                project=project, name=name or Path(key).name, source=f"storage:{key}"
+            )
+            record = jobs.enqueue(
+                "import_dataset", "workers.data_jobs.import_dataset", project=project,
+                dataset_id=dataset.pk, input_key=key, split=split, owned=False,
+            )  # fmt: skip
+        return dataset, record
+    source = _Source(upload, path)
+    check_size(source.name, source.size)
+    with source.local() as local:
+        sniff_dataset_archive(local, source.name)
+    sha = source.sha256()
+    refuse_duplicate(project, sha)
+    dataset = None
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                project=project, name=name or source.name, source=f"upload:{source.name}",
+                sha256=sha,
+            )  # fmt: skip
+            input_key = f"{dataset_prefix(dataset)}/upload/{source.name}"
+            source.store(input_key)
+            record = jobs.enqueue(
+                "import_dataset", "workers.data_jobs.import_dataset", project=project,
+                dataset_id=dataset.pk, input_key=input_key, split=split, owned=True,
+            )  # fmt: skip
+    except BaseException:
+        if dataset is not None and dataset.pk:
+            delete_prefix(dataset_prefix(dataset))
+        raise
+    return dataset, record
+
+
+def _read_ground_truth(project, ground_truth) -> list[dict] | None:
+    """`ground_truth`: an UploadedFile, a local path, or None."""
+    if ground_truth is None:
+        return None
+    if hasattr(ground_truth, "chunks"):
+        check_size(ground_truth.name, ground_truth.size)
+        data, name = b"".join(ground_truth.chunks()), ground_truth.name
+    else:
+        path = Path(ground_truth)
+        check_size(path.name, path.stat().st_size)
+        data, name = path.read_bytes(), path.name
+    return parse_ground_truth(data, name, project.class_names)
+
+
+def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=None):
+    """Register a scene from an image and queue its import (pixels, then DZI and scoring);
+    returns (scene, job_record). Bad input raises UploadError and stores nothing."""
+    from django.db import transaction
+
+    from labeling import jobs
+    from labeling.models import Scene
+    from labeling.storage import scene_prefix
+
+    boxes = _read_ground_truth(project, ground_truth)
+    width = height = 0
+    sha = ""
+    if key:
+        key = check_user_key(project, key)
+        if Scene.objects.filter(project=project, image_key=key).exists():
+            raise UploadError(f"{key!r} is already a scene of this project.")
+        source = None
+        scene_name = name or Path(key).name
+    else:
+        source = _Source(upload, path)
+        check_size(source.name, source.size)
+        with source.local() as local:
+            width, height, _fmt = check_scene_image(local, source.name)
+        sha = source.sha256()
+        refuse_duplicate(project, sha)
+        scene_name = name or source.name
+    scene = None
+    try:
+        with transaction.atomic():
+            scene = Scene.objects.create(
+                project=project, name=scene_name, image_key=key, width=width, height=height,
+                sha256=sha,
+            )  # fmt: skip
+            prefix = scene_prefix(scene)
+            if source is not None:
+                scene.image_key = f"{prefix}/original{Path(source.name).suffix.lower()}"
+                source.store(scene.image_key)
+            if boxes is not None:
+                scene.ground_truth_key = f"{prefix}/ground_truth.json"
+                get_storage().write(scene.ground_truth_key, json.dumps(boxes).encode())
+            scene.save(update_fields=["image_key", "ground_truth_key"])
+            record = jobs.enqueue(
+                "import_scene", "workers.data_jobs.import_scene", project=project,
+                scene_id=scene.pk,
+            )  # fmt: skip
+    except BaseException:
+        if scene is not None and scene.pk:
+            delete_prefix(scene_prefix(scene))
+        raise
+    return scene, record
+
+
+def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, cols=80,
+                      name="", seed=0):  # fmt: skip
+    """Register a collage scene and queue its generation; `tiles` is "demo" or the id of a ready
+    dataset of the project; the target is an upload, a local path or (neither) the demo."""
+    from django.db import transaction
+
+    from labeling import jobs
+    from labeling.models import Dataset, Scene
+    from labeling.storage import scene_prefix
+    from workers.data_jobs import demo_target_path, demo_tiles_path
+
+    if str(tiles) == "demo":
+        if demo_tiles_path() is None:
+            raise UploadError("The demo tile library (shared data) is not installed here.")
+        tiles = "demo"
+    elif not Dataset.objects.filter(pk=tiles, project=project, status="ready").exists():
+        raise UploadError(f"Tile library {tiles!r} is not a ready dataset of this project.")
+    source = _Source(target, target_path) if (target is not None or target_path) else None
+    if source is None and demo_target_path() is None:
+        raise UploadError("Upload a target image: the demo Mona Lisa is not installed here.")
+    if source is not None:
+        check_size(source.name, source.size)
+        with source.local() as local:
+            check_scene_image(local, source.name)
+    scene = None
+    try:
+        with transaction.atomic():
+            scene = Scene.objects.create(
+                project=project, name=name or f"collage of {source.name if source else 'Mona Lisa'}"
+            )
+            target_key = ""
+            if source is not None:
+                target_key = f"{scene_prefix(scene)}/target{Path(source.name).suffix.lower()}"
+                source.store(target_key)
+            record = jobs.enqueue(
+                "make_collage", "workers.data_jobs.make_collage_scene", project=project,
+                scene_id=scene.pk, tiles=str(tiles), target_key=target_key, cols=int(cols),
+                seed=int(seed),
+            )  # fmt: skip
+    except BaseException:
+        if scene is not None and scene.pk:
+            delete_prefix(scene_prefix(scene))
+        raise
+    return scene, record

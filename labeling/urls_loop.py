@@ -1,0 +1,3 @@
+"""Routes of the loop area (see labeling/views/)."""
+
+urlpatterns = []

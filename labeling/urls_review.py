@@ -1,0 +1,3 @@
+"""Routes of the review area (see labeling/views/)."""
+
+urlpatterns = []

@@ -1,0 +1,597 @@
+"""Training canvases: one set of large images per class, made of that class's tiles scattered.
+
+The idea (from the published pipeline): paste the images of one class at random positions, with
+overlap, onto a big canvas. Any window cut anywhere from a car canvas then shows car content,
+including partial and overlapping cars, which is what a sliding window sees on a scene. Windows are
+never stored: the sampler takes views into the canvases.
+
+Layout of one canvas (``plan_positions``):
+
+1. a *jittered covering pass*: a grid with pitch ``p = pitch_fraction * tile`` (default 0.75), each
+   cell's tile moved by a random offset in ``[0, tile - p]`` on each axis (the first row/column sits
+   at 0, the last is clamped to the border). Every cell then always covers its own ``p x p`` block
+   of a grid shifted by ``tile - p``, so the canvas has no empty pixel whatever the jitter;
+2. ``extra_fraction`` (default 0.25) more tiles at uniformly random positions;
+3. all pastes in one random order, so overlaps fall either way and no grid pattern shows.
+
+Tiles of a class are used in shuffled rounds (each image once per round), so every image appears
+about equally often. Everything is deterministic for a seed; ``rebuild_from_manifest`` re-creates a
+canvas bit-exactly from its manifest entry and the source images (an audit).
+
+On disk (``CanvasSet.save``): one ``.npy`` uint8 (H, W, 3) per canvas (disk use = raw bytes + 128 B
+header) and ``manifest.json`` with every placement ``[image_id, y, x, order]``. Canvas files are
+immutable and uniquely named; ``manifest.json`` is replaced atomically and is the commit point, so
+a reader never sees a half-written set. Tiles of correction canvases (cropped from scenes, so not in
+any dataset) are kept beside them in ``<name>.tiles.npz`` so those canvases can be audited too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import LabelledImages
+from .progress import Progress, report
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "mlcore.canvases/1"
+KINDS = ("original", "correction")
+
+
+class CanvasError(ValueError):
+    """Bad canvas input or an unreadable canvas set (the message says what and what to do)."""
+
+
+Placement = tuple[str, int, int, int]  # (image_id, y, x, paste order)
+
+
+@dataclass
+class Canvas:
+    """One canvas: ``array`` uint8 (H, W, 3) (a memmap after ``CanvasSet.load(mmap=True)``)."""
+
+    class_name: str
+    array: np.ndarray
+    weight: float = 1.0
+    kind: str = "original"
+    placements: list[Placement] = field(default_factory=list)
+    name: str = ""
+    # Source tiles of correction canvases: (ids, uint8 (n, h, w, 3)); None for dataset canvases.
+    tiles: tuple[list[str], np.ndarray] | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+    def n_windows(self, window: int = 32, step: int = 8) -> int:
+        """Number of ``window`` x ``window`` windows at ``step`` that fit inside this canvas."""
+        return n_windows_in(self.height, self.width, window, step)
+
+
+def n_windows_in(height: int, width: int, window: int, step: int) -> int:
+    """Windows of size ``window`` at stride ``step`` fully inside a height x width image."""
+    if window > height or window > width:
+        return 0
+    return ((height - window) // step + 1) * ((width - window) // step + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Layout and pasting
+
+
+def _axis_starts(length: int, tile: int, pitch: int, rng: np.random.Generator, n_other: int):
+    """Jittered covering starts for one axis, shape (n, n_other): see the module docstring."""
+    n = max(1, math.ceil((length - tile) / pitch) + 1)
+    base = np.arange(n)[:, None] * pitch
+    jitter = rng.integers(0, tile - pitch + 1, size=(n, n_other))
+    jitter[0, :] = 0
+    return np.minimum(base + jitter, length - tile)
+
+
+def plan_positions(
+    height: int,
+    width: int,
+    tile_hw: tuple[int, int],
+    rng: np.random.Generator,
+    pitch_fraction: float = 0.75,
+    extra_fraction: float = 0.25,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners (ys, xs), in paste order, that cover a height x width canvas completely."""
+    th, tw = tile_hw
+    if height < th or width < tw:
+        raise CanvasError(f"canvas {height}x{width} is smaller than the tile {th}x{tw}")
+    if not 0 < pitch_fraction <= 1:
+        raise CanvasError(f"pitch_fraction must be in (0, 1], got {pitch_fraction}")
+    ph = max(1, int(round(th * pitch_fraction)))
+    pw = max(1, int(round(tw * pitch_fraction)))
+    n_y = max(1, math.ceil((height - th) / ph) + 1)
+    n_x = max(1, math.ceil((width - tw) / pw) + 1)
+    ys = _axis_starts(height, th, ph, rng, n_x)  # (n_y, n_x)
+    xs = _axis_starts(width, tw, pw, rng, n_y).T  # (n_y, n_x)
+    n_extra = int(round(extra_fraction * n_y * n_x))
+    ys = np.concatenate([ys.reshape(-1), rng.integers(0, height - th + 1, n_extra)])
+    xs = np.concatenate([xs.reshape(-1), rng.integers(0, width - tw + 1, n_extra)])
+    order = rng.permutation(len(ys))
+    return ys[order].astype(np.int64), xs[order].astype(np.int64)
+
+
+def paste_tiles(
+    canvas: np.ndarray, tiles: np.ndarray, tile_index: np.ndarray, ys: np.ndarray, xs: np.ndarray
+) -> None:
+    """Paste ``tiles[tile_index[k]]`` at (ys[k], xs[k]) in order k = 0, 1, ... (later on top)."""
+    th, tw = tiles.shape[1:3]
+    # A plain loop of slice assignments: each is one memcpy per tile row, about 1 us a tile, and
+    # the paste order (which tile ends on top) stays explicit. Fancy-indexed scatter with
+    # duplicate targets has no defined order in numpy.
+    for k, y, x in zip(tile_index.tolist(), ys.tolist(), xs.tolist()):
+        canvas[y : y + th, x : x + tw] = tiles[k]
+
+
+def _tile_cycle(n_images: int, n_needed: int, rng: np.random.Generator, start_perm=None):
+    """Indices into the images for ``n_needed`` pastes: shuffled rounds, each image once a round."""
+    rounds = [start_perm] if start_perm is not None else []
+    have = sum(len(r) for r in rounds)
+    while have < n_needed:
+        perm = rng.permutation(n_images)
+        rounds.append(perm)
+        have += n_images
+    return np.concatenate(rounds)[:n_needed]
+
+
+def scatter_canvas(
+    tiles: np.ndarray,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    pitch_fraction: float = 0.75,
+    extra_fraction: float = 0.25,
+    tile_index: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Build one canvas from ``tiles`` (n, h, w, 3).
+
+    Returns (canvas, tile_index, ys, xs) where pastes happened in array order. ``tile_index`` may
+    be given to choose which tile goes to each position (cycled if too short).
+    """
+    ys, xs = plan_positions(height, width, tiles.shape[1:3], rng, pitch_fraction, extra_fraction)
+    if tile_index is None:
+        tile_index = _tile_cycle(len(tiles), len(ys), rng)
+    elif len(tile_index) < len(ys):
+        tile_index = np.resize(tile_index, len(ys))
+    else:
+        tile_index = tile_index[: len(ys)]
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    paste_tiles(canvas, tiles, tile_index, ys, xs)
+    return canvas, tile_index, ys, xs
+
+
+# --------------------------------------------------------------------------------------------
+# The set
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:40] or "class"
+
+
+def _canvas_size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+class CanvasSet:
+    """Training canvases of every project class.
+
+    ``classes``: project class names (the model's outputs, in order); ``canvases``: list of
+    ``Canvas``; ``tile_size``: (h, w) of the tiles; ``meta``: free JSON-able provenance (dataset
+    path, mapping, seed) stored in the manifest.
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        canvases: Sequence[Canvas] = (),
+        tile_size: tuple[int, int] = (32, 32),
+        canvas_size: int | tuple[int, int] = 1024,
+        pitch_fraction: float = 0.75,
+        extra_fraction: float = 0.25,
+        seed: int = 0,
+        meta: Mapping | None = None,
+    ) -> None:
+        self.classes = list(classes)
+        self.canvases = list(canvases)
+        self.tile_size = (int(tile_size[0]), int(tile_size[1]))
+        self.canvas_size = _canvas_size(canvas_size)
+        self.pitch_fraction = pitch_fraction
+        self.extra_fraction = extra_fraction
+        self.seed = int(seed)
+        self.meta = dict(meta or {})
+
+    def __len__(self) -> int:
+        return len(self.canvases)
+
+    def __repr__(self) -> str:
+        per = {c: sum(1 for k in self.canvases if k.class_name == c) for c in self.classes}
+        return f"CanvasSet(classes={self.classes}, canvases={per}, tile_size={self.tile_size})"
+
+    def of_class(self, class_name: str) -> list[Canvas]:
+        return [c for c in self.canvases if c.class_name == class_name]
+
+    def n_windows(self, window: int = 32, step: int = 8, class_name: str | None = None) -> int:
+        """Total windows at ``step`` over all canvases (or those of one class)."""
+        return sum(
+            c.n_windows(window, step)
+            for c in self.canvases
+            if class_name is None or c.class_name == class_name
+        )
+
+    def nbytes(self) -> int:
+        return sum(c.array.nbytes for c in self.canvases)
+
+    def _new_name(self, kind: str, class_name: str) -> str:
+        return f"{kind}-{_slug(class_name)}-{len(self.canvases):05d}-{secrets.token_hex(4)}"
+
+    # -- corrections ------------------------------------------------------------------------
+
+    def append(
+        self,
+        class_name: str,
+        images: np.ndarray,
+        ids: Sequence[str],
+        weight: float = 1.0,
+        kind: str = "correction",
+        seed: int | None = None,
+    ) -> list[Canvas]:
+        """Scatter ``images`` (n, h, w, 3) of ``class_name`` on new canvases and add them.
+
+        Canvases are sized to the number of tiles (about one covering cell per tile, up to the
+        set's canvas size; more tiles give more canvases), still scattered with overlap. Every
+        tile is pasted at least once. Returns the new canvases.
+        """
+        if class_name not in self.classes:
+            raise CanvasError(
+                f"class {class_name!r} is not one of this canvas set's classes {self.classes}; "
+                "a new class needs a new canvas set (and a new model)"
+            )
+        if kind not in KINDS:
+            raise CanvasError(f"kind must be one of {KINDS}, got {kind!r}")
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise CanvasError(
+                f"images must be uint8 (n, h, w, 3), got {images.dtype} {images.shape}"
+            )
+        if tuple(images.shape[1:3]) != self.tile_size:
+            raise CanvasError(
+                f"tiles are {images.shape[1]}x{images.shape[2]} but this set uses "
+                f"{self.tile_size[0]}x{self.tile_size[1]}: crop them at the window size"
+            )
+        ids = [str(i) for i in ids]
+        if len(ids) != len(images):
+            raise CanvasError(f"{len(images)} images but {len(ids)} ids")
+        if not len(images):
+            return []
+        rng = np.random.default_rng(
+            seed if seed is not None else [self.seed, len(self.canvases), len(images)]
+        )
+        th, tw = self.tile_size
+        ph = max(1, int(round(th * self.pitch_fraction)))
+        pw = max(1, int(round(tw * self.pitch_fraction)))
+        max_h, max_w = self.canvas_size
+        cells_full = (math.ceil((max_h - th) / ph) + 1) * (math.ceil((max_w - tw) / pw) + 1)
+        order = rng.permutation(len(images))
+        new: list[Canvas] = []
+        for start in range(0, len(images), cells_full):
+            chunk = order[start : start + cells_full]
+            side = math.ceil(math.sqrt(len(chunk)))
+            height = min(max_h, (side - 1) * ph + th)
+            width = min(max_w, (side - 1) * pw + tw)
+            tiles = images[chunk]
+            # Each tile of the chunk first (covering cells are shuffled, so this is no pattern).
+            first = rng.permutation(len(chunk))
+            n_cells = (math.ceil((height - th) / ph) + 1) * (math.ceil((width - tw) / pw) + 1)
+            n_total = n_cells + int(round(self.extra_fraction * n_cells))
+            tile_index = _tile_cycle(len(chunk), n_total, rng, start_perm=first)
+            array, tile_index, ys, xs = scatter_canvas(
+                tiles, height, width, rng, self.pitch_fraction, self.extra_fraction, tile_index
+            )
+            chunk_ids = [ids[i] for i in chunk.tolist()]
+            canvas = Canvas(
+                class_name=class_name,
+                array=array,
+                weight=float(weight),
+                kind=kind,
+                placements=_placements(chunk_ids, tile_index, ys, xs),
+                name=self._new_name(kind, class_name),
+                tiles=(chunk_ids, np.ascontiguousarray(tiles)),
+            )
+            self.canvases.append(canvas)
+            new.append(canvas)
+        return new
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        """The JSON-able manifest (what ``save`` writes as manifest.json)."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "classes": self.classes,
+            "tile_size": list(self.tile_size),
+            "canvas_size": list(self.canvas_size),
+            "pitch_fraction": self.pitch_fraction,
+            "extra_fraction": self.extra_fraction,
+            "seed": self.seed,
+            "meta": self.meta,
+            "canvases": [
+                {
+                    "name": c.name,
+                    "file": f"{c.name}.npy",
+                    "tiles_file": f"{c.name}.tiles.npz" if c.tiles is not None else None,
+                    "class_name": c.class_name,
+                    "kind": c.kind,
+                    "weight": c.weight,
+                    "height": c.height,
+                    "width": c.width,
+                    "placements": [list(p) for p in c.placements],
+                }
+                for c in self.canvases
+            ],
+        }
+
+    def save(self, directory: str | os.PathLike, prune: bool = True) -> Path:
+        """Write the set into ``directory`` (created if needed) and return the manifest path.
+
+        Canvas files are written under a temporary name then renamed; files already present
+        (same unique name) are not rewritten, so saving after ``append`` only writes the new
+        canvases. ``manifest.json`` is replaced last, atomically. With ``prune``, canvas files no
+        longer referenced by the manifest are removed afterwards.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for c in self.canvases:
+            if not c.name:
+                c.name = self._new_name(c.kind, c.class_name)
+            target = directory / f"{c.name}.npy"
+            if not target.exists():
+                _atomic_write(target, lambda f, a=c.array: np.save(f, np.ascontiguousarray(a)))
+            if c.tiles is not None:
+                tiles_target = directory / f"{c.name}.tiles.npz"
+                if not tiles_target.exists():
+                    ids, tiles = c.tiles
+                    _atomic_write(
+                        tiles_target,
+                        lambda f, i=ids, t=tiles: np.savez(f, ids=np.array(i, dtype=str), images=t),
+                    )
+        manifest = self.manifest()
+        manifest_path = directory / MANIFEST_NAME
+        data = json.dumps(manifest, separators=(",", ":")).encode()
+        _atomic_write(manifest_path, lambda f: f.write(data))
+        if prune:
+            keep = {MANIFEST_NAME}
+            for entry in manifest["canvases"]:
+                keep.add(entry["file"])
+                if entry["tiles_file"]:
+                    keep.add(entry["tiles_file"])
+            for p in directory.iterdir():
+                if p.is_file() and p.name not in keep and p.name.endswith((".npy", ".tiles.npz")):
+                    p.unlink(missing_ok=True)
+        return manifest_path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> CanvasSet:
+        """Read a set written by ``save``; with ``mmap`` the arrays are read-only memmaps."""
+        directory = Path(directory)
+        manifest_path = directory / MANIFEST_NAME
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except FileNotFoundError as exc:
+            raise CanvasError(
+                f"{directory} has no {MANIFEST_NAME}: not a canvas set (build one first)"
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise CanvasError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise CanvasError(
+                f"{manifest_path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}"
+            )
+        canvases = []
+        for entry in manifest["canvases"]:
+            path = directory / entry["file"]
+            try:
+                array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except FileNotFoundError as exc:
+                raise CanvasError(f"canvas file {path} listed in the manifest is missing") from exc
+            if array.shape != (entry["height"], entry["width"], 3) or array.dtype != np.uint8:
+                raise CanvasError(
+                    f"{path}: {array.dtype} {array.shape}, manifest says uint8 "
+                    f"({entry['height']}, {entry['width']}, 3)"
+                )
+            tiles = None
+            if entry.get("tiles_file"):
+                with np.load(directory / entry["tiles_file"], allow_pickle=False) as z:
+                    tiles = (z["ids"].tolist(), z["images"])
+            canvases.append(
+                Canvas(
+                    class_name=entry["class_name"],
+                    array=array,
+                    weight=float(entry["weight"]),
+                    kind=entry["kind"],
+                    placements=[
+                        (str(i), int(y), int(x), int(o)) for i, y, x, o in entry["placements"]
+                    ],
+                    name=entry["name"],
+                    tiles=tiles,
+                )
+            )
+        return cls(
+            classes=manifest["classes"],
+            canvases=canvases,
+            tile_size=tuple(manifest["tile_size"]),
+            canvas_size=tuple(manifest["canvas_size"]),
+            pitch_fraction=manifest["pitch_fraction"],
+            extra_fraction=manifest["extra_fraction"],
+            seed=manifest["seed"],
+            meta=manifest.get("meta"),
+        )
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _placements(ids: Sequence[str], tile_index, ys, xs) -> list[Placement]:
+    return [
+        (ids[k], y, x, order)
+        for order, (k, y, x) in enumerate(zip(tile_index.tolist(), ys.tolist(), xs.tolist()))
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+
+
+def build_canvas_set(
+    images: LabelledImages,
+    classes: Sequence[str] | None = None,
+    canvas_size: int | tuple[int, int] = 1024,
+    n_windows_target: int | None = None,
+    canvases_per_class: int | Mapping[str, int] | None = None,
+    window: int = 32,
+    step: int = 8,
+    seed: int = 0,
+    progress: Progress | None = None,
+    pitch_fraction: float = 0.75,
+    extra_fraction: float = 0.25,
+    meta: Mapping | None = None,
+) -> CanvasSet:
+    """Scatter each class's images on its own canvases.
+
+    ``images`` carry project class names (see ``datasets.apply_mapping``); ``classes`` picks which
+    get canvases (default: all of ``images.class_names``, in that order).
+    How many canvases per class, first that applies:
+
+    * ``canvases_per_class``: an int for every class, or a dict class -> count;
+    * ``n_windows_target``: total windows (``window`` at ``step``) over the set, shared equally
+      between classes (each class gets ``ceil(target / n_classes / windows_per_canvas)``);
+    * otherwise enough canvases for every image of the class to be pasted at least once.
+    """
+    classes = list(classes) if classes is not None else list(images.class_names)
+    unknown = [c for c in classes if c not in images.class_names]
+    if unknown:
+        raise CanvasError(f"classes {unknown} not in the images' classes {images.class_names}")
+    height, width = _canvas_size(canvas_size)
+    th, tw = images.tile_size
+    if height < th or width < tw:
+        raise CanvasError(f"canvas size {height}x{width} is smaller than the tiles {th}x{tw}")
+    counts = images.counts()
+    empty = [c for c in classes if counts[c] == 0]
+    if empty:
+        raise CanvasError(f"no images of class(es) {empty}: every class needs some")
+    # Pastes per canvas, for the default count and for the tile cycles.
+    probe = plan_positions(
+        height, width, (th, tw), np.random.default_rng(0), pitch_fraction, extra_fraction
+    )
+    pastes_per_canvas = len(probe[0])
+    per_canvas_windows = n_windows_in(height, width, window, step)
+    plan: dict[str, int] = {}
+    for c in classes:
+        if canvases_per_class is not None:
+            n = (
+                canvases_per_class[c]
+                if isinstance(canvases_per_class, Mapping)
+                else int(canvases_per_class)
+            )
+        elif n_windows_target is not None:
+            if per_canvas_windows == 0:
+                raise CanvasError(f"window {window} does not fit in canvas {height}x{width}")
+            n = math.ceil(n_windows_target / len(classes) / per_canvas_windows)
+        else:
+            n = math.ceil(counts[c] / pastes_per_canvas)
+        plan[c] = max(1, int(n))
+    total = sum(plan.values())
+    cset = CanvasSet(
+        classes,
+        tile_size=(th, tw),
+        canvas_size=(height, width),
+        pitch_fraction=pitch_fraction,
+        extra_fraction=extra_fraction,
+        seed=seed,
+        meta=meta,
+    )
+    done = 0
+    for class_number, c in enumerate(classes):
+        label = images.class_names.index(c)
+        member_index = np.flatnonzero(images.labels == label)
+        tiles = images.images[member_index]
+        rng = np.random.default_rng([seed, class_number])
+        cycle = _tile_cycle(len(tiles), plan[c] * pastes_per_canvas, rng)
+        for k in range(plan[c]):
+            tile_index = cycle[k * pastes_per_canvas : (k + 1) * pastes_per_canvas]
+            array, tile_index, ys, xs = scatter_canvas(
+                tiles, height, width, rng, pitch_fraction, extra_fraction, tile_index
+            )
+            ids = [images.ids[i] for i in member_index.tolist()]
+            cset.canvases.append(
+                Canvas(
+                    class_name=c,
+                    array=array,
+                    weight=1.0,
+                    kind="original",
+                    placements=_placements(ids, tile_index, ys, xs),
+                    name=cset._new_name("original", c),
+                )
+            )
+            done += 1
+            report(progress, done, total, f"canvas {done}/{total} ({c})")
+    return cset
+
+
+def rebuild_from_manifest(
+    entry: Mapping, images: LabelledImages | Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Re-create one canvas from its manifest entry and the source images (bit-exact audit).
+
+    ``entry`` is one item of ``manifest["canvases"]``; ``images`` a ``LabelledImages`` holding the
+    placed ids, or a mapping id -> uint8 (h, w, 3) (e.g. the correction tiles file).
+    """
+    if isinstance(images, LabelledImages):
+        index = {i: k for k, i in enumerate(images.ids)}
+
+        def tile(image_id: str) -> np.ndarray:
+            return images.images[index[image_id]]
+    else:
+
+        def tile(image_id: str) -> np.ndarray:
+            return np.asarray(images[image_id])
+
+    canvas = np.zeros((entry["height"], entry["width"], 3), dtype=np.uint8)
+    placements = sorted(entry["placements"], key=lambda p: p[3])
+    try:
+        for image_id, y, x, _order in placements:
+            t = tile(image_id)
+            canvas[y : y + t.shape[0], x : x + t.shape[1]] = t
+    except KeyError as exc:
+        raise CanvasError(
+            f"image {exc} placed on canvas {entry.get('name')} is not in the images"
+        ) from exc
+    return canvas

@@ -1,0 +1,110 @@
+"""CIFAR-style ResNet (He et al. 2016, section 4.2) taking raw uint8 NHWC windows.
+
+Depth ``6n + 2`` (20 by default, the size of the published model); three stages of ``n`` basic
+blocks at widths ``w, 2w, 4w``. The network casts, scales and normalises its input itself, so the
+exported ONNX file takes the window bytes as they are and no caller can forget the normalisation.
+Permuting NHWC to NCHW gives a channels_last tensor, the fast layout on GPUs and oneDNN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# CIFAR-10 training-set statistics, in [0, 1] units.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            # Projection shortcut (option B); cheap and exports cleanly.
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class WindowResNet(nn.Module):
+    """ResNet for (N, window, window, 3) uint8 (or float in 0..255) input; returns logits (N, C)."""
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        depth: int = 20,
+        width: int = 16,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+    ):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56...), got {depth}")
+        if num_classes < 2:
+            raise ValueError(f"need at least 2 classes, got {num_classes}")
+        self.num_classes, self.depth, self.width = num_classes, depth, width
+        blocks = (depth - 2) // 6
+        # Buffers in 0..255 units so forward does one multiply-add per pixel.
+        mean_t = torch.tensor(mean, dtype=torch.float32) * 255.0
+        std_t = torch.tensor(std, dtype=torch.float32) * 255.0
+        self.register_buffer("mean", mean_t.view(1, 1, 1, 3))
+        self.register_buffer("inv_std", (1.0 / std_t).view(1, 1, 1, 3))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        layers, in_planes = [], width
+        for stage, planes in enumerate((width, 2 * width, 4 * width)):
+            for b in range(blocks):
+                stride = 2 if stage > 0 and b == 0 else 1
+                layers.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Zero-init the last BN of each residual branch: each block starts as identity (trains
+        # faster in few steps, Goyal et al. 2017).
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    @property
+    def normalisation(self) -> dict:
+        """Mean and std in [0, 1] units (what the export metadata records)."""
+        mean = (self.mean.flatten() / 255.0).tolist()
+        std = (1.0 / (self.inv_std.flatten() * 255.0)).tolist()
+        return {"mean": mean, "std": std}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.mean) * self.inv_std  # (N, H, W, 3) float
+        x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+        x = self.layers(self.stem(x))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+class ProbabilityModel(nn.Module):
+    """Wraps a logits model with a softmax: what the exported file computes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(images).float(), dim=1)
+
+
+def build_model(num_classes: int = 3, depth: int = 20, width: int = 16, **kw) -> WindowResNet:
+    return WindowResNet(num_classes=num_classes, depth=depth, width=width, **kw)

@@ -1,0 +1,189 @@
+"""From a probability grid to detections: thresholds, window hits, non-maximum suppression.
+
+A hit is a window whose best positive class reaches that class's threshold (default 0.9). One
+object is hit by several overlapping windows (at step 16 a 32 px object is typically covered by
+2-4 windows), so hits are merged:
+
+- greedy NMS per class: take the highest-scoring remaining hit, and gather every remaining hit of
+  the same class whose IoU with it is >= ``iou`` into its cluster;
+- the cluster becomes one box (``merge``): ``"weighted"`` (default) is the score-weighted mean of
+  the member boxes, which lands between the windows, closer to where the object is (a plain NMS
+  box is stuck on the window grid); ``"union"`` is their bounding box; ``"none"`` keeps the top
+  hit's window. The score is the cluster's top score.
+
+numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.9
+DEFAULT_IOU = 0.3
+MERGES = ("weighted", "union", "none")
+UNCERTAINTY_KINDS = ("least_confidence", "margin", "entropy")
+
+
+@dataclass
+class Detection:
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str
+    score: float
+    kind: str = "window"  # "window" (raw hit) or "merged" (after NMS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_negative(classes) -> str | None:
+    """The negative class: one called "negative" (or "background"), else none."""
+    for name in ("negative", "background"):
+        if name in classes:
+            return name
+    return None
+
+
+def resolve_thresholds(classes, thresholds=None, negative: str | None = None) -> np.ndarray:
+    """Per-class thresholds as an array aligned with ``classes``; the negative class gets +inf
+    (it never produces a hit). ``thresholds``: a number, a dict class -> number, or None."""
+    classes = list(classes)
+    if negative is not None and negative not in classes:
+        raise ValueError(f"negative class {negative!r} is not one of {classes}")
+    if isinstance(thresholds, dict):
+        unknown = sorted(set(thresholds) - set(classes))
+        if unknown:
+            raise ValueError(f"thresholds given for unknown classes {unknown}; classes: {classes}")
+        values = [float(thresholds.get(c, DEFAULT_THRESHOLD)) for c in classes]
+    else:
+        value = DEFAULT_THRESHOLD if thresholds is None else float(thresholds)
+        values = [value] * len(classes)
+    out = np.array(values, dtype=np.float64)
+    if np.any((out < 0) | (out > 1)):
+        raise ValueError(f"thresholds must lie in [0, 1], got {dict(zip(classes, values))}")
+    if negative is not None:
+        out[classes.index(negative)] = np.inf
+    return out
+
+
+@dataclass
+class Hits:
+    """Window hits as arrays (x, y, w, h in scene pixels; label = class index; score)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    h: np.ndarray
+    label: np.ndarray
+    score: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to_detections(self, kind: str = "window") -> list[Detection]:
+        return [
+            Detection(float(x), float(y), float(w), float(h), self.classes[int(c)], float(s), kind)
+            for x, y, w, h, c, s in zip(self.x, self.y, self.w, self.h, self.label, self.score)
+        ]
+
+
+def window_hits(grid, thresholds=None, negative: str | None = "auto") -> Hits:
+    """Every window whose best positive class reaches its threshold."""
+    negative = default_negative(grid.classes) if negative == "auto" else negative
+    thr = resolve_thresholds(grid.classes, thresholds, negative)
+    probs = grid.probs.reshape(-1, len(grid.classes))
+    passing = np.where(probs >= thr, probs, -1.0)  # negative class: threshold inf, never passes
+    label = passing.argmax(1)
+    score = passing[np.arange(len(passing)), label]
+    keep = np.flatnonzero(score >= 0)
+    rows, cols = np.divmod(keep, len(grid.xs))
+    size = np.full(len(keep), float(grid.window))
+    return Hits(
+        grid.xs[cols].astype(np.float64),
+        grid.ys[rows].astype(np.float64),
+        size,
+        size.copy(),
+        label[keep],
+        score[keep].astype(np.float64),
+        list(grid.classes),
+    )
+
+
+def iou_one_to_many(box, x, y, w, h) -> np.ndarray:
+    """IoU of one (x, y, w, h) box with arrays of boxes."""
+    bx, by, bw, bh = box
+    ix = np.clip(np.minimum(bx + bw, x + w) - np.maximum(bx, x), 0, None)
+    iy = np.clip(np.minimum(by + bh, y + h) - np.maximum(by, y), 0, None)
+    inter = ix * iy
+    return inter / (bw * bh + w * h - inter)
+
+
+def nms(hits: Hits, iou: float = DEFAULT_IOU, merge: str = "weighted") -> Hits:
+    """Greedy per-class NMS that merges each cluster into one box (see module docstring)."""
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    if not 0 < iou <= 1:
+        raise ValueError(f"iou must be in (0, 1], got {iou}")
+    out: list[tuple] = []
+    for c in np.unique(hits.label):
+        idx = np.flatnonzero(hits.label == c)
+        idx = idx[np.argsort(-hits.score[idx], kind="stable")]
+        x, y, w, h, s = (a[idx] for a in (hits.x, hits.y, hits.w, hits.h, hits.score))
+        alive = np.ones(len(idx), dtype=bool)
+        for i in range(len(idx)):
+            if not alive[i]:
+                continue
+            overlap = iou_one_to_many((x[i], y[i], w[i], h[i]), x, y, w, h)
+            members = np.flatnonzero(alive & (overlap >= iou))
+            members = np.union1d(members, [i])
+            alive[members] = False
+            if merge == "weighted":
+                wt = s[members] / s[members].sum()
+                box = [float((a[members] * wt).sum()) for a in (x, y, w, h)]
+            elif merge == "union":
+                x0, y0 = x[members].min(), y[members].min()
+                x1, y1 = (x + w)[members].max(), (y + h)[members].max()
+                box = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+            else:
+                box = [float(x[i]), float(y[i]), float(w[i]), float(h[i])]
+            out.append((*box, int(c), float(s[i])))
+    out.sort(key=lambda r: -r[5])
+    cols = np.array(out, dtype=np.float64).reshape(-1, 6)
+    return Hits(
+        cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4].astype(np.int64), cols[:, 5],
+        list(hits.classes),
+    )  # fmt: skip
+
+
+def detections(
+    grid,
+    thresholds=None,
+    negative: str | None = "auto",
+    iou: float = DEFAULT_IOU,
+    merge: str = "weighted",
+) -> list[Detection]:
+    """Merged detections (kind "merged") of a ScoreGrid, highest score first."""
+    return nms(window_hits(grid, thresholds, negative), iou, merge).to_detections("merged")
+
+
+def uncertainty(probs: np.ndarray, kind: str = "least_confidence") -> np.ndarray:
+    """Per-window uncertainty, higher = less certain; shape ``probs.shape[:-1]``.
+
+    least_confidence: 1 - max p. margin: 1 - (p_top1 - p_top2). entropy: -sum p ln p / ln C
+    (0 for a one-hot, 1 for uniform).
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if kind == "least_confidence":
+        return 1.0 - p.max(-1)
+    if kind == "margin":
+        top2 = np.partition(p, -2, axis=-1)[..., -2:]
+        return 1.0 - (top2[..., 1] - top2[..., 0])
+    if kind == "entropy":
+        safe = np.clip(p, 1e-12, 1.0)
+        return -(p * np.log(safe)).sum(-1) / np.log(p.shape[-1])
+    raise ValueError(f"uncertainty kind must be one of {UNCERTAINTY_KINDS}, got {kind!r}")

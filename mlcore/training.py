@@ -1,0 +1,418 @@
+"""Train the window classifier on training canvases (PyTorch; CUDA when present, CPU otherwise).
+
+The input pipeline never touches Python per window: the canvases are packed once into one flat
+uint8 tensor on the training device, and each batch is a single gather computed from random window
+origins (index arithmetic, no unfold, no copies of the canvases), followed by augmentation of the
+whole batch on the device. On a GPU the batch never leaves GPU memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlcore.model import WindowResNet, build_model
+from mlcore.progress import Progress, report
+from mlcore.windows import SPLITS, WindowSampler
+
+CHECKPOINT_FORMAT = "mlcore-window-resnet-v1"
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. ``steps`` is used unless ``epochs`` is set (one
+    epoch = the number of distinct training windows on the step grid / batch size)."""
+
+    depth: int = 20
+    width: int = 16
+    window: int = 32
+    step: int = 8
+    batch_size: int = 128
+    steps: int = 2000
+    epochs: float | None = None
+    optimizer: str = "sgd"  # "sgd" (nesterov momentum) | "adamw"
+    lr: float = 0.1
+    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine) | "cosine" | "constant"
+    warmup_fraction: float = 0.2
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    channels_last: bool = True
+    compile: str | bool = "auto"  # "auto": on for CUDA, off for CPU (compile time > gain there)
+    hflip: bool = True
+    vflip: bool = False  # off by default: cars and boats are not upside down; on for aerial scenes
+    jitter: int = 4  # random window shift in px (off the step grid), clamped to the split region
+    brightness: float = 0.1  # +- fraction of 255 added per image
+    contrast: float = 0.1  # +- fraction of contrast change per image
+    val_fraction: float = 0.1
+    val_windows: int = 2048
+    log_every: int = 10
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    mean: list[float] | None = None  # normalisation in [0, 1] units (None: CIFAR-10 statistics)
+    std: list[float] | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> TrainConfig:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known options: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def total_steps(self, n_train_windows: int) -> int:
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * n_train_windows / self.batch_size))
+        return max(1, int(self.steps))
+
+
+@dataclass
+class TrainResult:
+    model: WindowResNet
+    history: list[dict]
+    val_accuracy: float | None
+    windows_per_s: float
+    classes: list[str] = field(default_factory=list)
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    def save_checkpoint(self, path) -> Path:
+        return save_checkpoint(path, self.model, self.classes, self.config, self.history)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+class TorchWindowGather:
+    """Torch twin of :class:`WindowSampler` that samples and gathers on the training device.
+
+    The canvases are packed into one flat uint8 tensor; a window is addressed by
+    ``offset[c] + ((y + dy) * width[c] + (x + dx)) * 3 + channel``, so a batch is one gather over
+    any mix of canvases. Origins are drawn with the same distribution as the numpy sampler
+    (class-balanced, canvas weight x windows), using a torch generator on the device so nothing
+    syncs with the host.
+    """
+
+    def __init__(self, sampler: WindowSampler, device: torch.device):
+        self.sampler, self.device = sampler, device
+        self.window, self.step = sampler.window, sampler.step
+        sizes = [a.size for a in sampler.arrays]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.flat = torch.empty(int(sum(sizes)), dtype=torch.uint8, device=device)
+        for array, offset, size in zip(sampler.arrays, offsets, sizes):
+            chunk = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
+            self.flat[int(offset) : int(offset) + size].copy_(chunk)
+        self.offsets = torch.as_tensor(offsets, device=device)
+        self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
+        w = self.window
+        ar = torch.arange(w, device=device)
+        self.dy = ar.view(1, w, 1, 1)
+        self.dx_ch = ar.view(1, 1, w, 1) * 3 + torch.arange(3, device=device).view(1, 1, 1, 3)
+        self.tables = {}
+        for split in SPLITS:
+            t = sampler.tables[split]
+            self.tables[split] = {
+                name: torch.as_tensor(getattr(t, name), device=device)
+                for name in ("canvas", "label", "y0", "yspan", "ny", "xspan", "nx")
+            } | {"prob": torch.as_tensor(t.prob, dtype=torch.float32, device=device)}
+            self.tables[split]["n"] = t.n_windows
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.tables[split]
+        if t["n"] == 0:
+            raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
+        dev = self.device
+        rows = torch.multinomial(t["prob"], batch_size, replacement=True, generator=generator)
+        iy = (torch.rand(batch_size, generator=generator, device=dev) * t["ny"][rows]).long()
+        ix = (torch.rand(batch_size, generator=generator, device=dev) * t["nx"][rows]).long()
+        yspan, xspan = t["yspan"][rows], t["xspan"][rows]
+        ry = torch.minimum(iy * self.step, yspan)
+        x = torch.minimum(ix * self.step, xspan)
+        if jitter > 0:
+            shift = torch.randint(
+                -jitter, jitter + 1, (2, batch_size), generator=generator, device=dev
+            )
+            ry = torch.minimum((ry + shift[0]).clamp_(min=0), yspan)
+            x = torch.minimum((x + shift[1]).clamp_(min=0), xspan)
+        y = t["y0"][rows] + ry
+        canvas = t["canvas"][rows]
+        width = self.widths[canvas].view(-1, 1, 1, 1)
+        base = (self.offsets[canvas] + (y * self.widths[canvas] + x) * 3).view(-1, 1, 1, 1)
+        index = base + self.dy * width * 3 + self.dx_ch
+        return self.flat[index], t["label"][rows]
+
+
+def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Flips and brightness/contrast jitter of a uint8 NHWC batch; returns float in 0..255."""
+    x = images.float()
+    n, dev = x.shape[0], x.device
+
+    def coin() -> torch.Tensor:
+        return (torch.rand(n, generator=generator, device=dev) < 0.5).view(n, 1, 1, 1)
+
+    if config.hflip:
+        x = torch.where(coin(), x.flip(2), x)
+    if config.vflip:
+        x = torch.where(coin(), x.flip(1), x)
+    if config.contrast > 0 or config.brightness > 0:
+        u = torch.rand(2, n, 1, 1, 1, generator=generator, device=dev) * 2 - 1
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + config.contrast * u[0]) + mean + config.brightness * 255 * u[1]
+        x = x.clamp_(0, 255)
+    return x
+
+
+def _lr_lambda(config: TrainConfig, total: int) -> Callable[[int], float]:
+    warm = max(1, int(config.warmup_fraction * total)) if config.schedule == "onecycle" else 0
+
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if step < warm:
+            return 0.04 + 0.96 * step / warm
+        progress_ = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+    if config.schedule not in ("onecycle", "cosine", "constant"):
+        raise ValueError(f"schedule must be onecycle, cosine or constant, not {config.schedule!r}")
+    return factor
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)  # no weight decay on BN and biases
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {config.optimizer!r}")
+
+
+def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) -> None:
+    """Fine-tune start: copy matching weights; a classifier head of another shape (classes were
+    added or removed) is left freshly initialised."""
+    if isinstance(init_state, (str, os.PathLike)):
+        init_state = read_checkpoint(init_state)["state_dict"]
+    own = model.state_dict()
+    skipped = [k for k, v in init_state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in init_state]
+    unexpected = [k for k in init_state if k not in own]
+    if unexpected or [k for k in missing if not k.startswith("fc.")]:
+        raise ValueError(
+            "the initial state does not fit this model (different depth or width?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    own.update({k: v for k, v in init_state.items() if k in own and k not in skipped})
+    model.load_state_dict(own)
+    if skipped:
+        log(f"fine-tune: {skipped} re-initialised (the class list changed)")
+
+
+def evaluate(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, device, batch_size: int = 512
+) -> float:
+    """Accuracy of ``model`` on uint8 windows (eval mode, no augmentation)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).to(device)
+            pred = model(x).argmax(1).cpu().numpy()
+            correct += int((pred == labels[start : start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(images))
+
+
+def train(
+    canvas_set,
+    classes,
+    config: TrainConfig | dict | None = None,
+    progress: Progress | None = None,
+    init_state=None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a fresh model (or fine-tune ``init_state``: a state dict or checkpoint path)."""
+    return run_training(canvas_set, classes, config, progress, init_state, log)
+
+
+def run_training(
+    canvas_set,
+    classes,
+    config: TrainConfig | dict | None = None,
+    progress: Progress | None = None,
+    init_state=None,
+    log: Callable[[str], None] | None = None,
+    *,
+    device: torch.device | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    """The training loop; with ``world_size > 1`` (inside an initialised process group, see
+    :mod:`mlcore.distributed`) each rank samples its own windows, the global batch is split over
+    ranks and gradients are averaged by DistributedDataParallel."""
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    classes = list(classes)
+    log = log or logger.info
+    device = device or resolve_device(config.device)
+    if config.threads and device.type == "cpu":
+        torch.set_num_threads(int(config.threads))
+    torch.manual_seed(config.seed)
+    sampler = WindowSampler(
+        canvas_set, classes, config.window, config.step, config.val_fraction, config.seed
+    )
+    total = config.total_steps(sampler.n_windows("train"))
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} must divide among {world_size} ranks")
+    local_batch = config.batch_size // world_size
+
+    norm = {k: v for k, v in (("mean", config.mean), ("std", config.std)) if v is not None}
+    model = build_model(len(classes), config.depth, config.width, **norm)
+    if init_state is not None:
+        load_init_state(model, init_state, log)
+    model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    use_compile = config.compile == "auto" and device.type == "cuda" or config.compile is True
+    if use_compile:
+        net = torch.compile(model)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=ids)
+
+    gather = TorchWindowGather(sampler, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed * 1000 + rank + 1)
+    optimizer = _optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    autocast = device.type == "cuda" and config.bf16
+
+    history: list[dict] = []
+    running = torch.zeros((), device=device)
+    since_log = 0
+    started = timed_from = time.perf_counter()
+    log(f"training {config.depth}-layer ResNet on {device} for {total} steps of {local_batch}")
+    model.train()
+    for step in range(1, total + 1):
+        images, labels = gather.sample(local_batch, generator, "train", config.jitter)
+        x = augment(images, config, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = net(x)
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running += loss.detach()
+        since_log += 1
+        if step == 1:
+            timed_from = time.perf_counter()  # first step pays for compilation and warm-up
+        if step % config.log_every == 0 or step == total:
+            mean_loss = running / since_log
+            if world_size > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(mean_loss)
+                mean_loss = mean_loss / world_size
+            value = float(mean_loss)  # the only host sync of the loop
+            history.append({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
+            running.zero_()
+            since_log = 0
+            report(progress, step, total, f"loss {value:.4f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - timed_from
+    timed_steps = max(1, total - 1)
+    windows_per_s = timed_steps * config.batch_size / elapsed if total > 1 and elapsed > 0 else 0.0
+
+    val_accuracy = None
+    if sampler.n_windows("val") > 0 and config.val_windows > 0:
+        rng = np.random.default_rng(config.seed + 7919)  # the same validation set every run
+        val_x, val_y = sampler.sample(config.val_windows, rng, "val")
+        val_accuracy = evaluate(model, val_x, val_y, device)
+    log(
+        f"trained in {time.perf_counter() - started:.1f}s, {windows_per_s:.0f} windows/s, "
+        f"val accuracy {val_accuracy}"
+    )
+    model.eval()
+    return TrainResult(model, history, val_accuracy, windows_per_s, classes, config)
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def save_checkpoint(path, model: WindowResNet, classes, config: TrainConfig, history=None) -> Path:
+    """Write state dict + classes + config + normalisation atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "config": config.to_dict(),
+        "architecture": {"depth": model.depth, "width": model.width},
+        "normalisation": model.normalisation,
+        "history": list(history or []),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint dict, with a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: {exc}); "
+            "retrain or restore the model version"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an mlcore checkpoint (expected {CHECKPOINT_FORMAT})")
+    return payload
+
+
+def load_checkpoint(path, device: str = "cpu") -> tuple[WindowResNet, dict]:
+    """Rebuild the model from a checkpoint; returns (model in eval mode, checkpoint dict)."""
+    payload = read_checkpoint(path)
+    arch, norm = payload["architecture"], payload["normalisation"]
+    model = build_model(len(payload["classes"]), arch["depth"], arch["width"], **norm)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload

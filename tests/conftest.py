@@ -1,0 +1,92 @@
+"""Shared fixtures. Tests use the real services: PostgreSQL (DATABASE_URL, set by `make test`),
+Redis, Spark in local mode and Chromium. A missing service is a failure, never a skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MLCORE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return [f"database: {db['ENGINE']} {db.get('NAME')}", f"redis: {settings.REDIS_URL}"]
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("CI"):
+        url = os.environ.get("DATABASE_URL", "")
+        if not url.startswith(("postgres://", "postgresql://")):
+            raise pytest.UsageError(
+                f"CI must test on PostgreSQL, but DATABASE_URL={url!r}: run `make test`."
+            )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "cifar10-jpg.zip").exists():
+        pytest.fail(f"Test data missing: expected {SHARED_DATA}/cifar10-jpg.zip (../shared/data).")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def redis_conn():
+    """The real Redis of REDIS_URL, emptied for the test (make test points it at db 15)."""
+    import django_rq
+
+    conn = django_rq.get_connection("default")
+    try:
+        conn.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is required for this test and is unreachable: {exc}")
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+@pytest.fixture
+def storage_dir(tmp_path, settings):
+    """A private local storage root for the test."""
+    root = tmp_path / "storage"
+    root.mkdir()
+    settings.STORAGE_URL = str(root)
+    return root
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, **extra):
+        return django_user_model.objects.create_user(username, password="pw-" + username, **extra)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def project(alice):
+    from labeling.models import Project
+
+    p = Project.objects.create(name="cars and boats")
+    p.members.add(alice)
+    return p
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client

@@ -1,0 +1,69 @@
+"""Helpers for the Spark scoring tests: a tiny ONNX window classifier and a scene in storage."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def tiny_onnx_model(path: Path, classes=("negative", "car", "boat"), window: int = 32, seed=0):
+    """An ONNX model in the project's format (uint8 NHWC ``images`` -> float32 ``probs``),
+    built directly with onnx.helper: Cast, Transpose, strided Conv, Relu, mean pool, Gemm,
+    Softmax. Random weights, so every window position gives different probabilities."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    n_classes = len(classes)
+    conv_w = rng.normal(0, 0.05, (8, 3, 4, 4)).astype(np.float32)
+    conv_b = rng.normal(0, 0.1, 8).astype(np.float32)
+    fc_w = rng.normal(0, 0.5, (8, n_classes)).astype(np.float32)
+    fc_b = rng.normal(0, 0.1, n_classes).astype(np.float32)
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv_w", "conv_b"], ["c"], strides=[4, 4]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_window_classifier",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", window, window, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n_classes])],
+        [
+            numpy_helper.from_array(conv_w, "conv_w"),
+            numpy_helper.from_array(conv_b, "conv_b"),
+            numpy_helper.from_array(fc_w, "fc_w"),
+            numpy_helper.from_array(fc_b, "fc_b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    for key, value in {
+        "classes": json.dumps(list(classes)),
+        "window": str(window),
+        "mean": "[0, 0, 0]",
+        "std": "[1, 1, 1]",
+        "engine": "onnx.helper test model",
+    }.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def put_scene(storage, key: str, height: int, width: int, seed: int = 1) -> np.ndarray:
+    """Write a random uint8 (H, W, 3) scene as .npy into ``storage``; return the pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    storage.write(key, buffer.getvalue())
+    return pixels

@@ -1,0 +1,225 @@
+"""The whole active-learning loop through real Redis, a real RQ worker and Spark in local mode:
+canvases -> model v1 -> annotations -> retrain cycle -> v2 current, scene rescored, metrics
+stored, annotations consumed. Small on purpose: 32-px tiles on 128-px canvases, a ResNet of
+depth 8 and width 8 trained for a few steps, a 256x256 scene."""
+
+from __future__ import annotations
+
+import json
+
+import django_rq
+import numpy as np
+import pytest
+from rq import SimpleWorker
+
+from labeling.cycle import (
+    CycleAlreadyRunning,
+    effective_annotations,
+    pending_annotations,
+    set_current,
+    start_cycle,
+)
+from labeling.jobs import enqueue
+from labeling.models import Annotation, Dataset, Scene, ScoringRun, TrainingCanvas
+from labeling.storage import get_storage, project_prefix
+
+SPARK_MASTER = "local[2]"
+TILE = 32
+CLASSES = ["car", "boat", "negative"]
+
+
+def synthetic_tiles(label: int, n: int, rng) -> np.ndarray:
+    """Tiles a tiny network can tell apart: a strong colour per class plus noise."""
+    base = np.array([[200, 40, 40], [40, 60, 200], [90, 160, 90]][label], dtype=np.int16)
+    noise = rng.integers(-40, 40, size=(n, TILE, TILE, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def add_dataset(project, per_class: int = 12, seed: int = 0) -> Dataset:
+    from mlcore.datasets import LabelledImages
+
+    rng = np.random.default_rng(seed)
+    images = np.concatenate([synthetic_tiles(k, per_class, rng) for k in range(3)])
+    labels = np.repeat(np.arange(3), per_class)
+    ids = [f"syn/{k}" for k in range(len(images))]
+    dataset = Dataset.objects.create(project=project, name="synthetic", source="test")
+    key = f"{project_prefix(project)}/datasets/{dataset.pk}/images.npz"
+    path = get_storage().local_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    LabelledImages(images, labels, CLASSES, ids).save_npz(path)
+    Dataset.objects.filter(pk=dataset.pk).update(status="ready", storage_key=key)
+    return dataset
+
+
+def add_scene(project, size: int = 256, seed: int = 1) -> tuple[Scene, list[dict]]:
+    """A size x size scene of 32-px tiles on a grid, with its ground truth."""
+    from mlcore.scenes import array_to_npy
+
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    gt = []
+    order = 0
+    for y in range(0, size, TILE):
+        for x in range(0, size, TILE):
+            label = int(rng.integers(0, 3))
+            image[y : y + TILE, x : x + TILE] = synthetic_tiles(label, 1, rng)[0]
+            gt.append({"id": f"gt{order}", "label": CLASSES[label], "x": x, "y": y, "w": TILE,
+                       "h": TILE, "order": order, "visible": 1.0})  # fmt: skip
+            order += 1
+    scene = Scene.objects.create(project=project, name="grid scene", image_key="-")
+    storage = get_storage()
+    pixels_key = f"{project_prefix(project)}/scenes/{scene.pk}/pixels.npy"
+    gt_key = f"{project_prefix(project)}/scenes/{scene.pk}/ground_truth.json"
+    path = storage.local_path(pixels_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array_to_npy(image, path)
+    storage.write(gt_key, json.dumps(gt).encode())
+    Scene.objects.filter(pk=scene.pk).update(
+        pixels_key=pixels_key, ground_truth_key=gt_key, width=size, height=size
+    )
+    scene.refresh_from_db()
+    return scene, gt
+
+
+def run_workers(*queues: str) -> None:
+    """A real RQ worker in burst mode (in this process) over the given queues, in order."""
+    names = queues or ("default", "train", "score")
+    qs = [django_rq.get_queue(n) for n in names]
+    SimpleWorker(qs, connection=qs[0].connection).work(burst=True)
+
+
+def build_small_project(project) -> Scene:
+    add_dataset(project)
+    scene, _ = add_scene(project)
+    enqueue(
+        "build_canvases",
+        "workers.loop_jobs.build_canvases",
+        project=project,
+        project_id=project.pk,
+        canvas_size=128,
+        canvases_per_class=1,
+    )
+    run_workers("default")
+    return scene
+
+
+def annotate(project, scene, user, n: int = 4) -> list[Annotation]:
+    """Reviewer answers on the scene's top-left windows (a missed car, a false positive...)."""
+    rows = []
+    kinds = [("false_negative", "car"), ("false_positive", "boat"), ("wrong_class", "boat"),
+             ("review", "negative")]  # fmt: skip
+    for i in range(n):
+        kind, label = kinds[i % len(kinds)]
+        rows.append(
+            Annotation.objects.create(
+                project=project,
+                scene=scene,
+                user=user,
+                kind=kind,
+                label=label,
+                x=TILE * i,
+                y=0,
+                w=TILE,
+                h=TILE,
+                source="test",
+            )  # fmt: skip
+        )
+    return rows
+
+
+@pytest.fixture
+def loop_settings(settings, storage_dir):
+    settings.SPARK_MASTER = SPARK_MASTER
+    return settings
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_whole_cycle_promotes_v2_and_consumes_the_annotations(
+    redis_conn, loop_settings, project, alice
+):
+    scene = build_small_project(project)
+    assert TrainingCanvas.objects.filter(project=project, kind="original").count() == 3
+
+    first = start_cycle(project, alice, profile="tiny")
+    with pytest.raises(CycleAlreadyRunning, match="already running"):
+        start_cycle(project, alice, profile="tiny")
+    run_workers("train", "score")
+    first.refresh_from_db()
+    assert first.status == "done", first.error
+    v1 = project.current_model()
+    assert v1 is not None and v1.number == 1 and v1.status == "ready", first.log
+    assert get_storage().exists(v1.model_key) and get_storage().exists(v1.checkpoint_key)
+    run1 = ScoringRun.objects.get(model_version=v1)
+    assert run1.status == "done" and run1.n_partitions >= 1 and run1.partitions
+
+    annotations = annotate(project, scene, alice)
+    assert len(pending_annotations(project)) == 4
+    second = start_cycle(project, alice, profile="tiny")
+    run_workers("train", "score")
+    second.refresh_from_db()
+    assert second.status == "done", second.error
+    v1.refresh_from_db()
+    v2 = project.current_model()
+    assert v2.number == 2 and v2.parent_id == v1.pk and not v1.is_current
+    assert v2.train_config["finetune_from"] == 1
+    assert sorted(v2.data_counts["annotation_ids"]) == sorted(a.pk for a in annotations)
+    assert v2.data_counts["tiles_added"] == {"car": 1, "negative": 2, "boat": 1}
+    run2 = ScoringRun.objects.get(model_version=v2)
+    assert run2.status == "done" and run2.metrics
+    assert get_storage().exists(run2.parquet_key)
+    assert v2.metrics["scenes"][scene.name] == run2.metrics
+    assert set(
+        Annotation.objects.filter(project=project).values_list("consumed_by", flat=True)
+    ) == {v2.pk}
+    assert pending_annotations(project) == []
+    corrections = TrainingCanvas.objects.filter(project=project, kind="correction")
+    assert corrections.count() == 3
+    assert {c.weight for c in corrections} == {project.correction_weight}
+
+    # Rollback from the page: v1 becomes current again, v2 stays ready.
+    set_current(project, v1)
+    assert project.current_model() == v1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cycle_with_nothing_new_adds_no_canvases_twice(redis_conn, loop_settings, project):
+    """Retrying the corrections step adds each annotation's tile once."""
+    from workers.loop_jobs import feed_corrections
+
+    scene = build_small_project(project)
+    annotate(project, scene, None, n=2)
+
+    class Ctx:
+        def progress(self, *a):
+            pass
+
+        def log(self, line):
+            pass
+
+    first = feed_corrections(Ctx(), project.pk)
+    again = feed_corrections(Ctx(), project.pk)
+    assert sum(first["added"].values()) == 2 and again["added"] == {}
+    assert TrainingCanvas.objects.filter(project=project, kind="correction").count() == 2
+
+
+@pytest.mark.django_db
+def test_effective_label_is_the_newest_and_undo_cancels(project, alice):
+    scene = Scene.objects.create(project=project, name="s", image_key="-")
+    common = dict(project=project, scene=scene, user=alice, x=0, y=0, w=32, h=32)
+    first = Annotation.objects.create(kind="false_negative", label="car", **common)
+    second = Annotation.objects.create(kind="wrong_class", label="boat", **common)
+    assert [a.pk for a in effective_annotations(Annotation.objects.all())] == [second.pk]
+    undo = Annotation.objects.create(kind="undo", label="boat", undoes=second, **common)
+    assert [a.pk for a in effective_annotations(Annotation.objects.all())] == [first.pk]
+    Annotation.objects.create(kind="undo", label="boat", undoes=undo, **common)
+    assert [a.pk for a in effective_annotations(Annotation.objects.all())] == [second.pk]
+    assert [a.pk for a in pending_annotations(project)] == [second.pk]
+
+
+@pytest.mark.django_db
+def test_only_a_ready_model_can_be_made_current(project):
+    from labeling.models import ModelVersion
+
+    failed = ModelVersion.objects.create(project=project, number=1, status="failed")
+    with pytest.raises(ValueError, match="only a ready model"):
+        set_current(project, failed)

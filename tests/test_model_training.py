@@ -1,0 +1,170 @@
+"""ResNet, training on CPU (learns, deterministic, fine-tunes), checkpoints, ONNX export."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mlcore.engines import get_engine  # noqa: E402
+from mlcore.export import export_onnx  # noqa: E402
+from mlcore.model import build_model  # noqa: E402
+from mlcore.scoring import OnnxScorer, load_scorer  # noqa: E402
+from mlcore.training import (  # noqa: E402
+    TorchWindowGather,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from mlcore.windows import WindowSampler  # noqa: E402
+
+
+@dataclass
+class Canvas:
+    class_name: str
+    array: np.ndarray
+    weight: float = 1.0
+    kind: str = "original"
+
+
+@dataclass
+class Canvases:
+    classes: list
+    canvases: list = field(default_factory=list)
+
+
+def shapes_canvas(kind: str, seed: int, size=(128, 128)) -> np.ndarray:
+    """Gray noise with many small shapes: red squares (car), blue disks (boat), none (negative)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(120, 25, size + (3,))
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    if kind != "negative":
+        for cy in range(6, size[0], 14):
+            for cx in range(6, size[1], 14):
+                cy2, cx2 = cy + rng.integers(-2, 3), cx + rng.integers(-2, 3)
+                if kind == "car":
+                    mask = (abs(yy - cy2) <= 4) & (abs(xx - cx2) <= 4)
+                    img[mask] = (220, 40, 40)
+                else:
+                    mask = (yy - cy2) ** 2 + (xx - cx2) ** 2 <= 20
+                    img[mask] = (40, 60, 220)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+CLASSES = ["car", "boat", "negative"]
+
+
+def synthetic_set(seed=0) -> Canvases:
+    return Canvases(CLASSES, [Canvas(c, shapes_canvas(c, seed + i)) for i, c in enumerate(CLASSES)])
+
+
+TINY = dict(depth=8, width=8, batch_size=32, steps=24, lr=0.05, log_every=1, val_windows=256)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train(synthetic_set(), CLASSES, TrainConfig(**TINY, device="cpu"))
+
+
+def test_model_takes_uint8_nhwc_and_returns_logits():
+    model = build_model(num_classes=5, depth=20, width=16).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 19 + 2  # 19 3x3 convs + 2 projection shortcuts; +1 fc = ResNet-20
+    x = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        out = model(x)
+        same = model(x.float())  # float 0..255 input (augmented batches) is the same
+    assert out.shape == (4, 5)
+    torch.testing.assert_close(out, same)
+    with pytest.raises(ValueError, match="6n\\+2"):
+        build_model(depth=10)
+
+
+def test_torch_gather_matches_canvas_pixels():
+    cs = synthetic_set()
+    sampler = WindowSampler(cs, CLASSES, 32, 8, 0.1)
+    gather = TorchWindowGather(sampler, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    images, labels = gather.sample(40, gen, "train", jitter=3)
+    # recover each window's origin by brute force and check it lies in the train band
+    for k in range(40):
+        canvas = cs.canvases[int(labels[k])].array
+        view = np.lib.stride_tricks.sliding_window_view(canvas, (32, 32, 3))[:, :, 0]
+        match = np.argwhere((view == images[k].numpy()).all(axis=(2, 3, 4)))
+        assert len(match) >= 1
+        assert match[0][0] + 32 <= 128 - 32  # inside the train band (the bottom 32 rows are val)
+
+
+def test_training_beats_chance_on_held_out_windows(trained):
+    assert trained.val_accuracy is not None and trained.val_accuracy > 0.6  # chance: 1/3
+    losses = [h["loss"] for h in trained.history]
+    assert len(losses) == TINY["steps"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert trained.windows_per_s > 0
+
+
+def test_training_is_deterministic_on_cpu(trained):
+    again = train(synthetic_set(), CLASSES, TrainConfig(**TINY, device="cpu"))
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in trained.history]
+
+
+def test_checkpoint_round_trip_and_fine_tune(trained, tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.pt", trained.model, CLASSES, trained.config)
+    model, info = load_checkpoint(path)
+    assert info["classes"] == CLASSES and info["config"]["depth"] == 8
+    x = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained.model(x))
+    # fine-tune from the checkpoint: starts where the old model left off
+    config = TrainConfig(**(TINY | {"steps": 3}), device="cpu")
+    tuned = train(synthetic_set(1), CLASSES, config, init_state=path)
+    fresh = train(synthetic_set(1), CLASSES, config)
+    assert tuned.history[0]["loss"] < fresh.history[0]["loss"]
+    # a new class list keeps the trunk and re-initialises the head
+    logs = []
+    train(synthetic_set(1), CLASSES + ["plane"], config, init_state=path, log=logs.append)
+    assert any("re-initialised" in line for line in logs)
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_unknown_training_option_is_rejected():
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.from_dict({"stpes": 10})
+
+
+def test_onnx_export_agrees_with_pytorch(trained, tmp_path):
+    path = export_onnx(trained.model, tmp_path / "m.onnx", CLASSES, 32, {"version": 7})
+    scorer = load_scorer(path)
+    assert isinstance(scorer, OnnxScorer)
+    assert scorer.classes == CLASSES and scorer.window == 32
+    assert scorer.metadata["engine"] == "torch" and scorer.metadata["version"] == "7"
+    rng = np.random.default_rng(0)
+    for batch in (1, 37):  # dynamic batch
+        x = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+        with torch.no_grad():
+            expected = torch.softmax(trained.model(torch.from_numpy(x)), 1).numpy()
+        got = scorer.predict(x)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, no leftovers
+
+
+def test_torch_engine_exports_a_scorable_model_dir(trained, tmp_path):
+    engine = get_engine("torch")
+    exported = engine.export(trained, tmp_path / "v1")
+    assert exported.scoring.name == "model.onnx" and exported.checkpoint.is_file()
+    scorer = engine.load_scorer(exported.scoring)
+    sample = synthetic_set(5).canvases[0].array[:32, :32][None]
+    assert scorer.predict(sample).shape == (1, 3)
+    with pytest.raises(ValueError, match="unknown engine"):
+        get_engine("caffe")

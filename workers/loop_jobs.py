@@ -1,0 +1,443 @@
+"""RQ jobs of the active-learning loop: training canvases, corrections, training, export and the
+retrain-cycle chain. Thin: they load rows and files, call mlcore, save results and progress.
+
+Every job is ``def job(ctx, **params)`` (see workers/runner.py) and safe to run again: canvases
+are rebuilt only when asked, corrections already on a canvas are not added twice, a version that
+already has its files is not retrained, and nothing becomes current before all of it succeeded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.utils import timezone
+
+from labeling import cycle
+from labeling.models import Dataset, ModelVersion, Project, Scene, ScoringRun, TrainingCanvas
+from labeling.storage import get_storage, model_prefix, project_prefix
+
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.onnx"
+
+
+class Phases:
+    """One job, several steps: maps each step's own (done, total) onto one overall bar."""
+
+    def __init__(self, ctx, weights: dict[str, float]):
+        self.ctx, self.weights = ctx, weights
+        self.scale = 1000
+        total = sum(weights.values())
+        self.starts, acc = {}, 0.0
+        for name, w in weights.items():
+            self.starts[name] = acc / total
+            acc += w
+        self.total = total
+
+    def __call__(self, name: str):
+        start, span = self.starts[name], self.weights[name] / self.total
+
+        def progress(done: int, total: int, message: str = "") -> None:
+            frac = start + span * (done / total if total else 1.0)
+            self.ctx.progress(int(frac * self.scale), self.scale, f"{name}: {message}".strip())
+
+        return progress
+
+
+# -- canvases -----------------------------------------------------------------------------------
+
+
+def canvas_set_prefix(project) -> str:
+    return f"{project_prefix(project)}/canvases"
+
+
+class CanvasDir:
+    """The project's canvas set as a local folder: the storage folder itself when storage is
+    local, else a mirror under VAR_DIR/cache that is downloaded before and uploaded after."""
+
+    def __init__(self, project):
+        self.storage = get_storage()
+        self.prefix = canvas_set_prefix(project)
+        local = self.storage.local_path(self.prefix)
+        self.mirrored = local is None
+        self.path = Path(local) if local else Path(settings.VAR_DIR) / "cache" / self.prefix
+        if self.mirrored:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for key in self.storage.list(self.prefix + "/"):
+                target = self.path / key[len(self.prefix) + 1 :]
+                if not target.exists():
+                    target.write_bytes(self.storage.read(key))
+
+    def exists(self) -> bool:
+        return (self.path / "manifest.json").is_file()
+
+    def load(self):
+        from mlcore.canvases import CanvasSet
+
+        return CanvasSet.load(self.path, mmap=True)
+
+    def save(self, cset) -> None:
+        cset.save(self.path, prune=True)
+        if self.mirrored:
+            present = set(self.storage.list(self.prefix + "/"))
+            for p in sorted(self.path.iterdir(), key=lambda p: p.name == "manifest.json"):
+                key = f"{self.prefix}/{p.name}"
+                if key not in present or p.name == "manifest.json":
+                    with open(p, "rb") as f:
+                        self.storage.write(key, f)
+
+    def key_of(self, canvas) -> str:
+        return f"{self.prefix}/{canvas.name}.npy"
+
+
+def sync_canvas_rows(project, cdir: CanvasDir, cset) -> None:
+    """TrainingCanvas rows mirror the manifest (rows of pruned canvases are removed)."""
+    keys = set()
+    for canvas in cset.canvases:
+        key = cdir.key_of(canvas)
+        keys.add(key)
+        TrainingCanvas.objects.update_or_create(
+            project=project,
+            storage_key=key,
+            defaults={
+                "class_name": canvas.class_name,
+                "kind": canvas.kind,
+                "height": canvas.height,
+                "width": canvas.width,
+                "placements": len(canvas.placements),
+                "weight": canvas.weight,
+            },
+        )
+    TrainingCanvas.objects.filter(project=project).exclude(storage_key__in=keys).delete()
+
+
+def _load_dataset(dataset):
+    from mlcore.datasets import LabelledImages
+
+    storage = get_storage()
+    local = storage.local_path(dataset.storage_key)
+    if local is not None:
+        return LabelledImages.load_npz(local)
+    with tempfile.NamedTemporaryFile(suffix=".npz") as tmp:
+        tmp.write(storage.read(dataset.storage_key))
+        tmp.flush()
+        return LabelledImages.load_npz(tmp.name)
+
+
+def build_canvases(
+    ctx,
+    project_id: int,
+    canvas_size: int = 1024,
+    canvases_per_class: int | None = None,
+    n_windows_target: int | None = None,
+    seed: int = 0,
+    rebuild: bool = False,
+):
+    """Scatter the project's ready datasets on training canvases, one set per class.
+
+    Skipped when the set exists (pass ``rebuild`` to rebuild the original canvases; correction
+    canvases are always kept)."""
+    from mlcore.canvases import build_canvas_set
+    from mlcore.datasets import concat
+
+    project = Project.objects.get(pk=project_id)
+    cdir = CanvasDir(project)
+    if cdir.exists() and not rebuild:
+        cset = cdir.load()
+        sync_canvas_rows(project, cdir, cset)
+        ctx.log(f"canvases exist ({len(cset)}): kept; pass rebuild=True to rebuild")
+        return {"canvases": len(cset), "built": False}
+    datasets = list(Dataset.objects.filter(project=project, status="ready"))
+    if not datasets:
+        raise ValueError(
+            f"project {project.name!r} has no ready dataset: import one (add_dataset) first"
+        )
+    parts = []
+    for ds in datasets:
+        images = _load_dataset(ds)
+        if list(images.class_names) != project.class_names:
+            raise ValueError(
+                f"dataset {ds.name!r} has classes {images.class_names}, the project expects "
+                f"{project.class_names}: re-import it with the project's class mapping"
+            )
+        parts.append(images)
+    images = concat(parts)
+    ctx.log(f"building canvases from {len(images)} images of {len(datasets)} dataset(s)")
+    cset = build_canvas_set(
+        images,
+        classes=project.class_names,
+        canvas_size=canvas_size,
+        canvases_per_class=canvases_per_class,
+        n_windows_target=n_windows_target,
+        window=project.window_size,
+        step=project.train_step,
+        seed=seed,
+        progress=ctx,
+        meta={"datasets": [d.pk for d in datasets]},
+    )
+    if cdir.exists():  # rebuild: keep the corrections
+        cset.canvases.extend(c for c in cdir.load().canvases if c.kind == "correction")
+    cdir.save(cset)
+    sync_canvas_rows(project, cdir, cset)
+    counts = {c: len(cset.of_class(c)) for c in cset.classes}
+    ctx.log(f"canvases per class: {counts}")
+    return {"canvases": len(cset), "per_class": counts, "built": True}
+
+
+# -- corrections --------------------------------------------------------------------------------
+
+
+def annotation_image_id(annotation) -> str:
+    return f"ann-{annotation.pk}"
+
+
+def crop_tile(reader, annotation, window: int) -> np.ndarray:
+    """The window-size tile centred on the annotation's box (the window the scorer saw when the
+    box is a window), clamped into the scene."""
+    cy = annotation.y + annotation.h / 2.0
+    cx = annotation.x + annotation.w / 2.0
+    y0 = int(min(max(round(cy - window / 2.0), 0), reader.height - window))
+    x0 = int(min(max(round(cx - window / 2.0), 0), reader.width - window))
+    rows = reader.read_rows(y0, y0 + window)
+    return np.ascontiguousarray(rows[:, x0 : x0 + window])
+
+
+def feed_corrections(ctx, project_id: int, version_id: int | None = None):
+    """Crop every pending annotation's tile from its scene and add it to its class's correction
+    canvases (weight = project.correction_weight). Annotations already on a canvas are skipped,
+    so a retried cycle does not add them twice. With ``version_id`` the version's lineage records
+    which annotations it learns from (they are marked consumed only at promotion)."""
+    from mlcore.scenes import NpyScene
+
+    project = Project.objects.get(pk=project_id)
+    cdir = CanvasDir(project)
+    if not cdir.exists():
+        raise ValueError(f"project {project.name!r} has no training canvases: build them first")
+    cset = cdir.load()
+    seen_ids = list(cycle.unconsumed(project).order_by("pk").values_list("pk", flat=True))
+    pending = cycle.pending_annotations(project)
+    on_canvas = {p[0] for c in cset.canvases if c.kind == "correction" for p in c.placements} | {
+        i for c in cset.canvases if c.tiles is not None for i in c.tiles[0]
+    }
+    new = [a for a in pending if annotation_image_id(a) not in on_canvas]
+    window = project.window_size
+    if tuple(cset.tile_size) != (window, window):
+        raise ValueError(
+            f"the canvases hold {cset.tile_size} tiles but the project window is {window}"
+        )
+    by_class: dict[str, list] = defaultdict(list)
+    skipped = []
+    readers = {}
+    storage = get_storage()
+    for i, a in enumerate(new):
+        label = cycle.training_label(a, project)
+        if label not in cset.classes:
+            skipped.append((a.pk, f"label {label!r} is not a project class"))
+            continue
+        scene = a.scene
+        if not scene.pixels_key:
+            skipped.append((a.pk, f"scene {scene.name!r} has no pixels"))
+            continue
+        if scene.pk not in readers:
+            readers[scene.pk] = NpyScene(storage, scene.pixels_key)
+        by_class[label].append((annotation_image_id(a), crop_tile(readers[scene.pk], a, window)))
+        ctx.progress(i + 1, len(new), "cropping corrected tiles")
+    added = {}
+    for label, items in by_class.items():
+        ids = [i for i, _ in items]
+        tiles = np.stack([t for _, t in items])
+        cset.append(label, tiles, ids, weight=project.correction_weight, kind="correction")
+        added[label] = len(items)
+    if added:
+        cdir.save(cset)
+    sync_canvas_rows(project, cdir, cset)
+    for pk, why in skipped:
+        ctx.log(f"annotation {pk} not used: {why}")
+    ctx.log(
+        f"{len(pending)} effective pending annotation(s), {sum(added.values())} new tile(s) "
+        f"on correction canvases {dict(added)}"
+    )
+    if version_id is not None:
+        version = ModelVersion.objects.get(pk=version_id)
+        version.data_counts = dict(version.data_counts) | {
+            "annotations_used": len(pending),
+            "annotation_ids": [a.pk for a in pending],
+            "seen_annotation_ids": seen_ids,
+            "tiles_added": added,
+        }
+        version.save(update_fields=["data_counts"])
+    return {"pending": len(pending), "added": added, "skipped": len(skipped)}
+
+
+# -- training and export ------------------------------------------------------------------------
+
+
+def _local_model_file(key: str) -> Path:
+    storage = get_storage()
+    local = storage.local_path(key)
+    if local is not None:
+        return Path(local)
+    target = Path(settings.VAR_DIR) / "cache" / key
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(storage.read(key))
+    return target
+
+
+def _upload(local: Path, key: str) -> str:
+    with open(local, "rb") as f:
+        get_storage().write(key, f)
+    return key
+
+
+def train_model(ctx, project_id: int, version_id: int, progress=None):
+    """Train the version's model on the project's canvases (fine-tuning the parent when its
+    config says so) and store its checkpoint. Skipped when the checkpoint already exists."""
+    from mlcore.engines import get_engine
+
+    version = ModelVersion.objects.select_related("project").get(pk=version_id)
+    project = version.project
+    if version.checkpoint_key and get_storage().exists(version.checkpoint_key):
+        ctx.log(f"v{version.number} is trained already: kept")
+        return {"trained": False}
+    ModelVersion.objects.filter(pk=version.pk).update(status="training")
+    cset = CanvasDir(project).load()
+    config = {
+        k: v
+        for k, v in version.train_config.items()
+        if k not in ("profile", "finetune_from", "engine")
+    }
+    init_from = None
+    if version.train_config.get("finetune_from") and version.parent:
+        init_from = _local_model_file(version.parent.checkpoint_key)
+    windows = {c: cset.n_windows(project.window_size, project.train_step, c) for c in cset.classes}
+    counts = {
+        "windows": windows,
+        "canvases": {
+            kind: {c: sum(1 for k in cset.of_class(c) if k.kind == kind) for c in cset.classes}
+            for kind in ("original", "correction")
+        },
+    }
+    ctx.log(f"training v{version.number} ({version.engine}) with {config}; windows {windows}")
+    engine = get_engine(version.engine)
+    result = engine.train(
+        cset, project.class_names, config, progress=progress or ctx, init_from=init_from
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if version.engine == "torch":
+            files = {CHECKPOINT_FILE: result.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)}
+        else:  # other engines write their own files in one go
+            exported = engine.export(result, tmp)
+            files = {p.name: p for p in exported.files}
+            version.model_key = _upload(exported.scoring, f"{model_prefix(version)}/"
+                                        f"{exported.scoring.name}")  # fmt: skip
+        keys = {
+            name: _upload(path, f"{model_prefix(version)}/{name}") for name, path in files.items()
+        }
+    version.checkpoint_key = keys.get(CHECKPOINT_FILE, next(iter(keys.values())))
+    val = getattr(result, "val_accuracy", None)
+    version.metrics = dict(version.metrics) | {"val_accuracy": val}
+    version.data_counts = dict(version.data_counts) | counts
+    version.log += "\n".join(f"step {h['step']}: loss {h['loss']:.4f}" for h in result.history)
+    version.save(update_fields=["checkpoint_key", "model_key", "metrics", "data_counts", "log"])
+    ctx.log(f"v{version.number} trained: val accuracy {val}")
+    return {"trained": True, "val_accuracy": val}
+
+
+def export(ctx, project_id: int, version_id: int):
+    """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
+    from mlcore.export import export_onnx
+    from mlcore.training import load_checkpoint
+
+    version = ModelVersion.objects.select_related("project").get(pk=version_id)
+    if version.model_key and get_storage().exists(version.model_key):
+        return {"exported": False, "model_key": version.model_key}
+    model, payload = load_checkpoint(_local_model_file(version.checkpoint_key))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(
+            model,
+            Path(tmp) / MODEL_FILE,
+            payload["classes"],
+            payload["config"]["window"],
+            {"version": version.number, "project": version.project.name},
+        )
+        version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
+    version.save(update_fields=["model_key"])
+    ctx.log(f"v{version.number} exported to {version.model_key}")
+    return {"exported": True, "model_key": version.model_key}
+
+
+# -- scoring hand-off ---------------------------------------------------------------------------
+
+
+def enqueue_scoring(version, scenes=None) -> list[ScoringRun]:
+    """One ScoringRun per scene and its job on the `score` queue (the Spark driver)."""
+    from labeling.jobs import enqueue
+
+    runs = []
+    for scene in scenes if scenes is not None else Scene.objects.filter(project=version.project):
+        if not scene.pixels_key:
+            continue
+        run = ScoringRun.objects.create(scene=scene, model_version=version, status="queued")
+        enqueue(
+            "score",
+            "workers.score_jobs.score_scene",
+            project=version.project,
+            queue="score",
+            run_id=run.pk,
+            version_id=version.pk,
+        )
+        runs.append(run)
+    return runs
+
+
+def retrain_cycle(ctx, version_id: int, user_id: int | None = None):
+    """The chain: feed corrections -> train -> export -> rescore every scene (score queue).
+    The last scoring run to finish computes the metrics and promotes the version
+    (labeling.cycle.after_scoring); a project without scenes is promoted here."""
+    version = ModelVersion.objects.select_related("project").get(pk=version_id)
+    project = version.project
+    if version.status not in cycle.IN_FLIGHT:
+        raise ValueError(
+            f"model v{version.number} is {version.status}; start a new cycle instead of retrying"
+        )
+    phases = Phases(ctx, {"corrections": 5, "training": 85, "export": 5, "scoring": 5})
+    feed_corrections(phase_ctx(ctx, phases("corrections")), project.pk, version.pk)
+    train_model(ctx, project.pk, version.pk, progress=phases("training"))
+    phases("export")(0, 1, "exporting ONNX")
+    export(ctx, project.pk, version.pk)
+    version.refresh_from_db()
+    if ScoringRun.objects.filter(model_version=version).exists():
+        runs = list(ScoringRun.objects.filter(model_version=version))  # a retry: already queued
+    else:
+        ModelVersion.objects.filter(pk=version.pk).update(status="scoring")
+        runs = enqueue_scoring(version)
+    phases("scoring")(1, 1, f"{len(runs)} scene(s) queued for scoring")
+    if not runs:
+        version.refresh_from_db()
+        cycle.promote(version)
+    ctx.log(f"v{version.number}: {len(runs)} scoring run(s) queued")
+    return {"version": version.number, "runs": [r.pk for r in runs], "at": str(timezone.now())}
+
+
+class phase_ctx:  # noqa: N801 - a tiny adapter used like a function
+    """A ctx whose progress goes to one phase of a bigger job (log goes to the job)."""
+
+    def __init__(self, ctx, progress):
+        self._ctx, self.progress = ctx, progress
+
+    def log(self, line: str) -> None:
+        self._ctx.log(line)
+
+    def __call__(self, done, total, message=""):
+        self.progress(done, total, message)
+
+
+def remove_local_cache(project) -> None:
+    """Drop the mirrored canvases of a project (remote storage only)."""
+    path = Path(settings.VAR_DIR) / "cache" / canvas_set_prefix(project)
+    shutil.rmtree(path, ignore_errors=True)

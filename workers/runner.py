@@ -1,0 +1,86 @@
+"""Every RQ job runs through `execute`: it keeps the job's JobRecord (status, progress, log, error)
+in step with the work, so a page can show progress and a failure's reason long after Redis forgot.
+
+A job function is `def job(ctx: JobContext, **params)`: it reports with `ctx.progress(done, total,
+message)` and `ctx.log(line)`; an exception marks the record failed with its message and is
+re-raised so RQ keeps its own failed-job record too."""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+PROGRESS_SAVE_INTERVAL_S = 0.5
+
+
+class JobContext:
+    def __init__(self, record, rq_job=None):
+        self.record = record
+        self.rq_job = rq_job
+        self._last_save = 0.0
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        """Progress for the page and RQ's job.meta; saved at most twice a second."""
+        record = self.record
+        record.progress_done, record.progress_total = int(done), int(total)
+        if message:
+            record.message = message[:300]
+        now = time.monotonic()
+        if now - self._last_save < PROGRESS_SAVE_INTERVAL_S and done < total:
+            return
+        self._last_save = now
+        record.save(update_fields=["progress_done", "progress_total", "message"])
+        if self.rq_job is not None:
+            self.rq_job.meta.update(
+                {"done": record.progress_done, "total": record.progress_total, "message": message}
+            )
+            self.rq_job.save_meta()
+
+    def log(self, line: str) -> None:
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.record.log += f"[{stamp}] {line}\n"
+        self.record.save(update_fields=["log"])
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        """A JobContext is itself an mlcore progress callback."""
+        self.progress(done, total, message)
+
+
+def execute(record_id: int, func_path: str, params: dict):
+    """The RQ entry point of every job (see labeling.jobs.enqueue)."""
+    from rq import get_current_job
+
+    from labeling.models import JobRecord
+
+    close_old_connections()
+    record = JobRecord.objects.get(pk=record_id)
+    rq_job = get_current_job()
+    record.status = "running"
+    record.started_at = timezone.now()
+    record.error = ""
+    if rq_job is not None:
+        record.rq_job_id = rq_job.id
+    record.save(update_fields=["status", "started_at", "error", "rq_job_id"])
+    ctx = JobContext(record, rq_job)
+    module_name, func_name = func_path.rsplit(".", 1)
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        result = func(ctx, **params)
+    except BaseException as exc:
+        record.status = "failed"
+        record.error = f"{type(exc).__name__}: {exc}"[:5000]
+        record.log += traceback.format_exc()[-20000:]
+        record.finished_at = timezone.now()
+        record.save(update_fields=["status", "error", "log", "finished_at"])
+        raise
+    record.status = "done"
+    record.result = result if isinstance(result, dict) else {}
+    record.finished_at = timezone.now()
+    if record.progress_total and record.progress_done < record.progress_total:
+        record.progress_done = record.progress_total
+    record.save(update_fields=["status", "result", "finished_at", "progress_done"])
+    return result
