@@ -5,10 +5,10 @@ not done at all."""
 
 from __future__ import annotations
 
-import io
 import json
+import tempfile
+from pathlib import Path
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,31 +28,20 @@ def grid_key(run) -> str:
 
 
 def save_grid(run, grid: ScoreGrid) -> str:
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        ys=grid.ys,
-        xs=grid.xs,
-        probs=grid.probs,
-        classes=np.array(grid.classes),
-        window=np.int64(grid.window),
-        step=np.int64(grid.step),
-    )
+    """The grid in ScoreGrid's own .npz format, so mlcore reads it back unchanged."""
     key = grid_key(run)
-    get_storage().write(key, buffer.getvalue())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = grid.save(Path(tmp) / "grid.npz")
+        with open(path, "rb") as handle:
+            get_storage().write(key, handle)
     return key
 
 
 def load_grid(run) -> ScoreGrid:
-    with np.load(io.BytesIO(get_storage().read(run.grid_key))) as data:
-        return ScoreGrid(
-            ys=data["ys"],
-            xs=data["xs"],
-            probs=data["probs"],
-            classes=[str(c) for c in data["classes"]],
-            window=int(data["window"]),
-            step=int(data["step"]),
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grid.npz"
+        path.write_bytes(get_storage().read(run.grid_key))
+        return ScoreGrid.load(path)
 
 
 def project_thresholds(project, classes) -> dict[str, float]:
