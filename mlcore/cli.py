@@ -1,0 +1,428 @@
+"""`python -m mlcore`: the model side from a terminal, without the web app.
+
+    python -m mlcore import-dataset SRC OUT.npz        (CIFAR-10 archive/folder, image folder/zip)
+    python -m mlcore build-canvases DATASET.npz OUT_DIR
+    python -m mlcore collage TARGET TILES OUT.png       (and OUT.json ground truth)
+    python -m mlcore train CANVAS_DIR OUT_DIR           (checkpoint + model.onnx)
+    python -m mlcore score MODEL.onnx SCENE OUT.npz     (probability grid; --parquet too)
+    python -m mlcore evaluate GRID.npz GROUND_TRUTH.json
+    python -m mlcore upload STORAGE_URL LOCAL KEY / download STORAGE_URL KEY LOCAL
+    python -m mlcore demo                               (all of the above on ../shared/data)
+
+Every long step shows a progress bar; every command ends with a one-screen summary. Errors in the
+input (a missing file, an unknown class) end with one line saying what to do, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mlcore.progress import tqdm_progress
+
+
+class CliError(Exception):
+    """A mistake in the command line or its inputs, reported in one line."""
+
+
+def _summary(title: str, rows: dict) -> None:
+    width = max(len(k) for k in rows) if rows else 0
+    print(f"\n== {title}")
+    for key, value in rows.items():
+        print(f"  {key:<{width}}  {value}")
+
+
+def _mapping(spec: str | None, negative: str):
+    from mlcore.datasets import ClassMapping
+
+    if spec is None:
+        return ClassMapping.cifar_default() if negative == "negative" else None
+    return ClassMapping.parse(spec, negative=negative or None)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_import_dataset(args) -> dict:
+    from mlcore.datasets import apply_mapping, load_dataset
+
+    started = time.perf_counter()
+    ds = load_dataset(args.source, split=args.split, progress=tqdm_progress("loading images"))
+    mapping = _mapping(args.map, args.negative)
+    if mapping is not None and not args.keep_classes:
+        ds = apply_mapping(ds, mapping)
+    ds.save_npz(args.out)
+    rows = {
+        "images": len(ds),
+        "saved to": args.out,
+        "seconds": f"{time.perf_counter() - started:.1f}",
+    }
+    rows.update({f"class {name}": n for name, n in ds.counts().items()})
+    rows["skipped"] = len(ds.skipped)
+    for member, reason in ds.skipped[:10]:
+        print(f"  skipped {member}: {reason}", file=sys.stderr)
+    return rows
+
+
+def cmd_build_canvases(args) -> dict:
+    from mlcore.canvases import build_canvas_set
+    from mlcore.datasets import LabelledImages
+
+    started = time.perf_counter()
+    ds = LabelledImages.load_npz(args.dataset)
+    cset = build_canvas_set(
+        ds,
+        canvas_size=args.canvas_size,
+        n_windows_target=args.windows,
+        window=args.window,
+        step=args.step,
+        seed=args.seed,
+        progress=tqdm_progress("building canvases"),
+        meta={"dataset": str(args.dataset)},
+    )
+    cset.save(args.out)
+    per_class = {c: len(cset.of_class(c)) for c in cset.classes}
+    return {
+        "canvases": per_class,
+        f"windows at step {args.step}": f"{cset.n_windows(args.window, args.step):,}",
+        "bytes": f"{cset.nbytes():,}",
+        "saved to": args.out,
+        "seconds": f"{time.perf_counter() - started:.1f}",
+    }
+
+
+def _tiles(path: str):
+    from mlcore.datasets import ClassMapping, LabelledImages, apply_mapping, load_dataset
+
+    if path.endswith(".npz"):
+        return LabelledImages.load_npz(path)
+    return apply_mapping(load_dataset(path, split="test"), ClassMapping.cifar_default())
+
+
+def cmd_collage(args) -> dict:
+    from mlcore.collage import make_collage
+
+    started = time.perf_counter()
+    collage = make_collage(
+        args.target,
+        _tiles(args.tiles),
+        cols=args.cols,
+        mode=args.mode,
+        seed=args.seed,
+        progress=tqdm_progress("placing tiles"),
+    )
+    gt_path = Path(args.ground_truth or Path(args.out).with_suffix(".json"))
+    collage.save(args.out, gt_path)
+    counts: dict[str, int] = {}
+    for box in collage.ground_truth:
+        counts[box["label"]] = counts.get(box["label"], 0) + 1
+    return {
+        "size": f"{collage.width} x {collage.height}",
+        "tiles placed": len(collage.ground_truth),
+        "per class": counts,
+        "image": args.out,
+        "ground truth": gt_path,
+        "seconds": f"{time.perf_counter() - started:.1f}",
+    }
+
+
+def cmd_train(args) -> dict:
+    from mlcore.canvases import CanvasSet
+    from mlcore.export import export_onnx
+    from mlcore.profiles import profile_config
+    from mlcore.training import train
+
+    config = profile_config(
+        args.profile,
+        finetune=args.init is not None,
+        steps=args.steps,
+        depth=args.depth,
+        width=args.width,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+    )
+    cset = CanvasSet.load(args.canvases)
+    started = time.perf_counter()
+    result = train(
+        cset, cset.classes, config, progress=tqdm_progress("training"), init_state=args.init
+    )
+    seconds = time.perf_counter() - started
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save_checkpoint(out / "checkpoint.pt")
+    export_onnx(result.model, out / "model.onnx", cset.classes, result.config.window)
+    return {
+        "classes": cset.classes,
+        "steps": result.config.total_steps(1),
+        "windows/s": f"{result.windows_per_s:,.0f}",
+        "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
+        "training seconds": f"{seconds:.1f}",
+        "files": f"{out / 'checkpoint.pt'}, {out / 'model.onnx'}",
+    }
+
+
+def cmd_score(args) -> dict:
+    from mlcore.scenes import open_scene
+    from mlcore.scoring import load_scorer, score_scene
+
+    scorer = load_scorer(args.model)
+    scene = open_scene(args.scene)
+    started = time.perf_counter()
+    grid = score_scene(
+        scorer, scene, args.step, batch_size=args.batch_size, progress=tqdm_progress("scoring")
+    )
+    seconds = time.perf_counter() - started
+    grid.save(args.out)
+    rows = {
+        "scene": f"{scene.width} x {scene.height}",
+        "windows": f"{grid.probs.shape[0] * grid.probs.shape[1]:,}",
+        "windows/s": f"{grid.probs.shape[0] * grid.probs.shape[1] / seconds:,.0f}",
+        "grid": args.out,
+    }
+    if args.parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(grid.to_rows()), args.parquet, compression="zstd")
+        rows["parquet"] = args.parquet
+    return rows
+
+
+def evaluate_grid(grid, truth: list[dict], threshold: float, iou: float, negative: str) -> dict:
+    """Window- and object-level metrics of a grid against ground-truth boxes."""
+    from mlcore.metrics import grid_window_metrics, object_metrics
+    from mlcore.postprocess import detections
+
+    if negative not in grid.classes:
+        raise CliError(f"negative class {negative!r} is not one of the model's {grid.classes}")
+    positives = [c for c in grid.classes if c != negative]
+    boxes = [b for b in truth if b["label"] in positives]
+    window = grid_window_metrics(grid, boxes, negative=negative, thresholds=threshold)
+    dets = detections(grid, thresholds=threshold, negative=negative, iou=iou)
+    objects = object_metrics(dets, boxes, grid.classes, negative=negative)
+    objects.pop("matches", None)
+    return {"window": window, "object": objects, "detections": len(dets)}
+
+
+def _metric_rows(metrics: dict) -> dict:
+    rows = {}
+    for level in ("window", "object"):
+        for name, values in metrics[level].get("per_class", {}).items():
+            rows[f"{level} {name}"] = (
+                f"P {values['precision']:.3f}  R {values['recall']:.3f}  F1 {values['f1']:.3f}"
+            )
+        overall = metrics[level].get("overall") or metrics[level].get("macro")
+        if overall:
+            rows[f"{level} overall"] = (
+                f"P {overall['precision']:.3f}  R {overall['recall']:.3f}  F1 {overall['f1']:.3f}"
+            )
+    if "accuracy" in metrics["window"]:
+        rows["window accuracy"] = f"{metrics['window']['accuracy']:.3f}"
+    rows["merged detections"] = metrics["detections"]
+    return rows
+
+
+def cmd_evaluate(args) -> dict:
+    from mlcore.collage import load_ground_truth
+    from mlcore.scoring import ScoreGrid
+
+    metrics = evaluate_grid(
+        ScoreGrid.load(args.grid),
+        load_ground_truth(args.ground_truth),
+        args.threshold,
+        args.iou,
+        args.negative,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return _metric_rows(metrics)
+
+
+def cmd_upload(args) -> dict:
+    from mlcore.storage import storage_from_url, upload_file
+
+    storage = storage_from_url(args.storage_url, create=True)
+    size = upload_file(storage, args.local, args.key, progress=tqdm_progress("uploading"))
+    return {"uploaded": f"{size:,} bytes", "to": storage.url(args.key)}
+
+
+def cmd_download(args) -> dict:
+    from mlcore.storage import download_file, storage_from_url
+
+    storage = storage_from_url(args.storage_url)
+    path = download_file(storage, args.key, args.local, progress=tqdm_progress("downloading"))
+    return {"downloaded": f"{path.stat().st_size:,} bytes", "to": path}
+
+
+def cmd_demo(args) -> dict:
+    """The published pipeline end to end on the shared data: CIFAR-10 -> canvases -> ResNet ->
+    Mona Lisa collage of the test set -> scoring -> metrics. Each step reuses its output when
+    present, so a second run only repeats what is missing."""
+    from mlcore.collage import demo_collage, load_ground_truth
+    from mlcore.datasets import find_shared_data
+    from mlcore.scoring import ScoreGrid
+
+    data = Path(args.data) if args.data else find_shared_data()
+    if data is None or not (data / "cifar10-jpg.zip").exists():
+        raise CliError(
+            "no CIFAR-10 data: pass --data FOLDER holding cifar10-jpg.zip and mona_lisa.jpg "
+            "(or set MLCORE_SHARED_DATA)"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(name, done_path, func, namespace):
+        if Path(done_path).exists():
+            print(f"[{name}] reusing {done_path}")
+            return
+        started = time.perf_counter()
+        _summary(name, func(argparse.Namespace(**namespace)))
+        timings[name] = time.perf_counter() - started
+
+    step("import", out / "train.npz", cmd_import_dataset, {
+        "source": data / "cifar10-jpg.zip", "out": out / "train.npz", "split": "train",
+        "map": None, "negative": "negative", "keep_classes": False,
+    })  # fmt: skip
+    step("canvases", out / "canvases" / "manifest.json", cmd_build_canvases, {
+        "dataset": out / "train.npz", "out": out / "canvases", "canvas_size": 1024,
+        "windows": args.windows, "window": 32, "step": 8, "seed": 0,
+    })  # fmt: skip
+    step("train", out / "model" / "model.onnx", cmd_train, {
+        "canvases": out / "canvases", "out": out / "model", "profile": args.profile,
+        "init": None, "steps": args.steps, "depth": None, "width": None, "batch_size": None,
+        "device": None, "seed": 0,
+    })  # fmt: skip
+    if not (out / "collage.png").exists():
+        started = time.perf_counter()
+        collage = demo_collage(data, cols=args.cols, progress=tqdm_progress("collage"))
+        collage.save(out / "collage.png", out / "collage.json")
+        timings["collage"] = time.perf_counter() - started
+    step("score", out / "grid.npz", cmd_score, {
+        "model": out / "model" / "model.onnx", "scene": out / "collage.png",
+        "out": out / "grid.npz", "step": 16, "batch_size": 1024, "parquet": None,
+    })  # fmt: skip
+    metrics = evaluate_grid(
+        ScoreGrid.load(out / "grid.npz"),
+        load_ground_truth(out / "collage.json"),
+        args.threshold,
+        0.3,
+        "negative",
+    )
+    metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    rows = _metric_rows(metrics)
+    rows.update({f"{k} seconds": f"{v:.1f}" for k, v in timings.items()})
+    rows["metrics file"] = out / "metrics.json"
+    return rows
+
+
+# -- argument parsing --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mlcore", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import-dataset", help="load labelled images into a .npz")
+    p.add_argument("source", help="CIFAR-10 python archive or folder, image folder or zip")
+    p.add_argument("out", help="output .npz")
+    p.add_argument("--split", default=None, help="train, test (default: all)")
+    p.add_argument("--map", help="source:project classes, e.g. automobile:car,ship:boat")
+    p.add_argument("--negative", default="negative", help="class for every unmapped source class")
+    p.add_argument("--keep-classes", action="store_true", help="keep the source classes")
+    p.set_defaults(func=cmd_import_dataset)
+
+    p = sub.add_parser("build-canvases", help="scatter each class's images on canvases")
+    p.add_argument("dataset", help=".npz from import-dataset")
+    p.add_argument("out", help="output folder (canvases + manifest.json)")
+    p.add_argument("--canvas-size", type=int, default=1024)
+    p.add_argument("--windows", type=int, default=None, help="total windows to provide")
+    p.add_argument("--window", type=int, default=32)
+    p.add_argument("--step", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_build_canvases)
+
+    p = sub.add_parser("collage", help="a photomosaic of TARGET from a tile library")
+    p.add_argument("target", help="target picture, e.g. mona_lisa.jpg")
+    p.add_argument("tiles", help="tile library: .npz, or a CIFAR-10 zip/archive (test split)")
+    p.add_argument("out", help="output picture (.png)")
+    p.add_argument("--ground-truth", help="ground truth JSON (default: OUT with .json)")
+    p.add_argument("--cols", type=int, default=80)
+    p.add_argument("--mode", default="collage", choices=["collage", "grid"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_collage)
+
+    p = sub.add_parser("train", help="train the window classifier on canvases")
+    p.add_argument("canvases", help="canvas folder from build-canvases")
+    p.add_argument("out", help="output folder (checkpoint.pt, model.onnx)")
+    p.add_argument("--profile", default="quick", help="tiny, quick (CPU) or full (GPU)")
+    p.add_argument("--init", help="fine-tune from this checkpoint")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--depth", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score every window of a scene")
+    p.add_argument("model", help="model.onnx")
+    p.add_argument("scene", help="picture or .npy scene")
+    p.add_argument("out", help="output probability grid .npz")
+    p.add_argument("--step", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--parquet", help="also write the scores as Parquet")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("evaluate", help="precision/recall/F1 of a grid against ground truth")
+    p.add_argument("grid")
+    p.add_argument("ground_truth")
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--iou", type=float, default=0.3, help="NMS IoU")
+    p.add_argument("--negative", default="negative")
+    p.add_argument("--json", help="write the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("upload", help="ingress: a local file into storage (local or abfss://)")
+    p.add_argument("storage_url")
+    p.add_argument("local")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("download", help="egress: a key from storage to a local file")
+    p.add_argument("storage_url")
+    p.add_argument("key")
+    p.add_argument("local")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("demo", help="the whole pipeline on ../shared/data, with metrics")
+    p.add_argument("--data", help="folder with cifar10-jpg.zip and mona_lisa.jpg")
+    p.add_argument("--out", default="var/mlcore-demo")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--windows", type=int, default=None, help="training windows on the canvases")
+    p.add_argument("--cols", type=int, default=80, help="collage width in tiles")
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlcore.storage import StorageError
+
+    args = build_parser().parse_args(argv)
+    expected = (CliError, StorageError, FileNotFoundError, ValueError, PermissionError)
+    try:
+        rows = args.func(args)
+    except expected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    _summary(args.command, rows)
+    return 0

@@ -1,0 +1,36 @@
+"""Named training profiles shared by the CLI, the app's jobs and the benchmarks.
+
+`quick` finishes in minutes on a 2-core CPU, `full` is meant for a GPU, `tiny` is for tests.
+`finetune` overrides apply when training starts from a previous model version."""
+
+from __future__ import annotations
+
+TRAIN_PROFILES: dict[str, dict] = {
+    "tiny": {
+        "config": {"depth": 8, "width": 8, "batch_size": 32, "steps": 12, "val_windows": 64,
+                   "log_every": 2, "threads": 1},
+        "finetune": {"steps": 8, "lr": 0.02},
+    },
+    "quick": {
+        "config": {"depth": 8, "width": 16, "batch_size": 128, "steps": 1500, "val_windows": 1024,
+                   "log_every": 20, "threads": 2},
+        "finetune": {"steps": 400, "lr": 0.02, "warmup_fraction": 0.1},
+    },
+    "full": {
+        "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 12000,
+                   "val_windows": 4096, "log_every": 50},
+        "finetune": {"steps": 3000, "lr": 0.02, "warmup_fraction": 0.1},
+    },
+}  # fmt: skip
+
+
+def profile_config(name: str, finetune: bool = False, **overrides) -> dict:
+    """Options of profile ``name`` (plus its fine-tune overrides), then ``overrides``."""
+    if name not in TRAIN_PROFILES:
+        raise ValueError(f"unknown training profile {name!r}; choose one of {list(TRAIN_PROFILES)}")
+    profile = TRAIN_PROFILES[name]
+    config = dict(profile["config"])
+    if finetune:
+        config.update(profile["finetune"])
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return config
