@@ -64,7 +64,7 @@ setup-mxnet:
 	@scripts/setup_mxnet.sh
 
 test-mxnet: setup-mxnet
-	MXNET_TESTS_REQUIRED=1 $(VENV)-mxnet/bin/python -m pytest -p no:django -p no:cacheprovider tests/mxnet $(PYTEST_ARGS)
+	MXNET_TESTS_REQUIRED=1 $(VENV)-mxnet/bin/python -m pytest -p no:django -p no:cacheprovider --confcutdir=tests/mxnet tests/mxnet $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run_all.py
