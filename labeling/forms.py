@@ -5,6 +5,8 @@ let ModelForm's full_clean apply them, so the API and the pages say the same thi
 
 from __future__ import annotations
 
+import zlib
+
 from django import forms
 from django.conf import settings
 
@@ -36,6 +38,9 @@ def classes_from_rows(data) -> list[dict]:
     return classes
 
 
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6"]
+
+
 def parse_class_option(spec: str) -> dict:
     """The command line's NAME:#RRGGBB:SOURCE[,SOURCE...] (colour and sources optional)."""
     parts = spec.split(":")
@@ -43,9 +48,15 @@ def parse_class_option(spec: str) -> dict:
     colour = parts[1].strip() if len(parts) > 1 and parts[1].strip() else ""
     sources = split_sources(parts[2]) if len(parts) > 2 else []
     if not colour:
-        palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6"]
-        colour = palette[abs(hash(name)) % len(palette)]
+        # A stable colour per name (str hash() changes between processes).
+        colour = PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
     return {"name": name, "color": colour, "sources": sources}
+
+
+def _divisor_hint(window: int, step: int) -> int:
+    """The divisor of `window` nearest to `step` (for the error message)."""
+    divisors = [d for d in range(1, window + 1) if window % d == 0]
+    return min(divisors, key=lambda d: (abs(d - step), -d))
 
 
 class ProjectForm(forms.ModelForm):
@@ -84,6 +95,15 @@ class ProjectForm(forms.ModelForm):
         cleaned = super().clean()
         # Project.clean (run by ModelForm's full_clean) validates them with the other rules.
         self.instance.classes = self.classes
+        window = cleaned.get("window_size")
+        for field, label in (("train_step", "training step"), ("score_step", "scoring step")):
+            step = cleaned.get(field)
+            if window and step and 0 < step <= window and window % step:
+                self.add_error(
+                    field,
+                    f"The {label} ({step}) should divide the window size ({window}) so that "
+                    f"windows line up with the tiles, e.g. {_divisor_hint(window, step)}.",
+                )
         return cleaned
 
     def class_rows(self) -> list[dict]:
@@ -92,7 +112,7 @@ class ProjectForm(forms.ModelForm):
             {
                 "name": c.get("name", ""),
                 "color": c.get("color") or "#4363d8",
-                "sources": ", ".join(c.get("sources", [])),
+                "sources": ", ".join(split_sources(c.get("sources", []))),
             }  # fmt: skip
             for c in self.classes
         ]

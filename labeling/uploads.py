@@ -19,12 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from labeling.storage import get_storage
 from mlcore.storage import StorageKeyError, validate_key
 
 CHUNK = 8 * 1024 * 1024
+# Ground truth is parsed in memory (a list of boxes): far below the image limit.
+GROUND_TRUTH_MAX_BYTES = 64 * 1024 * 1024
 SCENE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -162,6 +164,14 @@ def check_user_key(project, key: str) -> str:
     return key
 
 
+def scene_url(scene) -> str:
+    """The scene's viewer page when the app has one, else its preparation page."""
+    try:
+        return reverse("scene-viewer", args=[scene.pk])
+    except NoReverseMatch:
+        return reverse("scene-import", args=[scene.project_id, scene.pk])
+
+
 def duplicate_of(project, sha256: str):
     """(kind, object, url) of an earlier dataset or scene of the project with the same bytes."""
     from labeling.models import Dataset, Scene
@@ -170,7 +180,7 @@ def duplicate_of(project, sha256: str):
     if found := dataset.first():
         return "dataset", found, reverse("dataset-detail", args=[project.pk, found.pk])
     if found := Scene.objects.filter(project=project, sha256=sha256).first():
-        return "scene", found, f"/projects/{project.pk}/scenes/{found.pk}/"
+        return "scene", found, scene_url(found)
     return None
 
 
@@ -202,36 +212,61 @@ def sniff_dataset_archive(path: Path, name: str) -> str:
 # --- ground truth ----------------------------------------------------------------------------
 
 
-def parse_ground_truth(data: bytes, name: str, class_names=None) -> list[dict]:
+def parse_ground_truth(
+    data: bytes, name: str, class_names=None, aliases=None, size=None
+) -> list[dict]:
     """CSV (columns label,x,y,w,h) or COCO JSON (images/annotations/categories with bbox
     [x, y, w, h]) -> our ground-truth boxes {id, label, x, y, w, h, order, visible}.
 
-    Labels outside `class_names` (when given) are refused: a typo would silently count as a miss."""
-    text = data.decode("utf-8-sig", errors="replace").strip()
+    `aliases` maps source class names to project classes (a CSV may say 'airplane' for the
+    project's 'plane'). Labels outside `class_names` (when given) are refused: a typo would
+    silently count as a miss. `size` (width, height): boxes must lie inside the image."""
+    try:
+        text = data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise UploadError(
+            f"{name}: not a text file ({exc}); upload a CSV (label,x,y,w,h) or COCO JSON."
+        ) from None
     if not text:
         raise UploadError(f"{name}: the ground-truth file is empty.")
     if text[0] in "[{":
         boxes = _coco_boxes(text, name)
     else:
         boxes = _csv_boxes(text, name)
+    if not boxes:
+        raise UploadError(f"{name}: no boxes found; the file has a header but no rows.")
+    for box in boxes:
+        box["label"] = (aliases or {}).get(box["label"], box["label"])
     if class_names is not None:
         known = set(class_names)
         unknown = sorted({b["label"] for b in boxes} - known)
         if unknown:
             raise UploadError(
-                f"{name}: labels {unknown} are not classes of this project ({sorted(known)})."
+                f"{name}: labels {unknown} are not classes of this project "
+                f"({sorted(known)}); rename them or add the classes to the project."
             )
+    if size is not None and size[0] and size[1]:
+        width, height = size
+        for box in boxes:
+            if box["x"] + box["w"] > width or box["y"] + box["h"] > height:
+                raise UploadError(
+                    f"{name}: box {box['order'] + 1} ({box['label']} at x={box['x']}, "
+                    f"y={box['y']}, {box['w']}x{box['h']}) reaches outside the "
+                    f"{width}x{height} image; is the file meant for another image?"
+                )
     return boxes
 
 
 def _box(i: int, label, x, y, w, h, where: str) -> dict:
     try:
         x, y, w, h = (int(round(float(v))) for v in (x, y, w, h))
-    except (TypeError, ValueError):
-        raise UploadError(f"{where}: x, y, w, h must be numbers.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UploadError(
+            f"{where}: x, y, w, h must be numbers (got {x!r}, {y!r}, {w!r}, {h!r})."
+        ) from None
     if w <= 0 or h <= 0 or x < 0 or y < 0:
         raise UploadError(f"{where}: need x, y >= 0 and w, h > 0 (got {x}, {y}, {w}, {h}).")
-    label = str(label).strip()
+    label = "" if label is None else str(label).strip()
     if not label:
         raise UploadError(f"{where}: the label is empty.")
     return {"id": f"gt-{i}", "label": label, "x": x, "y": y, "w": w, "h": h, "order": i,
@@ -264,12 +299,22 @@ def _coco_boxes(text: str, name: str) -> list[dict]:
             )  # fmt: skip
             for i, b in enumerate(doc)
         ]
-    if not isinstance(doc, dict) or "annotations" not in doc:
+    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
         raise UploadError(f"{name}: expected COCO JSON with 'annotations' and 'categories'.")
-    categories = {c.get("id"): c.get("name") for c in doc.get("categories", [])}
+    images = doc.get("images") or []
+    if isinstance(images, list) and len(images) > 1:
+        raise UploadError(
+            f"{name}: the COCO file describes {len(images)} images; upload one whose "
+            "'images' lists only this scene."
+        )
+    categories = {
+        c.get("id"): c.get("name") for c in doc.get("categories", []) if isinstance(c, dict)
+    }
     boxes = []
     for i, ann in enumerate(doc["annotations"]):
         where = f"{name} annotation {i}"
+        if not isinstance(ann, dict):
+            raise UploadError(f"{where}: expected an object with bbox and category_id.")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise UploadError(f"{where}: bbox must be [x, y, w, h].")
@@ -313,6 +358,8 @@ class _Source:
 
     def __init__(self, upload=None, path=None):
         self.upload, self.path = upload, Path(path) if path else None
+        if upload is None and (self.path is None or not self.path.is_file()):
+            raise UploadError(f"{path}: no such file; give the path of an existing file.")
         self.name = safe_filename(upload.name if upload is not None else self.path.name)
         self.size = upload.size if upload is not None else self.path.stat().st_size
 
@@ -338,14 +385,56 @@ class _Source:
                 get_storage().write(key, handle)
 
 
-def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"):
+def _job(inline: bool, kind: str, func_path: str, project=None, **params):
+    """Queue the job for an RQ worker, or (inline) only create its JobRecord for `run_inline`
+    (the command line's --wait): the same code and the same record either way."""
+    from labeling import jobs
+    from labeling.models import JobRecord
+
+    if not inline:
+        record = jobs.enqueue(kind, func_path, project=project, **params)
+    else:
+        record = JobRecord.objects.create(
+            project=project, kind=kind, queue="inline", params=params, status="queued"
+        )
+    record.func_path = func_path
+    return record
+
+
+def run_inline(record, progress=None):
+    """Run a job created with inline=True in this process through workers.runner.execute (the
+    RQ entry point), forwarding its progress to `progress(done, total, message)`."""
+    from django.db.models.signals import post_save
+
+    from labeling.models import JobRecord
+    from workers.runner import execute
+
+    def forward(sender, instance, **kwargs):
+        if progress is not None and instance.pk == record.pk and instance.progress_total:
+            progress(instance.progress_done, instance.progress_total, instance.message)
+
+    post_save.connect(forward, sender=JobRecord, weak=False)
+    try:
+        return execute(record.pk, record.func_path, record.params)
+    finally:
+        post_save.disconnect(forward, sender=JobRecord)
+
+
+def _forget(model, pk: int, param: str) -> None:
+    """After a failure past the commit (Redis refused the job): no row and no job record stay."""
+    from labeling.models import JobRecord
+
+    model.objects.filter(pk=pk).delete()
+    JobRecord.objects.filter(**{f"params__{param}": pk}, rq_job_id="").delete()
+
+
+def add_dataset(project, *, upload=None, path=None, key="", name="", split="all", inline=False):
     """Register a dataset and queue its import; returns (dataset, job_record).
 
     Exactly one of `upload` (an UploadedFile), `path` (a local file) or `key` (a storage key).
     Bad input raises UploadError and leaves no row and no storage object."""
     from django.db import transaction
 
-    from labeling import jobs
     from labeling.models import Dataset
     from labeling.storage import dataset_prefix
 
@@ -353,16 +442,18 @@ def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"
         raise UploadError(f"split must be all, train or test, not {split!r}.")
     if key:
         key = check_user_key(project, key)
-        if Dataset.objects.filter(project=project, source=f"storage:{key}").exclude(
-            status="failed"
+        if (
+            Dataset.objects.filter(project=project, source=f"storage:{key}")
+            .exclude(status="failed")
+            .exists()
         ):
             raise UploadError(f"{key!r} was already imported into this project.")
         with transaction.atomic():
             dataset = Dataset.objects.create(
                 project=project, name=name or Path(key).name, source=f"storage:{key}"
             )
-            record = jobs.enqueue(
-                "import_dataset", "workers.data_jobs.import_dataset", project=project,
+            record = _job(
+                inline, "import_dataset", "workers.data_jobs.import_dataset", project=project,
                 dataset_id=dataset.pk, input_key=key, split=split, owned=False,
             )  # fmt: skip
         return dataset, record
@@ -381,41 +472,52 @@ def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"
             )  # fmt: skip
             input_key = f"{dataset_prefix(dataset)}/upload/{source.name}"
             source.store(input_key)
-            record = jobs.enqueue(
-                "import_dataset", "workers.data_jobs.import_dataset", project=project,
+            record = _job(
+                inline, "import_dataset", "workers.data_jobs.import_dataset", project=project,
                 dataset_id=dataset.pk, input_key=input_key, split=split, owned=True,
             )  # fmt: skip
     except BaseException:
         if dataset is not None and dataset.pk:
             delete_prefix(dataset_prefix(dataset))
+            _forget(Dataset, dataset.pk, "dataset_id")
         raise
     return dataset, record
 
 
-def _read_ground_truth(project, ground_truth) -> list[dict] | None:
+def _read_ground_truth(project, ground_truth, size=None) -> list[dict] | None:
     """`ground_truth`: an UploadedFile, a local path, or None."""
     if ground_truth is None:
         return None
     if hasattr(ground_truth, "chunks"):
-        check_size(ground_truth.name, ground_truth.size)
-        data, name = b"".join(ground_truth.chunks()), ground_truth.name
+        name, nbytes = ground_truth.name, ground_truth.size
     else:
         path = Path(ground_truth)
-        check_size(path.name, path.stat().st_size)
-        data, name = path.read_bytes(), path.name
-    return parse_ground_truth(data, name, project.class_names)
+        if not path.is_file():
+            raise UploadError(f"{path}: no such ground-truth file.")
+        name, nbytes = path.name, path.stat().st_size
+    check_size(name, nbytes)
+    if nbytes > GROUND_TRUTH_MAX_BYTES:
+        raise UploadError(
+            f"{name} is {human_bytes(nbytes)}; ground-truth files are limited to "
+            f"{human_bytes(GROUND_TRUTH_MAX_BYTES)}."
+        )
+    if hasattr(ground_truth, "chunks"):
+        data = b"".join(ground_truth.chunks())
+        ground_truth.seek(0)
+    else:
+        data = path.read_bytes()
+    aliases = {src: c["name"] for c in project.classes for src in c.get("sources", [])}
+    return parse_ground_truth(data, name, project.class_names, aliases=aliases, size=size)
 
 
-def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=None):
+def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=None, inline=False):
     """Register a scene from an image and queue its import (pixels, then DZI and scoring);
     returns (scene, job_record). Bad input raises UploadError and stores nothing."""
     from django.db import transaction
 
-    from labeling import jobs
     from labeling.models import Scene
     from labeling.storage import scene_prefix
 
-    boxes = _read_ground_truth(project, ground_truth)
     width = height = 0
     sha = ""
     if key:
@@ -432,6 +534,7 @@ def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=
         sha = source.sha256()
         refuse_duplicate(project, sha)
         scene_name = name or source.name
+    boxes = _read_ground_truth(project, ground_truth, size=(width, height))
     scene = None
     try:
         with transaction.atomic():
@@ -447,24 +550,24 @@ def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=
                 scene.ground_truth_key = f"{prefix}/ground_truth.json"
                 get_storage().write(scene.ground_truth_key, json.dumps(boxes).encode())
             scene.save(update_fields=["image_key", "ground_truth_key"])
-            record = jobs.enqueue(
-                "import_scene", "workers.data_jobs.import_scene", project=project,
+            record = _job(
+                inline, "import_scene", "workers.data_jobs.import_scene", project=project,
                 scene_id=scene.pk,
             )  # fmt: skip
     except BaseException:
         if scene is not None and scene.pk:
             delete_prefix(scene_prefix(scene))
+            _forget(Scene, scene.pk, "scene_id")
         raise
     return scene, record
 
 
 def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, cols=80,
-                      name="", seed=0):  # fmt: skip
+                      name="", seed=0, inline=False):  # fmt: skip
     """Register a collage scene and queue its generation; `tiles` is "demo" or the id of a ready
     dataset of the project; the target is an upload, a local path or (neither) the demo."""
     from django.db import transaction
 
-    from labeling import jobs
     from labeling.models import Dataset, Scene
     from labeling.storage import scene_prefix
     from workers.data_jobs import demo_target_path, demo_tiles_path
@@ -492,13 +595,14 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
             if source is not None:
                 target_key = f"{scene_prefix(scene)}/target{Path(source.name).suffix.lower()}"
                 source.store(target_key)
-            record = jobs.enqueue(
-                "make_collage", "workers.data_jobs.make_collage_scene", project=project,
+            record = _job(
+                inline, "make_collage", "workers.data_jobs.make_collage_scene", project=project,
                 scene_id=scene.pk, tiles=str(tiles), target_key=target_key, cols=int(cols),
                 seed=int(seed),
             )  # fmt: skip
     except BaseException:
         if scene is not None and scene.pk:
             delete_prefix(scene_prefix(scene))
+            _forget(Scene, scene.pk, "scene_id")
         raise
     return scene, record

@@ -75,6 +75,20 @@ def count_table(project: Project, source: LabelledImages, mapped: LabelledImages
     }
 
 
+def ordered_counts(project: Project, class_counts: dict) -> dict:
+    """The count table in display order (PostgreSQL's jsonb does not keep key order): project
+    classes in the model's order, source classes by their project class, then by name."""
+    order = {name: i for i, name in enumerate(project.class_names)}
+    classes = (class_counts or {}).get("classes") or {}
+    sources = (class_counts or {}).get("sources") or {}
+    return {
+        "sources": dict(
+            sorted(sources.items(), key=lambda kv: (order.get(kv[1].get("to"), len(order)), kv[0]))
+        ),
+        "classes": dict(sorted(classes.items(), key=lambda kv: order.get(kv[0], len(order)))),
+    }
+
+
 # --- datasets ------------------------------------------------------------------------------
 
 
@@ -93,6 +107,17 @@ def import_dataset(ctx, dataset_id: int, input_key: str, split: str = "all", own
     try:
         ctx.progress(0, 1, "reading the dataset")
         sha = dataset.sha256 or sha256_of_key(input_key)
+        # Uploads were checked before storing; a storage path (or two uploads at once) here.
+        earlier = (
+            Dataset.objects.filter(project=project, sha256=sha, pk__lt=dataset.pk)
+            .exclude(status="failed")
+            .first()
+        )
+        if earlier is not None:
+            raise DatasetError(
+                f"the same file was already imported into this project as dataset "
+                f"{earlier.name!r} (#{earlier.pk}); nothing new to import"
+            )
         with local_copy(input_key) as path:
             window = project.window_size
             source = load_dataset(
@@ -157,21 +182,41 @@ def _write_npy(key: str, write_to_path) -> None:
 
 
 def import_scene(ctx, scene_id: int):
-    """Stored image -> validated -> pixels.npy; then the DZI job and the first scoring."""
-    from mlcore.scenes import image_to_npy, validate_scene_image
+    """Stored image -> validated -> pixels.npy; then the DZI job and the first scoring.
+
+    An upload was fully decoded and checked before it was stored (it has its sha256 already);
+    an image named in the storage is checked here, with the same rules."""
+    from labeling.uploads import check_scene_image
+    from mlcore.scenes import image_to_npy
 
     scene = Scene.objects.select_related("project").get(pk=scene_id)
     try:
         ctx.progress(0, 3, "checking the image")
-        with local_copy(scene.image_key) as path:
-            width, height, fmt = validate_scene_image(path, settings.SCENE_MAX_PIXELS)
-            ctx.log(f"{scene.image_key}: {fmt} {width}x{height}")
-            ctx.progress(1, 3, "converting to the scoring format")
-            key = pixels_key(scene)
-            _write_npy(key, lambda p: image_to_npy(path, p, settings.SCENE_MAX_PIXELS))
-        scene.width, scene.height, scene.pixels_key = width, height, key
         if not scene.sha256:
             scene.sha256 = sha256_of_key(scene.image_key)
+        earlier = Scene.objects.filter(
+            project=scene.project, sha256=scene.sha256, pk__lt=scene.pk
+        ).first()
+        if earlier is not None:
+            raise ValueError(
+                f"the same image is already scene {earlier.name!r} (#{earlier.pk}) of this "
+                "project; open that one instead"
+            )
+        with local_copy(scene.image_key) as path:
+            if not scene.image_key.startswith(keys.scene_prefix(scene) + "/"):
+                # Named in the storage: not checked yet (an upload was, before it was stored).
+                check_scene_image(path, Path(scene.image_key).name)
+            ctx.progress(1, 3, "converting to the scoring format")
+            key = pixels_key(scene)
+            size = {}
+
+            def convert(dst):
+                size["wh"] = image_to_npy(path, dst, settings.SCENE_MAX_PIXELS)
+
+            _write_npy(key, convert)
+            width, height = size["wh"]
+            ctx.log(f"{scene.image_key}: {width}x{height}")
+        scene.width, scene.height, scene.pixels_key = width, height, key
         scene.save(update_fields=["width", "height", "pixels_key", "sha256"])
         ctx.progress(2, 3, "queueing deep-zoom tiles and scoring")
         follow_up = queue_follow_up(scene)

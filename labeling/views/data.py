@@ -17,8 +17,8 @@ from labeling.access import project_for
 from labeling.forms import DatasetForm, ProjectForm, SceneForm, classes_from_rows
 from labeling.jobs import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
-from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene
-from workers.data_jobs import demo_target_path, demo_tiles_path
+from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene, scene_url
+from workers.data_jobs import demo_target_path, demo_tiles_path, ordered_counts
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ def dataset_state(dataset: Dataset) -> dict:
         "error": dataset.error,
         "storage_key": dataset.storage_key,
         "sha256": dataset.sha256,
-        "class_counts": dataset.class_counts,
+        "class_counts": ordered_counts(dataset.project, dataset.class_counts),
         "skipped": dataset.skipped,
         "job": job_state(job) if job else None,
         "url": reverse("dataset-detail", args=[dataset.project_id, dataset.pk]),
@@ -70,7 +70,7 @@ def scene_state(scene: Scene) -> dict:
         "ground_truth_key": scene.ground_truth_key,
         "sha256": scene.sha256,
         "jobs": jobs,
-        "viewer_url": f"/projects/{scene.project_id}/scenes/{scene.pk}/",
+        "viewer_url": scene_url(scene),
         "import_url": reverse("scene-import", args=[scene.project_id, scene.pk]),
     }
 
@@ -111,6 +111,15 @@ def _is_json(request) -> bool:
 
 def _form_errors(form) -> dict:
     return {field: [str(e) for e in errors] for field, errors in form.errors.items()}
+
+
+def _error_text(form) -> str:
+    """One line naming every problem: 'Class names must be unique.; window_size: ...'."""
+    parts = []
+    for field, errors in _form_errors(form).items():
+        text = " ".join(errors)
+        parts.append(text if field == "__all__" else f"{field}: {text}")
+    return "; ".join(parts) or "invalid request"
 
 
 # --- project ---------------------------------------------------------------------------------
@@ -157,9 +166,7 @@ def api_project_create(request):
     }
     form = ProjectForm(data, classes=body.get("classes", ProjectForm().classes))
     if not form.is_valid():
-        return JsonResponse(
-            {"error": "the project is not valid", "fields": _form_errors(form)}, status=400
-        )
+        return JsonResponse({"error": _error_text(form), "fields": _form_errors(form)}, status=400)
     project = form.save(user=request.user)
     return JsonResponse(project_json(project), status=201)
 
@@ -227,15 +234,13 @@ def api_datasets(request, project_id):
                 "storage_key": request.POST.get("storage_key", ""),
                 "split": request.POST.get("split", "all"),
             },
-            {"upload": request.FILES["file"]} if "file" in request.FILES else None,
+            {"upload": request.FILES.get("file") or request.FILES.get("upload")}
+            if ("file" in request.FILES or "upload" in request.FILES)
+            else None,
         )
         if not form.is_valid():
             return JsonResponse(
-                {
-                    "error": " ".join(form.non_field_errors()) or "invalid request",
-                    "fields": _form_errors(form),
-                },  # fmt: skip
-                status=400,
+                {"error": _error_text(form), "fields": _form_errors(form)}, status=400
             )
         dataset, record = add_dataset(
             project,
@@ -336,9 +341,15 @@ def api_scenes(request, project_id):
         body = _json_body(request)
         if "collage" in body:
             spec = body["collage"] if isinstance(body["collage"], dict) else {}
+            try:
+                cols, seed = int(spec.get("cols", 80)), int(spec.get("seed", 0))
+            except (TypeError, ValueError):
+                raise UploadError("collage cols and seed must be whole numbers") from None
+            if not 2 <= cols <= 400:
+                raise UploadError(f"collage cols must be between 2 and 400, not {cols}")
             scene, record = add_collage_scene(
-                project, tiles=str(spec.get("tiles", "demo")), cols=int(spec.get("cols", 80)),
-                name=str(body.get("name", "")), seed=int(spec.get("seed", 0)),
+                project, tiles=str(spec.get("tiles", "demo")), cols=cols,
+                name=str(body.get("name", "")), seed=seed,
             )  # fmt: skip
         elif body.get("storage_key"):
             scene, record = add_scene(
@@ -364,13 +375,7 @@ def api_scenes(request, project_id):
         )
         if not form.is_valid():
             return JsonResponse(
-                {
-                    "error": "; ".join(
-                        f"{k}: {' '.join(v)}" for k, v in _form_errors(form).items()
-                    ),
-                    "fields": _form_errors(form),
-                },  # fmt: skip
-                status=400,
+                {"error": _error_text(form), "fields": _form_errors(form)}, status=400
             )
         data = form.cleaned_data
         if data["source"] == "collage":
