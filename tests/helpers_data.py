@@ -73,3 +73,58 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, "PNG")
     return buf.getvalue()
+
+
+def jpeg_bytes(array: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def image_folder_zip(
+    path: Path,
+    counts: dict[str, int],
+    size: int = 32,
+    split: str | None = None,
+    extra: dict[str, bytes] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A zip in the image-folder layout: <class>/<i>.jpg (or <split>/<class>/<i>.jpg), `counts`
+    images per class of random pixels, plus `extra` members (e.g. a corrupt file)."""
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    prefix = f"{split}/" if split else ""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, n in counts.items():
+            for i in range(n):
+                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                zf.writestr(f"{prefix}{name}/{i:04d}.jpg", jpeg_bytes(pixels))
+        for member, data in (extra or {}).items():
+            zf.writestr(member, data)
+    return path
+
+
+def scene_png(width: int = 96, height: int = 64, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return png_bytes(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+def truncated(data: bytes, keep: float = 0.5) -> bytes:
+    """The first part of an image file: a header that opens, pixels that do not decode."""
+    return data[: max(64, int(len(data) * keep))]
+
+
+def storage_files(root: Path) -> list[str]:
+    """Every file under a local storage root (relative paths), temporary ones included."""
+    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
+
+
+def run_worker_burst(*queue_names: str) -> None:
+    """Run the queued jobs for real: an RQ SimpleWorker in burst mode in this process (jobs that
+    the jobs enqueue, such as the deep-zoom tiles after a scene import, run in the same burst)."""
+    import django_rq
+    from rq import SimpleWorker
+
+    queues = [django_rq.get_queue(name) for name in (queue_names or ("default",))]
+    SimpleWorker(queues, connection=queues[0].connection).work(burst=True)
