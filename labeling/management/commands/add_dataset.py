@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -37,12 +39,15 @@ def count_table(class_counts: dict) -> str:
     return "\n".join(lines)
 
 
-def follow_job(record, progress_desc: str):
-    """Run an inline job with a tqdm bar; CommandError with the job's reason when it fails."""
+def follow_job(record, progress_desc: str, stderr=None):
+    """Run an inline job with a tqdm bar (on the command's stderr); CommandError with the job's
+    reason when it fails."""
     from mlcore.progress import tqdm_progress
 
+    stream = getattr(stderr, "_out", stderr) or sys.stderr
     try:
-        run_inline(record, tqdm_progress(progress_desc))
+        with contextlib.redirect_stderr(stream):  # tqdm writes to sys.stderr
+            run_inline(record, tqdm_progress(progress_desc))
     except Exception:
         record.refresh_from_db()
         raise CommandError(f"{progress_desc} failed: {record.error}") from None
@@ -89,7 +94,7 @@ class Command(BaseCommand):
         except UploadError as exc:
             raise CommandError(str(exc)) from None
         if opts["wait"]:
-            follow_job(record, f"importing {dataset.name}")
+            follow_job(record, f"importing {dataset.name}", self.stderr)
             dataset.refresh_from_db()
             if opts["json"]:
                 from labeling.views.data import dataset_state

@@ -65,7 +65,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         scene_id, name = scene.pk, scene.name
         if opts["wait"]:
-            follow_job(record, f"preparing {name}")
+            follow_job(record, f"preparing {name}", self.stderr)
         if opts["json"]:
             from labeling.models import Scene
             from labeling.views.data import scene_state
