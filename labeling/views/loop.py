@@ -1,0 +1,177 @@
+"""JSON API of the loop area: start a retrain cycle, switch the current model (rollback or
+promote), list a project's jobs and read one job with its log. Thin: the work is in
+labeling.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib import messages
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_http_methods
+
+from labeling.access import project_for, projects_for
+from labeling.cycle import (
+    TRAIN_PROFILES,
+    CycleAlreadyRunning,
+    reconcile_job,
+    set_current,
+    start_cycle,
+)
+from labeling.jobs import job_state
+from labeling.models import JobRecord, ModelVersion
+
+JOBS_LIMIT_MAX = 200
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _api(view):
+    """JSON errors: 404 for other users' projects and jobs, 400 with the reason for bad input."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except Http404 as exc:
+            return JsonResponse({"error": str(exc) or "not found"}, status=404)
+        except BadRequest as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+
+    return wrapper
+
+
+def _wants_json(request) -> bool:
+    return request.content_type == "application/json" or "json" in request.headers.get("Accept", "")
+
+
+def _back(request, project):
+    """Where a form POST from the dashboard returns to."""
+    target = request.POST.get("next", "")
+    if target.startswith("/") and not target.startswith("//"):
+        return redirect(target)
+    return redirect(f"/projects/{project.pk}/")
+
+
+def version_json(version: ModelVersion) -> dict:
+    return {
+        "number": version.number,
+        "status": version.status,
+        "is_current": version.is_current,
+        "parent": version.parent.number if version.parent_id else None,
+        "metrics": version.metrics,
+        "error": version.error,
+    }
+
+
+def job_json(record: JobRecord, with_log: bool = False) -> dict:
+    state = job_state(record)
+    out = {
+        "id": record.pk,
+        "project": record.project_id,
+        "kind": record.kind,
+        "queue": record.queue,
+        "status": record.status,
+        "progress_done": record.progress_done,
+        "progress_total": record.progress_total,
+        "fraction": state["fraction"],
+        "message": record.message,
+        "error": record.error,
+        "params": record.params,
+        "created_at": record.created_at.isoformat(),
+        "started_at": record.started_at.isoformat() if record.started_at else None,
+        "finished_at": state["finished_at"],
+    }
+    if with_log:
+        out["log"] = record.log
+        out["result"] = record.result
+    return out
+
+
+@_api
+@require_http_methods(["POST"])
+def api_retrain(request, project_id):
+    """Start a retrain cycle: 202 {"job", "version"}; 409 while one runs. A form POST (from the
+    dashboard) redirects back with the same message."""
+    project = project_for(request.user, project_id)
+    profile = request.POST.get("profile") or request.GET.get("profile") or "quick"
+    as_json = _wants_json(request)
+    if profile not in TRAIN_PROFILES:
+        text = f"Unknown training profile {profile!r}: use one of {', '.join(TRAIN_PROFILES)}."
+        if not as_json:
+            messages.error(request, text)
+            return _back(request, project)
+        raise BadRequest(text)
+    try:
+        record = start_cycle(project, request.user, profile=profile)
+    except CycleAlreadyRunning as exc:
+        if not as_json:
+            messages.warning(request, str(exc))
+            return _back(request, project)
+        body = {"error": str(exc)}
+        if exc.record is not None:
+            body["job"] = exc.record.pk
+        if exc.version is not None:
+            body["version"] = exc.version.number
+        return JsonResponse(body, status=409)
+    version = ModelVersion.objects.get(pk=record.params["version_id"])
+    if not as_json:
+        messages.success(request, f"Retrain cycle started: model v{version.number} is training.")
+        return _back(request, project)
+    return JsonResponse(
+        {"job": record.pk, "version": version.number, "status": version.status}, status=202
+    )
+
+
+@_api
+@require_http_methods(["POST"])
+def api_model_current(request, project_id, number):
+    """Make model version <number> current (rollback or promote)."""
+    project = project_for(request.user, project_id)
+    version = ModelVersion.objects.filter(project=project, number=number).first()
+    if version is None:
+        raise Http404(f"Project {project.name!r} has no model v{number}.")
+    try:
+        set_current(project, version)
+    except ValueError as exc:
+        if not _wants_json(request):
+            messages.error(request, str(exc))
+            return _back(request, project)
+        raise BadRequest(str(exc)) from None
+    if not _wants_json(request):
+        messages.success(request, f"Model v{version.number} is now current.")
+        return _back(request, project)
+    version.refresh_from_db()
+    return JsonResponse(version_json(version))
+
+
+@_api
+@require_http_methods(["GET"])
+def api_jobs(request, project_id):
+    """Recent jobs of the project, newest first (?limit=, default 50, at most 200)."""
+    project = project_for(request.user, project_id)
+    try:
+        limit = int(request.GET.get("limit", 50))
+    except ValueError:
+        raise BadRequest("limit must be an integer, e.g. ?limit=20") from None
+    if not 1 <= limit <= JOBS_LIMIT_MAX:
+        raise BadRequest(f"limit must be between 1 and {JOBS_LIMIT_MAX}")
+    records = JobRecord.objects.filter(project=project).order_by("-created_at", "-id")[:limit]
+    return JsonResponse({"jobs": [job_json(reconcile_job(r)) for r in records]})
+
+
+@_api
+@require_http_methods(["GET"])
+def api_job(request, job_id):
+    """One job with its log (only for members of its project)."""
+    record = JobRecord.objects.filter(pk=job_id).first()
+    visible = record is not None and (
+        (record.project_id is None and request.user.is_superuser)
+        or projects_for(request.user).filter(pk=record.project_id).exists()
+    )
+    if not visible:
+        raise Http404("No such job among your projects' jobs.")
+    return JsonResponse(job_json(reconcile_job(record), with_log=True))
