@@ -347,7 +347,9 @@ def check_scene_image(path: Path, name: str) -> tuple[int, int, str]:
     try:
         width, height, fmt = validate_scene_image(path, settings.SCENE_MAX_PIXELS)
     except Exception as exc:  # SceneError, PIL's bomb error, odd decoder errors: all bad input
-        raise _image_error(exc, name).with_traceback(None) from None
+        error = _image_error(exc, name)
+        # The messages name the file the user gave, never a temporary path on the server.
+        raise UploadError(str(error).replace(str(path), name)) from None
     if fmt not in SCENE_FORMATS:
         raise UploadError(f"{name} is a {fmt} image; upload PNG, JPEG or TIFF.")
     return width, height, fmt

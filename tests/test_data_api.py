@@ -428,11 +428,11 @@ def test_a_corrupt_scene_image_is_refused_with_the_reason(alice_client, sp, stor
         {"image": upload("cut.png", truncated(scene_png(300, 200)), "image/png")},
     )
     assert r.status_code == 400
-    assert "corrupt or truncated" in r.json()["error"]
+    assert r.json()["error"].startswith("cut.png is corrupt or truncated")
     r = alice_client.post(
         f"/api/projects/{sp.pk}/scenes", {"image": upload("text.jpg", b"no pixels here")}
     )
-    assert r.status_code == 400 and "not an image" in r.json()["error"]
+    assert r.status_code == 400 and r.json()["error"].startswith("text.jpg is not an image")
     assert not Scene.objects.exists() and not JobRecord.objects.exists()
     assert storage_files(storage_dir) == []
 
@@ -533,3 +533,46 @@ def test_scene_form_page_shows_upload_errors(alice_client, sp, storage_dir, sett
     assert r.status_code == 400
     assert "above the upload limit" in r.content.decode()
     assert not Scene.objects.exists() and storage_files(storage_dir) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_zip_without_images_fails_naming_the_file_not_the_server_path(
+    alice_client, sp, storage_dir, redis_conn, tmp_path
+):
+    import zipfile
+
+    path = tmp_path / "empty.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("notes/readme.txt", "no images here")
+    r = alice_client.post(
+        f"/api/projects/{sp.pk}/datasets", {"file": upload("empty.zip", path.read_bytes())}
+    )
+    assert r.status_code == 202
+    run_worker_burst()
+    dataset = Dataset.objects.get(pk=r.json()["id"])
+    assert dataset.status == "failed"
+    assert dataset.error.startswith("empty.zip: no images found; expected <split>/<class>/")
+    assert str(storage_dir) not in dataset.error
+    assert storage_files(storage_dir) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_scene_is_queued_for_scoring_with_the_current_model(
+    alice_client, sp, storage_dir, redis_conn
+):
+    from labeling.models import ModelVersion, ScoringRun
+
+    model = ModelVersion.objects.create(
+        project=sp, number=1, status="ready", is_current=True, model_key="m.onnx"
+    )
+    r = alice_client.post(f"/api/projects/{sp.pk}/scenes", {"image": upload("s.png", scene_png())})
+    assert r.status_code == 202
+    run_worker_burst("default")  # the import and the deep-zoom tiles; scoring waits on `score`
+    scene = Scene.objects.get(pk=r.json()["id"])
+    run = ScoringRun.objects.get(scene=scene)
+    assert run.model_version == model and run.status == "queued"
+    job = JobRecord.objects.get(kind="score")
+    assert job.queue == "score" and job.params == {"run_id": run.pk} and job.rq_job_id
+    import django_rq
+
+    assert django_rq.get_queue("score").job_ids == [job.rq_job_id]

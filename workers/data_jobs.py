@@ -120,10 +120,14 @@ def import_dataset(ctx, dataset_id: int, input_key: str, split: str = "all", own
             )
         with local_copy(input_key) as path:
             window = project.window_size
-            source = load_dataset(
-                path, split=None if split == "all" else split, tile_size=(window, window),
-                progress=ctx,
-            )  # fmt: skip
+            try:
+                source = load_dataset(
+                    path, split=None if split == "all" else split, tile_size=(window, window),
+                    progress=ctx,
+                )  # fmt: skip
+            except DatasetError as exc:
+                # Name the user's file, not where it lies on the server.
+                raise DatasetError(str(exc).replace(str(path), Path(input_key).name)) from None
         ctx.log(f"loaded {len(source)} images of {len(source.class_names)} source classes")
         mapped = map_to_project(project, source, log=ctx.log)
         ctx.progress(0, 1, "saving images.npz")
