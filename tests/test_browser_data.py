@@ -112,7 +112,7 @@ def test_a_new_user_brings_their_own_data(
     expect(page.locator("main")).to_contain_text("not a member of any project")
 
     # The new project form: two classes with their source classes.
-    page.goto("/projects/new/")
+    page.click("#new-project")
     page.fill("#id_name", "ships and planes")
     rows = page.locator("#class-rows tbody tr")
     rows.nth(0).locator("input[name=class_name]").fill("plane")

@@ -576,3 +576,20 @@ def test_a_new_scene_is_queued_for_scoring_with_the_current_model(
     import django_rq
 
     assert django_rq.get_queue("score").job_ids == [job.rq_job_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scene_above_the_in_memory_size_streams_through_a_temporary_file(
+    alice_client, sp, storage_dir, redis_conn, settings, tmp_path
+):
+    import hashlib
+
+    data = scene_png(1300, 1200, seed=4)  # random pixels: ~4.5 MiB of PNG
+    assert len(data) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    r = alice_client.post(f"/api/projects/{sp.pk}/scenes", {"image": upload("big.png", data)})
+    assert r.status_code == 202, r.content
+    run_worker_burst()
+    scene = Scene.objects.get(pk=r.json()["id"])
+    assert (scene.width, scene.height) == (1300, 1200) and scene.dzi_key
+    stored = (storage_dir / scene.image_key).read_bytes()
+    assert stored == data and scene.sha256 == hashlib.sha256(data).hexdigest()
