@@ -323,3 +323,35 @@ def after_scoring(version) -> str:
         version.metrics = dict(version.metrics) | {"scenes": version_metrics(version)}
         version.save(update_fields=["metrics"])
     return "ready" if promote(version) else ModelVersion.objects.get(pk=version.pk).status
+
+
+# -- metrics summary ------------------------------------------------------------------------------
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(precision, 4),
+            "recall": round(recall, 4), "f1": round(f1, 4)}  # fmt: skip
+
+
+def f1_summary(metrics: dict, negative: str = "negative") -> dict:
+    """Window- and object-level precision/recall/F1 over the positive classes (micro-averaged)
+    of a run's metrics (labeling.results.compute_metrics); {} without ground truth."""
+    out = {}
+    window = (metrics or {}).get("window")
+    if window:
+        per = {c: v for c, v in window["per_class"].items() if c != negative}
+        totals = [sum(v[k] for v in per.values()) for k in ("tp", "fp", "fn")]
+        out["window"] = _prf(*totals) | {
+            "per_class": {c: round(v["f1"], 4) for c, v in per.items()},
+            "accuracy": round(window.get("accuracy", 0.0), 4),
+        }
+    obj = (metrics or {}).get("object")
+    if obj:
+        overall = obj["overall"]
+        out["object"] = _prf(overall["tp"], overall["fp"], overall["fn"]) | {
+            "per_class": {c: round(v["f1"], 4) for c, v in obj["per_class"].items()}
+        }
+    return out
