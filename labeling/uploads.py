@@ -578,7 +578,10 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
         if demo_tiles_path() is None:
             raise UploadError("The demo tile library (shared data) is not installed here.")
         tiles = "demo"
-    elif not Dataset.objects.filter(pk=tiles, project=project, status="ready").exists():
+    elif (
+        not str(tiles).isdigit()
+        or not Dataset.objects.filter(pk=int(tiles), project=project, status="ready").exists()
+    ):
         raise UploadError(f"Tile library {tiles!r} is not a ready dataset of this project.")
     source = _Source(target, target_path) if (target is not None or target_path) else None
     if source is None and demo_target_path() is None:

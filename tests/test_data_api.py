@@ -519,6 +519,10 @@ def test_a_collage_needs_a_ready_tile_library(alice_client, sp, storage_dir):
         alice_client, f"/api/projects/{sp.pk}/scenes", {"collage": {"tiles": "12345", "cols": 8}}
     )
     assert r.status_code == 400 and "is not a ready dataset of this project" in r.json()["error"]
+    r = post_json(
+        alice_client, f"/api/projects/{sp.pk}/scenes", {"collage": {"tiles": "cifar", "cols": 8}}
+    )
+    assert r.status_code == 400 and "'cifar' is not a ready dataset" in r.json()["error"]
     r = post_json(alice_client, f"/api/projects/{sp.pk}/scenes", {"collage": {"cols": "many"}})
     assert r.status_code == 400 and "whole numbers" in r.json()["error"]
 
