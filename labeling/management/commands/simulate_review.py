@@ -1,0 +1,276 @@
+"""manage.py simulate_review: a reviewer without a person. It answers the project's review queue
+from the scene's ground truth (an oracle), through the same service functions as the review UI
+(labeling.review.next_queue_window and record_annotation), then runs a real retrain cycle through
+the RQ queues, and reports per cycle: labels used so far, window- and object-level
+precision/recall/F1 on the scene (from the new model's scoring run) and the time it took."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling.management.commands.demo import QUEUES, Services, live_workers, wait_cycle
+
+STRATEGIES = ("uncertainty", "margin", "entropy", "random", "top-score")
+
+
+class Oracle:
+    """The true class of any window of a scene with ground truth, by the same centre rule as the
+    window-level metrics (mlcore.metrics.window_truth): the tile whose box holds the window's
+    centre (the topmost when they overlap), else the negative class."""
+
+    def __init__(self, truth: list[dict], negative: str):
+        self.boxes = sorted(truth, key=lambda g: g.get("order", 0))
+        self.negative = negative
+
+    def label(self, x: int, y: int, w: int, h: int) -> str:
+        cx, cy = x + w / 2.0, y + h / 2.0
+        label = self.negative
+        for g in self.boxes:  # later (higher order) boxes are pasted on top
+            if g["x"] <= cx < g["x"] + g["w"] and g["y"] <= cy < g["y"] + g["h"]:
+                label = g["label"]
+        return label
+
+
+def review_service():
+    """labeling.review's two functions (the review UI's code path)."""
+    try:
+        from labeling.review import next_queue_window, record_annotation
+    except ImportError as exc:
+        raise CommandError(
+            f"labeling.review is not available ({exc}): the simulated reviewer answers through "
+            "the review API's service functions next_queue_window and record_annotation."
+        ) from None
+    return next_queue_window, record_annotation
+
+
+def run_summary(run, negative: str) -> dict:
+    from labeling.cycle import f1_summary
+
+    summary = f1_summary(run.metrics, negative)
+    if not summary:
+        raise CommandError(f"scene {run.scene.name!r} has no ground truth: nothing to measure")
+    return summary
+
+
+def latest_run(scene, version):
+    from labeling.models import ScoringRun
+
+    run = (
+        ScoringRun.objects.filter(scene=scene, model_version=version, status="done")
+        .order_by("-finished_at")
+        .first()
+    )
+    if run is None:
+        raise CommandError(
+            f"model v{version.number} has no finished scoring of {scene.name!r}: score it first "
+            "(manage.py score)"
+        )
+    return run
+
+
+def get_project(ref: str):
+    from labeling.models import Project
+
+    project = Project.objects.filter(name=ref).first()
+    if project is None and ref.isdigit():
+        project = Project.objects.filter(pk=int(ref)).first()
+    if project is None:
+        raise CommandError(f"No project named {ref!r} (or with that id).")
+    return project
+
+
+def get_scene(project, ref: str | None):
+    from labeling.models import Scene
+
+    scenes = Scene.objects.filter(project=project).exclude(ground_truth_key="")
+    if ref:
+        scene = scenes.filter(name=ref).first()
+        if scene is None and ref.isdigit():
+            scene = scenes.filter(pk=int(ref)).first()
+        if scene is None:
+            raise CommandError(f"Project {project.name!r} has no scene {ref!r} with ground truth.")
+        return scene
+    scene = scenes.exclude(pixels_key="").order_by("pk").first()
+    if scene is None:
+        raise CommandError(
+            f"Project {project.name!r} has no scene with ground truth: the oracle needs one "
+            "(the demo's collage has it)."
+        )
+    return scene
+
+
+def simulate(
+    project,
+    scene,
+    user,
+    *,
+    cycles: int,
+    per_cycle: int,
+    strategy: str,
+    profile: str,
+    redis=None,
+    quiet: bool = False,
+    report=print,
+    timeout: float | None = None,
+) -> dict:
+    """Run ``cycles`` rounds of (answer ``per_cycle`` queue windows, retrain, rescore) and return
+    {"cycles": [...]} with cycle 0 = the current model before any label."""
+    from tqdm import tqdm
+
+    from labeling.models import Annotation
+    from labeling.results import load_scene_ground_truth
+
+    next_queue_window, record_annotation = review_service()
+    oracle = Oracle(load_scene_ground_truth(scene), project.negative_class)
+    queue_strategy = strategy
+    current = project.current_model()
+    if current is None:
+        raise CommandError(f"Project {project.name!r} has no current model: run the demo first.")
+    rows = [
+        {
+            "cycle": 0,
+            "version": current.number,
+            "labels_this_cycle": 0,
+            "labels_used": 0,
+            **run_summary(latest_run(scene, current), project.negative_class),
+            "seconds": {},
+        }
+    ]
+    report(format_row(rows[0], strategy))
+    labels_used = 0
+    for c in range(1, cycles + 1):
+        started = time.perf_counter()
+        answered, agreed = 0, 0
+        bar = tqdm(total=per_cycle, desc=f"cycle {c}: oracle answers ({strategy})", disable=quiet)
+        while answered < per_cycle:
+            item = next_queue_window(project, user, strategy=queue_strategy, scene=scene,
+                                     redis=redis)  # fmt: skip
+            if not item or item.get("done"):
+                break
+            x, y, w, h = int(item["x"]), int(item["y"]), int(item["w"]), int(item["h"])
+            truth = oracle.label(x, y, w, h)
+            agreed += int(item.get("guess") == truth)
+            _annotation, created = record_annotation(
+                project, scene, user, kind="review", label=truth, x=x, y=y, w=w, h=h,
+                client_id=str(uuid.uuid4()), source="simulated",
+            )  # fmt: skip
+            answered += int(created)
+            bar.update(int(created))
+        bar.close()
+        annotate_s = time.perf_counter() - started
+        if answered == 0:
+            report(f"cycle {c}: the review queue is empty; stopping")
+            break
+        labels_used += answered
+        from labeling.cycle import start_cycle
+
+        record = start_cycle(project, user, profile=profile)
+        version = wait_cycle(record, quiet=quiet, timeout=timeout)
+        record.refresh_from_db()
+        run = latest_run(scene, version)
+        train_s = (
+            (record.finished_at - record.started_at).total_seconds() if record.started_at else None
+        )
+        row = {
+            "cycle": c,
+            "version": version.number,
+            "labels_this_cycle": answered,
+            "labels_used": labels_used,
+            "model_agreed_with_oracle": round(agreed / answered, 4),
+            "pending_consumed": Annotation.objects.filter(
+                project=project, consumed_by=version
+            ).count(),
+            **run_summary(run, project.negative_class),
+            "val_accuracy": version.metrics.get("val_accuracy"),
+            "seconds": {
+                "annotate": round(annotate_s, 2),
+                "train_job": round(train_s, 2) if train_s is not None else None,
+                "score": run.timings.get("spark_s"),
+                "cycle": round(time.perf_counter() - started, 2),
+            },
+        }
+        rows.append(row)
+        report(format_row(row, strategy))
+    return {
+        "project": project.name,
+        "scene": scene.name,
+        "strategy": strategy,
+        "per_cycle": per_cycle,
+        "profile": profile,
+        "cycles": rows,
+    }
+
+
+def format_row(row: dict, strategy: str) -> str:
+    w, o = row["window"], row["object"]
+    secs = row["seconds"].get("cycle")
+    return (
+        f"[{strategy}] cycle {row['cycle']} v{row['version']}: labels {row['labels_used']:>4}  "
+        f"window P {w['precision']:.3f} R {w['recall']:.3f} F1 {w['f1']:.3f}  "
+        f"object P {o['precision']:.3f} R {o['recall']:.3f} F1 {o['f1']:.3f}"
+        + (f"  {secs:.0f}s" if secs is not None else "")
+    )
+
+
+class Command(BaseCommand):
+    help = (
+        "Simulated reviewer: answer the review queue from the scene's ground truth, retrain "
+        "through the RQ queues, and report precision/recall/F1 per cycle."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("project", help="Project name or id")
+        parser.add_argument("--cycles", type=int, default=3)
+        parser.add_argument("--per-cycle", type=int, default=200, help="Labels per cycle")
+        parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty")
+        parser.add_argument("--scene", help="Scene name or id (default: the first with truth)")
+        parser.add_argument("--profile", choices=["tiny", "quick", "full"], default=None,
+                            help="Training profile (default: the current model's)")  # fmt: skip
+        parser.add_argument("--user", default="demo", help="Username the answers are made by")
+        parser.add_argument("--json", dest="json_out", help="Write the per-cycle results here")
+        parser.add_argument("--start-workers", action="store_true",
+                            help="Start RQ workers for the queues when none runs")  # fmt: skip
+        parser.add_argument("--step-timeout", type=float, default=None)
+
+    def handle(self, *args, **opts):
+        from django.conf import settings
+        from django.contrib.auth import get_user_model
+
+        if opts["cycles"] < 1 or opts["per_cycle"] < 1:
+            raise CommandError("--cycles and --per-cycle must be at least 1.")
+        project = get_project(opts["project"])
+        scene = get_scene(project, opts["scene"])
+        user = get_user_model().objects.filter(username=opts["user"]).first()
+        if user is None:
+            raise CommandError(f"No user {opts['user']!r}: name a member with --user.")
+        if not project.members.filter(pk=user.pk).exists() and not user.is_superuser:
+            raise CommandError(f"User {user.username!r} is not a member of {project.name!r}.")
+        current = project.current_model()
+        profile = opts["profile"] or (current.train_config.get("profile") if current else None)
+        profile = profile or "quick"
+        services = Services(Path(settings.VAR_DIR) / "simulate" / "logs", self.stdout)
+        try:
+            missing = [q for q in ("train", "score") if not live_workers(q)]
+            if missing:
+                if not opts["start_workers"]:
+                    raise CommandError(
+                        f"No RQ worker runs for queue(s) {', '.join(missing)}: start them "
+                        "(manage.py rqworker default train score) or pass --start-workers."
+                    )
+                for line in services.ensure_workers(QUEUES):
+                    self.stdout.write(line)
+            result = simulate(
+                project, scene, user, cycles=opts["cycles"], per_cycle=opts["per_cycle"],
+                strategy=opts["strategy"], profile=profile, report=self.stdout.write,
+                timeout=opts["step_timeout"],
+            )  # fmt: skip
+        finally:
+            services.stop()
+        if opts["json_out"]:
+            Path(opts["json_out"]).write_text(json.dumps(result, indent=2))
+            self.stdout.write(f"wrote {opts['json_out']}")
