@@ -301,9 +301,20 @@ def _is_hidden(parts: Sequence[str]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
+# A labelled image is a tile: anything far bigger is a mistake or a decompression bomb, refused
+# before it is inflated (the member's declared size and the header's pixel count are checked).
+MAX_TILE_BYTES = 16 * 1024 * 1024
+MAX_TILE_PIXELS = 4096 * 4096
+
+
 def _decode_image(data: bytes, tile_size: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
     """Decode to RGB uint8, resized to ``tile_size`` if given; also says whether it was resized."""
     with Image.open(io.BytesIO(data)) as im:
+        if im.width * im.height > MAX_TILE_PIXELS:
+            raise ValueError(
+                f"{im.width}x{im.height} pixels is too large for a labelled tile "
+                f"(limit {MAX_TILE_PIXELS:,} pixels)"
+            )
         im.load()
         if im.mode != "RGB":
             im = im.convert("RGB")
@@ -424,6 +435,12 @@ def load_image_zip(
         members = [i.filename for i in zf.infolist() if not i.is_dir()]
 
         def read(m: str) -> bytes:
+            declared = zf.getinfo(m).file_size
+            if declared > MAX_TILE_BYTES:
+                raise ValueError(
+                    f"{declared:,} bytes uncompressed is too large for a labelled tile "
+                    f"(limit {MAX_TILE_BYTES:,})"
+                )
             return zf.read(m)
 
         return _load_image_members(members, read, str(path), split, tile_size, progress)

@@ -248,3 +248,25 @@ def test_real_cifar10_zip_test_split():
     assert ds.ids[0].startswith("test/airplane/")
     mapped = apply_mapping(ds, ClassMapping.cifar_default())
     assert mapped.counts() == {"car": 1000, "boat": 1000, "negative": 8000}
+
+
+def test_oversized_members_are_skipped_before_they_are_inflated(tmp_path):
+    """A zip bomb member or a huge picture among the tiles is skipped with the reason."""
+    import mlcore.datasets as datasets
+
+    tile = png_bytes(np.full((32, 32, 3), 100, np.uint8))
+    big = Image.new("RGB", (5000, 4000))
+    buffer = io.BytesIO()
+    big.save(buffer, "PNG")
+    path = tmp_path / "tiles.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train/car/ok.png", tile)
+        archive.writestr("train/car/huge.png", buffer.getvalue())
+        archive.writestr("train/boat/bomb.png", b"\0" * (datasets.MAX_TILE_BYTES + 1))
+        archive.writestr("train/boat/ok.png", tile)
+    with pytest.warns(UserWarning):
+        ds = datasets.load_image_zip(path)
+    assert sorted(ds.ids) == ["train/boat/ok.png", "train/car/ok.png"]
+    reasons = dict(ds.skipped)
+    assert "too large for a labelled tile" in reasons["train/car/huge.png"]
+    assert "bytes uncompressed is too large" in reasons["train/boat/bomb.png"]
