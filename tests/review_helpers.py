@@ -1,0 +1,142 @@
+"""Scored scenes for the review tests (API, queue, browser) without training a model.
+
+``make_scored_scene(project)`` goes through the real code paths: scene pixels as ``.npy`` in the
+configured storage, an ONNX model in the project's format scored by ONNX Runtime
+(``mlcore.scoring.score_scene``), and ``labeling.results.store_scoring_result`` writing the grid,
+the detections and the metrics against the scene's ground truth.
+
+The model is a colour detector built with onnx.helper: the mean colour of a window decides its
+class (red -> the first positive class, green -> the second, grey -> negative), so objects are
+found with high scores, windows half on an object are uncertain, and the review queue has
+something to rank. Use it with the ``storage_dir`` fixture (STORAGE_URL in a tmp dir)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+RED = (220, 40, 40)
+GREEN = (40, 200, 40)
+
+
+def colour_onnx_model(path: Path, classes, window: int = 32, sharpness: float = 0.05) -> Path:
+    """uint8 NHWC ``images`` -> ``probs``: softmax of linear logits of the window's mean colour.
+    Positive class 0 follows red - blue, positive class 1 green - blue, the negative class a
+    constant; any further class gets a small constant."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = len(classes)
+    weights = np.zeros((3, n), dtype=np.float32)
+    bias = np.full(n, -4.0, dtype=np.float32)
+    weights[0, 0], weights[2, 0], bias[0] = sharpness, -sharpness, 0.0
+    if n >= 3:
+        weights[1, 1], weights[2, 1], bias[1] = sharpness, -sharpness, 0.0
+    bias[n - 1] = 2.0  # the negative class (last, as Project.class_names orders them)
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("GlobalAveragePool", ["nchw"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "colour_window_classifier",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", window, window, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    for key, value in {
+        "classes": json.dumps(list(classes)),
+        "window": str(window),
+        "mean": "[0, 0, 0]",
+        "std": "[1, 1, 1]",
+        "engine": "onnx.helper colour test model",
+    }.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def scene_pixels(height: int, width: int, seed: int = 0, objects: int | None = None, size=32):
+    """Grey noisy background with red and green squares; returns (pixels, ground truth boxes)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(110, 146, (height, width, 3), dtype=np.uint8)
+    if objects is None:
+        objects = max(2, (height * width) // (96 * 96))
+    truth = []
+    cells_y, cells_x = height // (2 * size), width // (2 * size)
+    cells = rng.permutation(cells_y * cells_x)[:objects]
+    for order, cell in enumerate(cells):
+        cy, cx = divmod(int(cell), cells_x)
+        y = cy * 2 * size + int(rng.integers(0, size))
+        x = cx * 2 * size + int(rng.integers(0, size))
+        colour, label = (RED, 0) if order % 2 == 0 else (GREEN, 1)
+        pixels[y : y + size, x : x + size] = colour
+        truth.append({"id": f"obj{order}", "label": label, "x": x, "y": y, "w": size, "h": size,
+                      "order": order, "visible": 1.0})  # fmt: skip
+    return pixels, truth
+
+
+def make_scored_scene(project, height: int = 512, width: int = 512, seed: int = 0, name=None):
+    """A Scene with pixels and ground truth in storage, scored by a ModelVersion of the project
+    through ONNX Runtime, its result stored by labeling.results.store_scoring_result.
+    Returns (scene, run)."""
+    from django.db.models import Max
+
+    from labeling.models import ModelVersion, Scene, ScoringRun
+    from labeling.results import store_scoring_result
+    from labeling.storage import get_storage, model_prefix, scene_prefix
+    from mlcore.scenes import NpyScene
+    from mlcore.scoring import load_scorer, score_scene
+
+    storage = get_storage()
+    classes = project.class_names
+    pixels, truth = scene_pixels(height, width, seed, size=project.window_size)
+    for box in truth:
+        box["label"] = classes[box["label"] % max(1, len(classes) - 1)]
+    scene = Scene.objects.create(
+        project=project,
+        name=name or f"scene {seed} ({width}x{height})",
+        image_key="",
+        width=width,
+        height=height,
+    )
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    scene.pixels_key = f"{scene_prefix(scene)}/pixels.npy"
+    storage.write(scene.pixels_key, buffer.getvalue())
+    scene.image_key = scene.pixels_key
+    scene.ground_truth_key = f"{scene_prefix(scene)}/ground_truth.json"
+    storage.write(scene.ground_truth_key, json.dumps(truth).encode())
+    scene.save()
+
+    version = project.model_versions.filter(status="ready").order_by("number").first()
+    if version is None:
+        number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        version = ModelVersion.objects.create(
+            project=project, number=number, status="ready", is_current=True, classes=classes
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = colour_onnx_model(Path(tmp) / "model.onnx", classes, project.window_size)
+        if not version.model_key:
+            version.model_key = f"{model_prefix(version)}/model.onnx"
+            storage.write(version.model_key, model_path.read_bytes())
+            version.save(update_fields=["model_key"])
+        scorer = load_scorer(model_path)
+        grid = score_scene(scorer, NpyScene(storage, scene.pixels_key), project.score_step)
+    run = ScoringRun.objects.create(scene=scene, model_version=version, status="running")
+    store_scoring_result(run, grid, {"test_helper": True})
+    run.refresh_from_db()
+    scene.refresh_from_db()
+    return scene, run

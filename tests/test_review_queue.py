@@ -1,0 +1,256 @@
+"""labeling.review services: record_annotation (checks, idempotency, undo) and the review queue
+(ranking strategies, skipping annotated windows, Redis leases between concurrent reviewers)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from labeling import review
+from labeling.cycle import effective_annotations
+from labeling.models import Annotation
+from labeling.results import load_grid
+from mlcore.postprocess import uncertainty
+from tests.review_helpers import make_scored_scene
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def scored(project, storage_dir, redis_conn):
+    review._cache.clear()
+    return make_scored_scene(project, 256, 256, seed=3)
+
+
+# -- record_annotation --------------------------------------------------------------------------
+
+
+def test_record_annotation_creates_and_is_idempotent(project, alice, scored):
+    scene, run = scored
+    det = run.detections.filter(kind="merged").first()
+    assert det is not None, "the colour model should find the red and green squares"
+    a, created = review.record_annotation(
+        project, scene, alice, kind="confirm", label=det.label, x=det.x, y=det.y, w=det.w,
+        h=det.h, detection=det.pk, client_id="c-1",
+    )  # fmt: skip
+    assert created and a.detection_id == det.pk and a.user == alice
+    again, created2 = review.record_annotation(
+        project, scene, alice, kind="confirm", label=det.label, x=det.x, y=det.y, w=det.w,
+        h=det.h, detection=det.pk, client_id="c-1",
+    )  # fmt: skip
+    assert not created2 and again.pk == a.pk
+    assert Annotation.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"x": -1}, "outside scene"),
+        ({"x": 250}, "outside scene"),
+        ({"y": 240, "h": 32}, "outside scene"),
+        ({"w": 0}, "at least 1x1"),
+        ({"x": "abc"}, "integer"),
+        ({"x": 1.5}, "whole number"),
+        ({"label": "plane"}, "unknown class"),
+        ({"kind": "maybe"}, "unknown kind"),
+        ({"source": "robot"}, "unknown source"),
+        ({"detection": 999999}, "does not exist"),
+        ({"client_id": "x" * 65}, "at most 64"),
+    ],
+)
+def test_record_annotation_rejects_bad_input(project, alice, scored, changes, message):
+    scene, _ = scored
+    args = {"kind": "false_negative", "label": "car", "x": 10, "y": 10, "w": 32, "h": 32}
+    args.update(changes)
+    with pytest.raises(review.ReviewError, match=message):
+        review.record_annotation(project, scene, alice, **args)
+    assert Annotation.objects.count() == 0
+
+
+def test_detection_of_another_scene_is_rejected(project, alice, scored):
+    scene, _ = scored
+    _, other_run = make_scored_scene(project, 128, 128, seed=4)
+    det = other_run.detections.first()
+    assert det is not None
+    with pytest.raises(review.ReviewError, match="another scene"):
+        review.record_annotation(
+            project, scene, alice, kind="confirm", label="car", x=0, y=0, w=32, h=32,
+            detection=det.pk,
+        )  # fmt: skip
+
+
+def test_client_id_of_another_user_is_not_returned(project, alice, bob, scored):
+    scene, _ = scored
+    project.members.add(bob)
+    review.record_annotation(project, scene, alice, kind="review", label="car", x=0, y=0, w=32,
+                             h=32, client_id="shared")  # fmt: skip
+    with pytest.raises(review.ReviewError, match="already used"):
+        review.record_annotation(project, scene, bob, kind="review", label="car", x=0, y=0,
+                                 w=32, h=32, client_id="shared")  # fmt: skip
+
+
+def test_undo_appends_and_restores_previous_label(project, alice, bob, scored):
+    scene, _ = scored
+    place = {"x": 16, "y": 16, "w": 32, "h": 32}
+    first, _ = review.record_annotation(project, scene, alice, kind="review", label="car",
+                                        **place)  # fmt: skip
+    second, _ = review.record_annotation(project, scene, bob, kind="review", label="boat",
+                                         **place)  # fmt: skip
+    eff = effective_annotations(Annotation.objects.filter(scene=scene))
+    assert [a.pk for a in eff] == [second.pk], "newest wins"
+    u, created = review.undo(second, bob, client_id="u-1")
+    assert created and u.kind == "undo" and u.undoes_id == second.pk and u.label == "boat"
+    assert (u.x, u.y, u.w, u.h) == (16, 16, 32, 32)
+    eff = effective_annotations(Annotation.objects.filter(scene=scene))
+    assert [a.pk for a in eff] == [first.pk], "undo brings back the older label"
+    assert Annotation.objects.filter(scene=scene).count() == 3, "history is kept"
+    assert review.undo(second, bob, client_id="u-1")[0].pk == u.pk
+
+
+def test_undo_needs_a_target_in_the_scene(project, alice, scored):
+    scene, _ = scored
+    with pytest.raises(review.ReviewError, match="needs the id"):
+        review.record_annotation(project, scene, alice, kind="undo", label="car", x=0, y=0,
+                                 w=32, h=32)  # fmt: skip
+    with pytest.raises(review.ReviewError, match="not an annotation of this scene"):
+        review.record_annotation(project, scene, alice, kind="undo", label="car", x=0, y=0,
+                                 w=32, h=32, undoes=123456)  # fmt: skip
+
+
+# -- the queue -----------------------------------------------------------------------------------
+
+
+def test_queue_follows_uncertainty_order(project, alice, scored, redis_conn):
+    scene, run = scored
+    grid = load_grid(run)
+    item = review.next_queue_window(project, alice, "uncertainty", redis=redis_conn)
+    unc = uncertainty(grid.probs, "least_confidence")
+    i, j = list(grid.ys).index(item["y"]), list(grid.xs).index(item["x"])
+    assert unc[i, j] == pytest.approx(unc.max())
+    assert item["scene"] == scene.pk and item["w"] == item["h"] == grid.window
+    assert set(item["probs"]) == set(grid.classes)
+    assert item["guess"] == max(item["probs"], key=item["probs"].get)
+    assert (
+        item["lease_seconds"] > 0 and item["remaining"] == grid.probs.shape[0] * grid.probs.shape[1]
+    )
+    ttl = redis_conn.ttl(review.lease_key(project.pk, scene.pk, item["x"], item["y"]))
+    assert 0 < ttl <= item["lease_seconds"]
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "margin", "entropy", "random", "top-score"])
+def test_each_strategy_hands_out_distinct_windows_best_first(
+    project, alice, scored, redis_conn, strategy
+):
+    _, run = scored
+    items = [review.next_queue_window(project, alice, strategy, redis=redis_conn) for _ in range(5)]
+    places = {(i["x"], i["y"]) for i in items}
+    assert len(places) == 5, "a leased window is not handed out again"
+    prio = [i["priority"] for i in items]
+    assert prio == sorted(prio, reverse=True)
+    if strategy == "top-score":
+        assert items[0]["guess"] in ("car", "boat") and items[0]["score"] > 0.99
+
+
+def test_unknown_strategy_is_an_error(project, alice, scored, redis_conn):
+    with pytest.raises(review.ReviewError, match="unknown strategy"):
+        review.next_queue_window(project, alice, "smart", redis=redis_conn)
+
+
+def test_queue_skips_annotated_windows_and_undone_ones_come_back(
+    project, alice, scored, redis_conn
+):
+    scene, _ = scored
+    first = review.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    redis_conn.flushdb()  # leases gone: only the annotation may keep it from coming back
+    a, _ = review.record_annotation(
+        project, scene, alice, kind="review", label=first["guess"], x=first["x"], y=first["y"],
+        w=first["w"], h=first["h"], source="queue",
+    )  # fmt: skip
+    second = review.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    assert (second["x"], second["y"]) != (first["x"], first["y"])
+    assert second["remaining"] == first["remaining"] - 1
+    review.undo(a, alice)
+    redis_conn.flushdb()
+    again = review.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    assert (again["x"], again["y"]) == (first["x"], first["y"])
+
+
+def test_queue_is_done_when_everything_is_annotated(project, alice, redis_conn, storage_dir):
+    review._cache.clear()
+    scene, run = make_scored_scene(project, 64, 64, seed=5)
+    grid = load_grid(run)
+    for y in grid.ys:
+        for x in grid.xs:
+            review.record_annotation(project, scene, alice, kind="review", label="negative",
+                                     x=int(x), y=int(y), w=32, h=32)  # fmt: skip
+    assert review.next_queue_window(project, alice, redis=redis_conn) is None
+
+
+def test_queue_for_one_scene_and_across_scenes(project, alice, scored, redis_conn):
+    scene, _ = scored
+    other, _ = make_scored_scene(project, 128, 128, seed=9)
+    item = review.next_queue_window(project, alice, "uncertainty", scene=other, redis=redis_conn)
+    assert item["scene"] == other.pk
+    seen = set()
+    for _ in range(200):
+        item = review.next_queue_window(project, alice, "random", redis=redis_conn)
+        seen.add(item["scene"])
+    assert seen == {scene.pk, other.pk}
+
+
+def test_leases_expire_and_the_window_comes_back(project, alice, bob, scored, redis_conn):
+    first = review.next_queue_window(project, alice, "uncertainty", redis=redis_conn)
+    other = review.next_queue_window(project, bob, "uncertainty", redis=redis_conn)
+    assert (other["x"], other["y"]) != (first["x"], first["y"])
+    redis_conn.delete(review.lease_key(project.pk, first["scene"], first["x"], first["y"]))
+    back = review.next_queue_window(project, bob, "uncertainty", redis=redis_conn)
+    assert (back["x"], back["y"]) == (first["x"], first["y"])
+
+
+def test_release_lease_only_by_its_holder(project, alice, bob, scored, redis_conn):
+    item = review.next_queue_window(project, alice, redis=redis_conn)
+    assert not review.release_lease(project, item["scene"], item["x"], item["y"], bob, redis_conn)
+    assert review.release_lease(project, item["scene"], item["x"], item["y"], alice, redis_conn)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reviewers_never_get_the_same_window(project, make_user, scored, redis_conn):
+    """20 reviewers in threads, 10 requests each, against real Redis and PostgreSQL."""
+    from django.db import connection
+
+    users = [make_user(f"reviewer{i}") for i in range(20)]
+    for u in users:
+        project.members.add(u)
+    got: list[tuple] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(users))
+
+    def work(user):
+        try:
+            barrier.wait()
+            for _ in range(10):
+                item = review.next_queue_window(project, user, "uncertainty")
+                got.append((item["scene"], item["x"], item["y"]))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(got) == 200
+    assert len(set(got)) == 200, "two reviewers were handed the same window"
+
+
+def test_ranked_order_is_cached_per_run(project, scored):
+    _, run = scored
+    a = review.ranked_run(run, "margin")
+    b = review.ranked_run(run, "margin")
+    assert a is b
+    assert np.all(np.diff(a.priority[a.order]) <= 0)
