@@ -371,19 +371,22 @@ class Command(BaseCommand):
         self.timings: dict[str, float] = {}
         self.opts = opts
         interrupted = False
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
         def on_term(signum, frame):
             raise KeyboardInterrupt
 
+        # SIGINT too: a shell starting us in the background may have set it to "ignore".
         signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self.run_steps(services, var_dir)
         except KeyboardInterrupt:
             interrupted = True
             self.say("\ninterrupted: stopping what the demo started", self.style.WARNING)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
             started = [name for name, _ in services.children]
             services.stop()
             if started:
@@ -627,14 +630,17 @@ class Command(BaseCommand):
         from labeling.jobs import enqueue
         from labeling.models import JobRecord
 
+        record = (
+            JobRecord.objects.filter(kind="dzi", params__scene_id=scene.pk)
+            .order_by("-created_at")
+            .first()
+        )
         scene.refresh_from_db()
-        if scene.dzi_key:
-            self.say("   reusing the deep-zoom tiles")
+        if scene.dzi_key and (record is None or record.status == "done"):
+            where = f" (job {record.pk}, the collage's follow-up)" if record else ""
+            self.say(f"   deep-zoom tiles ready{where}")
             return
-        record = JobRecord.objects.filter(
-            kind="dzi", params__scene_id=scene.pk, status__in=("queued", "running", "done")
-        ).first()
-        if record is None or record.status == "done":
+        if record is None or record.status not in ("queued", "running"):
             record = enqueue(
                 "dzi", "workers.data_jobs.generate_dzi", project=project, scene_id=scene.pk
             )
