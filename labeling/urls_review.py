@@ -1,3 +1,23 @@
-"""Routes of the review area (see labeling/views/)."""
+"""Routes of the review area's JSON API (labeling/views/api.py; pages are in urls_pages)."""
 
-urlpatterns = []
+from django.urls import path
+
+from labeling.views import api
+
+urlpatterns = [
+    path("api/openapi.json", api.api_openapi, name="api-openapi"),
+    path("api/projects", api.api_projects, name="api-projects"),
+    path("api/projects/<int:project_id>", api.api_project, name="api-project"),
+    path("api/projects/<int:project_id>/runs", api.api_runs, name="api-runs"),
+    path("api/projects/<int:project_id>/queue", api.api_queue, name="api-queue"),
+    path("api/projects/<int:project_id>/annotations/export", api.api_export, name="api-export"),
+    path("api/scenes/<int:scene_id>", api.api_scene, name="api-scene"),
+    path("api/scenes/<int:scene_id>/detections", api.api_detections, name="api-detections"),
+    path("api/scenes/<int:scene_id>/annotations", api.api_annotations, name="api-annotations"),
+    path("api/scenes/<int:scene_id>/window.png", api.api_window_image, name="api-window-image"),
+    path(
+        "api/annotations/<int:annotation_id>/undo",
+        api.api_annotation_undo,
+        name="api-annotation-undo",
+    ),
+]

@@ -1,0 +1,399 @@
+"""JSON API of the review area: projects, scenes, runs, the detections feed, annotations (list,
+post, undo), the review queue, exports, window crops and the OpenAPI schema. Thin: the work is
+in labeling.review (services) and labeling.openapi (schema); access in labeling.access."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import wraps
+
+from django.db.models import Count, Q
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from labeling import review
+from labeling.access import project_for, projects_for
+from labeling.cycle import pending_annotations
+from labeling.models import Annotation, Scene, ScoringRun
+from labeling.review import ReviewError
+
+GZIP_MIN_BYTES = 1024
+
+
+def _api(view):
+    """JSON errors: 404 for what is not among the user's projects, 400 with the reason."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except Http404 as exc:
+            return JsonResponse({"error": str(exc) or "not found"}, status=404)
+        except ReviewError as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+
+    return wrapper
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReviewError(
+            f"the request body is not valid JSON ({exc}): send a JSON object with "
+            "Content-Type: application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise ReviewError('the request body must be a JSON object, e.g. {"kind": "confirm", ...}')
+    return body
+
+
+def scene_for(user, scene_id) -> Scene:
+    scene = (
+        Scene.objects.select_related("project")
+        .filter(pk=scene_id, project__in=projects_for(user))
+        .first()
+    )
+    if scene is None:
+        raise Http404("No such scene among your projects' scenes.")
+    return scene
+
+
+def _compressed(request, payload: bytes, content_type: str, status=200, headers=None):
+    """The body gzipped when the client accepts it (the detection feed is mostly digits)."""
+    response = HttpResponse(status=status, content_type=content_type)
+    accepts = "gzip" in request.headers.get("Accept-Encoding", "")
+    if accepts and len(payload) >= GZIP_MIN_BYTES:
+        payload = gzip.compress(payload, compresslevel=5)
+        response["Content-Encoding"] = "gzip"
+    response["Vary"] = "Accept-Encoding"
+    response.content = payload
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+# -- projects, scenes, runs -----------------------------------------------------------------------
+
+
+def project_summary(project) -> dict:
+    return {
+        "id": project.pk,
+        "name": project.name,
+        "description": project.description,
+        "classes": project.classes,
+        "class_names": project.class_names,
+        "negative_class": project.negative_class,
+        "colors": project.colours,
+        "threshold": project.threshold,
+        "class_thresholds": project.class_thresholds,
+        "window_size": project.window_size,
+        "score_step": project.score_step,
+        "engine": project.engine,
+        "url": f"/projects/{project.pk}/",
+    }
+
+
+def run_json(run: ScoringRun) -> dict:
+    return {
+        "id": run.pk,
+        "scene": run.scene_id,
+        "model_version": run.model_version.number,
+        "status": run.status,
+        "n_windows": run.n_windows,
+        "n_partitions": run.n_partitions,
+        "partitions": run.partitions,
+        "timings": run.timings,
+        "spark_master": run.spark_master,
+        "spark_ui_url": run.spark_ui_url or None,
+        "metrics": run.metrics,
+        "error": run.error,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+@_api
+@require_http_methods(["GET", "POST"])
+def api_projects(request):
+    """GET: the user's projects. POST: create one (the data area's api_project_create)."""
+    if request.method == "POST":
+        from labeling.views.data import api_project_create
+
+        return api_project_create(request)
+    projects = projects_for(request.user).annotate(
+        n_scenes=Count("scenes", distinct=True),
+        n_versions=Count("model_versions", distinct=True),
+    )
+    out = []
+    for p in projects:
+        current = p.current_model()
+        out.append(
+            project_summary(p)
+            | {
+                "scenes": p.n_scenes,
+                "model_versions": p.n_versions,
+                "current_model": current.number if current else None,
+            }
+        )
+    return JsonResponse({"projects": out})
+
+
+@_api
+@require_http_methods(["GET"])
+def api_project(request, project_id):
+    project = project_for(request.user, project_id)
+    current = project.current_model()
+    versions = list(project.model_versions.all())
+    counts = Annotation.objects.filter(project=project).aggregate(
+        total=Count("id"), unconsumed=Count("id", filter=Q(consumed_by__isnull=True))
+    )
+    scenes = list(project.scenes.all())
+    return JsonResponse(
+        project_summary(project)
+        | {
+            "counts": {
+                "scenes": len(scenes),
+                "model_versions": len(versions),
+                "annotations": counts["total"],
+                "pending_annotations": len(pending_annotations(project)),
+            },
+            "current_model": current.number if current else None,
+            "model_versions": [
+                {
+                    "number": v.number,
+                    "status": v.status,
+                    "is_current": v.is_current,
+                    "engine": v.engine,
+                    "metrics": v.metrics,
+                    "created_at": v.created_at.isoformat(),
+                }
+                for v in versions
+            ],  # fmt: skip
+            "scenes": [
+                {
+                    "id": s.pk,
+                    "name": s.name,
+                    "width": s.width,
+                    "height": s.height,
+                    "url": f"/scenes/{s.pk}/",
+                }
+                for s in scenes
+            ],  # fmt: skip
+        }
+    )
+
+
+def _dzi_url(scene) -> str | None:
+    if not scene.dzi_key:
+        return None
+    return f"/scenes/{scene.pk}/dzi/{scene.dzi_key.rsplit('/', 1)[-1]}"
+
+
+@_api
+@require_http_methods(["GET"])
+def api_scene(request, scene_id):
+    scene = scene_for(request.user, scene_id)
+    project = scene.project
+    run = scene.latest_run()
+    latest = None
+    if run is not None:
+        latest = run_json(run) | {
+            "detections": {
+                kind: run.detections.filter(kind=kind).count() for kind in review.FEED_KINDS
+            }
+        }
+    return JsonResponse(
+        {
+            "id": scene.pk,
+            "project": project.pk,
+            "name": scene.name,
+            "width": scene.width,
+            "height": scene.height,
+            "ready": bool(scene.pixels_key),
+            "dzi_url": _dzi_url(scene),
+            "has_ground_truth": scene.has_ground_truth,
+            "latest_run": latest,
+            "classes": project.classes,
+            "class_names": project.class_names,
+            "negative_class": project.negative_class,
+            "colors": project.colours,
+            "threshold": project.threshold,
+            "class_thresholds": {c: project.threshold_for(c) for c in project.colours},
+            "window_size": project.window_size,
+        }
+    )
+
+
+@_api
+@require_http_methods(["GET"])
+def api_runs(request, project_id):
+    project = project_for(request.user, project_id)
+    runs = ScoringRun.objects.filter(scene__project=project).select_related("model_version")
+    scene = request.GET.get("scene")
+    if scene:
+        runs = runs.filter(scene_id=scene_for(request.user, scene).pk)
+    return JsonResponse({"runs": [run_json(r) for r in runs.order_by("-created_at", "-id")]})
+
+
+# -- detections -----------------------------------------------------------------------------------
+
+
+@_api
+@require_http_methods(["GET"])
+def api_detections(request, scene_id):
+    scene = scene_for(request.user, scene_id)
+    run = review.feed_run(scene, request.GET.get("run"))
+    if run is None:
+        raise Http404(f"Scene {scene.name!r} has no finished scoring run yet (or no such run).")
+    query = request.GET.urlencode()
+    etag = review.feed_etag(run, query)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    seen = request.headers.get("If-None-Match", "")
+    if etag in [t.strip().removeprefix("W/") for t in seen.split(",")]:
+        response = HttpResponse(status=304)
+        for key, value in headers.items():
+            response[key] = value
+        return response
+    feed = review.detections_feed(
+        scene,
+        run,
+        kind=request.GET.get("kind", "merged"),
+        label=request.GET.get("label"),
+        min_score=request.GET.get("min_score"),
+        region=request.GET.get("region"),
+    )
+    return _compressed(request, review.dumps(feed), "application/json", headers=headers)
+
+
+# -- annotations ----------------------------------------------------------------------------------
+
+
+@_api
+@require_http_methods(["GET", "POST"])
+def api_annotations(request, scene_id):
+    scene = scene_for(request.user, scene_id)
+    if request.method == "GET":
+        effective, history = review.scene_annotations(scene)
+        return JsonResponse(
+            {
+                "scene": scene.pk,
+                "effective": [review.annotation_json(a) for a in effective],
+                "history": [review.annotation_json(a) for a in history],
+            }
+        )
+    body = _json_body(request)
+    missing = [f for f in ("kind", "label", "x", "y", "w", "h") if f not in body]
+    if missing:
+        raise ReviewError(
+            f"missing field(s) {', '.join(missing)}: send kind, label, x, y, w, h "
+            "(and client_id, detection)"
+        )
+    source = body.get("source", "ui")
+    annotation, created = review.record_annotation(
+        scene.project,
+        scene,
+        request.user,
+        kind=body["kind"],
+        label=body["label"],
+        x=body["x"],
+        y=body["y"],
+        w=body["w"],
+        h=body["h"],
+        detection=body.get("detection"),
+        client_id=body.get("client_id"),
+        source=source,
+    )
+    if created and annotation.kind == "review":
+        review.release_lease(scene.project, scene.pk, annotation.x, annotation.y, request.user)
+    return JsonResponse(review.annotation_json(annotation), status=201 if created else 200)
+
+
+@_api
+@require_http_methods(["POST"])
+def api_annotation_undo(request, annotation_id):
+    target = (
+        Annotation.objects.select_related("project", "scene")
+        .filter(pk=annotation_id, project__in=projects_for(request.user))
+        .first()
+    )
+    if target is None:
+        raise Http404("No such annotation among your projects' annotations.")
+    body = _json_body(request)
+    row, created = review.undo(
+        target, request.user, client_id=body.get("client_id"), source=body.get("source", "ui")
+    )
+    return JsonResponse(review.annotation_json(row), status=201 if created else 200)
+
+
+# -- queue, export, crops -------------------------------------------------------------------------
+
+
+@_api
+@require_http_methods(["GET"])
+def api_queue(request, project_id):
+    project = project_for(request.user, project_id)
+    strategy = request.GET.get("strategy", "uncertainty")
+    scene = request.GET.get("scene")
+    scene = scene_for(request.user, scene) if scene else None
+    if scene is not None and scene.project_id != project.pk:
+        raise Http404("No such scene in this project.")
+    item = review.next_queue_window(project, request.user, strategy, scene=scene)
+    if item is None:
+        return JsonResponse({"done": True, "strategy": strategy, "remaining": 0})
+    return JsonResponse(item | {"done": False, "strategy": strategy})
+
+
+@_api
+@require_http_methods(["GET"])
+def api_export(request, project_id):
+    project = project_for(request.user, project_id)
+    fmt = request.GET.get("format", "coco")
+    history = request.GET.get("history", "") in ("1", "true", "yes")
+    slug = "".join(c if c.isalnum() else "-" for c in project.name).strip("-") or "project"
+    suffix = "-history" if history else ""
+    if fmt == "coco":
+        response = HttpResponse(
+            review.dumps(review.export_coco(project, history)), content_type="application/json"
+        )
+        name = f"{slug}-annotations{suffix}.coco.json"
+    elif fmt == "csv":
+        response = HttpResponse(
+            review.export_csv(project, history), content_type="text/csv; charset=utf-8"
+        )
+        name = f"{slug}-annotations{suffix}.csv"
+    else:
+        raise ReviewError(f"format must be coco or csv, got {fmt!r}")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@_api
+@require_http_methods(["GET"])
+def api_window_image(request, scene_id):
+    scene = scene_for(request.user, scene_id)
+    for name in ("x", "y"):
+        if name not in request.GET:
+            raise ReviewError(f"{name} is required: ?x=<px>&y=<px>[&size=&context=&scale=]")
+    image = review.window_crop(
+        scene,
+        request.GET["x"],
+        request.GET["y"],
+        size=request.GET.get("size"),
+        context=request.GET.get("context"),
+        scale=request.GET.get("scale", 1),
+        outline=request.GET.get("outline", "1") not in ("0", "false", "no"),
+    )
+    response = HttpResponse(review.png_bytes(image), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@_api
+@require_http_methods(["GET"])
+def api_openapi(request):
+    from labeling.openapi import build_schema
+
+    return JsonResponse(build_schema())
