@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("labeling.urls_review")),
     path("", include("labeling.urls_data")),
     path("", include("labeling.urls_loop")),
+    path("", include("labeling.urls_pages")),
 ]

@@ -1,0 +1,204 @@
+"""What the metrics page and the dashboard show of model quality: per model version (one active-
+learning cycle each) the labels it learnt from and window- and object-level precision / recall /
+F1 summed over the scenes it scored, and a window confusion matrix of one scoring run.
+
+Scenes with ground truth are measured against it (the run's stored metrics, from
+labeling.results.compute_metrics); scenes without are measured against the reviewers' effective
+annotations (window level only: the window nearest each annotated box, its training label as
+truth). No HTTP here; labeling/views/pages.py renders it."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, defaultdict
+
+import numpy as np
+
+from labeling.cycle import effective_annotations, training_label
+from labeling.models import Annotation, ScoringRun
+from labeling.results import load_grid, load_scene_ground_truth, project_thresholds
+from mlcore.metrics import window_metrics, window_truth
+
+_CACHE_SIZE = 32
+_cache: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(precision, 4),
+            "recall": round(recall, 4), "f1": round(f1, 4)}  # fmt: skip
+
+
+def predicted_labels(grid, project) -> np.ndarray:
+    """Class index per window (R, K) by the project's hit rule: the best class whose probability
+    reaches its threshold, else the negative class (as labeling.results stores detections)."""
+    from mlcore.postprocess import resolve_thresholds
+
+    negative = project.negative_class
+    thresholds = resolve_thresholds(
+        grid.classes, project_thresholds(project, grid.classes), negative
+    )
+    passing = np.where(grid.probs >= thresholds, grid.probs, -1.0)
+    return np.where(
+        passing.max(-1) >= 0, passing.argmax(-1), list(grid.classes).index(negative)
+    ).astype(np.int64)
+
+
+def annotation_truth(grid, project, annotations) -> np.ndarray:
+    """Window truth (R, K) from reviewers' annotations: the grid window whose centre is nearest
+    each annotated box's centre (within half a window) gets the annotation's training label;
+    every other window is -1 (unknown)."""
+    classes = list(grid.classes)
+    truth = np.full((len(grid.ys), len(grid.xs)), -1, dtype=np.int64)
+    if not len(grid.ys) or not len(grid.xs):
+        return truth
+    half = grid.window / 2.0
+    cy, cx = np.asarray(grid.ys) + half, np.asarray(grid.xs) + half
+    for a in sorted(annotations, key=lambda a: (a.created_at, a.pk)):  # newest written last
+        label = training_label(a, project)
+        if label not in classes:
+            continue
+        ay, ax = a.y + a.h / 2.0, a.x + a.w / 2.0
+        r, c = int(np.abs(cy - ay).argmin()), int(np.abs(cx - ax).argmin())
+        if abs(cy[r] - ay) <= half and abs(cx[c] - ax) <= half:
+            truth[r, c] = classes.index(label)
+    return truth
+
+
+def _scene_annotations(scene) -> list[Annotation]:
+    rows = Annotation.objects.filter(scene=scene).only(
+        "id", "scene_id", "kind", "label", "undoes_id", "created_at", "x", "y", "w", "h"
+    )
+    return effective_annotations(rows)
+
+
+def _last_annotation_id(scene) -> int:
+    last = Annotation.objects.filter(scene=scene).order_by("-id").values_list("id", flat=True)
+    return last.first() or 0
+
+
+def run_confusion(run) -> dict:
+    """Window confusion matrix of a done run (rows: truth, columns: prediction), against the
+    scene's ground truth, else against its annotations. Cached per run (and annotation count)."""
+    scene, project = run.scene, run.scene.project
+    truth_boxes = load_scene_ground_truth(scene)
+    stamp = None if truth_boxes is not None else _last_annotation_id(scene)
+    key = (run.pk, str(run.finished_at), stamp, project.threshold, str(project.class_thresholds))
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    grid = load_grid(run)
+    classes = list(grid.classes)
+    negative = project.negative_class if project.negative_class in classes else None
+    if truth_boxes is not None:
+        truth = window_truth(grid.ys, grid.xs, grid.window, truth_boxes, classes, negative)
+        against = "ground_truth"
+    else:
+        truth = annotation_truth(grid, project, _scene_annotations(scene))
+        against = "annotations"
+    result = window_metrics(truth, predicted_labels(grid, project), classes)
+    out = {
+        "run": run.pk,
+        "scene": scene.name,
+        "model_version": run.model_version.number,
+        "against": against,
+        "classes": classes,
+        "matrix": result["confusion"],
+        "windows": result["windows"],
+        "accuracy": round(result["accuracy"], 4),
+        "per_class": result["per_class"],
+    }
+    with _lock:
+        _cache[key] = out
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return out
+
+
+def _window_counts(metrics: dict, negative: str) -> tuple[int, int, int]:
+    per = (metrics.get("window") or {}).get("per_class") or {}
+    rows = [v for c, v in per.items() if c != negative]
+    return tuple(sum(int(v[k]) for v in rows) for k in ("tp", "fp", "fn"))  # type: ignore
+
+
+def _object_counts(metrics: dict) -> tuple[int, int, int] | None:
+    overall = (metrics.get("object") or {}).get("overall")
+    if not overall:
+        return None
+    return int(overall["tp"]), int(overall["fp"]), int(overall["fn"])
+
+
+def latest_runs_by_version(project) -> dict[int, list[ScoringRun]]:
+    """Per model version id: its latest done run of each scene."""
+    runs = (
+        ScoringRun.objects.filter(scene__project=project, status="done")
+        .select_related("scene", "model_version")
+        .order_by("finished_at", "id")
+    )
+    per: dict[int, dict[int, ScoringRun]] = defaultdict(dict)
+    for run in runs:
+        per[run.model_version_id][run.scene_id] = run
+    return {v: list(scenes.values()) for v, scenes in per.items()}
+
+
+def version_rows(project, with_annotations: bool = True) -> list[dict]:
+    """One row per model version, oldest first: labels used, window- and object-level
+    precision/recall/F1 micro-averaged over the positive classes of the scenes it scored."""
+    negative = project.negative_class
+    runs_of = latest_runs_by_version(project)
+    consumed = defaultdict(int)
+    for vid in Annotation.objects.filter(project=project, consumed_by__isnull=False).values_list(
+        "consumed_by_id", flat=True
+    ):
+        consumed[vid] += 1
+    rows, cumulative = [], 0
+    for version in project.model_versions.order_by("number"):
+        cumulative += consumed[version.pk]
+        window_gt = [0, 0, 0]
+        object_gt = [0, 0, 0]
+        window_ann = [0, 0, 0]
+        scenes_gt, scenes_ann, has_object = [], [], False
+        for run in runs_of.get(version.pk, []):
+            metrics = run.metrics or {}
+            if metrics.get("window"):
+                for i, n in enumerate(_window_counts(metrics, negative)):
+                    window_gt[i] += n
+                scenes_gt.append(run.scene.name)
+                counts = _object_counts(metrics)
+                if counts is not None:
+                    has_object = True
+                    for i, n in enumerate(counts):
+                        object_gt[i] += n
+            elif with_annotations and Annotation.objects.filter(scene=run.scene).exists():
+                conf = run_confusion(run)
+                for c, v in conf["per_class"].items():
+                    if c != negative:
+                        window_ann[0] += v["tp"]
+                        window_ann[1] += v["fp"]
+                        window_ann[2] += v["fn"]
+                scenes_ann.append(run.scene.name)
+        data = version.data_counts or {}
+        rows.append(
+            {
+                "number": version.number,
+                "engine": version.engine,
+                "status": version.status,
+                "is_current": version.is_current,
+                "parent": version.parent.number if version.parent_id else None,
+                "labels_used": int(data.get("annotations_used", 0) or 0),
+                "labels_consumed": consumed[version.pk],
+                "labels_cumulative": cumulative,
+                "val_accuracy": (version.metrics or {}).get("val_accuracy"),
+                "created_at": version.created_at.isoformat(),
+                "scenes_ground_truth": scenes_gt,
+                "scenes_annotations": scenes_ann,
+                "window": _prf(*window_gt) if scenes_gt else None,
+                "object": _prf(*object_gt) if has_object else None,
+                "window_annotations": _prf(*window_ann) if scenes_ann else None,
+            }
+        )
+    return rows

@@ -1,0 +1,357 @@
+"""Pages of the review area: a project's dashboard, the deep-zoom scene viewer (and the tiles it
+reads), the review queue and the metrics page. Thin: the numbers come from labeling.cycle,
+labeling.metrics_view and labeling.jobs; the pages' JavaScript talks to the JSON API."""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+from functools import lru_cache
+
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import render
+from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_GET
+
+from labeling.access import project_for, projects_for
+from labeling.cycle import CYCLE_KIND, f1_summary, pending_annotations
+from labeling.jobs import ACTIVE, job_state
+from labeling.metrics_view import run_confusion, version_rows
+from labeling.models import JobRecord, Scene, ScoringRun
+from labeling.storage import get_storage
+from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
+from mlcore.storage import StorageKeyError, validate_key
+
+STRATEGIES = [
+    ("uncertainty", "Uncertainty (least confidence)"),
+    ("margin", "Margin (top two closest)"),
+    ("entropy", "Entropy"),
+    ("random", "Random"),
+    ("top-score", "Highest score first (precision review)"),
+]
+THUMB_MAX = 160
+VIEWER_JS = "vendor/openseadragon/build/openseadragon/openseadragon.min.js"
+VIEWER_IMAGES = "vendor/openseadragon/build/openseadragon/images/"
+
+
+def _url(name: str, *args) -> str | None:
+    """The URL of a named route, or None while the area that owns it has not added it."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+def _scene_for(user, scene_id) -> Scene:
+    scene = (
+        Scene.objects.select_related("project")
+        .filter(pk=scene_id, project__in=projects_for(user))
+        .first()
+    )
+    if scene is None:
+        raise Http404("No such scene among your projects.")
+    return scene
+
+
+# -- deep-zoom tiles -----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _dzi_descriptor(dzi_key: str) -> dict | None:
+    """{tile_size, overlap, format, width, height} of a written pyramid (immutable once written)."""
+    try:
+        return read_dzi(get_storage().read(dzi_key))
+    except (FileNotFoundError, OSError, DeepZoomError, ValueError, StorageKeyError):
+        return None
+
+
+def dzi_files(scene) -> tuple[str, str] | None:
+    """(directory key, descriptor file name) of the scene's pyramid."""
+    if not scene.dzi_key:
+        return None
+    folder, name = posixpath.split(scene.dzi_key)
+    return folder, name
+
+
+def thumbnail_url(scene) -> str | None:
+    """A tile of the pyramid level that fits in THUMB_MAX pixels: the whole scene in one tile."""
+    files = dzi_files(scene)
+    info = _dzi_descriptor(scene.dzi_key) if files else None
+    if not info:
+        return None
+    sizes = level_sizes(info["width"], info["height"])
+    level = len(sizes) - 1
+    while level > 0 and max(sizes[level]) > min(THUMB_MAX, info["tile_size"]):
+        level -= 1
+    stem = files[1].rsplit(".", 1)[0]
+    return reverse("scene-dzi", args=[scene.pk, f"{stem}_files/{level}/0_0.{info['format']}"])
+
+
+@require_GET
+def scene_dzi(request, scene_id, path):
+    """The scene's .dzi descriptor and its tiles, from storage. Only the descriptor and files
+    under <name>_files/ of this scene's pyramid are served; anything else is a 404."""
+    scene = _scene_for(request.user, scene_id)
+    files = dzi_files(scene)
+    if files is None:
+        raise Http404("This scene has no deep-zoom tiles yet.")
+    folder, name = files
+    stem = name.rsplit(".", 1)[0]
+    if path != name and not path.startswith(f"{stem}_files/"):
+        raise Http404("Not a file of this scene's deep-zoom pyramid.")
+    try:
+        key = validate_key(f"{folder}/{path}")
+    except StorageKeyError:
+        raise Http404("Not a valid tile path.") from None
+    storage = get_storage()
+    content_type = (
+        "application/xml" if path.endswith(".dzi") else mimetypes.guess_type(path)[0]
+    ) or "application/octet-stream"
+    try:
+        local = storage.local_path(key)
+        if local is not None:
+            if not local.is_file():
+                raise FileNotFoundError(key)
+            response = FileResponse(open(local, "rb"), content_type=content_type)
+        else:
+            response = HttpResponse(storage.read(key), content_type=content_type)
+    except (FileNotFoundError, IsADirectoryError, StorageKeyError):
+        raise Http404("No such tile.") from None
+    # Tiles never change once written (a new pyramid gets a new descriptor first).
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+# -- dashboard -----------------------------------------------------------------------------------
+
+
+def _run_summary(run: ScoringRun, negative: str) -> dict:
+    timings = run.timings or {}
+    seconds = timings.get("total") or timings.get("total_seconds") or timings.get("seconds")
+    if seconds is None and run.started_at and run.finished_at:
+        seconds = (run.finished_at - run.started_at).total_seconds()
+    return {
+        "run": run,
+        "seconds": round(float(seconds), 1) if isinstance(seconds, (int, float)) else None,
+        "detections": sum((run.metrics or {}).get("detections", {}).values()),
+        "f1": f1_summary(run.metrics, negative),
+    }
+
+
+def project_dashboard(request, project_id):
+    project = project_for(request.user, project_id)
+    negative = project.negative_class
+    scenes = []
+    for scene in project.scenes.all():
+        run = scene.latest_run()
+        scenes.append(
+            {
+                "scene": scene,
+                "thumbnail": thumbnail_url(scene),
+                "run": run,
+                "detections": sum((run.metrics or {}).get("detections", {}).values())
+                if run
+                else None,
+                "dzi_job": None
+                if scene.dzi_key
+                else _latest_job_state(project, "dzi", scene_id=scene.pk),
+            }
+        )
+    rows = {r["number"]: r for r in version_rows(project, with_annotations=False)}
+    versions = [
+        {"version": v, "row": rows.get(v.number, {})}
+        for v in project.model_versions.select_related("parent").order_by("-number")
+    ]
+    runs = [
+        _run_summary(r, negative)
+        for r in ScoringRun.objects.filter(scene__project=project)
+        .select_related("scene", "model_version")
+        .order_by("-created_at")[:20]
+    ]
+    pending = pending_annotations(project)
+    cycle_running = JobRecord.objects.filter(
+        project=project, kind=CYCLE_KIND, status__in=ACTIVE
+    ).exists()
+    jobs = [
+        job_state(j) | {"params": j.params}
+        for j in JobRecord.objects.filter(project=project).order_by("-created_at", "-id")[:15]
+    ]
+    config = {
+        "project": project.pk,
+        "jobs_url": _url("api-jobs", project.pk),
+        "retrain_url": _url("api-retrain", project.pk),
+        "project_url": _url("api-project", project.pk),
+        "pending": len(pending),
+        "cycle_running": cycle_running,
+        "poll_ms": 2000,
+    }
+    return render(
+        request,
+        "labeling/project_dashboard.html",
+        {
+            "project": project,
+            "scenes": scenes,
+            "versions": versions,
+            "runs": runs,
+            "jobs": jobs,
+            "pending": len(pending),
+            "pending_by_kind": _count_by(pending, "kind"),
+            "cycle_running": cycle_running,
+            "config": config,
+            "datasets": project.datasets.all()[:10],
+        },
+    )
+
+
+def _count_by(rows, attr) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[getattr(row, attr)] = counts.get(getattr(row, attr), 0) + 1
+    return sorted(counts.items())
+
+
+def _latest_job_state(project, kind, **params) -> dict | None:
+    lookup = {f"params__{k}": v for k, v in params.items()}
+    job = (
+        JobRecord.objects.filter(project=project, kind=kind, **lookup)
+        .order_by("-created_at")
+        .first()
+    )
+    return job_state(job) if job else None
+
+
+# -- scene viewer --------------------------------------------------------------------------------
+
+
+def scene_viewer(request, scene_id):
+    scene = _scene_for(request.user, scene_id)
+    project = scene.project
+    run = scene.latest_run()
+    files = dzi_files(scene)
+    config = {
+        "scene": {"id": scene.pk, "name": scene.name, "width": scene.width,
+                  "height": scene.height},
+        "project": project.pk,
+        "classes": [{"name": c["name"], "color": c["color"]} for c in project.classes],
+        "negative": project.negative_class,
+        "threshold": project.threshold,
+        "window": project.window_size,
+        "run": {"id": run.pk, "model_version": run.model_version.number} if run else None,
+        "dzi_url": reverse("scene-dzi", args=[scene.pk, files[1]]) if files else None,
+        "osd_images": static(VIEWER_IMAGES),
+        "urls": {
+            "detections": _url("api-detections", scene.pk),
+            "annotations": _url("api-annotations", scene.pk),
+            "undo": (_url("api-annotation-undo", 0) or "").replace("/0/", "/{id}/"),
+            "scene_state": _url("api-scene-import", project.pk, scene.pk),
+            "review": reverse("review-queue", args=[project.pk]) + f"?scene={scene.pk}",
+        },
+    }  # fmt: skip
+    return render(
+        request,
+        "labeling/scene_viewer.html",
+        {
+            "scene": scene,
+            "project": project,
+            "run": run,
+            "config": config,
+            "viewer_js": static(VIEWER_JS),
+            "dzi_job": None if files else _latest_job_state(project, "dzi", scene_id=scene.pk),
+        },
+    )
+
+
+# -- review queue --------------------------------------------------------------------------------
+
+
+def review_queue(request, project_id):
+    project = project_for(request.user, project_id)
+    scenes = list(project.scenes.all())
+    chosen = request.GET.get("scene", "")
+    if chosen and not any(str(s.pk) == chosen for s in scenes):
+        raise Http404("No such scene in this project.")
+    strategy = request.GET.get("strategy", "uncertainty")
+    if strategy not in dict(STRATEGIES):
+        strategy = "uncertainty"
+    config = {
+        "project": project.pk,
+        "classes": [{"name": c["name"], "color": c["color"]} for c in project.classes],
+        "negative": project.negative_class,
+        "window": project.window_size,
+        "strategy": strategy,
+        "scene": int(chosen) if chosen else None,
+        "urls": {
+            "queue": _url("api-queue", project.pk),
+            "annotations": (_url("api-annotations", 0) or "").replace("/0/", "/{scene}/"),
+            "undo": (_url("api-annotation-undo", 0) or "").replace("/0/", "/{id}/"),
+            "window_image": (_url("api-window-image", 0) or "").replace("/0/", "/{scene}/"),
+            "viewer": reverse("scene-viewer", args=[0]).replace("/0/", "/{scene}/"),
+        },
+    }
+    return render(
+        request,
+        "labeling/review_queue.html",
+        {
+            "project": project,
+            "scenes": scenes,
+            "chosen": chosen,
+            "strategies": STRATEGIES,
+            "strategy": strategy,
+            "config": config,
+        },
+    )
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def project_metrics(request, project_id):
+    project = project_for(request.user, project_id)
+    rows = version_rows(project)
+    runs = list(
+        ScoringRun.objects.filter(scene__project=project, status="done")
+        .exclude(grid_key="")
+        .select_related("scene", "model_version")
+        .order_by("-finished_at", "-id")
+    )
+    chosen = request.GET.get("run", "")
+    run = None
+    if chosen:
+        run = next((r for r in runs if str(r.pk) == chosen), None)
+        if run is None:
+            raise Http404("No such scoring run in this project.")
+    elif runs:
+        current = project.current_model()
+        run = next((r for r in runs if current and r.model_version_id == current.pk), runs[0])
+    confusion = None
+    confusion_error = ""
+    if run is not None:
+        try:
+            confusion = run_confusion(run)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            confusion_error = f"The probability grid of run {run.pk} cannot be read: {exc}"
+    matrix_rows = []
+    if confusion:
+        for i, (name, row) in enumerate(zip(confusion["classes"], confusion["matrix"])):
+            total = sum(row)
+            cells = [
+                {"n": n, "share": round(n / total, 3) if total else 0.0, "diag": i == j}
+                for j, n in enumerate(row)
+            ]
+            matrix_rows.append({"label": name, "cells": cells, "total": total})
+    return render(
+        request,
+        "labeling/metrics.html",
+        {
+            "project": project,
+            "rows": rows,
+            "rows_desc": list(reversed(rows)),
+            "runs": runs[:50],
+            "run": run,
+            "confusion": confusion,
+            "confusion_error": confusion_error,
+            "matrix_rows": matrix_rows,
+            "chart": {"rows": rows},
+        },
+    )

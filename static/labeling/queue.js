@@ -1,0 +1,272 @@
+/* Review queue: one window at a time (enlarged, with context), the model's guess and
+   probabilities beside it, answered from the keyboard. Answers are saved at once as "review"
+   annotations (optimistic, retried with the same client_id); Backspace goes back and appends an
+   undo. The next window is fetched (and its image loaded) while the reviewer looks at this one. */
+(function () {
+  "use strict";
+  const api = window.LabelingApi;
+  const cfg = api.config("queue-config");
+  const $ = function (id) { return document.getElementById(id); };
+  const classNames = cfg.classes.map(function (c) { return c.name; });
+  const colourOf = Object.fromEntries(cfg.classes.map(function (c) { return [c.name, c.color]; }));
+
+  const state = {
+    strategy: cfg.strategy, scene: cfg.scene,
+    current: null,        // the item on screen
+    ahead: [],            // items to show before asking the server again (after going back)
+    prefetch: null,       // Promise of the next item from the server
+    history: [],          // [{item, answer}] newest last
+    answers: [],          // every answer object of this session (for retry)
+    times: [],            // answer timestamps (ms) for the throughput counter
+    count: 0,
+    generation: 0,        // bumps when strategy or scene changes: late answers are dropped
+    done: false,
+  };
+
+  function queueUrl() {
+    const q = new URLSearchParams({strategy: state.strategy});
+    if (state.scene) q.set("scene", state.scene);
+    return cfg.urls.queue + "?" + q.toString();
+  }
+
+  function imageUrl(item) {
+    const q = new URLSearchParams({x: item.x, y: item.y, size: item.w, context: item.w});
+    return api.fill(cfg.urls.window_image, {scene: item.scene}) + "?" + q.toString();
+  }
+
+  /* The next item from the server with its picture already loaded (or {done: true}). */
+  function fetchItem() {
+    const generation = state.generation;
+    return api.get(queueUrl()).then(function (item) {
+      if (!item || item.done) return {done: true, generation: generation};
+      item.generation = generation;
+      return new Promise(function (resolve) {
+        const img = new Image();
+        img.onload = img.onerror = function () { resolve(item); };
+        img.src = imageUrl(item);
+      });
+    });
+  }
+
+  function prefetch() {
+    if (!state.prefetch) state.prefetch = fetchItem();
+  }
+
+  function takeNext() {
+    if (state.ahead.length) { show(state.ahead.shift()); prefetch(); return Promise.resolve(); }
+    const pending = state.prefetch || fetchItem();
+    state.prefetch = null;
+    state.current = null;
+    setStatus("Loading the next window…");
+    return pending.then(function (item) {
+      if (item.generation !== state.generation) return takeNext();
+      if (item.done) { showDone(); return; }
+      show(item);
+      prefetch();
+    }).catch(function (err) {
+      setStatus("");
+      showError("Could not get the next window: " + err.message, function () { hideError(); takeNext(); });
+    });
+  }
+
+  function show(item) {
+    state.current = item; state.done = false;
+    $("queue-empty").hidden = true;
+    const img = $("queue-image");
+    img.hidden = false;
+    img.src = imageUrl(item);
+    img.dataset.x = item.x; img.dataset.y = item.y; img.dataset.scene = item.scene;
+    $("queue-guess").textContent = item.guess;
+    $("queue-guess").style.color = colourOf[item.guess] || "";
+    $("queue-score").textContent = "p = " + Number(item.score).toFixed(3) + (item.model_version ? " · model v" + item.model_version : "");
+    const body = $("queue-probs").querySelector("tbody");
+    body.replaceChildren();
+    const entries = Object.entries(item.probs || {}).sort(function (a, b) { return b[1] - a[1]; });
+    for (const [name, p] of entries) {
+      const bar = api.el("div", {class: "prob-bar"}, [api.el("span", {style: "width: " + Math.round(100 * p) + "%; background: " + (colourOf[name] || "#9e9e9e")})]);
+      body.appendChild(api.el("tr", {"data-class": name}, [
+        api.el("th", {text: name}), api.el("td", {text: Number(p).toFixed(3)}), api.el("td", {}, [bar]),
+      ]));
+    }
+    const viewer = api.fill(cfg.urls.viewer, {scene: item.scene});
+    const where = $("queue-where");
+    where.replaceChildren("Scene " + item.scene + ", window at (" + item.x + ", " + item.y + "), " + item.w + " px · ",
+      api.el("a", {href: viewer, target: "_blank", text: "open the scene"}));
+    if (item.remaining !== undefined) $("queue-remaining").textContent = String(item.remaining);
+    setStatus("");
+  }
+
+  function showDone() {
+    state.current = null; state.done = true;
+    $("queue-image").hidden = true;
+    $("queue-empty").hidden = false;
+    $("queue-guess").textContent = "—";
+    $("queue-score").textContent = "";
+    $("queue-probs").querySelector("tbody").replaceChildren();
+    $("queue-where").textContent = "";
+    $("queue-remaining").textContent = "0";
+    setStatus("");
+  }
+
+  // ------------------------------------------------------------------ answers
+
+  function post(answer) {
+    answer.state = "saving";
+    let request;
+    if (answer.kind === "undo") {
+      request = Promise.resolve(answer.target.promise).then(function () {
+        if (!answer.target.id) throw new Error("the answer it undoes was never saved");
+        return api.post(api.fill(cfg.urls.undo, {id: answer.target.id}), {client_id: answer.client_id});
+      });
+    } else {
+      const it = answer.item;
+      request = api.post(api.fill(cfg.urls.annotations, {scene: it.scene}), {
+        client_id: answer.client_id, kind: "review", label: answer.label,
+        x: it.x, y: it.y, w: it.w, h: it.h, detection: null,
+      });
+    }
+    answer.promise = request.then(function (row) {
+      answer.id = row.id; answer.state = "saved";
+    }).catch(function (err) {
+      answer.state = "failed"; answer.error = err.message;
+    }).finally(renderSaves);
+    renderSaves();
+    return answer.promise;
+  }
+
+  function renderSaves() {
+    const failed = state.answers.filter(function (a) { return a.state === "failed"; });
+    const saving = state.answers.filter(function (a) { return a.state === "saving"; }).length;
+    if (failed.length) showError(failed.length + " answer(s) not saved: " + failed[failed.length - 1].error, retry);
+    else hideError();
+    $("queue-status").dataset.saving = String(saving);
+    if (!failed.length && !$("queue-status").textContent.startsWith("Loading"))
+      setStatus(saving ? "Saving " + saving + "…" : (state.answers.length ? "All answers saved" : ""));
+    renderHistory();
+  }
+
+  function retry() {
+    for (const a of state.answers) if (a.state === "failed") post(a);
+  }
+
+  function answer(label) {
+    const item = state.current;
+    if (!item) return;
+    const a = {client_id: api.uuid(), kind: "review", label: label, item: item, state: "saving"};
+    state.answers.push(a);
+    state.history.push({item: item, answer: a});
+    state.count++;
+    state.times.push(Date.now());
+    $("review-count").textContent = String(state.count);
+    updateRate();
+    post(a);
+    takeNext();
+  }
+
+  function back() {
+    const last = state.history.pop();
+    if (!last) { setStatus("Nothing to go back to."); return; }
+    if (state.current) state.ahead.unshift(state.current);
+    const target = last.answer;
+    if (target.state === "failed" && !target.id) {
+      target.state = "dropped";
+    } else {
+      const u = {client_id: api.uuid(), kind: "undo", target: target, item: last.item, state: "saving"};
+      state.answers.push(u);
+      post(u);
+    }
+    target.undone = true;
+    state.count = Math.max(0, state.count - 1);
+    state.times.pop();
+    $("review-count").textContent = String(state.count);
+    updateRate();
+    show(last.item);
+    setStatus("Back to the previous window: its answer was undone; answer it again.");
+  }
+
+  function renderHistory() {
+    const list = $("queue-history");
+    list.replaceChildren();
+    const rows = state.answers.filter(function (a) { return a.kind === "review"; }).slice(-8).reverse();
+    for (const a of rows) {
+      const text = a.label + " at (" + a.item.x + ", " + a.item.y + ")" + (a.undone ? " — undone" : "");
+      list.appendChild(api.el("li", {class: "answer-" + a.state + (a.undone ? " undone" : ""), text: text + (a.state === "saving" ? " …" : a.state === "failed" ? " — not saved" : "")}));
+    }
+  }
+
+  function updateRate() {
+    const now = Date.now();
+    while (state.times.length && now - state.times[0] > 60000) state.times.shift();
+    const first = state.times[0];
+    let rate = state.times.length;
+    if (first && now - first < 60000) {
+      const seconds = Math.max(10, (now - first) / 1000);  // extrapolate short sessions, not wildly
+      rate = state.times.length * 60 / seconds;
+    }
+    $("review-rate").textContent = rate >= 10 ? String(Math.round(rate)) : rate.toFixed(1);
+  }
+
+  // ------------------------------------------------------------------ page bits
+
+  function setStatus(text) { $("queue-status").textContent = text; }
+
+  let retryAction = null;
+  function showError(text, onRetry) {
+    $("queue-error").hidden = false; $("queue-error-text").textContent = text;
+    retryAction = onRetry;
+  }
+  function hideError() { $("queue-error").hidden = true; retryAction = null; }
+
+  function restart() {
+    state.generation++;
+    state.prefetch = null; state.ahead = [];
+    const q = new URLSearchParams(location.search);
+    q.set("strategy", state.strategy);
+    if (state.scene) q.set("scene", state.scene); else q.delete("scene");
+    history.replaceState(null, "", location.pathname + "?" + q.toString());
+    takeNext();
+  }
+
+  function onKey(event) {
+    if (api.typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    const help = $("help-overlay");
+    let handled = true;
+    if (key === "?") help.hidden = !help.hidden;
+    else if (key === "Escape") help.hidden = true;
+    else if (event.repeat) handled = key === "Enter" || key === " " || key === "Backspace";  // no runaway answers
+    else if (key === "Backspace") back();
+    else if (key === "Enter" || key === " ") { if (state.current) answer(state.current.guess); }
+    else if (key === "0" || key.toLowerCase() === "n" || key === String(classNames.length + 1)) answer(cfg.negative);
+    else if (/^[1-9]$/.test(key) && Number(key) <= classNames.length) answer(classNames[Number(key) - 1]);
+    else handled = false;
+    if (handled) { event.preventDefault(); event.stopPropagation(); }
+  }
+
+  function init() {
+    if (!cfg.urls.queue) { showError("The review queue API is not available on this server.", null); return; }
+    document.querySelectorAll("[data-answer]").forEach(function (b) {
+      b.addEventListener("click", function () { answer(b.dataset.answer); b.blur(); });
+    });
+    $("accept-guess").addEventListener("click", function (e) { if (state.current) answer(state.current.guess); e.target.blur(); });
+    $("back-button").addEventListener("click", function (e) { back(); e.target.blur(); });
+    $("queue-retry").addEventListener("click", function () { if (retryAction) retryAction(); });
+    $("strategy").addEventListener("change", function (e) { state.strategy = e.target.value; e.target.blur(); restart(); });
+    $("scene-filter").addEventListener("change", function (e) { state.scene = e.target.value ? Number(e.target.value) : null; e.target.blur(); restart(); });
+    $("help-link").addEventListener("click", function (e) { e.preventDefault(); $("help-overlay").hidden = false; });
+    $("help-close").addEventListener("click", function () { $("help-overlay").hidden = true; });
+    window.addEventListener("keydown", onKey, true);
+    window.addEventListener("beforeunload", function (e) {
+      if (state.answers.some(function (a) { return a.state === "saving" || a.state === "failed"; })) { e.preventDefault(); e.returnValue = ""; }
+    });
+    setInterval(updateRate, 1000);
+    takeNext();
+  }
+
+  window.reviewQueue = {
+    current: function () { return state.current; },
+    count: function () { return state.count; },
+    pending: function () { return state.answers.filter(function (a) { return a.state === "saving"; }).length; },
+  };
+  init();
+})();

@@ -1,0 +1,702 @@
+/* Scene viewer: the deep-zoom scene (OpenSeadragon), the detections of the latest run drawn on
+   ONE canvas overlay (only boxes in view, found through a grid index), a threshold slider that
+   re-filters in the browser, raw windows vs merged boxes, per-class toggles and a legend with
+   counts; corrections saved at once (optimistic, with retry) and undoable.
+
+   Coordinates: everything is kept in scene pixels; each frame maps the visible part of the
+   scene to the overlay with one scale and offset. */
+(function () {
+  "use strict";
+  const api = window.LabelingApi;
+  const cfg = api.config("viewer-config");
+  const $ = function (id) { return document.getElementById(id); };
+
+  const classNames = cfg.classes.map(function (c) { return c.name; });
+  const colourOf = Object.fromEntries(cfg.classes.map(function (c) { return [c.name, c.color]; }));
+  colourOf[cfg.negative] = "#9e9e9e";
+  const SCENE_W = cfg.scene.width, SCENE_H = cfg.scene.height;
+
+  const state = {
+    kind: "merged",
+    threshold: cfg.threshold,
+    hidden: new Set(),
+    feeds: {merged: null, window: null},
+    loading: {},
+    annotations: [],     // every annotation of the scene known here (history + this session's)
+    effective: [],       // the ones that decide a label (newest per place, undo applied)
+    mine: [],            // this session's corrections, for undo (newest last)
+    selected: null,      // {source: "feed"|"annotation", i|a, x, y, w, h, label, score, detection}
+    draft: null,         // a missed-object box waiting for its class {x, y, w, h}
+    drawing: null,       // shift-drag start in scene pixels
+    hover: null,         // {x, y} scene pixels
+    firstBoxes: false,
+  };
+  let viewer = null, tiled = null, overlay = null, ctx = null, frame = 0;
+
+  // ---------------------------------------------------------------- the feed and its index
+
+  /* Compact columns -> typed arrays and a uniform grid index (cell lists in CSR form), so a
+     viewport query touches only the cells it overlaps. */
+  function buildFeed(data) {
+    const n = data.count;
+    const f = {
+      n: n, kind: data.kind, run: data.run, classes: data.classes,
+      id: data.id, x: Float32Array.from(data.x), y: Float32Array.from(data.y),
+      w: Float32Array.from(data.w), h: Float32Array.from(data.h),
+      label: Uint8Array.from(data.label), score: Float32Array.from(data.score),
+      probs: null, stamp: new Uint32Array(n), tick: 0,
+    };
+    if (data.probs) {
+      const c = data.classes.length;
+      f.probs = new Float32Array(n * c);
+      for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) f.probs[i * c + k] = data.probs[i][k];
+    }
+    // Map the feed's class order to the page's (the feed may list the negative class too).
+    f.colour = data.classes.map(function (name) { return colourOf[name] || "#ffffff"; });
+    const cell = Math.max(128, (cfg.window || 32) * 8);
+    const cols = Math.max(1, Math.ceil(SCENE_W / cell)), rows = Math.max(1, Math.ceil(SCENE_H / cell));
+    const counts = new Uint32Array(cols * rows + 1);
+    const span = function (i, fn) {
+      const c0 = Math.max(0, Math.floor(f.x[i] / cell)), c1 = Math.min(cols - 1, Math.floor((f.x[i] + f.w[i]) / cell));
+      const r0 = Math.max(0, Math.floor(f.y[i] / cell)), r1 = Math.min(rows - 1, Math.floor((f.y[i] + f.h[i]) / cell));
+      for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) fn(r * cols + c);
+    };
+    for (let i = 0; i < n; i++) span(i, function (k) { counts[k + 1]++; });
+    for (let k = 1; k < counts.length; k++) counts[k] += counts[k - 1];
+    const items = new Uint32Array(counts[counts.length - 1]);
+    const fill = counts.slice(0, cols * rows);
+    for (let i = 0; i < n; i++) span(i, function (k) { items[fill[k]++] = i; });
+    f.index = {cell: cell, cols: cols, rows: rows, start: counts, items: items};
+    return f;
+  }
+
+  /* Calls fn(i) once for every box of feed f overlapping the scene rectangle. */
+  function query(f, x0, y0, x1, y1, fn) {
+    const ix = f.index;
+    f.tick = (f.tick + 1) >>> 0;
+    if (f.tick === 0) { f.stamp.fill(0); f.tick = 1; }
+    const c0 = Math.max(0, Math.floor(x0 / ix.cell)), c1 = Math.min(ix.cols - 1, Math.floor(x1 / ix.cell));
+    const r0 = Math.max(0, Math.floor(y0 / ix.cell)), r1 = Math.min(ix.rows - 1, Math.floor(y1 / ix.cell));
+    for (let r = r0; r <= r1; r++) {
+      for (let c = c0; c <= c1; c++) {
+        const k = r * ix.cols + c;
+        for (let j = ix.start[k]; j < ix.start[k + 1]; j++) {
+          const i = ix.items[j];
+          if (f.stamp[i] === f.tick) continue;
+          f.stamp[i] = f.tick;
+          if (f.x[i] > x1 || f.x[i] + f.w[i] < x0 || f.y[i] > y1 || f.y[i] + f.h[i] < y0) continue;
+          fn(i);
+        }
+      }
+    }
+  }
+
+  function shown(f, i) {
+    return f.score[i] >= state.threshold - 1e-9 && !state.hidden.has(f.classes[f.label[i]]);
+  }
+
+  function loadFeed(kind) {
+    if (!cfg.run || !cfg.urls.detections) return Promise.resolve(null);
+    if (state.feeds[kind]) return Promise.resolve(state.feeds[kind]);
+    if (state.loading[kind]) return state.loading[kind];
+    state.loading[kind] = api.get(cfg.urls.detections + "?kind=" + kind).then(function (data) {
+      state.feeds[kind] = buildFeed(data);
+      if (kind === state.kind) { updateLegend(); schedule(); }
+      return state.feeds[kind];
+    }).catch(function (err) {
+      showViewerError("Could not load the " + kind + " detections: " + err.message);
+      state.loading[kind] = null;
+      return null;
+    });
+    return state.loading[kind];
+  }
+
+  // ---------------------------------------------------------------- annotations
+
+  function place(a) { return a.x + "," + a.y + "," + a.w + "," + a.h; }
+
+  /* As labeling.cycle.effective_annotations: newest first, undo rows cancel what they undo (an
+     undone undo restores its target), the newest annotation per place wins. */
+  function recomputeEffective() {
+    const rows = state.annotations.slice().sort(function (a, b) { return b.order - a.order; });
+    const cancelled = new Set();
+    for (const a of rows) if (a.kind === "undo" && !cancelled.has(a) && a.target) cancelled.add(a.target);
+    const seen = new Set(), out = [];
+    for (const a of rows) {
+      if (a.kind === "undo" || cancelled.has(a) || a.state === "dropped") continue;
+      const key = place(a);
+      if (seen.has(key)) continue;
+      seen.add(key); out.push(a);
+    }
+    state.effective = out;
+    $("annotation-count").textContent = out.length;
+    $("history-count").textContent = state.annotations.filter(function (a) { return a.state !== "dropped"; }).length;
+  }
+
+  let order = 0;
+  function fromServer(row, byId) {
+    const a = {
+      id: row.id, client_id: row.client_id, kind: row.kind, label: row.label,
+      x: row.x, y: row.y, w: row.w, h: row.h, detection: row.detection,
+      user: row.user, state: "saved", order: Date.parse(row.created_at) * 1000 + (row.id % 1000),
+      target: null, undoesId: row.undoes,
+    };
+    byId.set(row.id, a);
+    return a;
+  }
+
+  function loadAnnotations() {
+    if (!cfg.urls.annotations) { $("save-status").textContent = "Annotations are not available."; return Promise.resolve(); }
+    return api.get(cfg.urls.annotations).then(function (data) {
+      const byId = new Map();
+      const rows = (data.history || []).map(function (r) { return fromServer(r, byId); });
+      for (const a of rows) if (a.undoesId) a.target = byId.get(a.undoesId) || {id: a.undoesId};
+      order = rows.reduce(function (m, a) { return Math.max(m, a.order); }, 0);
+      state.annotations = rows.concat(state.annotations);  // keep anything added meanwhile
+      recomputeEffective(); updateSaveStatus(); schedule();
+    }).catch(function (err) { showViewerError("Could not load the annotations: " + err.message); });
+  }
+
+  function nextOrder() { order = Math.max(order + 1, Date.now() * 1000); return order; }
+
+  function post(a) {
+    a.state = "saving"; a.error = "";
+    updateSaveStatus(); schedule();
+    let request;
+    if (a.kind === "undo") {
+      // The target must exist on the server first.
+      request = Promise.resolve(a.target.promise).then(function () {
+        if (!a.target.id) throw new Error("the correction it undoes was never saved");
+        return api.post(api.fill(cfg.urls.undo, {id: a.target.id}), {client_id: a.client_id});
+      });
+    } else {
+      request = api.post(cfg.urls.annotations, {
+        client_id: a.client_id, kind: a.kind, label: a.label,
+        x: a.x, y: a.y, w: a.w, h: a.h, detection: a.detection,
+      });
+    }
+    a.promise = request.then(function (row) {
+      a.id = row.id; a.state = "saved"; a.user = row.user;
+    }).catch(function (err) {
+      a.state = "failed"; a.error = err.message;
+    }).finally(function () { updateSaveStatus(); schedule(); });
+    return a.promise;
+  }
+
+  function annotate(kind, label, box, detection) {
+    const b = clampBox(box);
+    const a = {
+      id: null, client_id: api.uuid(), kind: kind, label: label, x: b.x, y: b.y, w: b.w, h: b.h,
+      detection: detection === undefined ? null : detection, state: "saving", order: nextOrder(),
+      target: null,
+    };
+    state.annotations.push(a); state.mine.push(a);
+    recomputeEffective();
+    post(a);
+    return a;
+  }
+
+  function undo() {
+    for (let k = state.mine.length - 1; k >= 0; k--) {
+      const target = state.mine[k];
+      state.mine.splice(k, 1);
+      if (target.state === "failed" && !target.id) {
+        target.state = "dropped";  // never reached the server: nothing to undo there
+        recomputeEffective(); updateSaveStatus(); schedule();
+        return;
+      }
+      const a = {
+        id: null, client_id: api.uuid(), kind: "undo", label: target.label, x: target.x,
+        y: target.y, w: target.w, h: target.h, detection: target.detection, state: "saving",
+        order: nextOrder(), target: target,
+      };
+      state.annotations.push(a);
+      recomputeEffective();
+      post(a);
+      flash("Undone: " + describe(target));
+      return;
+    }
+    flash("Nothing of yours to undo in this session.");
+  }
+
+  function retryFailed() {
+    for (const a of state.annotations) if (a.state === "failed") post(a);
+  }
+
+  function updateSaveStatus() {
+    const saving = state.annotations.filter(function (a) { return a.state === "saving"; }).length;
+    const failed = state.annotations.filter(function (a) { return a.state === "failed"; });
+    const box = $("save-status");
+    box.className = failed.length ? "error" : "hint";
+    box.textContent = failed.length ? failed.length + " correction(s) not saved"
+      : (saving ? "Saving " + saving + "…" : "All changes saved");
+    $("save-error").hidden = !failed.length;
+    if (failed.length) $("save-error-text").textContent = "Could not save: " + failed[failed.length - 1].error;
+  }
+
+  function describe(a) {
+    const what = {confirm: "correct", false_positive: "not an object", wrong_class: "is a " + a.label,
+      false_negative: "missed " + a.label, review: "reviewed as " + a.label}[a.kind] || a.kind;
+    return what + " at (" + a.x + ", " + a.y + ")";
+  }
+
+  function clampBox(b) {
+    let w = Math.max(1, Math.min(Math.round(b.w), SCENE_W)), h = Math.max(1, Math.min(Math.round(b.h), SCENE_H));
+    let x = Math.round(b.x), y = Math.round(b.y);
+    x = Math.max(0, Math.min(x, SCENE_W - w)); y = Math.max(0, Math.min(y, SCENE_H - h));
+    return {x: x, y: y, w: w, h: h};
+  }
+
+  // ---------------------------------------------------------------- drawing
+
+  function transform() {
+    const p0 = tiled.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
+    const p1 = tiled.imageToViewerElementCoordinates(new OpenSeadragon.Point(SCENE_W, 0));
+    const s = (p1.x - p0.x) / SCENE_W;
+    return {ox: p0.x, oy: p0.y, s: s};
+  }
+
+  function visibleRect(t) {
+    const w = overlay.clientWidth, h = overlay.clientHeight;
+    return {x0: -t.ox / t.s, y0: -t.oy / t.s, x1: (w - t.ox) / t.s, y1: (h - t.oy) / t.s};
+  }
+
+  function schedule() {
+    if (!frame && overlay) frame = requestAnimationFrame(draw);
+  }
+
+  const ANN_STYLE = {
+    confirm: {dash: [6, 3], width: 2.5},
+    false_positive: {dash: [4, 4], width: 2, colour: "#bdbdbd", cross: true},
+    wrong_class: {dash: [6, 3], width: 2.5, tag: true},
+    false_negative: {dash: [6, 3], width: 2.5, tag: true},
+    review: {dash: [2, 3], width: 2},
+  };
+
+  function draw() {
+    frame = 0;
+    if (!tiled) return;
+    const dpr = window.devicePixelRatio || 1;
+    const cw = overlay.clientWidth, ch = overlay.clientHeight;
+    if (overlay.width !== Math.round(cw * dpr) || overlay.height !== Math.round(ch * dpr)) {
+      overlay.width = Math.round(cw * dpr); overlay.height = Math.round(ch * dpr);
+    }
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, cw, ch);
+    const t = transform(), v = visibleRect(t);
+    const f = state.feeds[state.kind];
+    let inView = 0;
+    if (f) {
+      const paths = f.classes.map(function () { return new Path2D(); });
+      query(f, v.x0, v.y0, v.x1, v.y1, function (i) {
+        if (!shown(f, i)) return;
+        paths[f.label[i]].rect(t.ox + f.x[i] * t.s, t.oy + f.y[i] * t.s, f.w[i] * t.s, f.h[i] * t.s);
+        inView++;
+      });
+      ctx.setLineDash([]);
+      ctx.lineWidth = inView > 5000 ? 1 : 1.6;
+      paths.forEach(function (p, k) { ctx.strokeStyle = f.colour[k]; ctx.stroke(p); });
+      if (!state.firstBoxes) {
+        state.firstBoxes = true;
+        performance.mark("first-boxes");
+        document.body.dataset.firstBoxesMs = String(Math.round(performance.now()));
+      }
+    }
+    $("legend-inview").textContent = inView;
+    // Corrections on top, dashed; unsaved ones faded, failed ones red.
+    for (const a of state.effective) {
+      if (a.x > v.x1 || a.x + a.w < v.x0 || a.y > v.y1 || a.y + a.h < v.y0) continue;
+      const st = ANN_STYLE[a.kind] || ANN_STYLE.review;
+      const x = t.ox + a.x * t.s, y = t.oy + a.y * t.s, w = a.w * t.s, h = a.h * t.s;
+      ctx.globalAlpha = a.state === "saving" ? 0.6 : 1;
+      ctx.setLineDash(st.dash);
+      ctx.lineWidth = st.width + 2;
+      ctx.strokeStyle = "rgba(0,0,0,0.55)";
+      ctx.strokeRect(x, y, w, h);
+      ctx.lineWidth = st.width;
+      ctx.strokeStyle = a.state === "failed" ? "#ff1744" : (st.colour || colourOf[a.label] || "#fff");
+      ctx.strokeRect(x, y, w, h);
+      if (st.cross || a.label === cfg.negative) {
+        ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x + w, y + h); ctx.moveTo(x + w, y); ctx.lineTo(x, y + h); ctx.stroke();
+      }
+      if (a.kind === "confirm" && w > 10) {
+        ctx.setLineDash([]); ctx.beginPath();
+        ctx.moveTo(x + w * 0.25, y + h * 0.55); ctx.lineTo(x + w * 0.45, y + h * 0.75); ctx.lineTo(x + w * 0.78, y + h * 0.3);
+        ctx.stroke();
+      }
+      if (st.tag && w > 24) {
+        ctx.setLineDash([]); ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = ctx.strokeStyle;
+        ctx.fillText(a.label, x + 2, y - 3);
+      }
+    }
+    ctx.globalAlpha = 1;
+    const outline = function (b, colour, dash, width) {
+      ctx.setLineDash(dash); ctx.lineWidth = width; ctx.strokeStyle = colour;
+      ctx.strokeRect(t.ox + b.x * t.s - 2, t.oy + b.y * t.s - 2, b.w * t.s + 4, b.h * t.s + 4);
+    };
+    if (state.hoverBox) outline(state.hoverBox, "rgba(255,255,255,0.85)", [], 1);
+    if (state.selected) outline(state.selected, "#ffd600", [], 2.5);
+    if (state.draft) outline(state.draft, "#ffffff", [5, 4], 2);
+    if (state.popupAt) positionPopup();
+  }
+
+  // ---------------------------------------------------------------- legend and filters
+
+  function updateLegend() {
+    const f = state.feeds[state.kind];
+    const counts = {};
+    for (const name of classNames) counts[name] = 0;
+    let total = 0;
+    if (f) {
+      for (let i = 0; i < f.n; i++) {
+        if (f.score[i] < state.threshold - 1e-9) continue;
+        const name = f.classes[f.label[i]];
+        counts[name] = (counts[name] || 0) + 1;
+        if (!state.hidden.has(name)) total++;
+      }
+    }
+    document.querySelectorAll("[data-count]").forEach(function (node) {
+      node.textContent = f ? String(counts[node.dataset.count] || 0) : (cfg.run ? "…" : "0");
+    });
+    $("legend-total").textContent = f ? String(total) : (cfg.run ? "…" : "0");
+    const note = $("threshold-note");
+    if (!cfg.run) note.textContent = "This scene has no scoring run yet: no detections to show.";
+    else if (state.kind === "merged" && state.threshold < cfg.threshold)
+      note.textContent = "Merged boxes exist at or above the project threshold (" + cfg.threshold + "); switch to raw windows to see lower scores.";
+    else note.textContent = "";
+  }
+
+  function setThreshold(value) {
+    state.threshold = Math.max(0.5, Math.min(1, Math.round(value * 100) / 100));
+    $("threshold").value = String(state.threshold);
+    $("threshold-value").textContent = state.threshold.toFixed(2);
+    updateLegend(); schedule();
+  }
+
+  function setKind(kind) {
+    state.kind = kind;
+    $("kind-" + kind).checked = true;
+    closePopup();
+    loadFeed(kind);
+    updateLegend(); schedule();
+  }
+
+  // ---------------------------------------------------------------- picking and the popup
+
+  function toScene(clientX, clientY) {
+    const r = overlay.getBoundingClientRect();
+    const t = transform();
+    return {x: (clientX - r.left - t.ox) / t.s, y: (clientY - r.top - t.oy) / t.s, t: t};
+  }
+
+  /* The smallest shown box under the point (annotations first), within a few screen pixels. */
+  function pick(p) {
+    const tol = 3 / p.t.s;
+    let best = null, bestArea = Infinity;
+    for (const a of state.effective) {
+      if (p.x < a.x - tol || p.x > a.x + a.w + tol || p.y < a.y - tol || p.y > a.y + a.h + tol) continue;
+      const area = a.w * a.h;
+      if (area < bestArea) {
+        bestArea = area;
+        best = {source: "annotation", a: a, x: a.x, y: a.y, w: a.w, h: a.h, label: a.label,
+          kindOf: a.kind, detection: a.detection, score: null};
+      }
+    }
+    if (best) return best;
+    const f = state.feeds[state.kind];
+    if (!f) return null;
+    let bi = -1;
+    query(f, p.x - tol, p.y - tol, p.x + tol, p.y + tol, function (i) {
+      if (!shown(f, i)) return;
+      const area = f.w[i] * f.h[i];
+      if (area < bestArea || (area === bestArea && f.score[i] > f.score[bi])) { bestArea = area; bi = i; }
+    });
+    if (bi < 0) return null;
+    return {source: "feed", i: bi, x: f.x[bi], y: f.y[bi], w: f.w[bi], h: f.h[bi],
+      label: f.classes[f.label[bi]], score: f.score[bi], detection: f.id[bi], kindOf: f.kind};
+  }
+
+  function button(text, onclick, attrs) {
+    return api.el("button", Object.assign({type: "button", onclick: onclick}, attrs || {}), [text]);
+  }
+
+  function openPopup(at) {
+    const box = $("box-popup");
+    box.replaceChildren();
+    state.popupAt = at;
+    const sel = state.selected, draft = state.draft;
+    if (sel) {
+      const title = sel.source === "feed"
+        ? sel.label + " " + sel.score.toFixed(3) + " (" + (sel.kindOf === "merged" ? "merged box" : "window") + ")"
+        : "your correction: " + describe(sel.a);
+      box.appendChild(api.el("p", {class: "popup-title", text: title}));
+      box.appendChild(button("✓ Correct (c)", function () { act("c"); }, {"data-action": "confirm"}));
+      box.appendChild(button("✗ Not an object (x)", function () { act("x"); }, {"data-action": "false_positive"}));
+      classNames.forEach(function (name, k) {
+        if (name === sel.label) return;
+        box.appendChild(button("→ " + name + " (" + (k + 1) + ")", function () { act(String(k + 1)); },
+          {"data-action": "class-" + name}));
+      });
+    } else if (draft) {
+      box.appendChild(api.el("p", {class: "popup-title",
+        text: "Missed object here (" + draft.w + "×" + draft.h + " px)? Its class:"}));
+      classNames.forEach(function (name, k) {
+        box.appendChild(button((k + 1) + " " + name, function () { act(String(k + 1)); },
+          {"data-action": "missed-" + name, style: "border-left: 4px solid " + colourOf[name]}));
+      });
+    }
+    box.appendChild(button("Esc", closePopup, {class: "link"}));
+    box.hidden = false;
+    positionPopup();
+  }
+
+  function positionPopup() {
+    const box = $("box-popup"), b = state.selected || state.draft;
+    if (box.hidden || !b) return;
+    const t = transform();
+    const wrap = $("viewer-wrap");
+    let left = t.ox + (b.x + b.w) * t.s + 8, top = t.oy + b.y * t.s;
+    left = Math.max(4, Math.min(left, wrap.clientWidth - box.offsetWidth - 4));
+    top = Math.max(4, Math.min(top, wrap.clientHeight - box.offsetHeight - 4));
+    box.style.left = left + "px"; box.style.top = top + "px";
+  }
+
+  function closePopup() {
+    state.selected = null; state.draft = null; state.popupAt = null;
+    $("box-popup").hidden = true;
+    schedule();
+  }
+
+  /* A key (or its popup button) applied to the selected box or the missed-object draft. */
+  function act(key) {
+    const sel = state.selected, draft = state.draft;
+    const k = Number(key);
+    if (sel) {
+      const box = {x: sel.x, y: sel.y, w: sel.w, h: sel.h};
+      const det = sel.detection === undefined ? null : sel.detection;
+      let a = null;
+      if (key === "c") a = annotate("confirm", sel.label === cfg.negative ? cfg.negative : sel.label, box, det);
+      else if (key === "x" || key === "0" || key === "n") a = annotate("false_positive", cfg.negative, box, det);
+      else if (k >= 1 && k <= classNames.length) {
+        const name = classNames[k - 1];
+        a = sel.source === "annotation" && sel.kindOf === "false_negative"
+          ? annotate("false_negative", name, box, det)
+          : annotate(name === sel.label ? "confirm" : "wrong_class", name, box, det);
+      }
+      if (a) { closePopup(); flash("Saved: " + describe(a)); return true; }
+    } else if (draft && k >= 1 && k <= classNames.length) {
+      const a = annotate("false_negative", classNames[k - 1], draft, null);
+      closePopup(); flash("Saved: " + describe(a));
+      return true;
+    }
+    return false;
+  }
+
+  function flash(text) {
+    const tip = $("save-status");
+    tip.dataset.last = text;
+  }
+
+  function windowBoxAt(p) {
+    const size = cfg.window || 32;
+    return clampBox({x: p.x - size / 2, y: p.y - size / 2, w: size, h: size});
+  }
+
+  // ---------------------------------------------------------------- hover
+
+  function hoverAt(clientX, clientY) {
+    const p = toScene(clientX, clientY);
+    const tip = $("hover-tip"), info = $("hover-info");
+    state.hoverBox = null;
+    if (p.x < 0 || p.y < 0 || p.x > SCENE_W || p.y > SCENE_H) { tip.hidden = true; schedule(); return; }
+    const raw = state.feeds.window;
+    let text = "", best = -1, bestDist = Infinity;
+    if (raw && raw.probs) {
+      query(raw, p.x, p.y, p.x, p.y, function (i) {
+        const d = Math.hypot(raw.x[i] + raw.w[i] / 2 - p.x, raw.y[i] + raw.h[i] / 2 - p.y);
+        if (d < bestDist) { bestDist = d; best = i; }
+      });
+      if (best >= 0) {
+        const c = raw.classes.length;
+        const parts = raw.classes.map(function (name, k) { return name + " " + raw.probs[best * c + k].toFixed(3); });
+        text = "window (" + raw.x[best] + ", " + raw.y[best] + "): " + parts.join(" · ");
+        state.hoverBox = {x: raw.x[best], y: raw.y[best], w: raw.w[best], h: raw.h[best]};
+      }
+    }
+    const hit = pick(p);
+    if (hit && hit.source === "feed" && !text) text = hit.label + " " + hit.score.toFixed(3) + (hit.kindOf === "merged" ? " (merged box)" : "");
+    if (hit && hit.source === "annotation") text = "your correction: " + describe(hit.a) + (text ? " — " + text : "");
+    if (!text && raw) text = "no window scores 0.5 or more here";
+    info.textContent = text || "Hover a box to see the model's probabilities.";
+    if (text) {
+      const r = $("viewer-wrap").getBoundingClientRect();
+      tip.textContent = text; tip.hidden = false;
+      tip.style.left = Math.min(clientX - r.left + 14, r.width - 260) + "px";
+      tip.style.top = (clientY - r.top + 16) + "px";
+    } else tip.hidden = true;
+    schedule();
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function showViewerError(text) {
+    const e = $("viewer-error"); e.hidden = false; e.textContent = text;
+  }
+
+  function onKey(event) {
+    if (api.typing(event)) return;
+    const key = event.key;
+    let handled = true;
+    if ((event.ctrlKey || event.metaKey) && key.toLowerCase() === "z") undo();
+    else if (event.ctrlKey || event.metaKey || event.altKey) handled = false;
+    else if (key === "Escape") { closePopup(); $("help-overlay").hidden = true; }
+    else if (key === "?") $("help-overlay").hidden = !$("help-overlay").hidden;
+    else if ((state.selected || state.draft) && act(key.toLowerCase())) handled = true;
+    else if (key === "u") undo();
+    else if (key === "r") setKind(state.kind === "merged" ? "window" : "merged");
+    else if (key === "[") setThreshold(state.threshold - 0.01);
+    else if (key === "]") setThreshold(state.threshold + 0.01);
+    else handled = false;
+    if (handled) { event.preventDefault(); event.stopPropagation(); }
+  }
+
+  function startViewer() {
+    viewer = OpenSeadragon({
+      element: $("osd"),
+      prefixUrl: cfg.osd_images,
+      tileSources: cfg.dzi_url,
+      showNavigator: true,
+      navigatorPosition: "BOTTOM_RIGHT",
+      maxZoomPixelRatio: 8,
+      visibilityRatio: 0.5,
+      gestureSettingsMouse: {clickToZoom: false, dblClickToZoom: true},
+      crossOriginPolicy: false,
+      imageSmoothingEnabled: false,
+    });
+    overlay = document.createElement("canvas");
+    overlay.id = "overlay";
+    overlay.className = "overlay";
+    viewer.canvas.appendChild(overlay);
+    ctx = overlay.getContext("2d");
+    viewer.addHandler("open", function () {
+      tiled = viewer.world.getItemAt(0);
+      $("osd").dataset.ready = "1";
+      schedule();
+    });
+    viewer.addHandler("open-failed", function (e) { showViewerError("The deep-zoom tiles could not be opened: " + e.message); });
+    ["update-viewport", "animation", "resize"].forEach(function (name) { viewer.addHandler(name, schedule); });
+    viewer.addHandler("canvas-key", function (e) {
+      // OSD keeps panning and zooming keys; the rest (r rotates, f flips...) are ours.
+      const key = (e.originalEvent && e.originalEvent.key) || "";
+      if (!/^(Arrow\w+|[-+=_wasdWASD])$/.test(key)) e.preventDefaultAction = true;
+    });
+    viewer.addHandler("canvas-click", function (e) {
+      if (!e.quick || !tiled) return;
+      const oe = e.originalEvent;
+      const p = toScene(oe.clientX, oe.clientY);
+      if (p.x < 0 || p.y < 0 || p.x > SCENE_W || p.y > SCENE_H) { closePopup(); return; }
+      const hit = pick(p);
+      closePopup();
+      if (hit) state.selected = hit;
+      else state.draft = windowBoxAt(p);
+      openPopup(p);
+      schedule();
+    });
+    viewer.addHandler("canvas-press", function (e) {
+      if (e.originalEvent && e.originalEvent.shiftKey && tiled) {
+        const p = toScene(e.originalEvent.clientX, e.originalEvent.clientY);
+        state.drawing = {x: p.x, y: p.y};
+        closePopup();
+      }
+    });
+    viewer.addHandler("canvas-drag", function (e) {
+      if (!state.drawing) return;
+      e.preventDefaultAction = true;
+      const p = toScene(e.originalEvent.clientX, e.originalEvent.clientY);
+      const d = state.drawing;
+      state.draft = clampBox({x: Math.min(d.x, p.x), y: Math.min(d.y, p.y), w: Math.abs(p.x - d.x), h: Math.abs(p.y - d.y)});
+      schedule();
+    });
+    viewer.addHandler("canvas-release", function () {
+      if (!state.drawing) return;
+      state.drawing = null;
+      if (state.draft && state.draft.w >= 3 && state.draft.h >= 3) openPopup(state.draft);
+      else closePopup();
+    });
+    let hoverFrame = 0, last = null;
+    $("viewer-wrap").addEventListener("pointermove", function (e) {
+      last = e;
+      if (!hoverFrame) hoverFrame = requestAnimationFrame(function () { hoverFrame = 0; if (tiled) hoverAt(last.clientX, last.clientY); });
+    });
+    $("viewer-wrap").addEventListener("pointerleave", function () { $("hover-tip").hidden = true; state.hoverBox = null; schedule(); });
+    window.addEventListener("resize", schedule);
+  }
+
+  function waitForTiles() {
+    const box = $("dzi-wait");
+    if (!box || !box.dataset.url) return;
+    api.get(box.dataset.url).then(function (s) {
+      if (s.dzi_key) { location.reload(); return; }
+      const job = (s.jobs || {}).dzi;
+      if (job) {
+        $("dzi-status").textContent = job.status;
+        $("dzi-message").textContent = job.message || "";
+        const pct = Math.round(100 * (job.fraction || 0));
+        $("dzi-progress").querySelector("span").style.width = pct + "%";
+        $("dzi-progress").setAttribute("aria-valuenow", pct);
+        if (job.status === "failed") { $("dzi-error").hidden = false; $("dzi-error").textContent = job.error; return; }
+      }
+      setTimeout(waitForTiles, 1000);
+    }).catch(function () { setTimeout(waitForTiles, 3000); });
+  }
+
+  function init() {
+    $("threshold").addEventListener("input", function (e) { setThreshold(Number(e.target.value)); });
+    document.querySelectorAll("input[name=kind]").forEach(function (r) {
+      r.addEventListener("change", function () { if (r.checked) setKind(r.value); });
+    });
+    document.querySelectorAll("[data-toggle]").forEach(function (box) {
+      box.addEventListener("change", function () {
+        if (box.checked) state.hidden.delete(box.dataset.toggle); else state.hidden.add(box.dataset.toggle);
+        updateLegend(); schedule();
+      });
+    });
+    $("retry-button").addEventListener("click", retryFailed);
+    $("help-link").addEventListener("click", function (e) { e.preventDefault(); $("help-overlay").hidden = false; });
+    $("help-close").addEventListener("click", function () { $("help-overlay").hidden = true; });
+    window.addEventListener("keydown", onKey, true);
+    window.addEventListener("beforeunload", function (e) {
+      if (state.annotations.some(function (a) { return a.state === "saving" || a.state === "failed"; })) {
+        e.preventDefault(); e.returnValue = "";
+      }
+    });
+    setThreshold(cfg.threshold);
+    if (!cfg.dzi_url) { waitForTiles(); return; }
+    startViewer();
+    loadFeed("merged").then(function () { return loadFeed("window"); });  // raw windows: hover probabilities
+    loadAnnotations();
+    updateLegend();
+  }
+
+  // For tests and benchmarks: where a scene pixel is on the page, and what is drawn.
+  window.sceneViewer = {
+    ready: function () { return Boolean(tiled) && (!cfg.run || Boolean(state.feeds[state.kind])); },
+    pageXY: function (x, y) {
+      const t = transform(), r = overlay.getBoundingClientRect();
+      return {x: r.left + t.ox + x * t.s, y: r.top + t.oy + y * t.s};
+    },
+    shownBoxes: function () {
+      const f = state.feeds[state.kind], out = [];
+      if (!f) return out;
+      for (let i = 0; i < f.n; i++) if (shown(f, i)) out.push({id: f.id[i], x: f.x[i], y: f.y[i], w: f.w[i], h: f.h[i], label: f.classes[f.label[i]], score: f.score[i]});
+      return out;
+    },
+    effective: function () { return state.effective.map(function (a) { return {id: a.id, kind: a.kind, label: a.label, x: a.x, y: a.y, w: a.w, h: a.h, state: a.state}; }); },
+    pending: function () { return state.annotations.filter(function (a) { return a.state === "saving"; }).length; },
+    zoomTo: function (x, y, w, h) {
+      viewer.viewport.fitBounds(tiled.imageToViewportRectangle(x, y, w, h), true);
+    },
+  };
+
+  init();
+})();

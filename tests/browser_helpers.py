@@ -1,0 +1,73 @@
+"""Helpers of the review-area page and browser tests: a deep-zoom pyramid for a scored scene
+(the same code path as the `dzi` job: mlcore.deepzoom into the configured storage), and a
+Playwright browser on Debian's Chromium (never a downloaded one)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def add_dzi(scene, tile_size: int = 254) -> str:
+    """Write the scene's DZI pyramid under its storage prefix and set Scene.dzi_key."""
+    from labeling.storage import get_storage, scene_prefix
+    from mlcore.deepzoom import generate_dzi
+    from mlcore.scenes import NpyScene
+
+    storage = get_storage()
+    prefix = f"{scene_prefix(scene)}/dzi/"
+    info = generate_dzi(
+        NpyScene(storage, scene.pixels_key),
+        lambda key, data: storage.write(prefix + key, data),
+        name="scene",
+        tile_size=tile_size,
+    )
+    scene.dzi_key = prefix + info.dzi_key
+    scene.save(update_fields=["dzi_key"])
+    return scene.dzi_key
+
+
+@contextmanager
+def chromium_page(base_url: str, timeout_ms: int = 60_000, viewport=(1400, 900)):
+    """A headless Chromium page on the live server. Playwright's sync API runs an event loop in
+    this thread, so the ORM beside it needs DJANGO_ALLOW_ASYNC_UNSAFE."""
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: run `scripts/check_system.sh --browser`.")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        context = browser.new_context(
+            base_url=base_url, viewport={"width": viewport[0], "height": viewport[1]}
+        )
+        context.set_default_timeout(timeout_ms)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.js_errors = errors  # type: ignore[attr-defined]
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def login(page, username: str, password: str) -> None:
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
