@@ -152,3 +152,13 @@ def test_jobs_list_and_job_detail_with_log(alice_client, project):
 def test_logged_out_is_refused(client, project):
     response = client.get(reverse("api-jobs", args=[project.pk]))
     assert response.status_code in (401, 302)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retrain_takes_the_profile_from_a_json_body(redis_conn, alice_client, project):
+    url = reverse("api-retrain", args=[project.pk])
+    bad = alice_client.post(url, "{not json", content_type="application/json")
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+    response = alice_client.post(url, {"profile": "tiny"}, content_type="application/json")
+    assert response.status_code == 202
+    assert ModelVersion.objects.get(project=project).train_config["profile"] == "tiny"

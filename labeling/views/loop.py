@@ -4,6 +4,7 @@ labeling.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)."""
 
 from __future__ import annotations
 
+import json
 from functools import wraps
 
 from django.contrib import messages
@@ -46,6 +47,16 @@ def _api(view):
 
 def _wants_json(request) -> bool:
     return request.content_type == "application/json" or "json" in request.headers.get("Accept", "")
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The request body is not valid JSON ({exc}); send an object.") from None
+    if not isinstance(body, dict):
+        raise BadRequest('The request body must be a JSON object, e.g. {"profile": "quick"}.')
+    return body
 
 
 def _back(request, project):
@@ -97,8 +108,10 @@ def api_retrain(request, project_id):
     """Start a retrain cycle: 202 {"job", "version"}; 409 while one runs. A form POST (from the
     dashboard) redirects back with the same message."""
     project = project_for(request.user, project_id)
-    profile = request.POST.get("profile") or request.GET.get("profile") or "quick"
     as_json = _wants_json(request)
+    body = _json_body(request) if request.content_type == "application/json" else {}
+    profile = body.get("profile") or request.POST.get("profile") or request.GET.get("profile")
+    profile = profile or "quick"
     if profile not in TRAIN_PROFILES:
         text = f"Unknown training profile {profile!r}: use one of {', '.join(TRAIN_PROFILES)}."
         if not as_json:
