@@ -104,6 +104,10 @@ STORAGE_URL = storage_url()
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
 SCENE_MAX_PIXELS = env_int("SCENE_MAX_PIXELS", 150_000_000)  # a 100-megapixel scene fits
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "labeling.upload_handlers.SizeLimitedUploadHandler",  # stops writing past UPLOAD_MAX_BYTES
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 
