@@ -352,6 +352,20 @@ def _annotated_places(project, scene_ids) -> dict[int, set]:
     return out
 
 
+def _answered_meanwhile(scene_id: int, item: dict) -> bool:
+    """Whether the window now has an effective annotation (one may have been committed between
+    the snapshot of annotated places and taking the lease)."""
+    rows = Annotation.objects.filter(
+        scene_id=scene_id, x=item["x"], y=item["y"], w=item["w"], h=item["h"]
+    ).only("id", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
+    rows = list(rows)
+    if not rows:
+        return False
+    # An undo may point at an annotation of this place from another place's row set: undo rows
+    # copy their target's place, so every row that matters is here.
+    return bool(effective_annotations(rows))
+
+
 def _queue_runs(project, scene=None) -> list[ScoringRun]:
     scenes = [scene] if scene is not None else list(project.scenes.all())
     runs = []
@@ -409,7 +423,11 @@ def next_queue_window(project, user, strategy="uncertainty", scene=None, redis=N
                 continue
             if redis.set(key, owner, nx=True, ex=ttl):
                 run, ranked, _ = pools[i]
-                return _queue_item(project, run, ranked, flat, ttl, remaining)
+                item = _queue_item(project, run, ranked, flat, ttl, remaining)
+                if _answered_meanwhile(run.scene_id, item):
+                    # Annotated (and its lease let go) after the snapshot above: skip it.
+                    continue
+                return item
         # Everything in this batch is leased by someone: look further down each run.
         pools = [(r, rk, free[batch:]) for r, rk, free in pools if len(free) > batch]
         batch *= 2

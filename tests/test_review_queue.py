@@ -254,3 +254,46 @@ def test_ranked_order_is_cached_per_run(project, scored):
     b = review.ranked_run(run, "margin")
     assert a is b
     assert np.all(np.diff(a.priority[a.order]) <= 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reviewers_answering_and_releasing_never_share_a_window(
+    project, make_user, scored, redis_conn
+):
+    """The review loop under contention: each reviewer takes a window, answers it and lets its
+    lease go at once (the worst case: the window is free in Redis, annotated in the database,
+    and another reviewer may have read the annotated places just before the answer)."""
+    from django.db import connection
+
+    scene, _ = scored
+    users = [make_user(f"answerer{i}") for i in range(12)]
+    project.members.add(*users)
+    got: list[tuple] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(users))
+
+    def work(user):
+        try:
+            barrier.wait()
+            for _ in range(8):
+                item = review.next_queue_window(project, user, "margin")
+                got.append((item["scene"], item["x"], item["y"]))
+                review.record_annotation(
+                    project, scene, user, kind="review", label=item["guess"], x=item["x"],
+                    y=item["y"], w=item["w"], h=item["h"], source="queue",
+                )  # fmt: skip
+                review.release_lease(project, item["scene"], item["x"], item["y"], user)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(got) == 96
+    assert len(set(got)) == 96, "a window was handed out (and answered) twice"
+    assert Annotation.objects.filter(scene=scene).count() == 96

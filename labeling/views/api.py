@@ -306,8 +306,6 @@ def api_annotations(request, scene_id):
         client_id=body.get("client_id"),
         source=source,
     )
-    if created and annotation.kind == "review":
-        review.release_lease(scene.project, scene.pk, annotation.x, annotation.y, request.user)
     return JsonResponse(review.annotation_json(annotation), status=201 if created else 200)
 
 
