@@ -254,9 +254,46 @@ def scene_annotations(scene) -> tuple[list[Annotation], list[Annotation]]:
 # -- the review queue -----------------------------------------------------------------------------
 
 LEASE_SECONDS = 120
-_CACHE_SIZE = 8
-_cache: OrderedDict = OrderedDict()
-_cache_lock = threading.Lock()
+CACHE_BYTES = 512 * 1024 * 1024
+
+
+class _Cache:
+    """Process-memory LRU of ranked runs and feed columns, bounded by their numpy bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _size(value) -> int:
+        parts = value.values() if isinstance(value, dict) else vars(value).values()
+        return sum(getattr(p, "nbytes", 0) for p in parts) + 1024
+
+    def get(self, key):
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is not None:
+                self.items.move_to_end(key)
+            return None if hit is None else hit[0]
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = (value, self._size(value))
+            total = sum(size for _, size in self.items.values())
+            while len(self.items) > 1 and total > self.max_bytes:
+                _, (_, size) = self.items.popitem(last=False)
+                total -= size
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+
+
+_cache = _Cache(CACHE_BYTES)
+_building: dict = {}
+_building_lock = threading.Lock()
+_building: dict = {}
 
 
 @dataclass
@@ -283,20 +320,35 @@ def normalise_strategy(strategy: str) -> str:
 def ranked_run(run: ScoringRun, strategy: str) -> RankedRun:
     """The run's windows ranked by ``strategy``, cached in process memory per (run, strategy):
     the grid is read and sorted once, later calls only filter the order."""
-    from labeling.results import load_grid
-
     name = normalise_strategy(strategy)
     key = (run.pk, run.grid_key, name)
-    with _cache_lock:
+    return _cached(key, lambda: _rank(run, name))
+
+
+def _cached(key, build):
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    with _building_lock:
+        building = _building.setdefault(key, threading.Lock())
+    with building:  # one thread builds (reads a grid, queries rows); the others wait for it
         hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
+        if hit is None:
+            hit = build()
+            _cache.put(key, hit)
+        with _building_lock:
+            _building.pop(key, None)
+    return hit
+
+
+def _rank(run: ScoringRun, name: str) -> RankedRun:
+    from labeling.results import load_grid
+
     grid = load_grid(run)
     # random: seeded by the run, so every reviewer walks the same shuffle and leases spread it.
     prio = priorities(grid, name, seed=run.pk, negative=run.scene.project.negative_class)
     prio = np.asarray(prio, dtype=np.float64).ravel()
-    ranked = RankedRun(
+    return RankedRun(
         run_id=run.pk,
         scene_id=run.scene_id,
         ys=grid.ys,
@@ -307,11 +359,6 @@ def ranked_run(run: ScoringRun, strategy: str) -> RankedRun:
         order=np.argsort(-prio, kind="stable"),
         priority=prio,
     )
-    with _cache_lock:
-        _cache[key] = ranked
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return ranked
 
 
 def get_redis():
@@ -342,10 +389,24 @@ def _annotated_mask(ranked: RankedRun, places: set) -> np.ndarray:
     return mask
 
 
+class _Row:
+    """The fields labeling.cycle.effective_annotations reads, without a model instance (the
+    queue reads every annotation of the project on each call)."""
+
+    __slots__ = ("pk", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
+    FIELDS = ("id", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
+
+    def __init__(self, values):
+        (self.pk, self.scene_id, self.kind, self.undoes_id, self.created_at, self.x, self.y,
+         self.w, self.h) = values  # fmt: skip
+
+
+def _light_rows(queryset) -> list[_Row]:
+    return [_Row(v) for v in queryset.values_list(*_Row.FIELDS)]
+
+
 def _annotated_places(project, scene_ids) -> dict[int, set]:
-    rows = Annotation.objects.filter(project=project, scene_id__in=scene_ids).only(
-        "id", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h"
-    )
+    rows = _light_rows(Annotation.objects.filter(project=project, scene_id__in=scene_ids))
     out: dict[int, set] = {s: set() for s in scene_ids}
     for a in effective_annotations(rows):
         out[a.scene_id].add((a.x, a.y, a.w, a.h))
@@ -355,10 +416,11 @@ def _annotated_places(project, scene_ids) -> dict[int, set]:
 def _answered_meanwhile(scene_id: int, item: dict) -> bool:
     """Whether the window now has an effective annotation (one may have been committed between
     the snapshot of annotated places and taking the lease)."""
-    rows = Annotation.objects.filter(
-        scene_id=scene_id, x=item["x"], y=item["y"], w=item["w"], h=item["h"]
-    ).only("id", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
-    rows = list(rows)
+    rows = _light_rows(
+        Annotation.objects.filter(
+            scene_id=scene_id, x=item["x"], y=item["y"], w=item["w"], h=item["h"]
+        )
+    )
     if not rows:
         return False
     # An undo may point at an annotation of this place from another place's row set: undo rows
@@ -370,7 +432,12 @@ def _queue_runs(project, scene=None) -> list[ScoringRun]:
     scenes = [scene] if scene is not None else list(project.scenes.all())
     runs = []
     for s in scenes:
-        run = s.latest_run()
+        run = (
+            s.scoring_runs.filter(status="done")
+            .select_related("model_version")
+            .order_by("-finished_at")
+            .first()
+        )
         if run is not None and run.grid_key:
             runs.append(run)
     return runs
@@ -489,11 +556,10 @@ def _feed_columns(run: ScoringRun, kind: str) -> dict:
     """All detections of one kind of a run as numpy columns, cached in process memory (a done
     run's detections never change; a retried run gets a new finished_at, hence a new key)."""
     key = ("feed", run.pk, kind, run.finished_at.isoformat() if run.finished_at else "")
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
+    return _cached(key, lambda: _build_feed_columns(run, kind))
+
+
+def _build_feed_columns(run: ScoringRun, kind: str) -> dict:
     fields = ["id", "x", "y", "w", "h", "label", "score"]
     if kind == "window":
         fields.append("probs")
@@ -524,10 +590,6 @@ def _feed_columns(run: ScoringRun, kind: str) -> dict:
                 if c in index:
                     probs[i, index[c]] = p
         cols["probs"] = probs
-    with _cache_lock:
-        _cache[key] = cols
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
     return cols
 
 
