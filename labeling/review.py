@@ -267,6 +267,8 @@ class _Cache:
 
     @staticmethod
     def _size(value) -> int:
+        if isinstance(value, tuple):
+            return sum(len(v) for v in value if isinstance(v, bytes)) + 1024
         parts = value.values() if isinstance(value, dict) else vars(value).values()
         return sum(getattr(p, "nbytes", 0) for p in parts) + 1024
 
@@ -332,12 +334,14 @@ def _cached(key, build):
     with _building_lock:
         building = _building.setdefault(key, threading.Lock())
     with building:  # one thread builds (reads a grid, queries rows); the others wait for it
-        hit = _cache.get(key)
-        if hit is None:
-            hit = build()
-            _cache.put(key, hit)
-        with _building_lock:
-            _building.pop(key, None)
+        try:
+            hit = _cache.get(key)
+            if hit is None:
+                hit = build()
+                _cache.put(key, hit)
+        finally:
+            with _building_lock:
+                _building.pop(key, None)
     return hit
 
 
@@ -647,6 +651,21 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
     if kind == "window":
         out["probs"] = np.round(cols["probs"][idx], 3).tolist()
     return out
+
+
+def feed_payload(scene, run, kind="merged", label=None, min_score=None, region=None):
+    """(JSON bytes, the same gzipped) of a feed, cached per run and filters: every reviewer
+    opening the scene gets the encoded bytes straight from memory."""
+    import gzip
+
+    key = ("payload", run.pk, run.finished_at.isoformat() if run.finished_at else "", kind,
+           label or "", min_score or "", region or "")  # fmt: skip
+
+    def build():
+        raw = dumps(detections_feed(scene, run, kind, label, min_score, region))
+        return raw, gzip.compress(raw, compresslevel=5)
+
+    return _cached(key, build)
 
 
 def feed_etag(run, query: str) -> str:

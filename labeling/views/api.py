@@ -4,7 +4,6 @@ in labeling.review (services) and labeling.openapi (schema); access in labeling.
 
 from __future__ import annotations
 
-import gzip
 import json
 from functools import wraps
 
@@ -58,20 +57,6 @@ def scene_for(user, scene_id) -> Scene:
     if scene is None:
         raise Http404("No such scene among your projects' scenes.")
     return scene
-
-
-def _compressed(request, payload: bytes, content_type: str, status=200, headers=None):
-    """The body gzipped when the client accepts it (the detection feed is mostly digits)."""
-    response = HttpResponse(status=status, content_type=content_type)
-    accepts = "gzip" in request.headers.get("Accept-Encoding", "")
-    if accepts and len(payload) >= GZIP_MIN_BYTES:
-        payload = gzip.compress(payload, compresslevel=5)
-        response["Content-Encoding"] = "gzip"
-    response["Vary"] = "Accept-Encoding"
-    response.content = payload
-    for key, value in (headers or {}).items():
-        response[key] = value
-    return response
 
 
 # -- projects, scenes, runs -----------------------------------------------------------------------
@@ -257,7 +242,7 @@ def api_detections(request, scene_id):
         for key, value in headers.items():
             response[key] = value
         return response
-    feed = review.detections_feed(
+    raw, zipped = review.feed_payload(
         scene,
         run,
         kind=request.GET.get("kind", "merged"),
@@ -265,7 +250,16 @@ def api_detections(request, scene_id):
         min_score=request.GET.get("min_score"),
         region=request.GET.get("region"),
     )
-    return _compressed(request, review.dumps(feed), "application/json", headers=headers)
+    response = HttpResponse(content_type="application/json")
+    response["Vary"] = "Accept-Encoding"
+    if "gzip" in request.headers.get("Accept-Encoding", "") and len(raw) >= GZIP_MIN_BYTES:
+        response.content = zipped
+        response["Content-Encoding"] = "gzip"
+    else:
+        response.content = raw
+    for key, value in headers.items():
+        response[key] = value
+    return response
 
 
 # -- annotations ----------------------------------------------------------------------------------
