@@ -9,6 +9,7 @@ from functools import wraps
 
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, JsonResponse
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_http_methods
 
 from labeling import review
@@ -172,9 +173,14 @@ def api_project(request, project_id):
 
 
 def _dzi_url(scene) -> str | None:
+    """The deep-zoom descriptor as the pages serve it (tiles are beside it)."""
     if not scene.dzi_key:
         return None
-    return f"/scenes/{scene.pk}/dzi/{scene.dzi_key.rsplit('/', 1)[-1]}"
+    name = scene.dzi_key.rsplit("/", 1)[-1]
+    try:
+        return reverse("scene-dzi", args=[scene.pk, name])
+    except NoReverseMatch:
+        return f"/scenes/{scene.pk}/dzi/{name}"
 
 
 @_api
