@@ -13,6 +13,7 @@ import argparse
 import io
 import json
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,15 +72,17 @@ def spread(timings: list[dict]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small random scene (smoke run)")
-    parser.add_argument("--step", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--strips", type=int, default=12, help="strips of the original split")
-    args = parser.parse_args()
-
+def measure(quick: bool, step: int = 16, batch_size: int = 1024, strips: int = 12) -> dict:
+    """Score one scene single-process and on Spark local[2]; the result dict (see main)."""
+    args = argparse.Namespace(quick=quick, step=step, batch_size=batch_size, strips=strips)
     work = Path(tempfile.mkdtemp(prefix="bench-spark-"))
+    try:
+        return _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, work: Path) -> dict:
     storage = LocalStorage(work)
     pixels, scene_kind = make_scene(args.quick)
     buffer = io.BytesIO()
@@ -143,10 +146,25 @@ def main() -> None:
         "original_split": spread(original.partition_timings),
         "balanced_split_default": spread(balanced.partition_timings),
     }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small random scene (smoke run)")
+    parser.add_argument("--step", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--strips", type=int, default=12, help="strips of the original split")
+    args = parser.parse_args()
+    result = measure(args.quick, args.step, args.batch_size, args.strips)
+    windows, model_kind = result["windows"], result["model"]
+    single_s = result["single_process"]["seconds"]
+    spark_s = result["spark_local2"]["seconds"]
+    parts, exact = result["spark_local2"]["partitions"], result["equal_to_single_process"]
     print(f"\nscene {result['scene']} | {model_kind} | step {args.step} | {windows} windows")
     print(f"{'run':34} {'seconds':>9} {'windows/s':>10}")
     print(f"{'single process (ORT, all cores)':34} {single_s:9.2f} {windows / single_s:10.0f}")
-    print(f"{'Spark local[2], ' + str(balanced.n_partitions) + ' balanced parts':34} "
+    print(f"{'Spark local[2], ' + str(parts) + ' balanced parts':34} "
           f"{spark_s:9.2f} {windows / spark_s:10.0f}")  # fmt: skip
     print(f"efficiency (Spark / single): {single_s / spark_s:.2f}; identical grids: {exact}")
     print(f"\n{args.strips} partitions{'':14} {'time max/median':>15} {'mean/max':>9} "
@@ -160,6 +178,44 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {out}")
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows for bench/run_all.py (step 32 on the demo collage: the same comparison, 4x faster
+    than the default step 16 of ``main``)."""
+    from bench.common import row
+
+    result = measure(quick, step=32)
+    single, spark = result["single_process"], result["spark_local2"]
+    scene = result["scene"]
+    what = (
+        f"{scene['kind']}, {scene['height']}x{scene['width']}, step {result['step']}, "
+        f"{result['windows']:,} windows, {spark['partitions']} partitions; grids identical: "
+        f"{result['equal_to_single_process']}"
+    )
+    bal, orig = result["balanced_split"], result["original_split"]
+    return [
+        row(
+            "Spark local[2] vs single process (scoring)",
+            spark["windows_per_s"],
+            "windows/s",
+            "single process score_scene, ORT on all cores",
+            single["windows_per_s"],
+            ">= 0.80x",
+            spark["windows_per_s"] / single["windows_per_s"] >= 0.80,
+            what,
+        ),
+        row(
+            "Spark split efficiency, balanced vs original strips",
+            bal["split_efficiency"],
+            "mean/max task time",
+            "original split (equal strips, remainder on the last)",
+            orig["split_efficiency"],
+            "",
+            None,
+            f"{result['balanced_split']['partitions']} partitions each",
+        ),
+    ]
 
 
 if __name__ == "__main__":

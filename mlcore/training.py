@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -150,7 +151,9 @@ class TorchWindowGather:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.flat = torch.empty(int(sum(sizes)), dtype=torch.uint8, device=device)
         for array, offset, size in zip(sampler.arrays, offsets, sizes):
-            chunk = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
+            with warnings.catch_warnings():  # read-only memmaps are only read (copied) here
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                chunk = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
             self.flat[int(offset) : int(offset) + size].copy_(chunk)
         self.offsets = torch.as_tensor(offsets, device=device)
         self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
