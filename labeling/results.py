@@ -9,6 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -87,23 +88,17 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
     raw = window_hits(grid, floor, negative)
     metrics = compute_metrics(project, scene, grid, merged)
 
-    probs_at = {}
-    flat = grid.probs.reshape(-1, len(grid.classes))
-    col_of = {int(x): i for i, x in enumerate(grid.xs)}
-    row_of = {int(y): i for i, y in enumerate(grid.ys)}
-    for x, y in zip(raw.x.astype(int), raw.y.astype(int), strict=True):
-        values = flat[row_of[int(y)] * len(grid.xs) + col_of[int(x)]]
-        probs_at[(int(x), int(y))] = {
-            c: round(float(p), 4) for c, p in zip(grid.classes, values, strict=True)
-        }
+    # Probabilities of each raw window, looked up in one vectorised step (ys, xs are sorted).
+    at = grid.probs[np.searchsorted(grid.ys, raw.y), np.searchsorted(grid.xs, raw.x)]
+    probs = [dict(zip(grid.classes, values)) for values in np.round(at, 4).tolist()]
 
     rows = [
         Detection(
             run=run, kind="window", label=raw.classes[int(lab)], score=float(score),
-            x=int(x), y=int(y), w=int(w), h=int(h), probs=probs_at[(int(x), int(y))],
+            x=int(x), y=int(y), w=int(w), h=int(h), probs=p,
         )
-        for x, y, w, h, lab, score in zip(
-            raw.x, raw.y, raw.w, raw.h, raw.label, raw.score, strict=True
+        for x, y, w, h, lab, score, p in zip(
+            raw.x, raw.y, raw.w, raw.h, raw.label, raw.score, probs, strict=True
         )
     ] + [
         Detection(
@@ -120,7 +115,7 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
         run.grid_key = key
         run.metrics = metrics
         run.timings = dict(run.timings) | dict(timings or {})
-        run.n_windows = int(flat.shape[0])
+        run.n_windows = int(grid.probs.shape[0] * grid.probs.shape[1])
         run.status, run.error, run.finished_at = "done", "", timezone.now()
         run.save(
             update_fields=[
