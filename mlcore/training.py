@@ -241,10 +241,15 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # fused=True: one kernel over all parameters instead of a few small ops per tensor (the
+    # per-tensor loop was ~8% of a CPU step, see docs/profiling.md).
+    fused = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in decay) else {}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fused
+        )
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.AdamW(groups, lr=config.lr, **fused)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {config.optimizer!r}")
 
 

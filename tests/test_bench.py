@@ -1,0 +1,97 @@
+"""The benchmarks' device code on the CPU (its fallback), and run_all's reporting.
+
+Timings are never asserted: these check that the code paths run and compute the right thing."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bench import bench_mlcore, run_all  # noqa: E402
+from mlcore.export import export_onnx  # noqa: E402
+from mlcore.model import build_model  # noqa: E402
+from mlcore.scenes import ArrayScene, NpyScene  # noqa: E402
+from mlcore.scoring import OnnxScorer, score_scene  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = bench_mlcore.CLASSES
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_gpu_part_on_a_machine_without_cuda_says_so_and_exits_0(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "bench/run_all.py", "--gpu", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "No CUDA device" in proc.stdout
+    assert "windows/s" not in proc.stdout  # nothing that looks like a measurement
+    assert not list(tmp_path.iterdir())  # and no result files
+
+
+def test_torch_strip_scorer_on_cpu_equals_onnx_runtime(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(len(CLASSES), depth=8, width=8)
+    path = export_onnx(model, tmp_path / "m.onnx", CLASSES)
+    scene = np.random.default_rng(0).integers(0, 256, (150, 203, 3), dtype=np.uint8)
+    np.save(tmp_path / "scene.npy", scene)
+    expected = score_scene(OnnxScorer(path), ArrayScene(scene), 8, batch_size=64)
+    scorer = bench_mlcore.TorchStripScorer(model, CLASSES, "cpu")
+    # Small strips and batches: windows cross strip and batch boundaries; edges are clamped.
+    got = scorer.score_scene(NpyScene(tmp_path / "scene.npy"), 8, batch_size=50, rows_per_strip=3)
+    np.testing.assert_array_equal(got.ys, expected.ys)
+    np.testing.assert_array_equal(got.xs, expected.xs)
+    np.testing.assert_allclose(got.probs, expected.probs, atol=1e-4)
+
+
+def test_gpu_training_bench_runs_on_cpu():
+    variants = [("bf16 + channels_last", {"bf16": True, "channels_last": True, "compile": False})]
+    rows = bench_mlcore.gpu_training(
+        "cpu", quick=True, steps=4, batch_size=32, n_windows=20_000, variants=variants
+    )
+    assert len(rows) == 1 and not rows[0].get("error"), rows
+    r = rows[0]
+    assert r["value"] > 0 and r["unit"] == "windows/s"
+    assert r["met"] is None  # no GPU target is claimed for a CPU run
+    assert "MFLOP/window" in r["note"]
+
+
+def test_gpu_scoring_bench_runs_on_cpu(tmp_path):
+    rows = bench_mlcore.gpu_scoring("cpu", True, size=200, step=16, batch_size=128, work=tmp_path)
+    assert [r["name"].split(", ", 1)[1] for r in rows] == [
+        "PyTorch (bf16, channels_last, on-device gather)",
+        "ONNX Runtime CPUExecutionProvider",
+    ]
+    assert all(r["value"] > 0 and r["met"] is None for r in rows)
+
+
+def test_flops_and_peaks():
+    flops = bench_mlcore.training_flops_per_window()
+    assert 150e6 < flops < 400e6  # ResNet-20 at 32x32: ~41M multiply-adds forward, x2 x3
+    assert bench_mlcore.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench_mlcore.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench_mlcore.bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert bench_mlcore.bf16_peak_tflops("Some Other GPU") is None
+
+
+def test_run_all_reports_missing_and_failing_modules(tmp_path, capsys):
+    rows, note = run_all.run_module("bench_does_not_exist", quick=True, optional=True)
+    assert rows == [] and "not present" in note
+    broken = REPO / "bench" / "bench_zz_broken_for_test.py"
+    broken.write_text("def run(quick):\n    raise RuntimeError('boom')\n")
+    try:
+        rows, _ = run_all.run_module("bench_zz_broken_for_test", quick=True, optional=True)
+    finally:
+        broken.unlink()
+    assert rows[0]["error"] == "RuntimeError: boom"
+    assert "boom" in capsys.readouterr().err  # printed, not hidden
+    table = run_all.console_table(rows)
+    assert "ERROR" in table
+    md = run_all.markdown_table(rows, {"date": "d", "nproc": 2, "cpu": "c"}, [], "t")
+    assert "| bench_zz_broken_for_test |" in md
+    json.dumps(rows)  # the rows go to latest.json
