@@ -35,7 +35,7 @@ def setup_django():
     django.setup()
 
 
-def clone_project(src, name: str):
+def clone_project(src, name: str, correction_weight: float | None = None):
     """A fresh copy of ``src`` for one strategy: its original canvases, its current model (files
     shared, read-only), its scene with ground truth and that model's scoring of it."""
     from labeling.models import ModelVersion, Project, Scene, ScoringRun
@@ -57,6 +57,9 @@ def clone_project(src, name: str):
         description=f"bench_loop copy of {src.name!r}",
         **{f: getattr(src, f) for f in fields},
     )
+    if correction_weight is not None:
+        dst.correction_weight = correction_weight
+        dst.save(update_fields=["correction_weight"])
     dst.members.set(src.members.all())
     cset = CanvasDir(src).load()
     cset.canvases = [c for c in cset.canvases if c.kind == "original"]
@@ -124,12 +127,15 @@ def draw_chart(results: dict, path: Path) -> None:
         ax.set_title(f"{level}-level F1 (cars + boats, micro)")
         ax.set_xlabel("labels used (oracle answers)")
         ax.set_ylabel("F1")
+        top = max(c[level]["f1"] for run in results["runs"] for c in run["cycles"])
+        ax.set_ylim(0, max(0.1, top * 1.3))  # from 0: small changes look small
         ax.grid(alpha=0.3)
         ax.legend()
     cfg = results["config"]
     fig.suptitle(
         f"Active-learning loop on the Mona Lisa collage: {cfg['cycles']} cycles x "
-        f"{cfg['per_cycle']} labels, profile {cfg['profile']}, {results['machine']['cpus']} CPUs",
+        f"{cfg['per_cycle']} labels, profile {cfg['profile']}, correction weight "
+        f"{cfg.get('correction_weight')}, {results['machine']['cpus']} CPUs",
         fontsize=10,
     )
     fig.tight_layout()
@@ -161,8 +167,12 @@ def main(argv=None) -> int:
     parser.add_argument("--per-cycle", type=int, default=200)
     parser.add_argument("--profile", default=None, help="default: the source model's profile")
     parser.add_argument("--user", default="demo")
+    parser.add_argument("--correction-weight", type=float, default=None,
+                        help="sampling weight of correction canvases in the copies "
+                        "(default: the source project's)")  # fmt: skip
     parser.add_argument("--out", default=str(REPO / "docs" / "loop_results.json"))
     parser.add_argument("--chart", default=str(REPO / "docs" / "loop_f1.png"))
+    parser.add_argument("--tag", default="", help="suffix of the copies' project names")
     parser.add_argument("--chart-only", action="store_true", help="redraw from --out")
     args = parser.parse_args(argv)
     out, chart = Path(args.out), Path(args.chart)
@@ -190,6 +200,7 @@ def main(argv=None) -> int:
     results = {
         "config": {"source_project": src.name, "cycles": args.cycles,
                    "per_cycle": args.per_cycle, "profile": profile,
+                   "correction_weight": args.correction_weight or src.correction_weight,
                    "strategies": args.strategies, "spark_master": str(settings.SPARK_MASTER),
                    "command": "bench/bench_loop.py " + " ".join(argv or sys.argv[1:])},
         "machine": machine(),
@@ -202,7 +213,8 @@ def main(argv=None) -> int:
             print(line)
         for strategy in args.strategies:
             started = time.perf_counter()
-            project = clone_project(src, f"{src.name} [bench {strategy}]")
+            project = clone_project(src, f"{src.name} [bench {strategy}{args.tag}]",
+                                    args.correction_weight)  # fmt: skip
             scene = get_scene(project, None)
             print(f"== {strategy}: project {project.name!r} #{project.pk}, scene {scene.name!r}")
             run = simulate(project, scene, user, cycles=args.cycles, per_cycle=args.per_cycle,
