@@ -49,10 +49,21 @@ def chromium_page(base_url: str, timeout_ms: int = 60_000, viewport=(1400, 900))
         context.set_default_timeout(timeout_ms)
         page = context.new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        def on_error(exc):
+            errors.append(str(exc))
+            print(f"page error: {exc}")
+
+        page.on("pageerror", on_error)
         page.js_errors = errors  # type: ignore[attr-defined]
+        page.on("console", lambda msg: print(f"console {msg.type}: {msg.text}"))
+        page.on("requestfailed", lambda req: print(f"request failed: {req.url} {req.failure}"))
         try:
             yield page
+        except BaseException:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "failure.png"))
+            raise
         finally:
             context.close()
             browser.close()

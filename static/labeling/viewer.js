@@ -43,7 +43,7 @@
       n: n, kind: data.kind, run: data.run, classes: data.classes,
       id: data.id, x: Float32Array.from(data.x), y: Float32Array.from(data.y),
       w: Float32Array.from(data.w), h: Float32Array.from(data.h),
-      label: Uint8Array.from(data.label), score: Float32Array.from(data.score),
+      label: Uint8Array.from(data.label), score: Float64Array.from(data.score),  // float32 would turn 0.9 into 0.8999
       probs: null, stamp: new Uint32Array(n), tick: 0,
     };
     if (data.probs) {
