@@ -5,12 +5,15 @@ end), Spark local and PostgreSQL; the second run reuses every step and creates n
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from django.core.management import call_command
 
 from labeling.management.commands.demo import DEMO_PROJECT, live_workers
-from labeling.models import Dataset, JobRecord, ModelVersion, Project, Scene, ScoringRun
+from labeling.management.commands.simulate_review import Oracle
+from labeling.models import Annotation, Dataset, JobRecord, ModelVersion, Project, Scene, ScoringRun
+from labeling.storage import get_storage
 
 ARGS = ["--profile", "tiny", "--no-serve", "--collage-cols", "12", "--canvases-per-class", "1",
         "--canvas-size", "256", "--step-timeout", "240"]  # fmt: skip
@@ -68,3 +71,28 @@ def test_demo_builds_everything_then_reuses_it(redis_conn, demo_env, client):
     # The printed login works.
     assert client.login(username="demo", password="demo-pass-123")
     assert client.get(f"/api/projects/{project.pk}/jobs").status_code == 200
+
+    # The simulated reviewer on the demo: oracle answers through labeling.review, one real
+    # retrain cycle through the queues (workers started for it), metrics per cycle.
+    out_json = demo_env.VAR_DIR / "sim.json"
+    out = io.StringIO()
+    call_command("simulate_review", DEMO_PROJECT, "--cycles", "1", "--per-cycle", "30",
+                 "--strategy", "uncertainty", "--start-workers", "--step-timeout", "240",
+                 "--json", str(out_json), stdout=out, stderr=io.StringIO())  # fmt: skip
+    result = json.loads(out_json.read_text())
+    assert [c["labels_used"] for c in result["cycles"]] == [0, 30]
+    assert "[uncertainty] cycle 1 v2: labels   30" in out.getvalue()
+    for row in result["cycles"]:
+        assert 0.0 <= row["window"]["f1"] <= 1.0 and 0.0 <= row["object"]["f1"] <= 1.0
+    v2 = project.current_model()
+    assert v2.number == 2 and v2.parent.number == 1
+    answers = list(Annotation.objects.filter(project=project))
+    assert len(answers) == 30
+    assert {(a.kind, a.source, a.consumed_by_id) for a in answers} == {
+        ("review", "simulated", v2.pk)
+    }
+    # Every answer is the ground truth of its window (the metrics' centre rule).
+    truth = json.loads(get_storage().read(scene.ground_truth_key))
+    oracle = Oracle(truth, project.negative_class)
+    assert all(a.label == oracle.label(a.x, a.y, a.w, a.h) for a in answers)
+    assert len({(a.x, a.y) for a in answers}) == 30  # the queue never repeats a window
