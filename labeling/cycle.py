@@ -12,9 +12,6 @@ every annotation pending (and a retry learns from them again)."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -115,54 +112,10 @@ def training_label(annotation, project) -> str:
 # -- cycle state --------------------------------------------------------------------------------
 
 
-def _worker_is_dead(rq_job) -> str | None:
-    """Why the worker running ``rq_job`` is gone, or None when it is (or may be) alive.
-
-    RQ notices a SIGKILLed worker only when its heartbeat expires (a minute or more); a worker
-    on this host can be checked at once by its pid."""
-    from rq.worker import Worker
-
-    name = getattr(rq_job, "worker_name", None)
-    if not name:
-        return None
-    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, rq_job.connection)
-    if worker is None:
-        return f"its worker {name} is gone (killed or lost)"
-    if worker.hostname == socket.gethostname() and worker.pid:
-        try:
-            os.kill(worker.pid, 0)
-        except ProcessLookupError:
-            return f"its worker {name} (pid {worker.pid}) was killed"
-        except PermissionError:
-            return None
-    return None
-
-
 def reconcile_job(record: JobRecord) -> JobRecord:
-    """labeling.jobs.reconcile, plus: a job RQ still calls 'started' whose worker process is dead
-    (SIGKILL, out of memory) is failed now instead of after RQ's heartbeat timeout."""
-    reconcile(record)
-    if record.status not in ACTIVE or not record.rq_job_id:
-        return record
-    import django_rq
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
-
-    try:
-        job = Job.fetch(record.rq_job_id, connection=django_rq.get_connection(record.queue))
-        if job.get_status() != "started":
-            return record
-        reason = _worker_is_dead(job)
-    except NoSuchJobError:
-        reason = "its RQ job is gone"
-    except Exception:  # Redis unreachable: nothing to conclude
-        return record
-    if reason:
-        record.status = "failed"
-        record.error = f"The worker stopped before the job finished: {reason}."
-        record.finished_at = timezone.now()
-        record.save(update_fields=["status", "error", "finished_at"])
-    return record
+    """labeling.jobs.reconcile: a job whose worker process is dead (SIGKILL, out of memory) is
+    failed at once instead of after RQ's heartbeat timeout."""
+    return reconcile(record)
 
 
 def jobs_of_version(version) -> list[JobRecord]:

@@ -37,6 +37,29 @@ def enqueue(kind: str, func_path: str, project=None, queue: str | None = None, *
     return record
 
 
+def dead_worker_reason(rq_job) -> str | None:
+    """Why the worker running ``rq_job`` is gone, or None when it is (or may be) alive."""
+    import os
+    import socket
+
+    from rq.worker import Worker
+
+    name = getattr(rq_job, "worker_name", None)
+    if not name:
+        return None
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, rq_job.connection)
+    if worker is None:
+        return f"its worker {name} is gone (killed or lost)"
+    if worker.hostname == socket.gethostname() and worker.pid:
+        try:
+            os.kill(worker.pid, 0)
+        except ProcessLookupError:
+            return f"its worker {name} (pid {worker.pid}) was killed"
+        except PermissionError:
+            return None
+    return None
+
+
 def reconcile(record: JobRecord) -> JobRecord:
     """A worker killed mid-job (SIGKILL, OOM) never writes its own failure: ask RQ and mark the
     record failed with the reason RQ recorded, so the page never shows a ghost 'running' job."""
@@ -48,11 +71,19 @@ def reconcile(record: JobRecord) -> JobRecord:
     try:
         job = Job.fetch(record.rq_job_id, connection=django_rq.get_connection(record.queue))
         status = job.get_status()
+        # RQ calls a job whose worker was SIGKILLed "started" until its registry cleanup runs
+        # (minutes later); a dead worker on this host is seen at once by its pid.
+        dead = dead_worker_reason(job) if status == "started" else None
     except NoSuchJobError:
-        status, job = "missing", None
+        status, job, dead = "missing", None, None
     except Exception:  # Redis down: nothing to conclude yet
         return record
-    if status in ("failed", "stopped", "canceled", "missing"):
+    if dead:
+        record.status = "failed"
+        record.error = f"The worker stopped before the job finished: {dead}."
+        record.finished_at = timezone.now()
+        record.save(update_fields=["status", "error", "finished_at"])
+    elif status in ("failed", "stopped", "canceled", "missing"):
         reason = ""
         if job is not None:
             latest = job.latest_result()

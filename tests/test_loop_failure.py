@@ -16,6 +16,7 @@ import pytest
 from test_loop import SPARK_MASTER, annotate, build_small_project, run_workers
 
 from labeling.cycle import pending_annotations, reconcile_versions, running_cycle, start_cycle
+from labeling.jobs import job_state
 from labeling.management.commands.demo import REPO, worker_env
 from labeling.models import Annotation, JobRecord, ModelVersion, TrainingCanvas
 
@@ -77,7 +78,10 @@ def test_worker_killed_mid_training_fails_the_cycle_and_a_retry_works(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    # The page (running_cycle, as the retrain endpoint asks) finds the cycle dead at once.
+    # Any page showing the job (labeling.jobs.job_state) sees at once that its worker is dead,
+    # without waiting for RQ's own cleanup of abandoned jobs.
+    assert job_state(JobRecord.objects.get(pk=doomed.pk))["status"] == "failed"
+    # The retrain endpoint (running_cycle) finds no cycle in flight and fails the version.
     assert running_cycle(project) is None
     doomed.refresh_from_db()
     assert doomed.status == "failed"
