@@ -135,6 +135,8 @@ def run_json(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
 def fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int) or (isinstance(value, float) and abs(value) >= 1000):

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, ROW_KEYS, error_row, fmt, machine  # noqa: E402
 
+REQUIRED = ROW_KEYS[:3]  # name, value, unit; the other keys default (see complete)
+
 CPU_MODULES = ("bench_mlcore", "bench_engines", "bench_spark")
 OPTIONAL_MODULES = ("bench_review", "bench_loop")  # other engineers' benchmarks, when present
 BENCH_DIR = Path(__file__).resolve().parent
@@ -58,11 +60,12 @@ def run_module(name: str, quick: bool, optional: bool, entry: str = "run") -> tu
     except Exception as exc:  # noqa: BLE001 - shown in the table and on stderr
         log(f"{name}.{entry} failed:\n{traceback.format_exc()}")
         return [error_row(name, f"{type(exc).__name__}: {exc}")], ""
-    bad = [r for r in rows if not isinstance(r, dict) or any(k not in r for k in ROW_KEYS)]
+    bad = [r for r in rows if not isinstance(r, dict) or any(k not in r for k in REQUIRED)]
     if bad:
-        msg = f"{len(bad)} row(s) without the keys {ROW_KEYS}"
+        msg = f"{len(bad)} row(s) without the keys {REQUIRED}"
         log(f"{name}: {msg}")
         rows = [r for r in rows if r not in bad] + [error_row(name, msg)]
+    rows = [complete(r) for r in rows]
     seconds = time.perf_counter() - started
     for r in rows:
         r.setdefault("module", name)
@@ -70,6 +73,18 @@ def run_module(name: str, quick: bool, optional: bool, entry: str = "run") -> tu
         r.setdefault("met", None)
     log(f"{name}: {len(rows)} figure(s) in {seconds:.0f} s")
     return rows, f"{name}: {seconds:.0f} s"
+
+
+def complete(r: dict) -> dict:
+    """Fill the optional keys of a row (modules by others may leave out target or baseline)."""
+    r = dict(r)
+    r.setdefault("baseline", "")
+    r.setdefault("baseline_value", None)
+    r.setdefault("target", "")
+    if "ratio" not in r:
+        ok = isinstance(r["value"], (int, float)) and r["baseline_value"]
+        r["ratio"] = r["value"] / r["baseline_value"] if ok else None
+    return r
 
 
 def _met(r: dict) -> str:
