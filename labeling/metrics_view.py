@@ -194,6 +194,7 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                 "labels_cumulative": cumulative,
                 "val_accuracy": (version.metrics or {}).get("val_accuracy"),
                 "created_at": version.created_at.isoformat(),
+                "scored_scenes": len(runs_of.get(version.pk, [])),
                 "scenes_ground_truth": scenes_gt,
                 "scenes_annotations": scenes_ann,
                 "window": _prf(*window_gt) if scenes_gt else None,

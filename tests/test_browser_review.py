@@ -321,3 +321,94 @@ def test_a_failed_save_shows_an_error_and_retry_saves_it(page, alice, project, s
     # Retried with the same client_id: pressing Retry again adds nothing.
     assert page.evaluate("() => sceneViewer.effective()")[0]["id"] == row.pk
     assert not page.js_errors, page.js_errors
+
+
+def test_dashboard_follows_jobs_live_and_starts_a_retrain(page, alice, project, storage_dir,
+                                                          redis_conn):  # fmt: skip
+    from playwright.sync_api import expect
+
+    from labeling.models import JobRecord, ModelVersion
+    from labeling.review import record_annotation
+
+    scene, run = make_scored_scene(project, 256, 320, seed=7, name="dock")
+    add_dzi(scene)
+    login(page, "alice", "pw-alice")
+    page.goto("/")
+    page.click(f"#project-table a[href='/projects/{project.pk}/']")
+    expect(page.locator("h1")).to_have_text(project.name)
+    expect(page.locator("#scene-list img")).to_have_js_property("complete", True)
+    assert page.evaluate("() => document.querySelector('#scene-list img').naturalWidth") > 0
+    expect(page.locator("#pending-count")).to_have_text("0")
+    expect(page.locator("#retrain-button")).to_be_disabled()
+    expect(page.locator("#version-table tr[data-version='1']")).to_contain_text("current")
+
+    # A job that progresses: its bar follows without a reload (the page polls the jobs API).
+    job = JobRecord.objects.create(
+        project=project, kind="score", status="running", progress_done=1, progress_total=4,
+        message="strip 1/4",
+    )  # fmt: skip
+    row = page.locator(f"#job-table tr[data-job='{job.pk}']")
+    expect(row.locator(".progress")).to_have_attribute("aria-valuenow", "25")
+    JobRecord.objects.filter(pk=job.pk).update(progress_done=3, message="strip 3/4")
+    expect(row.locator(".progress")).to_have_attribute("aria-valuenow", "75")
+    expect(row).to_contain_text("strip 3/4")
+    JobRecord.objects.filter(pk=job.pk).update(progress_done=4, status="done")
+    expect(row.locator(".job-status")).to_have_text("done")
+
+    # Annotations waiting: the count and the button follow once a job finishes (or on reload).
+    record_annotation(project, scene, alice, kind="false_negative", label="car",
+                      x=0, y=0, w=32, h=32, client_id="dash-1")  # fmt: skip
+    page.reload()
+    expect(page.locator("#pending-count")).to_have_text("1")
+    expect(page.locator("#retrain-button")).to_be_enabled()
+
+    # Retrain: 202, the cycle's job and the new version appear; a second request gets the 409
+    # message from the server.
+    page.click("#retrain-button")
+    expect(page.locator("#retrain-message")).to_contain_text("Retrain cycle started: model v2")
+    cycle = JobRecord.objects.get(kind="retrain_cycle")
+    expect(page.locator(f"#job-table tr[data-job='{cycle.pk}']")).to_contain_text("queued")
+    expect(page.locator("#version-table tr[data-version='2']")).to_contain_text("pending")
+    expect(page.locator("#retrain-button")).to_be_disabled()
+    assert ModelVersion.objects.get(project=project, number=2).status == "pending"
+    page.evaluate("() => document.getElementById('retrain-form').requestSubmit()")
+    expect(page.locator("#retrain-message")).to_contain_text("already running")
+    assert ModelVersion.objects.filter(project=project).count() == 2
+    screenshot(page, "dashboard.png")
+
+    # The metrics page: the chart (one point per series and version) and the confusion matrix.
+    page.click("#metrics-link")
+    expect(page.locator("#metrics-chart svg")).to_be_visible()
+    assert page.locator("#metrics-chart circle").count() == 2  # window and object F1 of v1
+    expect(page.locator("#confusion-table")).to_contain_text("truth \\ predicted")
+    expect(page.locator("#metrics-table tr[data-version='1']")).to_contain_text("current")
+    screenshot(page, "metrics.png")
+    assert not page.js_errors, page.js_errors
+
+
+def test_viewer_waits_for_the_tiles_with_a_progress_bar(page, alice, project, storage_dir):
+    from playwright.sync_api import expect
+
+    from labeling.models import JobRecord
+
+    scene, run = make_scored_scene(project, 256, 320, seed=9, name="fresh")
+    job = JobRecord.objects.create(
+        project=project, kind="dzi", status="running", progress_done=2, progress_total=8,
+        message="level 9, tile row 1/2", params={"scene_id": scene.pk},
+    )  # fmt: skip
+    login(page, "alice", "pw-alice")
+    page.goto(f"/scenes/{scene.pk}/")
+    expect(page.locator("#dzi-wait")).to_be_visible()
+    expect(page.locator("#dzi-status")).to_have_text("running")
+    expect(page.locator("#dzi-progress")).to_have_attribute("aria-valuenow", "25")
+    JobRecord.objects.filter(pk=job.pk).update(progress_done=6, message="level 5")
+    expect(page.locator("#dzi-progress")).to_have_attribute("aria-valuenow", "75")
+    expect(page.locator("#dzi-message")).to_have_text("level 5")
+    # The tiles are written: the page opens the viewer by itself, boxes and all.
+    add_dzi(scene)
+    JobRecord.objects.filter(pk=job.pk).update(progress_done=8, status="done")
+    page.wait_for_function("window.sceneViewer && sceneViewer.ready()")
+    expect(page.locator("#dzi-wait")).to_have_count(0)
+    merged = Detection.objects.filter(run=run, kind="merged", score__gte=0.9).count()
+    expect(page.locator("#legend-total")).to_have_text(str(merged))
+    assert not page.js_errors, page.js_errors

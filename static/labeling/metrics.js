@@ -33,7 +33,8 @@
     root.appendChild(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e5e7eb"}));
     root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, v.toFixed(1)));
   }
-  root.appendChild(svg("text", {x: W - R + 6, y: T + 4, "font-size": 11, fill: "#98a2b3"}, maxLabels + " labels"));
+  if (rows.some(function (r) { return r.labels_cumulative; }))
+    root.appendChild(svg("text", {x: W - R + 6, y: T + 4, "font-size": 11, fill: "#98a2b3"}, maxLabels + " labels"));
   const barW = Math.max(6, Math.min(28, (W - L - R) / Math.max(1, n) / 3));
   rows.forEach(function (r, i) {  // labels learnt so far, as bars behind the lines
     if (r.labels_cumulative) {

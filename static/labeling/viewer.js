@@ -276,6 +276,7 @@
   function draw() {
     frame = 0;
     if (!tiled) return;
+    const started = performance.now();
     const dpr = window.devicePixelRatio || 1;
     const cw = overlay.clientWidth, ch = overlay.clientHeight;
     if (overlay.width !== Math.round(cw * dpr) || overlay.height !== Math.round(ch * dpr)) {
@@ -338,6 +339,7 @@
     if (state.selected) outline(state.selected, "#ffd600", [], 2.5);
     if (state.draft) outline(state.draft, "#ffffff", [5, 4], 2);
     if (state.popupAt) positionPopup();
+    state.lastDraw = {ms: performance.now() - started, boxes: inView};
   }
 
   // ---------------------------------------------------------------- legend and filters
@@ -693,6 +695,9 @@
     },
     effective: function () { return state.effective.map(function (a) { return {id: a.id, kind: a.kind, label: a.label, x: a.x, y: a.y, w: a.w, h: a.h, state: a.state}; }); },
     pending: function () { return state.annotations.filter(function (a) { return a.state === "saving"; }).length; },
+    lastDraw: function () { return state.lastDraw; },
+    loaded: function (kind) { return state.feeds[kind] ? state.feeds[kind].n : null; },
+    setKind: setKind,
     zoomTo: function (x, y, w, h) {
       viewer.viewport.fitBounds(tiled.imageToViewportRectangle(x, y, w, h), true);
     },
