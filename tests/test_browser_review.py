@@ -412,3 +412,42 @@ def test_viewer_waits_for_the_tiles_with_a_progress_bar(page, alice, project, st
     merged = Detection.objects.filter(run=run, kind="merged", score__gte=0.9).count()
     expect(page.locator("#legend-total")).to_have_text(str(merged))
     assert not page.js_errors, page.js_errors
+
+
+def test_queue_runs_dry_and_changes_strategy(page, alice, project, storage_dir, redis_conn):
+    from playwright.sync_api import expect
+
+    scene, run = make_scored_scene(project, 64, 64, seed=2, name="tiny")  # 3 x 3 windows
+    login(page, "alice", "pw-alice")
+    page.goto(f"/projects/{project.pk}/review/?scene={scene.pk}")
+    page.wait_for_function("window.reviewQueue && reviewQueue.current()")
+    expect(page.locator("#queue-remaining")).to_have_text("9")
+    # Highest score first: the window shown is the grid's most confident positive.
+    page.select_option("#strategy", "top-score")
+    assert "strategy=top-score" in page.url
+    grid = load_grid(run)
+    positive = grid.probs[..., :-1].max(-1)
+    r, c = np.unravel_index(positive.argmax(), positive.shape)
+    page.wait_for_function(
+        "([x, y]) => { const c = reviewQueue.current(); return c && c.x === x && c.y === y; }",
+        arg=[int(grid.xs[c]), int(grid.ys[r])],
+    )
+    # The two windows fetched under the uncertainty order (the one shown and the one fetched
+    # ahead) stay leased until their lease expires, so 7 of the 9 are shown now; answer them all
+    # with the keyboard.
+    answered = 0
+    for _ in range(20):
+        page.wait_for_function(
+            "() => reviewQueue.current() || !document.getElementById('queue-empty').hidden"
+        )
+        if page.locator("#queue-empty").is_visible():
+            break
+        page.keyboard.press("Enter")
+        answered += 1
+        page.wait_for_function("n => reviewQueue.count() === n", arg=answered)
+    expect(page.locator("#queue-empty")).to_be_visible()
+    expect(page.locator("#queue-remaining")).to_have_text("0")
+    page.wait_for_function("reviewQueue.pending() === 0")
+    assert answered == 7
+    assert Annotation.objects.filter(kind="review", scene=scene).count() == 7
+    assert not page.js_errors, page.js_errors
