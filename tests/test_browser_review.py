@@ -134,6 +134,7 @@ def test_review_session_in_the_browser(page, alice, project, storage_dir, redis_
     expect(page.locator("#box-popup")).to_contain_text(fp_box.label)
     page.keyboard.press("x")
     expect(page.locator("#box-popup")).to_be_hidden()
+    expect(page.locator("#toast")).to_contain_text("Marked: not an object at")
     page.wait_for_function("sceneViewer.pending() === 0")
     expect(page.locator("#save-status")).to_have_text("All changes saved")
     fp = Annotation.objects.get(kind="false_positive")

@@ -485,18 +485,21 @@
           ? annotate("false_negative", name, box, det)
           : annotate(name === sel.label ? "confirm" : "wrong_class", name, box, det);
       }
-      if (a) { closePopup(); flash("Saved: " + describe(a)); return true; }
+      if (a) { closePopup(); flash("Marked: " + describe(a)); return true; }
     } else if (draft && k >= 1 && k <= classNames.length) {
       const a = annotate("false_negative", classNames[k - 1], draft, null);
-      closePopup(); flash("Saved: " + describe(a));
+      closePopup(); flash("Marked: " + describe(a));
       return true;
     }
     return false;
   }
 
+  let toastTimer = 0;
   function flash(text) {
-    const tip = $("save-status");
-    tip.dataset.last = text;
+    const toast = $("toast");
+    toast.textContent = text; toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { toast.hidden = true; }, 1800);
   }
 
   function windowBoxAt(p) {
