@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict, defaultdict
 
 import numpy as np
+from django.db.models import Count
 
 from labeling.cycle import effective_annotations, training_label
 from labeling.models import Annotation, ScoringRun
@@ -151,10 +152,13 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
     negative = project.negative_class
     runs_of = latest_runs_by_version(project)
     consumed = defaultdict(int)
-    for vid in Annotation.objects.filter(project=project, consumed_by__isnull=False).values_list(
-        "consumed_by_id", flat=True
-    ):
-        consumed[vid] += 1
+    counted = (
+        Annotation.objects.filter(project=project, consumed_by__isnull=False)
+        .values("consumed_by_id")
+        .annotate(n=Count("id"))
+    )
+    for row in counted:
+        consumed[row["consumed_by_id"]] = row["n"]
     rows, cumulative = [], 0
     for version in project.model_versions.order_by("number"):
         cumulative += consumed[version.pk]
