@@ -36,8 +36,12 @@ def add_dzi(scene, tile_size: int = 254) -> str:
 def chromium_page(base_url: str, timeout_ms: int = 60_000, viewport=(1400, 900)):
     """A headless Chromium page on the live server. Playwright's sync API runs an event loop in
     this thread, so the ORM beside it needs DJANGO_ALLOW_ASYNC_UNSAFE."""
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
+
+    # Only for the browser's lifetime: left set, it would leak into other tests' subprocesses
+    # (`manage.py check --deploy` refuses it).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is missing: run `scripts/check_system.sh --browser`.")
@@ -67,6 +71,10 @@ def chromium_page(base_url: str, timeout_ms: int = 60_000, viewport=(1400, 900))
         finally:
             context.close()
             browser.close()
+            if previous is None:
+                os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+            else:
+                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def login(page, username: str, password: str) -> None:

@@ -18,8 +18,6 @@ from labeling.cycle import effective_annotations
 from labeling.models import Annotation, Detection
 from labeling.results import load_grid
 
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the ORM beside Playwright's event loop
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
