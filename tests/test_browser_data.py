@@ -74,8 +74,10 @@ def rq_worker(storage_dir, redis_conn, settings):
 
 
 @pytest.fixture
-def page(live_server):
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the ORM beside Playwright's event loop
+def page(live_server, monkeypatch):
+    # The ORM beside Playwright's event loop; monkeypatch unsets it afterwards (left set, it
+    # leaks into test_foundation's `manage.py check --deploy`, which refuses it).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
