@@ -56,13 +56,20 @@ def synthetic_canvases(size: int = 512, per_class: int = 2, seed: int = 0):
 
 
 def run_one(
-    engine_name: str, steps: int, batch_size: int, depth: int, width: int, compile_: bool = False
+    engine_name: str,
+    steps: int,
+    batch_size: int,
+    depth: int,
+    width: int,
+    compile_: bool = False,
+    threads: int | None = None,
 ) -> dict:
-    """Train ``steps`` steps with one engine in this process; returns the measurement."""
+    """Train ``steps`` steps with one engine in this process; returns the measurement.
+    (MXNet's thread count comes from OMP_NUM_THREADS, which the parent sets for the child.)"""
     from mlcore.engines import get_engine
 
     engine = get_engine(engine_name)
-    extra = {"compile": bool(compile_)} if engine_name == "torch" else {}
+    extra = {"compile": bool(compile_), "threads": threads} if engine_name == "torch" else {}
     config = {
         **extra,
         "depth": depth,
@@ -81,6 +88,7 @@ def run_one(
     steady = (steps - warm) * batch_size / result.windows_per_s if result.windows_per_s else 0.0
     return {
         "engine": engine_name,
+        "threads": threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count(),
         "compiled": bool(extra.get("compile")),
         "warmup_s": round(wall - steady, 1),
         "framework_version": _framework_version(engine_name),
@@ -105,8 +113,9 @@ def _framework_version(engine_name: str) -> str:
     return f"{torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def run_child(name: str, args, compile_: bool = False) -> dict:
-    """One engine in its own virtualenv; the measurement, or {"error": ...}."""
+def run_child(name: str, args, compile_: bool = False, threads: int | None = None) -> dict:
+    """One engine in its own virtualenv; the measurement, or {"error": ...}. ``threads`` sets
+    OMP_NUM_THREADS (and torch's intra-op threads) of the child."""
     python = PYTHONS[name]
     if not python.exists():
         hint = " (make setup-mxnet)" if name == "mxnet" else ""
@@ -114,7 +123,13 @@ def run_child(name: str, args, compile_: bool = False) -> dict:
     cmd = [str(python), __file__, "--engine", name, "--steps", str(args.steps)]
     cmd += ["--batch-size", str(args.batch_size), "--depth", str(args.depth)]
     cmd += ["--width", str(args.width)] + (["--compile"] if compile_ else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=args.timeout)
+    env = dict(os.environ)
+    if threads:
+        cmd += ["--threads", str(threads)]
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=args.timeout, env=env
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -128,19 +143,23 @@ def best(runs: list[dict]) -> dict:
     if not ok:
         return runs[-1]
     top = dict(max(ok, key=lambda r: r["images_per_s"]))
-    top["all_images_per_s"] = [r["images_per_s"] for r in ok]
+    top["all_images_per_s"] = [f"{r['images_per_s']} ({r.get('threads')}t)" for r in ok]
     return top
 
 
 def run_both(args) -> dict:
+    """Interleaved rounds; in each, every engine at every thread count of ``args.threads``
+    (None: the framework's default). The best run of each engine is its figure: each engine
+    gets its best thread setting on this machine."""
     runs: dict[str, list[dict]] = {"torch": [], "mxnet": []}
     if args.eager:
         runs["torch eager"] = []
     for round_ in range(args.rounds):
-        runs["torch"].append(run_child("torch", args, compile_=not args.no_compile))
-        runs["mxnet"].append(run_child("mxnet", args))
-        if args.eager and round_ == 0:
-            runs["torch eager"].append(run_child("torch", args))
+        for threads in args.threads or [None]:
+            runs["torch"].append(run_child("torch", args, not args.no_compile, threads))
+            runs["mxnet"].append(run_child("mxnet", args, threads=threads))
+            if args.eager and round_ == 0:
+                runs["torch eager"].append(run_child("torch", args, threads=threads))
     rows = {name: best(r) for name, r in runs.items()}
     torch_rate = rows["torch"].get("images_per_s")
     mxnet_rate = rows["mxnet"].get("images_per_s")
@@ -184,10 +203,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="PyTorch eager only")
     parser.add_argument("--eager", action="store_true", help="also PyTorch eager, for reference")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds, best of each")
+    parser.add_argument(
+        "--threads", type=int, nargs="*", help="thread counts to try (child: the one to use)"
+    )
     args = parser.parse_args(argv)
     if args.engine:
+        threads = args.threads[0] if args.threads else None
         one = run_one(
-            args.engine, args.steps, args.batch_size, args.depth, args.width, args.compile
+            args.engine, args.steps, args.batch_size, args.depth, args.width, args.compile, threads
         )
         print(json.dumps(one))
         return 0
@@ -209,12 +232,16 @@ def run(quick: bool = False) -> list[dict]:
     from bench.common import error_row, row
 
     args = argparse.Namespace(
-        steps=12 if quick else 30, batch_size=128, depth=20, width=16, timeout=900,
+        steps=12 if quick else 24, batch_size=128, depth=20, width=16, timeout=900,
         rounds=1 if quick else 2, eager=True, no_compile=False,
+        threads=[1] if quick else [1, os.cpu_count() or 1],
     )  # fmt: skip
     report = run_both(args)
     engines = report["engines"]
-    what = f"ResNet-20 width 16, batch 128, {args.steps} steps, best of {args.rounds} round(s)"
+    what = (
+        f"ResNet-20 width 16, batch 128, {args.steps} steps, best of {args.rounds} round(s) x "
+        f"threads {args.threads}"
+    )
     out = []
     torch_row, mx_row = engines["torch"], engines["mxnet"]
     if "error" in torch_row or "error" in mx_row:

@@ -18,19 +18,27 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from mlcore.model import WindowResNet, build_model
-from mlcore.progress import Progress, report
-from mlcore.windows import SPLITS, WindowSampler
+# OpenMP threads that spin while waiting steal the cores of a shared (or small, virtual) machine
+# from the threads doing the work: on the 2-core development VM, 2 spinning threads trained 8x
+# slower than 1 thread, with PASSIVE 2 threads were back to 1 thread's speed (docs/profiling.md).
+# Must be set before the OpenMP runtime starts (the first torch import); an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from mlcore.model import WindowResNet, build_model  # noqa: E402
+from mlcore.progress import Progress, report  # noqa: E402
+from mlcore.windows import SPLITS, WindowSampler  # noqa: E402
 
 CHECKPOINT_FORMAT = "mlcore-window-resnet-v1"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# On the CPU torch.compile takes about a minute for ResNet-20 and then trains 2-4x faster than
-# eager (fused batch norm / ReLU / residual adds; see docs/profiling.md): it pays from about this
-# many training windows on.
-COMPILE_MIN_WINDOWS = 150_000
+# On the CPU torch.compile takes about a minute for ResNet-20 (cold cache) and then trains
+# faster than eager (fused batch norm / ReLU / residual adds; see docs/profiling.md). "auto" uses
+# it for runs of at least this many windows (hours of CPU time, e.g. the "full" profile), where
+# the minute is surely repaid; shorter runs (the "quick" profile, fine-tunes) stay eager.
+COMPILE_MIN_WINDOWS = 1_000_000
 logger = logging.getLogger(__name__)
 
 
@@ -217,6 +225,15 @@ def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generato
     return x
 
 
+def _forward_backward(net, x, labels, loss_fn, optimizer, device, autocast: bool):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = net(x)
+    loss = loss_fn(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
 def _lr_lambda(config: TrainConfig, total: int) -> Callable[[int], float]:
     warm = max(1, int(config.warmup_fraction * total)) if config.schedule == "onecycle" else 0
 
@@ -372,18 +389,14 @@ def run_training(
     for step in range(1, total + 1):
         images, labels = gather.sample(local_batch, generator, "train", config.jitter)
         x = augment(images, config, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            try:
-                logits = net(x)
-            except Exception as exc:  # noqa: BLE001 - compiler missing/broken: train eagerly
-                if net is eager or step > 1:
-                    raise
-                log(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
-                net, mode, warmup = eager, None, min(total - 1, 1)
-                logits = net(x)
-        loss = loss_fn(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss = _forward_backward(net, x, labels, loss_fn, optimizer, device, autocast)
+        except Exception as exc:  # noqa: BLE001 - compiler missing/broken: train eagerly
+            if net is eager or step > 1:
+                raise
+            log(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
+            net, mode, warmup = eager, None, min(total - 1, 1)
+            loss = _forward_backward(net, x, labels, loss_fn, optimizer, device, autocast)
         optimizer.step()
         scheduler.step()
         running += loss.detach()

@@ -3,6 +3,7 @@
 Timings are never asserted: these check that the code paths run and compute the right thing."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,42 @@ def test_run_all_reports_missing_and_failing_modules(tmp_path, capsys):
     md = run_all.markdown_table(rows, {"date": "d", "nproc": 2, "cpu": "c"}, [], "t")
     assert "| bench_zz_broken_for_test |" in md
     json.dumps(rows)  # the rows go to latest.json
+
+
+def test_compile_mode_rules():
+    from mlcore.training import COMPILE_MIN_WINDOWS, TrainConfig, compile_mode
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    short = COMPILE_MIN_WINDOWS // 128 - 1
+    assert compile_mode(TrainConfig(), cpu, short) is None  # short CPU runs stay eager
+    assert compile_mode(TrainConfig(), cpu, short + 2) == "default"
+    assert compile_mode(TrainConfig(), cuda, 1) == "default"
+    assert compile_mode(TrainConfig(compile=False), cuda, 10**9) is None
+    assert compile_mode(TrainConfig(compile=True), cpu, 1) == "default"
+    assert compile_mode(TrainConfig(compile="reduce-overhead"), cuda, 1) == "reduce-overhead"
+    with pytest.raises(ValueError, match="compile must be"):
+        compile_mode(TrainConfig(compile="fastest"), cpu, 1)
+
+
+def test_a_broken_compiler_falls_back_to_eager_training(tmp_path):
+    """A real compiler failure (no C++ compiler for Inductor), not a mock: training goes on."""
+    script = (
+        "import json, numpy as np\n"
+        "from mlcore.canvases import Canvas, CanvasSet\n"
+        "from mlcore.training import TrainConfig, train\n"
+        "rng = np.random.default_rng(0)\n"
+        "cs = CanvasSet(['a', 'b'], [Canvas(c, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))"
+        " for c in 'ab'])\n"
+        "logs = []\n"
+        "r = train(cs, ['a', 'b'], TrainConfig(depth=8, width=4, batch_size=8, steps=3,"
+        " val_windows=0, compile=True, device='cpu'), log=logs.append)\n"
+        "print(json.dumps({'logs': logs, 'steps': len(r.history)}))\n"
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), CC=str(tmp_path / "no-cc"))
+    env.update(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert any("torch.compile failed" in line for line in out["logs"]), out["logs"]
+    assert out["steps"] == 3
