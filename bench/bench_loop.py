@@ -108,6 +108,17 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "cpu": cpu, "gpu": gpu, "python": platform.python_version()}
 
 
+def all_runs(results: dict) -> list[dict]:
+    """The main runs, then those of merged configurations (each with its correction weight)."""
+    runs = [dict(r, correction_weight=r.get("correction_weight",
+                                            results["config"].get("correction_weight")))
+            for r in results["runs"]]  # fmt: skip
+    for variant in results.get("variants", []):
+        weight = variant["config"].get("correction_weight")
+        runs += [dict(r, correction_weight=weight) for r in variant["runs"]]
+    return runs
+
+
 def draw_chart(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -117,20 +128,24 @@ def draw_chart(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     colours = {"uncertainty": "#d62728", "random": "#7f7f7f", "margin": "#1f77b4",
                "entropy": "#9467bd", "top-score": "#2ca02c"}  # fmt: skip
-    for run in results["runs"]:
+    default_weight = results["config"].get("correction_weight")
+    for run in all_runs(results):
         xs = [c["labels_used"] for c in run["cycles"]]
+        weight = run.get("correction_weight", default_weight)
+        other = weight != default_weight
         for ax, level in zip(axes, ("object", "window"), strict=True):
             ys = [c[level]["f1"] for c in run["cycles"]]
-            ax.plot(xs, ys, marker="o", label=run["strategy"],
+            ax.plot(xs, ys, marker="s" if other else "o", linestyle="--" if other else "-",
+                    label=f"{run['strategy']}, correction weight {weight}",
                     color=colours.get(run["strategy"]))  # fmt: skip
     for ax, level in zip(axes, ("object", "window"), strict=True):
         ax.set_title(f"{level}-level F1 (cars + boats, micro)")
         ax.set_xlabel("labels used (oracle answers)")
         ax.set_ylabel("F1")
-        top = max(c[level]["f1"] for run in results["runs"] for c in run["cycles"])
+        top = max(c[level]["f1"] for run in all_runs(results) for c in run["cycles"])
         ax.set_ylim(0, max(0.1, top * 1.3))  # from 0: small changes look small
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     cfg = results["config"]
     fig.suptitle(
         f"Active-learning loop on the Mona Lisa collage: {cfg['cycles']} cycles x "
@@ -145,15 +160,16 @@ def draw_chart(results: dict, path: Path) -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["| strategy | cycle | labels | window P | window R | window F1 | object P | "
-             "object R | object F1 | cycle s |", "|---" * 10 + "|"]  # fmt: skip
-    for run in results["runs"]:
+    lines = ["| strategy | corr. weight | cycle | labels | window P | window R | window F1 | "
+             "object P | object R | object F1 | cycle s |", "|---" * 11 + "|"]  # fmt: skip
+    for run in all_runs(results):
         for c in run["cycles"]:
             w, o = c["window"], c["object"]
             secs = c["seconds"].get("cycle")
             lines.append(
-                f"| {run['strategy']} | {c['cycle']} | {c['labels_used']} | {w['precision']:.3f} "
-                f"| {w['recall']:.3f} | {w['f1']:.3f} | {o['precision']:.3f} | "
+                f"| {run['strategy']} | {run['correction_weight']} | {c['cycle']} | "
+                f"{c['labels_used']} | {w['precision']:.3f} | {w['recall']:.3f} | "
+                f"{w['f1']:.3f} | {o['precision']:.3f} | "
                 f"{o['recall']:.3f} | {o['f1']:.3f} | {secs if secs is not None else '-'} |"
             )
     return "\n".join(lines)
@@ -174,10 +190,18 @@ def main(argv=None) -> int:
     parser.add_argument("--chart", default=str(REPO / "docs" / "loop_f1.png"))
     parser.add_argument("--tag", default="", help="suffix of the copies' project names")
     parser.add_argument("--chart-only", action="store_true", help="redraw from --out")
+    parser.add_argument("--merge", nargs="+", default=[],
+                        help="with --chart-only: add these results to --out")  # fmt: skip
     args = parser.parse_args(argv)
     out, chart = Path(args.out), Path(args.chart)
     if args.chart_only:
         results = json.loads(out.read_text())
+        for extra in args.merge:
+            variant = json.loads(Path(extra).read_text())
+            results.setdefault("variants", [])
+            results["variants"] = [v for v in results["variants"]
+                                   if v["config"] != variant["config"]] + [variant]  # fmt: skip
+            out.write_text(json.dumps(results, indent=2))
         draw_chart(results, chart)
         print(table(results))
         return 0
@@ -201,6 +225,7 @@ def main(argv=None) -> int:
         "config": {"source_project": src.name, "cycles": args.cycles,
                    "per_cycle": args.per_cycle, "profile": profile,
                    "correction_weight": args.correction_weight or src.correction_weight,
+                   "tag": args.tag,
                    "strategies": args.strategies, "spark_master": str(settings.SPARK_MASTER),
                    "command": "bench/bench_loop.py " + " ".join(argv or sys.argv[1:])},
         "machine": machine(),
