@@ -16,10 +16,12 @@ import json
 import os
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP (see training)
 
-from mlcore.training import TrainConfig, TrainResult, run_training
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from mlcore.training import TrainConfig, TrainResult, run_training  # noqa: E402
 
 
 def _device(config: TrainConfig) -> torch.device:
