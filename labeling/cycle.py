@@ -18,29 +18,12 @@ from django.utils import timezone
 
 from labeling.jobs import ACTIVE, enqueue, reconcile
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, ScoringRun
+from mlcore.profiles import TRAIN_PROFILES
 
 CYCLE_KIND = "retrain_cycle"
 IN_FLIGHT = ("pending", "training", "scoring")
 
-# Training profiles: `quick` finishes in minutes on a 2-core CPU, `full` is meant for a GPU,
-# `tiny` is for tests. `finetune` overrides apply when a cycle starts from the current model.
-TRAIN_PROFILES: dict[str, dict] = {
-    "tiny": {
-        "config": {"depth": 8, "width": 8, "batch_size": 32, "steps": 12, "val_windows": 64,
-                   "log_every": 2, "threads": 1},
-        "finetune": {"steps": 8, "lr": 0.02},
-    },
-    "quick": {
-        "config": {"depth": 8, "width": 16, "batch_size": 128, "steps": 1500, "val_windows": 1024,
-                   "log_every": 20, "threads": 2},
-        "finetune": {"steps": 400, "lr": 0.02, "warmup_fraction": 0.1},
-    },
-    "full": {
-        "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 12000,
-                   "val_windows": 4096, "log_every": 50},
-        "finetune": {"steps": 3000, "lr": 0.02, "warmup_fraction": 0.1},
-    },
-}  # fmt: skip
+# Training profiles (tiny / quick / full) live in mlcore so the CLI and benchmarks share them.
 
 
 class CycleAlreadyRunning(Exception):

@@ -72,8 +72,9 @@ class Project(models.Model):
     class_thresholds = models.JSONField(default=dict, blank=True)
     nms_iou = models.FloatField(default=0.3)
     engine = models.CharField(max_length=10, choices=ENGINES, default="torch")
-    # How much more often a correction canvas is sampled than an original one in training.
-    correction_weight = models.FloatField(default=5.0)
+    # How much more often a correction canvas is sampled than an original one in training. 50, not
+    # 5: at 5 a few hundred corrections were ~3% of the samples and moved F1 by < 0.02 (docs/).
+    correction_weight = models.FloatField(default=50.0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
