@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +202,16 @@ def _executor_scorer(model_name: str, threads: int):
     from pyspark import SparkFiles
 
     path = SparkFiles.get(model_name)
+    if path not in _SCORERS and model_name.endswith(".mxnet.zip"):
+        # One folder per Python worker process: concurrent workers never read a half-written file.
+        folder = Path(f"{path}.{os.getpid()}.d")
+        folder.mkdir(exist_ok=True)
+        with zipfile.ZipFile(path) as bundle:
+            bundle.extractall(folder)
+        symbol = next(folder.glob("*-symbol.json"))
+        from mlcore.scoring import load_scorer
+
+        _SCORERS[path] = load_scorer(symbol)
     if path not in _SCORERS:
         from mlcore.scoring import load_scorer
 
@@ -244,23 +254,48 @@ def _score_partition(task: dict, done_counter):
 # Driver
 
 
+MXNET_SYMBOL_SUFFIX = "-symbol.json"
+
+
 def _resolve_model(model_path_or_key: str, storage) -> Path:
-    """A local model file: the path itself, or a copy of that key in the scene's storage."""
+    """A local model file: the path itself, or a copy of that key in the scene's storage (for an
+    MXNet symbol file, with its params and meta files beside it)."""
     from mlcore.storage import StorageKeyError, download_file
 
     path = Path(model_path_or_key)
     if path.is_file():
         return path.resolve()
+    key = str(model_path_or_key)
     try:
-        in_storage = storage.exists(str(model_path_or_key))
+        in_storage = storage.exists(key)
     except StorageKeyError:
         in_storage = False
     if in_storage:
-        target = Path(tempfile.gettempdir()) / f"collage-model-{uuid.uuid4().hex}{path.suffix}"
-        return download_file(storage, str(model_path_or_key), target)
+        folder = Path(tempfile.mkdtemp(prefix="collage-model-"))
+        keys = [key]
+        if key.endswith(MXNET_SYMBOL_SUFFIX):
+            prefix = key[: -len(MXNET_SYMBOL_SUFFIX)]
+            keys = [k for k in storage.list(prefix) if "/" not in k[len(prefix) :]]
+        for each in keys:
+            download_file(storage, each, folder / Path(each).name)
+        return folder / path.name
     raise SparkScoringError(
         f"model {model_path_or_key!r} is neither a local file nor a key in {storage.root_url}"
     )
+
+
+def _model_payload(model_path: Path) -> tuple[bytes, str]:
+    """What is shipped to the executors, as one file: the ONNX model itself, or an MXNet model's
+    symbol, params and meta files zipped together (executors then need mxnet, not onnxruntime)."""
+    if not model_path.name.endswith(MXNET_SYMBOL_SUFFIX):
+        return model_path.read_bytes(), model_path.suffix
+    prefix = model_path.name[: -len(MXNET_SYMBOL_SUFFIX)]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:
+        for sibling in sorted(model_path.parent.glob(f"{prefix}-*")):
+            if sibling.is_file() and sibling.suffix in (".json", ".params"):
+                bundle.write(sibling, sibling.name)
+    return buffer.getvalue(), ".mxnet.zip"
 
 
 def score_scene_on_spark(
@@ -313,16 +348,16 @@ def score_scene_on_spark(
     else:
         ranges = balanced_partitions(len(ys), partitions or 4 * sc.defaultParallelism)
     # addFile refuses a second, different file under one name: name the copy by its content.
-    digest = hashlib.sha1(model_path.read_bytes()).hexdigest()[:12]
-    model_name = f"model-{digest}{model_path.suffix}"
+    payload, suffix = _model_payload(model_path)
+    model_name = f"model-{hashlib.sha1(payload).hexdigest()[:12]}{suffix}"
     if (id(sc._jsc), model_name) not in _SHIPPED_MODELS:
         shipped = Path(tempfile.gettempdir()) / model_name
         if not shipped.exists():
-            shipped.write_bytes(model_path.read_bytes())
+            shipped.write_bytes(payload)
         sc.addFile(str(shipped))
         _SHIPPED_MODELS.add((id(sc._jsc), model_name))
-    if model_path.name.startswith("collage-model-"):  # our download of a storage key
-        model_path.unlink(missing_ok=True)
+    if model_path.parent.name.startswith("collage-model-"):  # our download of a storage key
+        shutil.rmtree(model_path.parent, ignore_errors=True)
 
     tasks = [
         {

@@ -206,3 +206,36 @@ def test_fine_tune_from_an_export_with_a_new_class_list(canvas_set, exported):
     bigger = CanvasSet(classes, [*canvas_set.canvases, Canvas("grey", grey)])
     result = ENGINE.train(bigger, classes, dict(SMALL, steps=2), init_from=exported.files[0])
     assert result.model.predict(grey[None, :32, :32]).shape == (1, 4)
+
+
+def test_spark_scores_an_mxnet_model_with_mxnet_on_the_executors(exported, tmp_path):
+    """The driver ships symbol + params + meta as one bundle; executors score with MXNet (no
+    onnxruntime needed) and the grid equals single-process scoring. Also from a storage key."""
+    import io
+
+    from mlcore.scenes import NpyScene
+    from mlcore.storage import storage_from_url
+    from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
+
+    rng = np.random.default_rng(9)
+    pixels = np.concatenate([synthetic_canvas(c, rng, size=(40, 100)) for c in CLASSES])
+    store = storage_from_url(str(tmp_path / "store"), create=True)
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    store.write("scenes/s.npy", buffer.getvalue())
+    for path in exported.files:
+        if path.suffix != ".onnx":
+            store.write(f"models/v1/{path.name}", path.read_bytes())
+    symbol = next(p for p in exported.files if p.name.endswith("-symbol.json"))
+    expected = score_scene(load_scorer(symbol), NpyScene(store, "scenes/s.npy"), 16)
+
+    spark = get_spark("local[2]", conf={"spark.ui.enabled": "false"})
+    try:
+        for model in (str(symbol), "models/v1/model-symbol.json"):
+            grid, info = score_scene_on_spark(
+                store.root_url, "scenes/s.npy", model, 16, master="local[2]", partitions=3
+            )
+            np.testing.assert_allclose(grid.probs, expected.probs, atol=1e-6)
+            assert info.n_partitions == 3
+    finally:
+        stop_spark(spark)
