@@ -4,9 +4,6 @@ in labeling.review (services) and labeling.openapi (schema); access in labeling.
 
 from __future__ import annotations
 
-import json
-from functools import wraps
-
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import NoReverseMatch, reverse
@@ -17,36 +14,16 @@ from labeling.access import project_for, projects_for
 from labeling.cycle import pending_annotations
 from labeling.models import Annotation, Scene, ScoringRun
 from labeling.review import ReviewError
+from labeling.views.common import json_api, json_body
 
 GZIP_MIN_BYTES = 1024
 
 
-def _api(view):
-    """JSON errors: 404 for what is not among the user's projects, 400 with the reason."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except Http404 as exc:
-            return JsonResponse({"error": str(exc) or "not found"}, status=404)
-        except ReviewError as exc:
-            return JsonResponse({"error": str(exc)}, status=400)
-
-    return wrapper
+_api = json_api(ReviewError)
 
 
 def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReviewError(
-            f"the request body is not valid JSON ({exc}): send a JSON object with "
-            "Content-Type: application/json"
-        ) from None
-    if not isinstance(body, dict):
-        raise ReviewError('the request body must be a JSON object, e.g. {"kind": "confirm", ...}')
-    return body
+    return json_body(request, ReviewError, '{"kind": "confirm", ...}')
 
 
 def scene_for(user, scene_id) -> Scene:

@@ -4,9 +4,6 @@ labeling.uploads (checks, storing) and workers.data_jobs (imports, run by RQ).""
 
 from __future__ import annotations
 
-import json
-from functools import wraps
-
 from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,6 +15,7 @@ from labeling.forms import DatasetForm, ProjectForm, SceneForm, classes_from_row
 from labeling.jobs import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
 from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene, scene_url
+from labeling.views.common import json_api, json_body
 from workers.data_jobs import demo_target_path, demo_tiles_path, ordered_counts
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -80,29 +78,11 @@ def _failed_scene_job(project, scene_id) -> JobRecord | None:
     return _latest_job(project, ["import_scene", "make_collage"], scene_id=scene_id)
 
 
-def _api(view):
-    """JSON errors for the API: 404 for others' projects, 400 with the reason for bad input."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except Http404 as exc:
-            return JsonResponse({"error": str(exc) or "not found"}, status=404)
-        except UploadError as exc:
-            return JsonResponse({"error": str(exc)}, status=400)
-
-    return wrapper
+_api = json_api(UploadError)
 
 
 def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UploadError(f"the request body is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise UploadError("the request body must be a JSON object")
-    return body
+    return json_body(request, UploadError)
 
 
 def _is_json(request) -> bool:

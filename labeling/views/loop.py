@@ -4,9 +4,6 @@ labeling.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)."""
 
 from __future__ import annotations
 
-import json
-from functools import wraps
-
 from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
@@ -22,6 +19,7 @@ from labeling.cycle import (
 )
 from labeling.jobs import job_state
 from labeling.models import JobRecord, ModelVersion
+from labeling.views.common import json_api, json_body
 
 JOBS_LIMIT_MAX = 200
 
@@ -30,19 +28,7 @@ class BadRequest(ValueError):
     pass
 
 
-def _api(view):
-    """JSON errors: 404 for other users' projects and jobs, 400 with the reason for bad input."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except Http404 as exc:
-            return JsonResponse({"error": str(exc) or "not found"}, status=404)
-        except BadRequest as exc:
-            return JsonResponse({"error": str(exc)}, status=400)
-
-    return wrapper
+_api = json_api(BadRequest)
 
 
 def _wants_json(request) -> bool:
@@ -50,13 +36,7 @@ def _wants_json(request) -> bool:
 
 
 def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON ({exc}); send an object.") from None
-    if not isinstance(body, dict):
-        raise BadRequest('The request body must be a JSON object, e.g. {"profile": "quick"}.')
-    return body
+    return json_body(request, BadRequest, '{"profile": "quick"}')
 
 
 def _back(request, project):
