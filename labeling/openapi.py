@@ -95,6 +95,14 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                                  "priority, lease_seconds, remaining, done: false} or "
                                  "{done: true}")},
     },
+    "api-queue-release": {
+        "post": {"summary": "Give back a window you were handed but will not answer, so another "
+                            "reviewer gets it before its lease expires", "tags": ["review"],
+                 "requestBody": _json_body("the window", {
+                     "scene": {"type": "integer"}, "x": {"type": "integer"},
+                     "y": {"type": "integer"}}, required=("scene", "x", "y")),
+                 "responses": _ok("{\"released\": true|false} (false: not leased to you)")},
+    },
     "api-export": {
         "get": {"summary": "Export the project's annotations (effective labels, or the whole "
                            "history with history=1)", "tags": ["review"],

@@ -10,6 +10,11 @@ urlpatterns = [
     path("api/projects/<int:project_id>", api.api_project, name="api-project"),
     path("api/projects/<int:project_id>/runs", api.api_runs, name="api-runs"),
     path("api/projects/<int:project_id>/queue", api.api_queue, name="api-queue"),
+    path(
+        "api/projects/<int:project_id>/queue/release",
+        api.api_queue_release,
+        name="api-queue-release",
+    ),
     path("api/projects/<int:project_id>/annotations/export", api.api_export, name="api-export"),
     path("api/scenes/<int:scene_id>", api.api_scene, name="api-scene"),
     path("api/scenes/<int:scene_id>/detections", api.api_detections, name="api-detections"),

@@ -390,6 +390,28 @@ def test_queue_hands_out_distinct_windows_and_skips_answered(
     assert nxt["remaining"] == a["remaining"] - 1
 
 
+def test_a_released_window_goes_to_the_next_reviewer(
+    alice_client, bob_client, bob, project, bobs_project, scored
+):
+    scene, _ = scored
+    project.members.add(bob)
+    url = reverse("api-queue", args=[project.pk]) + f"?strategy=top-score&scene={scene.pk}"
+    release = reverse("api-queue-release", args=[project.pk])
+    a = alice_client.get(url).json()
+    where = {"scene": a["scene"], "x": a["x"], "y": a["y"]}
+    assert post_json(bob_client, release, where).json() == {"released": False}  # not bob's
+    first_for_bob = bob_client.get(url).json()
+    assert (first_for_bob["x"], first_for_bob["y"]) != (a["x"], a["y"])
+    assert post_json(alice_client, release, where).json() == {"released": True}
+    again = bob_client.get(url).json()
+    assert (again["x"], again["y"]) == (a["x"], a["y"])  # the best window, free again
+    bad = post_json(alice_client, release, {"scene": scene.pk})
+    assert bad.status_code == 400 and "scene" in bad.json()["error"]
+    assert alice_client.get(release).status_code == 405
+    theirs = reverse("api-queue-release", args=[bobs_project.pk])
+    assert post_json(alice_client, theirs, where).status_code == 404
+
+
 @pytest.mark.parametrize("strategy", ["uncertainty", "margin", "entropy", "random", "top-score"])
 def test_queue_strategies(alice_client, project, scored, strategy):
     scene, _ = scored

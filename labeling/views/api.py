@@ -322,6 +322,26 @@ def api_queue(request, project_id):
 
 
 @_api
+@require_http_methods(["POST"])
+def api_queue_release(request, project_id):
+    """Give back a window this reviewer was handed but will not answer (strategy changed, page
+    left), so another reviewer gets it now instead of after the lease expires."""
+    project = project_for(request.user, project_id)
+    body = _json_body(request)
+    try:
+        scene_id, x, y = (int(body[k]) for k in ("scene", "x", "y"))
+    except (KeyError, TypeError, ValueError):
+        raise ReviewError(
+            'send {"scene": id, "x": int, "y": int} of the window to give back'
+        ) from None
+    scene = scene_for(request.user, scene_id)
+    if scene.project_id != project.pk:
+        raise Http404("No such scene in this project.")
+    released = review.release_lease(project, scene.pk, x, y, request.user)
+    return JsonResponse({"released": released})
+
+
+@_api
 @require_http_methods(["GET"])
 def api_export(request, project_id):
     project = project_for(request.user, project_id)

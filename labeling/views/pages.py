@@ -283,6 +283,7 @@ def review_queue(request, project_id):
         "scene": int(chosen) if chosen else None,
         "urls": {
             "queue": _url("api-queue", project.pk),
+            "queue_release": _url("api-queue-release", project.pk),
             "annotations": (_url("api-annotations", 0) or "").replace("/0/", "/{scene}/"),
             "undo": (_url("api-annotation-undo", 0) or "").replace("/0/", "/{id}/"),
             "window_image": (_url("api-window-image", 0) or "").replace("/0/", "/{scene}/"),

@@ -217,14 +217,23 @@
   }
   function hideError() { $("queue-error").hidden = true; retryAction = null; }
 
+  /* Give a window back to the queue (we will not answer it), so other reviewers get it now. */
+  function release(item) {
+    if (!item || item.done) return Promise.resolve();
+    return api.post(cfg.urls.queue_release, {scene: item.scene, x: item.x, y: item.y})
+      .catch(function () { /* the lease expires by itself */ });
+  }
+
   function restart() {
     state.generation++;
-    state.prefetch = null; state.ahead = [];
+    const abandoned = [state.current].concat(state.ahead).map(release);
+    if (state.prefetch) abandoned.push(state.prefetch.then(release, function () {}));
+    state.prefetch = null; state.ahead = []; state.current = null;
     const q = new URLSearchParams(location.search);
     q.set("strategy", state.strategy);
     if (state.scene) q.set("scene", state.scene); else q.delete("scene");
     history.replaceState(null, "", location.pathname + "?" + q.toString());
-    takeNext();
+    Promise.all(abandoned).then(takeNext);
   }
 
   function onKey(event) {
