@@ -264,7 +264,8 @@ def after_scoring(version) -> str:
 # -- metrics summary ------------------------------------------------------------------------------
 
 
-def _prf(tp: int, fp: int, fn: int) -> dict:
+def rounded_prf(tp: int, fp: int, fn: int) -> dict:
+    """Precision, recall and F1 as the pages show them (4 decimals; 0 when undefined)."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -280,14 +281,14 @@ def f1_summary(metrics: dict, negative: str = "negative") -> dict:
     if window:
         per = {c: v for c, v in window["per_class"].items() if c != negative}
         totals = [sum(v[k] for v in per.values()) for k in ("tp", "fp", "fn")]
-        out["window"] = _prf(*totals) | {
+        out["window"] = rounded_prf(*totals) | {
             "per_class": {c: round(v["f1"], 4) for c, v in per.items()},
             "accuracy": round(window.get("accuracy", 0.0), 4),
         }
     obj = (metrics or {}).get("object")
     if obj:
         overall = obj["overall"]
-        out["object"] = _prf(overall["tp"], overall["fp"], overall["fn"]) | {
+        out["object"] = rounded_prf(overall["tp"], overall["fp"], overall["fn"]) | {
             "per_class": {c: round(v["f1"], 4) for c, v in obj["per_class"].items()}
         }
     return out

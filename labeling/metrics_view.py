@@ -15,7 +15,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 from django.db.models import Count
 
-from labeling.cycle import effective_annotations, training_label
+from labeling.cycle import effective_annotations, rounded_prf, training_label
 from labeling.models import Annotation, ScoringRun
 from labeling.results import load_grid, load_scene_ground_truth, project_thresholds
 from mlcore.metrics import window_metrics, window_truth
@@ -23,14 +23,6 @@ from mlcore.metrics import window_metrics, window_truth
 _CACHE_SIZE = 32
 _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
-
-
-def _prf(tp: int, fp: int, fn: int) -> dict:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(precision, 4),
-            "recall": round(recall, 4), "f1": round(f1, 4)}  # fmt: skip
 
 
 def predicted_labels(grid, project) -> np.ndarray:
@@ -201,9 +193,9 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                 "scored_scenes": len(runs_of.get(version.pk, [])),
                 "scenes_ground_truth": scenes_gt,
                 "scenes_annotations": scenes_ann,
-                "window": _prf(*window_gt) if scenes_gt else None,
-                "object": _prf(*object_gt) if has_object else None,
-                "window_annotations": _prf(*window_ann) if scenes_ann else None,
+                "window": rounded_prf(*window_gt) if scenes_gt else None,
+                "object": rounded_prf(*object_gt) if has_object else None,
+                "window_annotations": rounded_prf(*window_ann) if scenes_ann else None,
             }
         )
     return rows
