@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from labeling.models import Project
+from labeling.models import Project, Scene
 
 
 def projects_for(user):
@@ -17,3 +17,15 @@ def project_for(user, project_id) -> Project:
         return projects_for(user).get(pk=project_id)
     except (Project.DoesNotExist, ValueError, TypeError):
         raise Http404("No such project among yours.") from None
+
+
+def scene_for(user, scene_id) -> Scene:
+    """The scene if it belongs to one of the user's projects; 404 otherwise."""
+    scene = (
+        Scene.objects.select_related("project")
+        .filter(pk=scene_id, project__in=projects_for(user))
+        .first()
+    )
+    if scene is None:
+        raise Http404("No such scene among your projects' scenes.")
+    return scene

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from spark_helpers import save_window_model
 
 RED = (220, 40, 40)
 GREEN = (40, 200, 40)
@@ -27,8 +28,7 @@ def colour_onnx_model(path: Path, classes, window: int = 32, sharpness: float = 
     """uint8 NHWC ``images`` -> ``probs``: softmax of linear logits of the window's mean colour.
     Positive class 0 follows red - blue, positive class 1 green - blue, the negative class a
     constant; any further class gets a small constant."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     n = len(classes)
     weights = np.zeros((3, n), dtype=np.float32)
@@ -45,27 +45,10 @@ def colour_onnx_model(path: Path, classes, window: int = 32, sharpness: float = 
         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "colour_window_classifier",
-        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", window, window, 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n])],
-        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    for key, value in {
-        "classes": json.dumps(list(classes)),
-        "window": str(window),
-        "mean": "[0, 0, 0]",
-        "std": "[1, 1, 1]",
-        "engine": "onnx.helper colour test model",
-    }.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_window_model(
+        Path(path), nodes, {"w": weights, "b": bias}, classes, window,
+        "colour_window_classifier", "onnx.helper colour test model",
+    )  # fmt: skip
 
 
 def scene_pixels(height: int, width: int, seed: int = 0, objects: int | None = None, size=32):

@@ -13,8 +13,7 @@ def tiny_onnx_model(path: Path, classes=("negative", "car", "boat"), window: int
     """An ONNX model in the project's format (uint8 NHWC ``images`` -> float32 ``probs``),
     built directly with onnx.helper: Cast, Transpose, strided Conv, Relu, mean pool, Gemm,
     Softmax. Random weights, so every window position gives different probabilities."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
     n_classes = len(classes)
@@ -32,17 +31,30 @@ def tiny_onnx_model(path: Path, classes=("negative", "car", "boat"), window: int
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
+    initializers = {"conv_w": conv_w, "conv_b": conv_b, "fc_w": fc_w, "fc_b": fc_b}
+    return save_window_model(
+        path,
+        nodes,
+        initializers,
+        classes,
+        window,
+        "tiny_window_classifier",
+        "onnx.helper test model",
+    )
+
+
+def save_window_model(path: Path, nodes, initializers: dict, classes, window: int, name, engine):
+    """Write ``nodes`` as an ONNX model in the project's format: uint8 NHWC ``images`` ->
+    float32 ``probs``, with the class list, window and normalisation as metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = helper.make_graph(
         nodes,
-        "tiny_window_classifier",
+        name,
         [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", window, window, 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", n_classes])],
-        [
-            numpy_helper.from_array(conv_w, "conv_w"),
-            numpy_helper.from_array(conv_b, "conv_b"),
-            numpy_helper.from_array(fc_w, "fc_w"),
-            numpy_helper.from_array(fc_b, "fc_b"),
-        ],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(classes)])],
+        [numpy_helper.from_array(value, key) for key, value in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -51,7 +63,7 @@ def tiny_onnx_model(path: Path, classes=("negative", "car", "boat"), window: int
         "window": str(window),
         "mean": "[0, 0, 0]",
         "std": "[1, 1, 1]",
-        "engine": "onnx.helper test model",
+        "engine": engine,
     }.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

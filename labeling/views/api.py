@@ -10,9 +10,9 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_http_methods
 
 from labeling import review
-from labeling.access import project_for, projects_for
+from labeling.access import project_for, projects_for, scene_for
 from labeling.cycle import pending_annotations
-from labeling.models import Annotation, Scene, ScoringRun
+from labeling.models import Annotation, ScoringRun
 from labeling.review import ReviewError
 from labeling.views.common import json_api, json_body
 
@@ -24,17 +24,6 @@ _api = json_api(ReviewError)
 
 def _json_body(request) -> dict:
     return json_body(request, ReviewError, '{"kind": "confirm", ...}')
-
-
-def scene_for(user, scene_id) -> Scene:
-    scene = (
-        Scene.objects.select_related("project")
-        .filter(pk=scene_id, project__in=projects_for(user))
-        .first()
-    )
-    if scene is None:
-        raise Http404("No such scene among your projects' scenes.")
-    return scene
 
 
 # -- projects, scenes, runs -----------------------------------------------------------------------

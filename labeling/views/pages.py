@@ -14,11 +14,11 @@ from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from labeling.access import project_for, projects_for
+from labeling.access import project_for, scene_for
 from labeling.cycle import CYCLE_KIND, f1_summary, pending_annotations
 from labeling.jobs import ACTIVE, job_state
 from labeling.metrics_view import run_confusion, version_rows
-from labeling.models import JobRecord, Scene, ScoringRun
+from labeling.models import JobRecord, ScoringRun
 from labeling.storage import get_storage
 from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
 from mlcore.storage import StorageKeyError, validate_key
@@ -41,17 +41,6 @@ def _url(name: str, *args) -> str | None:
         return reverse(name, args=args)
     except NoReverseMatch:
         return None
-
-
-def _scene_for(user, scene_id) -> Scene:
-    scene = (
-        Scene.objects.select_related("project")
-        .filter(pk=scene_id, project__in=projects_for(user))
-        .first()
-    )
-    if scene is None:
-        raise Http404("No such scene among your projects.")
-    return scene
 
 
 # -- deep-zoom tiles -----------------------------------------------------------------------------
@@ -92,7 +81,7 @@ def thumbnail_url(scene) -> str | None:
 def scene_dzi(request, scene_id, path):
     """The scene's .dzi descriptor and its tiles, from storage. Only the descriptor and files
     under <name>_files/ of this scene's pyramid are served; anything else is a 404."""
-    scene = _scene_for(request.user, scene_id)
+    scene = scene_for(request.user, scene_id)
     files = dzi_files(scene)
     if files is None:
         raise Http404("This scene has no deep-zoom tiles yet.")
@@ -225,7 +214,7 @@ def _latest_job_state(project, kind, **params) -> dict | None:
 
 
 def scene_viewer(request, scene_id):
-    scene = _scene_for(request.user, scene_id)
+    scene = scene_for(request.user, scene_id)
     project = scene.project
     run = scene.latest_run()
     files = dzi_files(scene)
