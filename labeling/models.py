@@ -70,7 +70,9 @@ class Project(models.Model):
     threshold = models.FloatField(default=0.9)
     # Optional per-class overrides {"boat": 0.8}.
     class_thresholds = models.JSONField(default=dict, blank=True)
-    nms_iou = models.FloatField(default=0.3)
+    # Empty: derived from the window and the score step (mlcore.postprocess.default_nms_iou), so
+    # every pair of windows that can hold one object centre merges into one box.
+    nms_iou = models.FloatField(null=True, blank=True, default=None)
     engine = models.CharField(max_length=10, choices=ENGINES, default="torch")
     # How much more often a correction canvas is sampled than an original one in training. 50, not
     # 5: at 5 a few hundred corrections were ~3% of the samples and moved F1 by < 0.02 (docs/).
@@ -105,6 +107,11 @@ class Project(models.Model):
     @property
     def colours(self) -> dict[str, str]:
         return {c["name"]: c["color"] for c in self.classes}
+
+    def nms_iou_for(self, window: int, step: int) -> float:
+        from mlcore.postprocess import default_nms_iou
+
+        return float(self.nms_iou) if self.nms_iou else default_nms_iou(window, step)
 
     def threshold_for(self, class_name: str) -> float:
         return float(self.class_thresholds.get(class_name, self.threshold))

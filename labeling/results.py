@@ -83,7 +83,7 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
     negative = project.negative_class
     key = save_grid(run, grid)
     thresholds = project_thresholds(project, grid.classes)
-    merged = nms(window_hits(grid, thresholds, negative), iou=project.nms_iou)
+    merged = nms(window_hits(grid, thresholds, negative), iou=project.nms_iou_for(grid.window, grid.step))
     floor = {c: min(WINDOW_FLOOR, t) for c, t in thresholds.items()}
     raw = window_hits(grid, floor, negative)
     metrics = compute_metrics(project, scene, grid, merged)

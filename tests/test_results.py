@@ -55,7 +55,7 @@ def test_window_detections_are_every_positive_window_above_the_floor(scored):
 def test_merged_detections_are_nms_at_the_project_threshold(project, scored):
     scene, run = scored
     grid = load_grid(run)
-    expected = nms(window_hits(grid, {"car": 0.9, "boat": 0.9}, "negative"), iou=project.nms_iou)
+    expected = nms(window_hits(grid, {"car": 0.9, "boat": 0.9}, "negative"), iou=project.nms_iou_for(grid.window, grid.step))
     rows = list(Detection.objects.filter(run=run, kind="merged").order_by("-score", "id"))
     assert len(rows) == len(expected) > 0
     assert all(d.score >= 0.9 for d in rows)
