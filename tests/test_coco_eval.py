@@ -1,0 +1,108 @@
+"""COCO AP through pycocotools on hand-made scenes (mlcore.coco_eval)."""
+
+import math
+
+import pytest
+
+from mlcore.coco_eval import category_ids, coco_ap, coco_results
+
+CLASSES = ["car", "boat", "negative"]
+
+
+def box(i, label, x, y, w=32, h=32, order=0, visible=1.0):
+    return {"id": i, "label": label, "x": x, "y": y, "w": w, "h": h, "order": order,
+            "visible": visible}  # fmt: skip
+
+
+def det(label, x, y, score, w=32, h=32):
+    return {"label": label, "x": x, "y": y, "w": w, "h": h, "score": score}
+
+
+TRUTH = [
+    box(1, "car", 0, 0),
+    box(2, "car", 100, 0),
+    box(3, "boat", 0, 100),
+    box(4, "negative", 100, 100),
+]
+
+
+def test_perfect_detector_scores_one():
+    dets = [det(b["label"], b["x"], b["y"], 0.9) for b in TRUTH if b["label"] != "negative"]
+    result = coco_ap(dets, TRUTH, CLASSES)
+    assert result["ap50"] == pytest.approx(1.0)
+    assert result["ap"] == pytest.approx(1.0)
+    assert result["per_class"]["car"] == {"ap50": pytest.approx(1.0), "ap": pytest.approx(1.0)}
+    assert result["per_class"]["boat"]["ap"] == pytest.approx(1.0)
+    assert result["counted"] == 3 and result["ignored"] == 0
+
+
+def shift_for_iou(target, size=32):
+    """Horizontal shift of a size x size box whose IoU with the original is ``target``."""
+    # IoU = (s - d) s / ((s + d) s) -> d = s (1 - t) / (1 + t)
+    return size * (1 - target) / (1 + target)
+
+
+def test_iou_06_counts_at_050_but_not_at_075():
+    truth = [box(1, "car", 0, 0)]
+    dx = shift_for_iou(0.6)
+    result = coco_ap([det("car", dx, 0, 0.9)], truth, CLASSES)
+    assert result["ap50"] == pytest.approx(1.0)
+    # Matched at IoU 0.50, 0.55, 0.60 (3 of the 10 thresholds): AP@[.5:.95] = 0.3
+    assert result["ap"] == pytest.approx(0.3)
+    assert math.isclose(result["per_class"]["car"]["ap50"], 1.0)
+    assert result["per_class"]["boat"] == {"ap50": None, "ap": None}  # no boat: undefined
+
+
+def test_ignored_box_costs_nothing():
+    truth = [box(1, "car", 0, 0), box(2, "car", 100, 0, visible=0.3)]
+    found = [det("car", 0, 0, 0.9)]
+    # Missing the covered car costs nothing...
+    assert coco_ap(found, truth, CLASSES)["ap"] == pytest.approx(1.0)
+    # ...and a detection on it, even with the highest score, is not a false positive.
+    on_covered = found + [det("car", 100, 0, 0.99)]
+    result = coco_ap(on_covered, truth, CLASSES)
+    assert result["ap"] == pytest.approx(1.0)
+    assert result["ignored"] == 1 and result["counted"] == 1
+    # Counted when the threshold says it is visible enough: then it is a miss.
+    assert coco_ap(found, truth, CLASSES, min_visible=0.2)["ap50"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_detection_on_a_negative_tile_is_a_false_positive():
+    truth = [box(1, "car", 0, 0), box(2, "negative", 100, 0)]
+    dets = [det("car", 100, 0, 0.99), det("car", 0, 0, 0.5)]
+    result = coco_ap(dets, truth, CLASSES)
+    # Recall 1 is only reached at precision 1/2.
+    assert result["ap50"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_no_detections_scores_zero():
+    result = coco_ap([], TRUTH, CLASSES)
+    assert result["ap50"] == 0.0 and result["ap"] == 0.0
+    assert result["per_class"]["car"]["ap"] == 0.0 and result["detections"] == 0
+
+
+def test_more_than_100_detections_are_all_evaluated():
+    truth = [box(i + 1, "car", 40 * (i % 20), 40 * (i // 20)) for i in range(300)]
+    dets = [det("car", b["x"], b["y"], 0.5 + i / 1000) for i, b in enumerate(truth)]
+    assert coco_ap(dets, truth, CLASSES)["ap"] == pytest.approx(1.0)
+
+
+def test_objects_work_like_dicts():
+    class D:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    dets = [D(x=0, y=0, w=32, h=32, label="car", score=0.8)]
+    assert coco_ap(dets, [box(1, "car", 0, 0)], CLASSES)["ap"] == pytest.approx(1.0)
+
+
+def test_coco_results_format():
+    cats = category_ids(CLASSES)
+    assert cats == {"car": 1, "boat": 2}
+    rows = coco_results(
+        [det("boat", 1.5, 2, 0.7), det("car", 3, 4, 0.9), det("negative", 0, 0, 1.0)], 7, cats
+    )
+    assert rows == [
+        {"image_id": 7, "category_id": 1, "bbox": [3.0, 4.0, 32.0, 32.0], "score": 0.9},
+        {"image_id": 7, "category_id": 2, "bbox": [1.5, 2.0, 32.0, 32.0], "score": 0.7},
+    ]
