@@ -43,8 +43,12 @@ from .datasets import LabelledImages
 from .progress import Progress, report
 
 MANIFEST_NAME = "manifest.json"
+CALIBRATION_IMAGE = "calibration.npy"
+CALIBRATION_TRUTH = "calibration.json"
 MANIFEST_FORMAT = "mlcore.canvases/1"
 KINDS = ("original", "correction")
+LAYOUTS = ("scatter", "mixed", "exact")
+MIXED = "mixed"  # class_name of a mixed canvas: its labels are in its label map
 
 
 class CanvasError(ValueError):
@@ -66,6 +70,12 @@ class Canvas:
     name: str = ""
     # Source tiles of correction canvases: (ids, uint8 (n, h, w, 3)); None for dataset canvases.
     tiles: tuple[list[str], np.ndarray] | None = None
+    # How windows are cut from it (LAYOUTS): "scatter" one class, any window; "mixed" tiles of
+    # every class, each window labelled by ``label_map`` at its centre (scene-like); "exact"
+    # reviewed windows side by side, sampled only at their own origins, as they were reviewed.
+    layout: str = "scatter"
+    # "mixed" only: uint8 (H, W), per pixel the index (into the set's classes) of the top tile.
+    label_map: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -209,8 +219,12 @@ class CanvasSet:
         extra_fraction: float = 0.25,
         seed: int = 0,
         meta: Mapping | None = None,
+        calibration: tuple[np.ndarray, list[dict]] | None = None,
     ) -> None:
         self.classes = list(classes)
+        # A scene-like picture of held-out images and its ground truth (collage format): the
+        # data that thresholds are calibrated on, which no training window ever shows.
+        self.calibration = calibration
         self.canvases = list(canvases)
         self.tile_size = (int(tile_size[0]), int(tile_size[1]))
         self.canvas_size = _canvas_size(canvas_size)
@@ -253,13 +267,18 @@ class CanvasSet:
         weight: float = 1.0,
         kind: str = "correction",
         seed: int | None = None,
+        layout: str = "scatter",
     ) -> list[Canvas]:
-        """Scatter ``images`` (n, h, w, 3) of ``class_name`` on new canvases and add them.
+        """Add ``images`` (n, h, w, 3) of ``class_name`` on new canvases.
 
-        Canvases are sized to the number of tiles (about one covering cell per tile, up to the
-        set's canvas size; more tiles give more canvases), still scattered with overlap. Every
-        tile is pasted at least once. Returns the new canvases.
+        ``layout="exact"`` (what reviewed windows use): the tiles sit side by side without
+        overlap and the sampler cuts each one only at its own origin, so every tile is trained
+        on exactly as given, with its label. ``"scatter"``: canvases sized to the number of tiles
+        (about one covering cell per tile, up to the set's canvas size), scattered with overlap,
+        every tile pasted at least once. Returns the new canvases.
         """
+        if layout not in ("scatter", "exact"):
+            raise CanvasError(f"append takes layout 'scatter' or 'exact', got {layout!r}")
         if class_name not in self.classes:
             raise CanvasError(
                 f"class {class_name!r} is not one of this canvas set's classes {self.classes}; "
@@ -284,6 +303,8 @@ class CanvasSet:
             raise CanvasError(f"{len(images)} images but {len(ids)} ids")
         if not len(images):
             return []
+        if layout == "exact":
+            return self._append_exact(class_name, images, ids, float(weight), kind)
         rng = np.random.default_rng(
             seed if seed is not None else [self.seed, len(self.canvases), len(images)]
         )
@@ -322,6 +343,34 @@ class CanvasSet:
             new.append(canvas)
         return new
 
+    def _append_exact(self, class_name, images, ids, weight, kind) -> list[Canvas]:
+        th, tw = self.tile_size
+        per_row = max(1, self.canvas_size[1] // tw)
+        per_canvas = per_row * max(1, self.canvas_size[0] // th)
+        new: list[Canvas] = []
+        for start in range(0, len(images), per_canvas):
+            chunk = images[start : start + per_canvas]
+            chunk_ids = list(ids[start : start + per_canvas])
+            cols = min(per_row, len(chunk))
+            rows = math.ceil(len(chunk) / cols)
+            array = np.zeros((rows * th, cols * tw, 3), dtype=np.uint8)
+            k = np.arange(len(chunk))
+            ys, xs = (k // cols) * th, (k % cols) * tw
+            paste_tiles(array, chunk, k, ys, xs)
+            canvas = Canvas(
+                class_name=class_name,
+                array=array,
+                weight=weight,
+                kind=kind,
+                placements=_placements(chunk_ids, k, ys, xs),
+                name=self._new_name(kind, class_name),
+                tiles=(chunk_ids, np.ascontiguousarray(chunk)),
+                layout="exact",
+            )
+            self.canvases.append(canvas)
+            new.append(canvas)
+        return new
+
     # -- persistence ------------------------------------------------------------------------
 
     def manifest(self) -> dict:
@@ -335,11 +384,18 @@ class CanvasSet:
             "extra_fraction": self.extra_fraction,
             "seed": self.seed,
             "meta": self.meta,
+            "calibration": (
+                {"file": CALIBRATION_IMAGE, "truth_file": CALIBRATION_TRUTH}
+                if self.calibration is not None
+                else None
+            ),
             "canvases": [
                 {
                     "name": c.name,
                     "file": f"{c.name}.npy",
                     "tiles_file": f"{c.name}.tiles.npz" if c.tiles is not None else None,
+                    "labels_file": f"{c.name}.labels.npy" if c.label_map is not None else None,
+                    "layout": c.layout,
                     "class_name": c.class_name,
                     "kind": c.kind,
                     "weight": c.weight,
@@ -367,6 +423,10 @@ class CanvasSet:
             target = directory / f"{c.name}.npy"
             if not target.exists():
                 _atomic_write(target, lambda f, a=c.array: np.save(f, np.ascontiguousarray(a)))
+            if c.label_map is not None:
+                labels_target = directory / f"{c.name}.labels.npy"
+                if not labels_target.exists():
+                    _atomic_write(labels_target, lambda f, m=c.label_map: np.save(f, m))
             if c.tiles is not None:
                 tiles_target = directory / f"{c.name}.tiles.npz"
                 if not tiles_target.exists():
@@ -375,16 +435,22 @@ class CanvasSet:
                         tiles_target,
                         lambda f, i=ids, t=tiles: np.savez(f, ids=np.array(i, dtype=str), images=t),
                     )
+        if self.calibration is not None and not (directory / CALIBRATION_IMAGE).exists():
+            image, truth = self.calibration
+            _atomic_write(directory / CALIBRATION_IMAGE, lambda f: np.save(f, image))
+            payload = json.dumps(truth, separators=(",", ":")).encode()
+            _atomic_write(directory / CALIBRATION_TRUTH, lambda f: f.write(payload))
         manifest = self.manifest()
         manifest_path = directory / MANIFEST_NAME
         data = json.dumps(manifest, separators=(",", ":")).encode()
         _atomic_write(manifest_path, lambda f: f.write(data))
         if prune:
-            keep = {MANIFEST_NAME}
+            keep = {MANIFEST_NAME, CALIBRATION_IMAGE, CALIBRATION_TRUTH}
             for entry in manifest["canvases"]:
                 keep.add(entry["file"])
-                if entry["tiles_file"]:
-                    keep.add(entry["tiles_file"])
+                for extra in ("tiles_file", "labels_file"):
+                    if entry.get(extra):
+                        keep.add(entry[extra])
             for p in directory.iterdir():
                 if p.is_file() and p.name not in keep and p.name.endswith((".npy", ".tiles.npz")):
                     p.unlink(missing_ok=True)
@@ -423,6 +489,11 @@ class CanvasSet:
             if entry.get("tiles_file"):
                 with np.load(directory / entry["tiles_file"], allow_pickle=False) as z:
                     tiles = (z["ids"].tolist(), z["images"])
+            label_map = None
+            if entry.get("labels_file"):
+                label_map = np.load(
+                    directory / entry["labels_file"], mmap_mode="r" if mmap else None
+                )
             canvases.append(
                 Canvas(
                     class_name=entry["class_name"],
@@ -434,7 +505,16 @@ class CanvasSet:
                     ],
                     name=entry["name"],
                     tiles=tiles,
+                    layout=entry.get("layout", "scatter"),
+                    label_map=label_map,
                 )
+            )
+        calibration = None
+        if manifest.get("calibration"):
+            info = manifest["calibration"]
+            calibration = (
+                np.load(directory / info["file"], allow_pickle=False),
+                json.loads((directory / info["truth_file"]).read_text()),
             )
         return cls(
             classes=manifest["classes"],
@@ -445,6 +525,7 @@ class CanvasSet:
             extra_fraction=manifest["extra_fraction"],
             seed=manifest["seed"],
             meta=manifest.get("meta"),
+            calibration=calibration,
         )
 
 
@@ -471,6 +552,185 @@ def _placements(ids: Sequence[str], tile_index, ys, xs) -> list[Placement]:
 
 
 def build_canvas_set(
+    images: LabelledImages,
+    classes: Sequence[str] | None = None,
+    canvas_size: int | tuple[int, int] = 1024,
+    n_windows_target: int | None = None,
+    canvases_per_class: int | Mapping[str, int] | None = None,
+    window: int = 32,
+    step: int = 8,
+    seed: int = 0,
+    progress: Progress | None = None,
+    pitch_fraction: float = 0.75,
+    extra_fraction: float = 0.25,
+    meta: Mapping | None = None,
+    layout: str = "mixed",
+    calibration_fraction: float = 0.05,
+) -> CanvasSet:
+    """Training canvases of ``images`` (project class names, see ``datasets.apply_mapping``).
+
+    ``layout="mixed"`` (default): tiles of every class scattered together, each window labelled
+    by the tile under its centre, so training windows look like scene windows (a window that
+    should fire is often only 40-50% its object; its neighbours hold a part of it). ``"scatter"``:
+    the published pipeline's canvases, one class per canvas (every window 100% one class).
+
+    ``calibration_fraction`` of each class's images (seeded) never reach a canvas: they form the
+    set's calibration scene (``CanvasSet.calibration``, collage-like, with its ground truth), on
+    which thresholds are calibrated. Classes with under 20 held-out images hold none out.
+    """
+    if layout not in ("mixed", "scatter"):
+        raise CanvasError(f"layout must be 'mixed' or 'scatter', got {layout!r}")
+    classes = list(classes) if classes is not None else list(images.class_names)
+    train_images, held_out = split_calibration(images, calibration_fraction, seed)
+    kwargs = dict(
+        classes=classes, canvas_size=canvas_size, n_windows_target=n_windows_target,
+        canvases_per_class=canvases_per_class, window=window, step=step, seed=seed,
+        progress=progress, pitch_fraction=pitch_fraction, extra_fraction=extra_fraction,
+        meta=meta,
+    )  # fmt: skip
+    if layout == "mixed":
+        cset = _build_mixed_canvases(train_images, **kwargs)
+    else:
+        cset = _build_scatter_canvases(train_images, **kwargs)
+    if held_out is not None:
+        cset.calibration = calibration_scene(held_out, classes, seed)
+    return cset
+
+
+def split_calibration(
+    images: LabelledImages, fraction: float, seed: int = 0, min_per_class: int = 20
+) -> tuple[LabelledImages, LabelledImages | None]:
+    """(training images, held-out images or None): ``fraction`` of every class, seeded."""
+    if not 0 <= fraction < 1:
+        raise CanvasError(f"calibration_fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng([seed, 7])
+    held = []
+    for label in range(len(images.class_names)):
+        members = np.flatnonzero(images.labels == label)
+        n = int(round(fraction * len(members)))
+        if n >= min_per_class and n < len(members):
+            held.append(rng.choice(members, n, replace=False))
+    if not held:
+        return images, None
+    held_idx = np.sort(np.concatenate(held))
+    keep = np.ones(len(images), dtype=bool)
+    keep[held_idx] = False
+    return images.subset(keep), images.subset(held_idx)
+
+
+def _paste_with_labels(tiles, labels, tile_index, ys, xs, height, width):
+    """Paste in order and return (canvas, label map, owner map: which paste owns each pixel)."""
+    th, tw = tiles.shape[1:3]
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    label_map = np.empty((height, width), dtype=np.uint8)
+    owner = np.empty((height, width), dtype=np.int32)
+    for order, (k, y, x) in enumerate(zip(tile_index.tolist(), ys.tolist(), xs.tolist())):
+        canvas[y : y + th, x : x + tw] = tiles[k]
+        label_map[y : y + th, x : x + tw] = labels[k]
+        owner[y : y + th, x : x + tw] = order
+    return canvas, label_map, owner
+
+
+def calibration_scene(
+    images: LabelledImages, classes: Sequence[str], seed: int = 0
+) -> tuple[np.ndarray, list[dict]]:
+    """A collage-like scene of ``images`` (each pasted about once, overlapping like the demo
+    collage: pitch 0.75, 10% extras) and its ground truth ``{id, label, x, y, w, h, order,
+    visible}``."""
+    th, tw = images.tile_size
+    rng = np.random.default_rng([seed, 11])
+    side_tiles = max(2, math.ceil(math.sqrt(len(images) / 1.1)))
+    pitch = max(1, int(round(th * 0.75)))
+    height = width = (side_tiles - 1) * pitch + th
+    ys, xs = plan_positions(height, width, (th, tw), rng, 0.75, 0.1)
+    tile_index = _tile_cycle(len(images), len(ys), rng)
+    names = list(images.class_names)
+    canvas, _, owner = _paste_with_labels(
+        images.images, images.labels, tile_index, ys, xs, height, width
+    )
+    visible = np.bincount(owner.reshape(-1), minlength=len(ys)) / float(th * tw)
+    truth = [
+        {
+            "id": images.ids[k], "label": names[int(images.labels[k])], "x": int(x), "y": int(y),
+            "w": int(tw), "h": int(th), "order": order, "visible": float(visible[order]),
+        }
+        for order, (k, y, x) in enumerate(zip(tile_index.tolist(), ys.tolist(), xs.tolist()))
+    ]  # fmt: skip
+    del classes  # labels keep the images' own class names (unknown ones count as negative)
+    return canvas, truth
+
+
+def _build_mixed_canvases(
+    images: LabelledImages,
+    classes,
+    canvas_size,
+    n_windows_target,
+    canvases_per_class,
+    window,
+    step,
+    seed,
+    progress,
+    pitch_fraction,
+    extra_fraction,
+    meta,
+) -> CanvasSet:
+    """Canvases of all classes together; labels in a per-pixel label map."""
+    unknown = [c for c in classes if c not in images.class_names]
+    if unknown:
+        raise CanvasError(f"classes {unknown} not in the images' classes {images.class_names}")
+    counts = images.counts()
+    empty = [c for c in classes if counts[c] == 0]
+    if empty:
+        raise CanvasError(f"no images of class(es) {empty}: every class needs some")
+    height, width = _canvas_size(canvas_size)
+    th, tw = images.tile_size
+    if height < th or width < tw:
+        raise CanvasError(f"canvas size {height}x{width} is smaller than the tiles {th}x{tw}")
+    # Only the wanted classes; the label map holds indices into ``classes``.
+    wanted = np.isin(images.labels, [images.class_names.index(c) for c in classes])
+    pool = images.subset(np.flatnonzero(wanted))
+    remap = np.array([classes.index(n) if n in classes else 0 for n in pool.class_names])
+    labels = remap[pool.labels].astype(np.uint8)
+    probe = plan_positions(
+        height, width, (th, tw), np.random.default_rng(0), pitch_fraction, extra_fraction
+    )
+    pastes_per_canvas = len(probe[0])
+    if canvases_per_class is not None:
+        per = canvases_per_class
+        n = sum(per.values()) if isinstance(per, Mapping) else int(per) * len(classes)
+    elif n_windows_target is not None:
+        n = math.ceil(n_windows_target / max(1, n_windows_in(height, width, window, step)))
+    else:
+        n = math.ceil(len(pool) / pastes_per_canvas)
+    n = max(1, int(n))
+    cset = CanvasSet(
+        classes, tile_size=(th, tw), canvas_size=(height, width), pitch_fraction=pitch_fraction,
+        extra_fraction=extra_fraction, seed=seed, meta=meta,
+    )  # fmt: skip
+    rng = np.random.default_rng([seed, 3])
+    cycle = _tile_cycle(len(pool), n * pastes_per_canvas, rng)
+    for k in range(n):
+        ys, xs = plan_positions(height, width, (th, tw), rng, pitch_fraction, extra_fraction)
+        tile_index = np.resize(cycle[k * pastes_per_canvas : (k + 1) * pastes_per_canvas], len(ys))
+        array, label_map, _ = _paste_with_labels(
+            pool.images, labels, tile_index, ys, xs, height, width
+        )
+        cset.canvases.append(
+            Canvas(
+                class_name=MIXED,
+                array=array,
+                kind="original",
+                placements=_placements(pool.ids, tile_index, ys, xs),
+                name=cset._new_name("original", MIXED),
+                layout="mixed",
+                label_map=label_map,
+            )
+        )
+        report(progress, k + 1, n, f"canvas {k + 1}/{n} (mixed)")
+    return cset
+
+
+def _build_scatter_canvases(
     images: LabelledImages,
     classes: Sequence[str] | None = None,
     canvas_size: int | tuple[int, int] = 1024,

@@ -145,11 +145,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 class TorchWindowGather:
     """Torch twin of :class:`WindowSampler` that samples and gathers on the training device.
 
-    The canvases are packed into one flat uint8 tensor; a window is addressed by
-    ``offset[c] + ((y + dy) * width[c] + (x + dx)) * 3 + channel``, so a batch is one gather over
-    any mix of canvases. Origins are drawn with the same distribution as the numpy sampler
-    (class-balanced, canvas weight x windows), using a torch generator on the device so nothing
-    syncs with the host.
+    The canvases are packed into one flat uint8 tensor (and their label maps into another); a
+    window is addressed by ``offset[c] + ((y + dy) * width[c] + (x + dx)) * 3 + channel``, so a
+    batch is one gather over any mix of canvases. Origins are drawn from the sampler's tables
+    (same distribution) by bisection of their running sum, with a torch generator on the device,
+    so nothing syncs with the host.
     """
 
     def __init__(self, sampler: WindowSampler, device: torch.device):
@@ -158,11 +158,14 @@ class TorchWindowGather:
         sizes = [a.size for a in sampler.arrays]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.flat = torch.empty(int(sum(sizes)), dtype=torch.uint8, device=device)
-        for array, offset, size in zip(sampler.arrays, offsets, sizes):
+        self.flat_labels = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        for array, labels, offset, size in zip(sampler.arrays, sampler.label_maps, offsets, sizes):
             with warnings.catch_warnings():  # read-only memmaps are only read (copied) here
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 chunk = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
+                label_chunk = torch.from_numpy(np.ascontiguousarray(labels).reshape(-1))
             self.flat[int(offset) : int(offset) + size].copy_(chunk)
+            self.flat_labels[int(offset) // 3 : (int(offset) + size) // 3].copy_(label_chunk)
         self.offsets = torch.as_tensor(offsets, device=device)
         self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
         w = self.window
@@ -174,8 +177,8 @@ class TorchWindowGather:
             t = sampler.tables[split]
             self.tables[split] = {
                 name: torch.as_tensor(getattr(t, name), device=device)
-                for name in ("canvas", "label", "y0", "yspan", "ny", "xspan", "nx")
-            } | {"prob": torch.as_tensor(t.prob, dtype=torch.float32, device=device)}
+                for name in ("canvas", "y", "x", "label", "ylo", "yhi", "xlo", "xhi")
+            } | {"cdf": torch.as_tensor(t.cdf, dtype=torch.float64, device=device)}
             self.tables[split]["n"] = t.n_windows
 
     def sample(
@@ -185,24 +188,23 @@ class TorchWindowGather:
         if t["n"] == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
         dev = self.device
-        rows = torch.multinomial(t["prob"], batch_size, replacement=True, generator=generator)
-        iy = (torch.rand(batch_size, generator=generator, device=dev) * t["ny"][rows]).long()
-        ix = (torch.rand(batch_size, generator=generator, device=dev) * t["nx"][rows]).long()
-        yspan, xspan = t["yspan"][rows], t["xspan"][rows]
-        ry = torch.minimum(iy * self.step, yspan)
-        x = torch.minimum(ix * self.step, xspan)
+        u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
+        rows = torch.searchsorted(t["cdf"], u * t["cdf"][-1]).clamp_(max=t["n"] - 1)
+        canvas, y, x = t["canvas"][rows], t["y"][rows], t["x"][rows]
+        labels = t["label"][rows]
+        width = self.widths[canvas]
         if jitter > 0:
             shift = torch.randint(
                 -jitter, jitter + 1, (2, batch_size), generator=generator, device=dev
             )
-            ry = torch.minimum((ry + shift[0]).clamp_(min=0), yspan)
-            x = torch.minimum((x + shift[1]).clamp_(min=0), xspan)
-        y = t["y0"][rows] + ry
-        canvas = t["canvas"][rows]
-        width = self.widths[canvas].view(-1, 1, 1, 1)
-        base = (self.offsets[canvas] + (y * self.widths[canvas] + x) * 3).view(-1, 1, 1, 1)
-        index = base + self.dy * width * 3 + self.dx_ch
-        return self.flat[index], t["label"][rows]
+            y = torch.minimum(torch.maximum(y + shift[0], t["ylo"][rows]), t["yhi"][rows])
+            x = torch.minimum(torch.maximum(x + shift[1], t["xlo"][rows]), t["xhi"][rows])
+            half = self.window // 2
+            centre = self.offsets[canvas] // 3 + (y + half) * width + (x + half)
+            labels = self.flat_labels[centre].long()
+        base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
+        index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
+        return self.flat[index], labels
 
 
 def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:

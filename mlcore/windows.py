@@ -6,7 +6,8 @@ the MXNet virtualenv import this module.
 
 Train/validation split: the bottom band of every canvas (``val_fraction`` of its height, at least
 one window tall) is held out. Train window origins keep ``y + window <= band_top`` and validation
-origins ``y >= band_top``, so no train window shares a pixel with a validation window.
+origins ``y >= band_top``, so no train window shares a pixel with a validation window. Exact
+samples (reviewed windows) are never held out.
 """
 
 from __future__ import annotations
@@ -68,36 +69,45 @@ def _check_image(image: np.ndarray, window: int) -> None:
 
 @dataclass(frozen=True)
 class OriginTable:
-    """Per-canvas window origins of one split, as arithmetic progressions (no per-window arrays).
+    """Every window origin of one split, as flat arrays (one entry per window on the step grid).
 
-    Origin ``(i, j)`` of canvas ``c`` is ``(y0[c] + min(i*step, yspan[c]), min(j*step, xspan[c]))``
-    for ``i < ny[c]``, ``j < nx[c]``. ``prob[c]`` is the chance a sampled window comes from ``c``.
+    Entry ``k`` is the window at (``y[k]``, ``x[k]``) of canvas ``canvas[k]``, labelled ``label[k]``
+    (for a mixed canvas: the class under its centre). A jittered copy stays inside
+    ``[ylo, yhi] x [xlo, xhi]`` (its split region; a point for exact samples). ``prob[k]`` is the
+    chance entry ``k`` is drawn; ``cdf`` its running sum, for drawing by bisection.
     """
 
     canvas: np.ndarray  # int64 (M,) index into canvas_set.canvases
+    y: np.ndarray
+    x: np.ndarray
     label: np.ndarray  # int64 (M,)
-    y0: np.ndarray
-    yspan: np.ndarray
-    ny: np.ndarray
-    xspan: np.ndarray
-    nx: np.ndarray
+    ylo: np.ndarray
+    yhi: np.ndarray
+    xlo: np.ndarray
+    xhi: np.ndarray
     prob: np.ndarray  # float64 (M,), sums to 1 (empty table: no entries)
+    cdf: np.ndarray
 
     @property
     def n_windows(self) -> int:
-        return int((self.ny * self.nx).sum())
+        return len(self.canvas)
 
 
 class WindowSampler:
     """Random windows from a set of training canvases, gathered without per-window copies.
 
     ``canvas_set`` is anything with ``.canvases`` whose entries have ``.class_name``, ``.array``
-    (uint8 (H, W, 3), possibly a memmap) and ``.weight``. ``classes`` fixes the label order.
+    (uint8 (H, W, 3), possibly a memmap), ``.weight`` and optionally ``.layout`` / ``.label_map``
+    / ``.placements`` (see :class:`mlcore.canvases.Canvas`). ``classes`` fixes the label order.
 
-    Sampling is class-balanced (each class present in a split is equally likely); within a class a
-    canvas is chosen in proportion to ``weight * number_of_windows``, so correction canvases with a
-    higher weight are seen more often per pixel. A canvas shorter than two windows cannot be split
-    and serves training only.
+    Layouts: a "scatter" canvas gives every window on the step grid its class; a "mixed" one
+    labels each window by its label map at the window centre (the truth the scene metrics use);
+    an "exact" one (reviewed windows) gives only the windows at its placements, each exactly as
+    reviewed, never jittered, never held out.
+
+    Sampling: each class present gets ``class_shares`` of the draws (default: equal shares);
+    within a class a window is drawn in proportion to its canvas's ``weight``, so a correction
+    with weight 50 is drawn 50 times as often as one original window of its class.
     """
 
     def __init__(
@@ -108,6 +118,7 @@ class WindowSampler:
         step: int = 8,
         val_fraction: float = 0.1,
         seed: int = 0,
+        class_shares: dict | None = None,
     ):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -120,33 +131,68 @@ class WindowSampler:
         self.arrays = [c.array for c in self.canvases]
         if not self.canvases:
             raise ValueError("the canvas set has no canvases: build training canvases first")
-        index = {name: i for i, name in enumerate(self.classes)}
-        rows: dict[str, list] = {s: [] for s in SPLITS}
+        unknown = sorted(set(class_shares or {}) - set(self.classes))
+        if unknown:
+            raise ValueError(f"class_shares names unknown classes {unknown}; classes: {self.classes}")
+        self.class_shares = dict(class_shares or {})
+        set_classes = list(getattr(canvas_set, "classes", self.classes))
+        self.label_maps: list[np.ndarray] = []
+        parts: dict[str, list] = {s: [] for s in SPLITS}
         for ci, canvas in enumerate(self.canvases):
-            if canvas.class_name not in index:
-                raise ValueError(
-                    f"canvas {ci} has class {canvas.class_name!r}, not one of {self.classes}"
-                )
             array = canvas.array
             _check_image(array, self.window)
-            height, width = array.shape[:2]
             weight = float(getattr(canvas, "weight", 1.0) or 0.0)
             if weight < 0:
                 raise ValueError(f"canvas {ci} has a negative weight {weight}")
-            band_top = self._band_top(height)
-            xspan = width - self.window
-            nx = len(grid_positions(width, self.window, self.step))
-            regions = {"train": (0, band_top), "val": (band_top, height)}
-            for split, (top, bottom) in regions.items():
-                if bottom - top < self.window:
-                    continue
-                yspan = bottom - top - self.window
-                ny = len(grid_positions(bottom - top, self.window, self.step))
-                label = index[canvas.class_name]
-                rows[split].append((ci, label, top, yspan, ny, xspan, nx, weight))
-        self.tables = {s: self._table(rows[s]) for s in SPLITS}
+            layout = getattr(canvas, "layout", "scatter")
+            self.label_maps.append(self._label_map(ci, canvas, layout, set_classes))
+            for split, part in self._origins(ci, canvas, layout).items():
+                parts[split].append(part + (np.full(len(part[0]), weight),))
+        self.tables = {s: self._table(parts[s]) for s in SPLITS}
         if self.tables["train"].n_windows == 0:
             raise ValueError("no training windows: every canvas is smaller than one window")
+
+    def _label_map(self, ci, canvas, layout, set_classes) -> np.ndarray:
+        """uint8 (H, W) label of every pixel in ``self.classes`` order."""
+        height, width = canvas.array.shape[:2]
+        if layout == "mixed":
+            lut = np.array([self._index(ci, name) for name in set_classes], dtype=np.uint8)
+            return lut[np.asarray(canvas.label_map)]
+        if layout not in ("scatter", "exact"):
+            raise ValueError(f"canvas {ci} has an unknown layout {layout!r}")
+        return np.full((height, width), self._index(ci, canvas.class_name), dtype=np.uint8)
+
+    def _index(self, ci: int, name: str) -> int:
+        if name not in self.classes:
+            raise ValueError(f"canvas {ci} has class {name!r}, not one of {self.classes}")
+        return self.classes.index(name)
+
+    def _origins(self, ci, canvas, layout) -> dict[str, tuple]:
+        """Per split: (canvas, y, x, ylo, yhi, xlo, xhi) arrays of this canvas's windows."""
+        height, width = canvas.array.shape[:2]
+        w = self.window
+        if layout == "exact":
+            ys = np.array([p[1] for p in canvas.placements], dtype=np.int64)
+            xs = np.array([p[2] for p in canvas.placements], dtype=np.int64)
+            ok = (ys + w <= height) & (xs + w <= width)
+            ys, xs = ys[ok], xs[ok]
+            full = np.full(len(ys), ci)
+            return {"train": (full, ys, xs, ys, ys, xs, xs)}
+        band_top = self._band_top(height)
+        xs_grid = grid_positions(width, w, self.step)
+        out = {}
+        for split, (top, bottom) in {"train": (0, band_top), "val": (band_top, height)}.items():
+            if bottom - top < w:
+                continue
+            ys_grid = top + grid_positions(bottom - top, w, self.step)
+            yy, xx = np.meshgrid(ys_grid, xs_grid, indexing="ij")
+            yy, xx = yy.ravel(), xx.ravel()
+            n = len(yy)
+            out[split] = (
+                np.full(n, ci), yy, xx, np.full(n, top), np.full(n, bottom - w),
+                np.zeros(n, dtype=np.int64), np.full(n, width - w),
+            )  # fmt: skip
+        return out
 
     def _band_top(self, height: int) -> int:
         """First pixel row of the held-out band (== height when the canvas is train-only)."""
@@ -155,22 +201,32 @@ class WindowSampler:
         band = max(self.window, int(round(height * self.val_fraction)))
         return height - min(band, height - self.window)
 
-    @staticmethod
-    def _table(rows) -> OriginTable:
-        arr = np.array(rows, dtype=np.float64).reshape(-1, 8)
-        ci, label, y0, yspan, ny, xspan, nx, weight = (arr[:, k] for k in range(8))
-        mass = weight * ny * nx
-        prob = np.zeros(len(arr))
-        labels = label.astype(np.int64)
-        present = [c for c in np.unique(labels) if mass[labels == c].sum() > 0]
-        for c in present:
-            sel = labels == c
-            prob[sel] = mass[sel] / mass[sel].sum() / len(present)
+    def _table(self, parts) -> OriginTable:
+        cols = [np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in range(8)]
+        canvas, y, x, ylo, yhi, xlo, xhi, weight = cols
+        canvas, y, x = canvas.astype(np.int64), y.astype(np.int64), x.astype(np.int64)
+        label = self.labels_at(canvas, y, x)
+        prob = np.zeros(len(canvas))
+        present = [c for c in np.unique(label) if weight[label == c].sum() > 0]
+        shares = np.array([float(self.class_shares.get(self.classes[c], 1.0)) for c in present])
+        shares = shares / shares.sum() if len(present) else shares
+        for c, share in zip(present, shares):
+            sel = label == c
+            prob[sel] = weight[sel] / weight[sel].sum() * share
         as_int = lambda a: a.astype(np.int64)  # noqa: E731
+        cdf = np.cumsum(prob)
         return OriginTable(
-            as_int(ci), labels, as_int(y0), as_int(yspan), as_int(ny), as_int(xspan), as_int(nx),
-            prob,
-        )  # fmt: skip
+            canvas, y, x, label, as_int(ylo), as_int(yhi), as_int(xlo), as_int(xhi), prob, cdf
+        )
+
+    def labels_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Label of the windows at these origins: the class under each window's centre."""
+        half = self.window // 2
+        out = np.empty(len(canvas_idx), dtype=np.int64)
+        for ci in np.unique(canvas_idx):
+            sel = np.flatnonzero(canvas_idx == ci)
+            out[sel] = self.label_maps[ci][ys[sel] + half, xs[sel] + half]
+        return out
 
     def n_windows(self, split: str = "train") -> int:
         """Number of distinct windows on the step grid of ``split``."""
@@ -183,18 +239,24 @@ class WindowSampler:
         return split
 
     def sample_origins(
-        self, batch_size: int, rng: np.random.Generator, split: str = "train"
+        self, batch_size: int, rng: np.random.Generator, split: str = "train", jitter: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Draw ``batch_size`` window origins: (canvas index, y, x, label), all int64 (B,)."""
+        """Draw ``batch_size`` window origins: (canvas index, y, x, label), all int64 (B,).
+
+        ``jitter``: shift each origin by up to that many px off the step grid, inside its split
+        region (exact samples stay put); the label follows the shifted window's centre."""
         table = self.tables[self._split(split)]
         if table.n_windows == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
-        rows = rng.choice(len(table.prob), size=batch_size, p=table.prob)
-        iy = (rng.random(batch_size) * table.ny[rows]).astype(np.int64)
-        ix = (rng.random(batch_size) * table.nx[rows]).astype(np.int64)
-        ys = table.y0[rows] + np.minimum(iy * self.step, table.yspan[rows])
-        xs = np.minimum(ix * self.step, table.xspan[rows])
-        return table.canvas[rows], ys, xs, table.label[rows]
+        rows = np.minimum(np.searchsorted(table.cdf, rng.random(batch_size) * table.cdf[-1]),
+                          table.n_windows - 1)  # fmt: skip
+        canvas, ys, xs = table.canvas[rows], table.y[rows], table.x[rows]
+        if jitter <= 0:
+            return canvas, ys, xs, table.label[rows]
+        shift = rng.integers(-jitter, jitter + 1, size=(2, batch_size))
+        ys = np.clip(ys + shift[0], table.ylo[rows], table.yhi[rows])
+        xs = np.clip(xs + shift[1], table.xlo[rows], table.xhi[rows])
+        return canvas, ys, xs, self.labels_at(canvas, ys, xs)
 
     def gather(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Copy the windows at the given origins into one uint8 (B, w, w, 3) batch.
@@ -209,8 +271,8 @@ class WindowSampler:
         return out
 
     def sample(
-        self, batch_size: int, rng: np.random.Generator, split: str = "train"
+        self, batch_size: int, rng: np.random.Generator, split: str = "train", jitter: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Random batch: (uint8 (B, window, window, 3), int64 labels (B,))."""
-        canvas_idx, ys, xs, labels = self.sample_origins(batch_size, rng, split)
+        canvas_idx, ys, xs, labels = self.sample_origins(batch_size, rng, split, jitter)
         return self.gather(canvas_idx, ys, xs), labels

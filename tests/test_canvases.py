@@ -64,7 +64,9 @@ def test_layout_overlaps_and_is_not_a_plain_grid():
 
 def test_canvases_cover_everything_with_their_own_class_only():
     ds = _dataset()
-    cset = build_canvas_set(ds, canvas_size=(96, 128), canvases_per_class=2, seed=0)
+    cset = build_canvas_set(
+        ds, canvas_size=(96, 128), canvases_per_class=2, seed=0, layout="scatter"
+    )
     assert cset.classes == ["car", "boat", "negative"]
     assert len(cset) == 6
     for canvas in cset.canvases:
@@ -78,13 +80,15 @@ def test_canvases_cover_everything_with_their_own_class_only():
 
 def test_default_count_places_every_image_and_target_count_reaches_target():
     ds = _dataset(n_per_class=(200, 20, 60))
-    cset = build_canvas_set(ds, canvas_size=64, seed=1)
+    cset = build_canvas_set(ds, canvas_size=64, seed=1, layout="scatter")
     for name in ds.class_names:
         placed = {p[0] for c in cset.of_class(name) for p in c.placements}
         assert placed == {i for i in ds.ids if i.startswith(name + "/")}
 
     target = 5000
-    cset = build_canvas_set(ds, canvas_size=64, n_windows_target=target, window=16, step=4, seed=1)
+    cset = build_canvas_set(
+        ds, canvas_size=64, n_windows_target=target, window=16, step=4, seed=1, layout="scatter"
+    )
     per_canvas = n_windows_in(64, 64, 16, 4)
     assert per_canvas == 13 * 13
     assert cset.n_windows(16, 4) >= target
@@ -152,7 +156,8 @@ def test_append_corrections_small_canvas_every_tile_placed(tmp_path):
 def test_save_load_mmap_disk_use_and_incremental_resave(tmp_path):
     ds = _dataset()
     cset = build_canvas_set(
-        ds, canvas_size=(64, 80), canvases_per_class=2, seed=0, meta={"src": "x"}
+        ds, canvas_size=(64, 80), canvases_per_class=2, seed=0, meta={"src": "x"},
+        layout="scatter",
     )
     directory = tmp_path / "canvases"
     cset.save(directory)
@@ -183,3 +188,45 @@ def test_save_load_mmap_disk_use_and_incremental_resave(tmp_path):
 
     with pytest.raises(CanvasError, match="no manifest.json"):
         CanvasSet.load(tmp_path)
+
+
+def test_mixed_canvases_label_every_pixel_by_the_top_tile_and_keep_images_for_calibration(
+    tmp_path,
+):
+    ds = _dataset(n_per_class=(400, 400, 800))
+    cset = build_canvas_set(ds, canvas_size=96, canvases_per_class=1, seed=0)
+    assert {c.layout for c in cset.canvases} == {"mixed"}
+    held_ids = {b["id"] for b in cset.calibration[1]}
+    # 5% of each class is held out for calibration and never reaches a training canvas.
+    assert len(held_ids) == 20 + 20 + 40
+    for canvas in cset.canvases:
+        assert not held_ids & {p[0] for p in canvas.placements}
+        # the label map is the class of the last paste covering each pixel
+        expected = np.full((96, 96), -1)
+        for image_id, y, x, _ in canvas.placements:
+            expected[y : y + 16, x : x + 16] = cset.classes.index(image_id.split("/")[0])
+        np.testing.assert_array_equal(canvas.label_map, expected)
+    image, truth = cset.calibration
+    assert image.shape[0] >= 16 and {b["label"] for b in truth} == {"car", "boat", "negative"}
+    assert all(0 <= b["visible"] <= 1 for b in truth)
+
+    cset.save(tmp_path / "c")
+    loaded = CanvasSet.load(tmp_path / "c")
+    np.testing.assert_array_equal(loaded.canvases[0].label_map, cset.canvases[0].label_map)
+    np.testing.assert_array_equal(loaded.calibration[0], image)
+    assert loaded.calibration[1] == truth and loaded.canvases[0].layout == "mixed"
+
+
+def test_exact_corrections_sit_side_by_side_at_their_own_origins(tmp_path):
+    ds = _dataset()
+    cset = build_canvas_set(ds, canvas_size=64, canvases_per_class=1, seed=0, layout="scatter")
+    tiles = np.random.default_rng(3).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    new = cset.append("boat", tiles, [f"ann-{i}" for i in range(7)], weight=50, layout="exact")
+    assert sum(len(c.placements) for c in new) == 7
+    for canvas in new:
+        assert canvas.layout == "exact" and canvas.kind == "correction"
+        for image_id, y, x, _ in canvas.placements:
+            k = int(image_id.split("-")[1])
+            np.testing.assert_array_equal(canvas.array[y : y + 16, x : x + 16], tiles[k])
+    cset.save(tmp_path / "c")
+    assert CanvasSet.load(tmp_path / "c").canvases[-1].layout == "exact"

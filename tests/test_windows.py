@@ -118,3 +118,77 @@ def test_full_window_view_is_a_view_of_every_origin():
     view = full_window_view(image, 32)
     assert view.shape == (9, 19, 32, 32, 3) and np.shares_memory(view, image)
     np.testing.assert_array_equal(view[8, 18], image[8:40, 18:50])
+
+
+def _mixed_and_exact_set():
+    from mlcore.canvases import CanvasSet, build_canvas_set
+    from mlcore.datasets import LabelledImages
+
+    rng = np.random.default_rng(0)
+    names = ["car", "boat", "negative"]
+    labels = np.repeat([0, 1, 2], [40, 40, 80])
+    images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
+    ids = [f"{names[k]}/{i}" for i, k in enumerate(labels)]
+    ds = LabelledImages(images, labels, names, ids)
+    cset = build_canvas_set(ds, canvas_size=160, canvases_per_class=1, calibration_fraction=0)
+    assert isinstance(cset, CanvasSet)
+    reviewed = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    cset.append("boat", reviewed, [f"ann-{i}" for i in range(5)], weight=50.0, layout="exact")
+    return cset, reviewed
+
+
+def test_mixed_windows_are_labelled_by_their_centre_and_exact_samples_come_as_reviewed():
+    cset, reviewed = _mixed_and_exact_set()
+    sampler = WindowSampler(cset, cset.classes, window=32, step=8, val_fraction=0.0)
+    rng = np.random.default_rng(1)
+    for jitter in (0, 5):
+        canvas_idx, ys, xs, labels = sampler.sample_origins(4000, rng, jitter=jitter)
+        images = sampler.gather(canvas_idx, ys, xs)
+        mixed = canvas_idx < len(cset.canvases) - 1
+        centre = [
+            cset.canvases[c].label_map[y + 16, x + 16]
+            for c, y, x in zip(canvas_idx[mixed], ys[mixed], xs[mixed])
+        ]
+        np.testing.assert_array_equal(labels[mixed], centre)
+        exact = np.flatnonzero(~mixed)
+        assert len(exact) > 0 and (labels[exact] == cset.classes.index("boat")).all()
+        for k in exact:  # each drawn exactly as reviewed, never shifted
+            assert any(np.array_equal(images[k], r) for r in reviewed)
+    assert set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_class_shares_set_the_mix_of_a_batch():
+    cset, _ = _mixed_and_exact_set()
+    shares = {"car": 1, "boat": 1, "negative": 2}
+    sampler = WindowSampler(cset, cset.classes, val_fraction=0.0, class_shares=shares)
+    _, _, _, labels = sampler.sample_origins(20000, np.random.default_rng(0))
+    assert abs((labels == 2).mean() - 0.5) < 0.02 and abs((labels == 0).mean() - 0.25) < 0.02
+
+
+def test_torch_gather_draws_the_same_windows_and_labels_as_the_numpy_sampler():
+    torch = pytest.importorskip("torch")
+    from mlcore.training import TorchWindowGather
+
+    cset, _ = _mixed_and_exact_set()
+    sampler = WindowSampler(cset, cset.classes, val_fraction=0.1)
+    gather = TorchWindowGather(sampler, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    images, labels = gather.sample(512, generator, "train", jitter=4)
+    half = 16
+    found = 0
+    for img, lab in zip(images.numpy(), labels.numpy()):
+        for ci, canvas in enumerate(cset.canvases):
+            hits = np.argwhere((sampler.arrays[ci][:, :, 0] == img[0, 0, 0]))
+            for y, x in hits:
+                if y + 32 <= canvas.height and x + 32 <= canvas.width and np.array_equal(
+                    sampler.arrays[ci][y : y + 32, x : x + 32], img
+                ):
+                    assert sampler.label_maps[ci][y + half, x + half] == lab
+                    found += 1
+                    break
+            else:
+                continue
+            break
+        if found >= 40:
+            break
+    assert found >= 40

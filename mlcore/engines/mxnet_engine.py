@@ -182,21 +182,7 @@ class JitteredSampler:
         self.sampler, self.jitter = sampler, int(jitter)
 
     def sample(self, batch_size: int, rng: np.random.Generator, split: str = "train"):
-        if self.jitter <= 0:
-            return self.sampler.sample(batch_size, rng, split)
-        s = self.sampler
-        table = s.tables[split]
-        if table.n_windows == 0:
-            raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
-        rows = rng.choice(len(table.prob), size=batch_size, p=table.prob)
-        iy = (rng.random(batch_size) * table.ny[rows]).astype(np.int64)
-        ix = (rng.random(batch_size) * table.nx[rows]).astype(np.int64)
-        shift = rng.integers(-self.jitter, self.jitter + 1, size=(2, batch_size))
-        yspan, xspan = table.yspan[rows], table.xspan[rows]
-        ry = np.minimum(np.maximum(np.minimum(iy * s.step, yspan) + shift[0], 0), yspan)
-        xs = np.minimum(np.maximum(np.minimum(ix * s.step, xspan) + shift[1], 0), xspan)
-        ys = table.y0[rows] + ry
-        return s.gather(table.canvas[rows], ys, xs), table.label[rows]
+        return self.sampler.sample(batch_size, rng, split, self.jitter)
 
 
 def augment(images: np.ndarray, config: MxnetTrainConfig, rng: np.random.Generator) -> np.ndarray:
