@@ -1,5 +1,9 @@
-"""COCO average precision of a scene's detections, computed by pycocotools (the reference COCO
-evaluation, maintained by the cocodataset project), not by a copy of it. numpy + pycocotools only.
+"""COCO average precision of a scene's detections, computed by a maintained COCO evaluation
+library, not by a copy of it: faster-coco-eval (a C++ implementation of pycocotools' algorithm,
+numpy its only dependency) by default, pycocotools (the reference) on request; both give the same
+figures (tests/test_coco_eval.py). A scene is one huge COCO image with thousands of boxes, where
+pycocotools' per-image Python loop takes seconds to minutes (6.4 s vs 0.1 s for 2,000
+detections on 800 objects here).
 
 The scene is one COCO image (id 1 here; ``coco_results`` takes the id of the exported
 annotations). Categories are the positive classes, ids 1..n in the order given.
@@ -8,7 +12,7 @@ annotations). Categories are the positive classes, ids 1..n in the order given.
 whose label is not a positive class is not an object (negative tiles are not annotated in COCO).
 A positive box with ``visible < min_visible`` (mostly covered by later pastes) is "don't care",
 as in ``mlcore.metrics.object_metrics``. COCO has exactly one mechanism for that: ``iscrowd=1``.
-pycocotools sets a ground-truth box's ``ignore`` flag from ``iscrowd`` alone (an ``ignore`` key is
+COCOeval sets a ground-truth box's ``ignore`` flag from ``iscrowd`` alone (an ``ignore`` key is
 overwritten), and for such a box
 
 - it is never counted as a miss (its recall slot is dropped),
@@ -81,7 +85,7 @@ def _ground_truth(gt_boxes, cats: dict[str, int], min_visible: float, width, hei
         w, h = float(box["w"]), float(box["h"])
         annotations.append(
             {
-                "id": len(annotations) + 1,  # pycocotools treats id 0 as "unmatched"
+                "id": len(annotations) + 1,  # COCOeval treats id 0 as "unmatched"
                 "image_id": IMAGE_ID,
                 "category_id": cat,
                 "bbox": [float(box["x"]), float(box["y"]), w, h],
@@ -105,6 +109,23 @@ def _detections(results: list[dict]) -> list[dict]:
     ]
 
 
+LIBRARIES = ("faster-coco-eval", "pycocotools")
+
+
+def _library(name: str):
+    """(COCO, COCOeval) classes of the chosen library."""
+    if name == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    if name == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    raise ValueError(f"library must be one of {', '.join(LIBRARIES)}, got {name!r}")
+
+
 def _ap(precision: np.ndarray) -> float | None:
     valid = precision[precision > -1]
     return float(valid.mean()) if valid.size else None
@@ -116,12 +137,11 @@ def coco_ap(
     classes,
     negative: str | None = "negative",
     min_visible: float = 0.5,
+    library: str = "faster-coco-eval",
 ) -> dict:
     """``{"ap50", "ap", "per_class": {class: {"ap50", "ap"}}, "counted", "ignored", "detections"}``
     of a scene's detections against its ground truth (see the module docstring)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+    COCO, COCOeval = _library(library)
     cats = category_ids(classes, negative)
     dets = [_as_det(d) for d in detections]
     boxes = list(gt_boxes)
@@ -130,7 +150,7 @@ def coco_ap(
     truth = _ground_truth(boxes, cats, min_visible, int(np.ceil(right)), int(np.ceil(bottom)))
     results = _detections(coco_results(dets, IMAGE_ID, cats))
     quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet):  # pycocotools prints its progress
+    with contextlib.redirect_stdout(quiet):  # the libraries print their progress
         gt = COCO()
         gt.dataset = truth
         gt.createIndex()
@@ -162,5 +182,5 @@ def coco_ap(
         "counted": len(truth["annotations"]) - ignored,
         "ignored": ignored,
         "detections": len(results),
-        "library": "pycocotools",
+        "library": library,
     }
