@@ -11,6 +11,8 @@ import re
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from labeling.review import DEFAULT_STRATEGY, STRATEGIES
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -87,8 +89,10 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                            "get the same window); answer with POST annotations kind=review",
                 "tags": ["review"],
                 "parameters": [
-                    _q("strategy", "ranking of the windows", enum=["uncertainty", "margin",
-                       "entropy", "random", "top-score"]),
+                    _q("strategy", "ranking of the windows (default "
+                       f"{DEFAULT_STRATEGY}; the diverse ones, balanced, mixed and cluster-margin "
+                       "never hand out two overlapping windows in one round)",
+                       enum=list(STRATEGIES)),
                     _q("scene", "only this scene id", "integer"),
                 ],
                 "responses": _ok("{scene, run, x, y, w, h, probs: {class: p}, guess, score, "

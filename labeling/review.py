@@ -23,22 +23,29 @@ from django.utils import timezone
 
 from labeling.cycle import effective_annotations, training_label
 from labeling.models import Annotation, Detection, ScoringRun
+from mlcore import sampling
 from mlcore.sampling import priorities
 
 ANNOTATION_KINDS = [k for k, _ in Annotation.KINDS]
 SOURCES = ("ui", "queue", "api", "simulated")
-# Strategy names of the API (and aliases) -> mlcore.sampling names.
-STRATEGY_ALIASES = {
-    "uncertainty": "least_confidence",
-    "least_confidence": "least_confidence",
-    "least-confidence": "least_confidence",
-    "margin": "margin",
-    "entropy": "entropy",
-    "random": "random",
-    "top-score": "top_score",
-    "top_score": "top_score",
-}
-STRATEGIES = ("uncertainty", "margin", "entropy", "random", "top-score")
+
+
+def api_strategy(name: str) -> str:
+    """The API's name of an mlcore.sampling strategy: hyphens, and least confidence is
+    "uncertainty"."""
+    return "uncertainty" if name in ("least_confidence", "uncertainty") else name.replace("_", "-")
+
+
+# Strategy names of the API (and aliases) -> mlcore.sampling names: every mlcore name, with
+# underscores or hyphens.
+STRATEGY_ALIASES = {"uncertainty": "least_confidence"}
+for _name in sampling.STRATEGIES:
+    _core = "least_confidence" if _name == "uncertainty" else _name
+    STRATEGY_ALIASES.setdefault(_name, _core)
+    STRATEGY_ALIASES.setdefault(_name.replace("_", "-"), _core)
+STRATEGIES = tuple(dict.fromkeys(api_strategy(n) for n in sampling.STRATEGIES))
+# The queue's strategy when none is asked for (pages, API, simulate_review): mlcore's default.
+DEFAULT_STRATEGY = api_strategy(sampling.DEFAULT_STRATEGY)
 CLIENT_ID_MAX = 64
 
 
@@ -49,18 +56,16 @@ class ReviewError(ValueError):
 # -- annotations ----------------------------------------------------------------------------------
 
 
+# Pixel coordinates and sizes from users: far beyond any scene, far inside a bigint.
+PIXELS_MAX = 10**9
+
+
 def _as_int(name: str, value) -> int:
-    if isinstance(value, bool) or value is None:
-        raise ReviewError(f"{name} must be an integer number of scene pixels, got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ReviewError(f"{name} must be a whole number of pixels, got {value!r}")
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise ReviewError(f"{name} must be an integer number of scene pixels, got {value!r}")
+    """A pixel number from JSON or a query string: ASCII digits only (int() would take "²" or
+    "٣"), bounded so no huge number reaches arithmetic or the database."""
+    from labeling.parsing import parse_int
+
+    return parse_int(value, f"{name} (scene pixels)", ReviewError, -PIXELS_MAX, PIXELS_MAX)
 
 
 def check_box(scene, x, y, w, h) -> tuple[int, int, int, int]:
@@ -447,7 +452,9 @@ def _queue_runs(project, scene=None) -> list[ScoringRun]:
     return runs
 
 
-def next_queue_window(project, user, strategy="uncertainty", scene=None, redis=None) -> dict | None:
+def next_queue_window(
+    project, user, strategy=DEFAULT_STRATEGY, scene=None, redis=None
+) -> dict | None:
     """The next window this reviewer should label, leased to them, or None when every window of
     the project's (or ``scene``'s) latest done runs is annotated or leased to someone else.
 

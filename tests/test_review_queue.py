@@ -13,6 +13,7 @@ from labeling.cycle import effective_annotations
 from labeling.models import Annotation
 from labeling.results import load_grid
 from mlcore.postprocess import uncertainty
+from mlcore.sampling import DEFAULT_STRATEGY, DIVERSE_STRATEGIES, select_batch
 from tests.review_helpers import make_scored_scene
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +140,7 @@ def test_queue_follows_uncertainty_order(project, alice, scored, redis_conn):
     assert 0 < ttl <= item["lease_seconds"]
 
 
-@pytest.mark.parametrize("strategy", ["uncertainty", "margin", "entropy", "random", "top-score"])
+@pytest.mark.parametrize("strategy", review.STRATEGIES)
 def test_each_strategy_hands_out_distinct_windows_best_first(
     project, alice, scored, redis_conn, strategy
 ):
@@ -151,6 +152,36 @@ def test_each_strategy_hands_out_distinct_windows_best_first(
     assert prio == sorted(prio, reverse=True)
     if strategy == "top-score":
         assert items[0]["guess"] in ("car", "boat") and items[0]["score"] > 0.99
+
+
+@pytest.mark.parametrize(
+    "strategy", [s for s in review.STRATEGIES if review.STRATEGY_ALIASES[s] in DIVERSE_STRATEGIES]
+)
+def test_diverse_strategies_hand_two_reviewers_no_overlapping_windows(
+    project, alice, bob, scored, redis_conn, strategy
+):
+    """The queue walks mlcore.sampling's order (what a simulator using select_batch gets), and
+    a diverse strategy's windows never overlap, whoever of the reviewers gets them."""
+    _, run = scored
+    items = [
+        review.next_queue_window(project, (alice, bob)[i % 2], strategy, redis=redis_conn)
+        for i in range(12)
+    ]
+    places = [(i["y"], i["x"]) for i in items]
+    window = items[0]["w"]
+    for a, (y, x) in enumerate(places):
+        for yy, xx in places[:a]:
+            assert abs(y - yy) >= window or abs(x - xx) >= window, (places, strategy)
+    batch = select_batch(load_grid(run), review.STRATEGY_ALIASES[strategy], 12, seed=run.pk)
+    assert places == [(it.y, it.x) for it in batch]
+
+
+def test_the_default_strategy_is_mlcores(project):
+    assert review.STRATEGY_ALIASES[review.DEFAULT_STRATEGY] in (
+        DEFAULT_STRATEGY,
+        review.STRATEGY_ALIASES.get(DEFAULT_STRATEGY),
+    )
+    assert review.next_queue_window.__defaults__[0] == review.DEFAULT_STRATEGY
 
 
 def test_unknown_strategy_is_an_error(project, alice, scored, redis_conn):

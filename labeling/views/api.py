@@ -299,7 +299,7 @@ def api_annotation_undo(request, annotation_id):
 @require_http_methods(["GET"])
 def api_queue(request, project_id):
     project = project_for(request.user, project_id)
-    strategy = request.GET.get("strategy", "uncertainty")
+    strategy = request.GET.get("strategy", review.DEFAULT_STRATEGY)
     scene = request.GET.get("scene")
     scene = scene_for(request.user, scene) if scene else None
     if scene is not None and scene.project_id != project.pk:

@@ -19,17 +19,27 @@ from labeling.cycle import CYCLE_KIND, f1_summary, pending_annotations
 from labeling.jobs import ACTIVE, job_state
 from labeling.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun
+from labeling.review import DEFAULT_STRATEGY
+from labeling.review import STRATEGIES as QUEUE_STRATEGIES
 from labeling.storage import get_storage
 from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
 from mlcore.storage import StorageKeyError, validate_key
 
-STRATEGIES = [
-    ("uncertainty", "Uncertainty (least confidence)"),
-    ("margin", "Margin (top two closest)"),
-    ("entropy", "Entropy"),
-    ("random", "Random"),
-    ("top-score", "Highest score first (precision review)"),
-]
+STRATEGY_LABELS = {
+    "uncertainty": "Uncertainty (least confidence)",
+    "margin": "Margin (top two closest)",
+    "entropy": "Entropy",
+    "random": "Random",
+    "top-score": "Highest score first (precision review)",
+    "diverse-uncertainty": "Diverse uncertainty (no two overlapping)",
+    "diverse-margin": "Diverse margin (no two overlapping)",
+    "balanced": "Class-balanced (equal share per predicted class)",
+    "mixed": "Mixed (diverse uncertainty + 1 in 3 random)",
+    "cluster-margin": "Cluster-margin (kinds of confusion in turn)",
+    "diverse-learnable": "Diverse uncertainty, ambiguous borders last",
+}
+# The queue page's choices: every strategy of labeling.review, in its order.
+STRATEGIES = [(name, STRATEGY_LABELS.get(name, name)) for name in QUEUE_STRATEGIES]
 THUMB_MAX = 160
 VIEWER_JS = "vendor/openseadragon/build/openseadragon/openseadragon.min.js"
 VIEWER_IMAGES = "vendor/openseadragon/build/openseadragon/images/"
@@ -260,9 +270,9 @@ def review_queue(request, project_id):
     chosen = request.GET.get("scene", "")
     if chosen and not any(str(s.pk) == chosen for s in scenes):
         raise Http404("No such scene in this project.")
-    strategy = request.GET.get("strategy", "uncertainty")
+    strategy = request.GET.get("strategy", DEFAULT_STRATEGY)
     if strategy not in dict(STRATEGIES):
-        strategy = "uncertainty"
+        strategy = DEFAULT_STRATEGY
     config = {
         "project": project.pk,
         "classes": [{"name": c["name"], "color": c["color"]} for c in project.classes],

@@ -15,7 +15,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from labeling.management.commands.demo import QUEUES, Services, live_workers, wait_cycle
 
-STRATEGIES = ("uncertainty", "margin", "entropy", "random", "top-score")
+
+def strategies() -> tuple[tuple[str, ...], str]:
+    """(the review queue's strategy names, its default): one list for the UI, the API and the
+    simulated reviewer (labeling.review, from mlcore.sampling)."""
+    from labeling.review import DEFAULT_STRATEGY, STRATEGIES
+
+    return STRATEGIES, DEFAULT_STRATEGY
 
 
 class Oracle:
@@ -227,7 +233,9 @@ class Command(BaseCommand):
         parser.add_argument("project", help="Project name or id")
         parser.add_argument("--cycles", type=int, default=3)
         parser.add_argument("--per-cycle", type=int, default=200, help="Labels per cycle")
-        parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty")
+        names, default = strategies()
+        parser.add_argument("--strategy", choices=names, default=default,
+                            help=f"Queue strategy (default {default})")  # fmt: skip
         parser.add_argument("--scene", help="Scene name or id (default: the first with truth)")
         parser.add_argument("--profile", choices=["tiny", "quick", "full"], default=None,
                             help="Training profile (default: the current model's)")  # fmt: skip
