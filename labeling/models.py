@@ -70,6 +70,10 @@ class Project(models.Model):
     threshold = models.FloatField(default=0.9)
     # Optional per-class overrides {"boat": 0.8}.
     class_thresholds = models.JSONField(default=dict, blank=True)
+    # Detections of a scoring run use the model version's calibrated thresholds (ModelVersion.
+    # thresholds, from the ONNX file) when it has them; off: ``threshold`` / ``class_thresholds``
+    # above (the published pipeline's 0.9) for every version.
+    use_calibrated_thresholds = models.BooleanField(default=True)
     # Empty: derived from the window and the score step (mlcore.postprocess.default_nms_iou), so
     # every pair of windows that can hold one object centre merges into one box.
     nms_iou = models.FloatField(null=True, blank=True, default=None)
@@ -217,6 +221,10 @@ class ModelVersion(models.Model):
     train_config = models.JSONField(default=dict, blank=True)
     data_counts = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # Per positive class, calibrated on held-out data when the model was made: {"car": 0.62}.
+    # Read from the model file's metadata (mlcore.export.read_metadata) when it is registered;
+    # {} for a model without them (then the project's threshold applies).
+    thresholds = models.JSONField(default=dict, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,5 +1,6 @@
 """What a finished scoring run leaves behind: the probability grid in storage, its detections in
-the database (raw windows and NMS-merged boxes) and its metrics. Called by the `score` job after
+the database (raw windows and NMS-merged boxes, at the model version's calibrated thresholds:
+labeling.thresholds) and its metrics. Called by the `score` job after
 the Spark driver returns the grid; one transaction, so a run is either done with all of it or
 not done at all."""
 
@@ -15,6 +16,8 @@ from django.utils import timezone
 
 from labeling.models import Detection, ScoringRun
 from labeling.storage import get_storage, run_prefix
+from labeling.thresholds import PROJECT, version_thresholds
+from mlcore.coco_eval import coco_ap
 from mlcore.metrics import grid_window_metrics, object_metrics
 from mlcore.postprocess import nms, window_hits
 from mlcore.scoring import ScoreGrid
@@ -22,6 +25,8 @@ from mlcore.scoring import ScoreGrid
 # Raw windows below this score are not stored as rows (the grid keeps every window anyway);
 # the viewer's threshold slider can still go down to it.
 WINDOW_FLOOR = 0.5
+# COCO AP ranks every box down to this score (the usual floor of COCO submissions).
+AP_FLOOR = 0.05
 
 
 def grid_key(run) -> str:
@@ -55,24 +60,46 @@ def load_scene_ground_truth(scene) -> list[dict] | None:
     return json.loads(get_storage().read(scene.ground_truth_key))
 
 
-def compute_metrics(project, scene, grid: ScoreGrid, merged) -> dict:
-    """Window- and object-level precision/recall/F1 against the scene's ground truth (when it has
-    one), plus detection counts per class."""
+def ranked_detections(project, grid: ScoreGrid):
+    """Merged boxes of every window whose best positive class scores at least AP_FLOOR (the same
+    NMS as the run's detections): the ranked list COCO AP is computed on and the COCO results
+    export holds. AP integrates over all thresholds, so it needs the low-scoring boxes too; the
+    detections at the run's thresholds are the top of this list."""
     negative = project.negative_class
+    floor = {c: AP_FLOOR for c in grid.classes if c != negative}
+    return nms(window_hits(grid, floor, negative), iou=project.nms_iou_for(grid.window, grid.step))
+
+
+def compute_metrics(
+    project, scene, grid: ScoreGrid, merged, thresholds=None, threshold_source=PROJECT
+) -> dict:
+    """Detection counts per class and the thresholds used, and against the scene's ground truth
+    (when it has one): object-level precision/recall/F1 of the merged boxes (the headline), COCO
+    AP@0.5 and AP@[.5:.95] of the ranked boxes (mlcore.coco_eval on ranked_detections) and
+    window-level metrics (a diagnostic). The window truth is mlcore.metrics.window_truth given ALL
+    ground-truth boxes (negative tiles too: one pasted over a car's centre makes that window
+    negative)."""
+    negative = project.negative_class
+    if thresholds is None:
+        thresholds = project_thresholds(project, grid.classes)
     counts = {
         c: int((merged.label == i).sum()) for i, c in enumerate(grid.classes) if c != negative
     }
-    out: dict = {"detections": counts}
+    out: dict = {
+        "detections": counts,
+        "thresholds": {c: round(float(t), 4) for c, t in thresholds.items()},
+        "threshold_source": threshold_source,
+    }
     truth = load_scene_ground_truth(scene)
     if truth is None:
         return out
-    positives = [c for c in grid.classes if c != negative]
-    boxes = [b for b in truth if b.get("label") in positives]
-    thresholds = project_thresholds(project, grid.classes)
-    window = grid_window_metrics(grid, boxes, negative=negative, thresholds=thresholds)
-    objects = object_metrics(merged.to_detections("merged"), boxes, grid.classes, negative=negative)
+    detections = merged.to_detections("merged")
+    window = grid_window_metrics(grid, truth, negative=negative, thresholds=thresholds)
+    objects = object_metrics(detections, truth, grid.classes, negative=negative)
     objects.pop("matches", None)
-    out.update({"against": "ground_truth", "window": window, "object": objects})
+    ranked = ranked_detections(project, grid).to_detections("merged")
+    coco = coco_ap(ranked, truth, grid.classes, negative=negative) | {"score_floor": AP_FLOOR}
+    out.update({"against": "ground_truth", "window": window, "object": objects, "coco": coco})
     return out
 
 
@@ -82,11 +109,13 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
     project = scene.project
     negative = project.negative_class
     key = save_grid(run, grid)
-    thresholds = project_thresholds(project, grid.classes)
-    merged = nms(window_hits(grid, thresholds, negative), iou=project.nms_iou_for(grid.window, grid.step))
+    thresholds, source = version_thresholds(project, run.model_version, grid.classes)
+    merged = nms(
+        window_hits(grid, thresholds, negative), iou=project.nms_iou_for(grid.window, grid.step)
+    )
     floor = {c: min(WINDOW_FLOOR, t) for c, t in thresholds.items()}
     raw = window_hits(grid, floor, negative)
-    metrics = compute_metrics(project, scene, grid, merged)
+    metrics = compute_metrics(project, scene, grid, merged, thresholds, source)
 
     # Probabilities of each raw window, looked up in one vectorised step (ys, xs are sorted).
     at = grid.probs[np.searchsorted(grid.ys, raw.y), np.searchsorted(grid.xs, raw.x)]

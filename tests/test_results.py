@@ -55,7 +55,10 @@ def test_window_detections_are_every_positive_window_above_the_floor(scored):
 def test_merged_detections_are_nms_at_the_project_threshold(project, scored):
     scene, run = scored
     grid = load_grid(run)
-    expected = nms(window_hits(grid, {"car": 0.9, "boat": 0.9}, "negative"), iou=project.nms_iou_for(grid.window, grid.step))
+    expected = nms(
+        window_hits(grid, {"car": 0.9, "boat": 0.9}, "negative"),
+        iou=project.nms_iou_for(grid.window, grid.step),
+    )
     rows = list(Detection.objects.filter(run=run, kind="merged").order_by("-score", "id"))
     assert len(rows) == len(expected) > 0
     assert all(d.score >= 0.9 for d in rows)
@@ -93,7 +96,7 @@ def test_without_ground_truth_only_counts(project, storage_dir):
     again = ScoringRun.objects.create(scene=scene, model_version=run.model_version)
     store_scoring_result(again, load_grid(run))
     again.refresh_from_db()
-    assert set(again.metrics) == {"detections"}
+    assert set(again.metrics) == {"detections", "thresholds", "threshold_source"}
 
 
 def test_retried_run_replaces_only_its_own_rows(project, scored):
@@ -130,3 +133,62 @@ def test_class_threshold_override(project, scored):
         Detection.objects.filter(run=again, kind="window").count()
         == Detection.objects.filter(run=run, kind="window").count()
     )
+
+
+def test_a_run_uses_the_versions_calibrated_thresholds(project, scored):
+    scene, run = scored
+    assert run.metrics["thresholds"] == {"car": 0.9, "boat": 0.9}  # a version without any
+    assert run.metrics["threshold_source"] == "project"
+    version = run.model_version
+    version.thresholds = {"car": 0.6, "boat": 0.75}
+    version.save()
+    again = ScoringRun.objects.create(scene=scene, model_version=version)
+    store_scoring_result(again, load_grid(run))
+    again.refresh_from_db()
+    assert again.metrics["thresholds"] == {"car": 0.6, "boat": 0.75}
+    assert again.metrics["threshold_source"] == "calibrated"
+    merged = Detection.objects.filter(run=again, kind="merged")
+    assert min(d.score for d in merged.filter(label="car")) >= 0.6
+    assert min(d.score for d in merged.filter(label="boat")) >= 0.75
+    expected = nms(
+        window_hits(load_grid(run), {"car": 0.6, "boat": 0.75}, "negative"),
+        iou=project.nms_iou_for(32, 16),
+    )
+    assert merged.count() == len(expected)
+    # The published 0.9 stays a choice of the project.
+    project.use_calibrated_thresholds = False
+    project.save()
+    scene.refresh_from_db()
+    fixed = ScoringRun.objects.create(scene=scene, model_version=version)
+    store_scoring_result(fixed, load_grid(run))
+    fixed.refresh_from_db()
+    assert fixed.metrics["thresholds"] == {"car": 0.9, "boat": 0.9}
+    assert fixed.metrics["threshold_source"] == "project"
+
+
+def test_run_metrics_hold_coco_ap(scored):
+    _, run = scored
+    coco = run.metrics["coco"]
+    # The colour model finds every square: AP@0.5 is high, and AP@[.5:.95] cannot exceed it.
+    assert 0.5 < coco["ap50"] <= 1.0 and 0 <= coco["ap"] <= coco["ap50"]
+    assert set(coco["per_class"]) == {"car", "boat"} and coco["score_floor"] == 0.05
+    assert coco["library"] == "faster-coco-eval"
+
+
+def test_window_truth_uses_negative_tiles_too(project, storage_dir):
+    """A negative tile pasted over a car's centre makes the windows there negative in the stored
+    window metrics (the one mlcore.metrics.window_truth, given every box)."""
+    from labeling.results import compute_metrics
+    from labeling.thresholds import version_thresholds
+
+    scene, run = make_scored_scene(project, 128, 128, seed=3)
+    grid = load_grid(run)
+    truth = json.loads(get_storage().read(scene.ground_truth_key))
+    car = next(b for b in truth if b["label"] == "car")
+    cover = dict(car, id="cover", label="negative", order=99, visible=1.0)
+    get_storage().write(scene.ground_truth_key, json.dumps(truth + [cover]).encode())
+    thresholds, _ = version_thresholds(project, run.model_version, grid.classes)
+    merged = nms(window_hits(grid, thresholds, "negative"), iou=0.129)
+    covered = compute_metrics(project, scene, grid, merged, thresholds)
+    support = covered["window"]["per_class"]["car"]["support"]
+    assert support < run.metrics["window"]["per_class"]["car"]["support"]

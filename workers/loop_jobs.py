@@ -297,6 +297,7 @@ def _upload(local: Path, key: str) -> str:
 def train_model(ctx, project_id: int, version_id: int, progress=None):
     """Train the version's model on the project's canvases (fine-tuning the parent when its
     config says so) and store its checkpoint. Skipped when the checkpoint already exists."""
+    from labeling.thresholds import model_file_thresholds
     from mlcore.engines import get_engine
 
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
@@ -335,6 +336,7 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
             files = {p.name: p for p in exported.files}
             version.model_key = _upload(exported.scoring, f"{model_prefix(version)}/"
                                         f"{exported.scoring.name}")  # fmt: skip
+            version.thresholds = model_file_thresholds(exported.scoring)
         keys = {
             name: _upload(path, f"{model_prefix(version)}/{name}") for name, path in files.items()
         }
@@ -343,13 +345,15 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
     version.metrics = dict(version.metrics) | {"val_accuracy": val}
     version.data_counts = dict(version.data_counts) | counts
     version.log += "\n".join(f"step {h['step']}: loss {h['loss']:.4f}" for h in result.history)
-    version.save(update_fields=["checkpoint_key", "model_key", "metrics", "data_counts", "log"])
+    version.save(update_fields=["checkpoint_key", "model_key", "thresholds", "metrics",
+                                "data_counts", "log"])  # fmt: skip
     ctx.log(f"v{version.number} trained: val accuracy {val}")
     return {"trained": True, "val_accuracy": val}
 
 
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
+    from labeling.thresholds import model_file_thresholds
     from mlcore.export import export_onnx
     from mlcore.training import load_checkpoint
 
@@ -366,8 +370,9 @@ def export(ctx, project_id: int, version_id: int):
             {"version": version.number, "project": version.project.name},
         )
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
-    version.save(update_fields=["model_key"])
-    ctx.log(f"v{version.number} exported to {version.model_key}")
+        version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
+    version.save(update_fields=["model_key", "thresholds"])
+    ctx.log(f"v{version.number} exported to {version.model_key}; thresholds {version.thresholds}")
     return {"exported": True, "model_key": version.model_key}
 
 

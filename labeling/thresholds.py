@@ -1,0 +1,67 @@
+"""Which score threshold decides a detection, per positive class: one rule for the scoring run,
+the viewer's slider, the detections feed, the metrics page and the review queue.
+
+A model version carries the thresholds calibrated on held-out data when it was made (the ONNX
+file's ``thresholds`` metadata, copied to ``ModelVersion.thresholds`` when the file is
+registered). A scoring run uses them when the project says so (``use_calibrated_thresholds``,
+the default); a class the version has no threshold for, a version without any, or a project that
+chose fixed thresholds, uses the project's ``threshold`` / ``class_thresholds`` (0.9 by default:
+the published pipeline's value). The thresholds a run used are stored with its metrics, so
+everything shown about a run reads the same numbers later, whatever the settings say by then."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+CALIBRATED = "calibrated"
+PROJECT = "project"
+
+
+def model_file_thresholds(path) -> dict[str, float]:
+    """Calibrated thresholds stored in a model file's metadata; {} for a file without them (or
+    one that is not ONNX, e.g. an MXNet symbol file)."""
+    if not str(path).endswith(".onnx"):
+        return {}
+    from mlcore.export import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception as exc:  # a model we can score but whose metadata we cannot read
+        log.warning("no calibrated thresholds read from %s: %s", path, exc)
+        return {}
+    return {str(c): float(t) for c, t in (meta.get("thresholds") or {}).items()}
+
+
+def version_thresholds(project, version, classes) -> tuple[dict[str, float], str]:
+    """(threshold per positive class, source) for a new scoring run of ``version``; source is
+    "calibrated" when at least one class uses the version's calibrated value, else "project"."""
+    positives = [c for c in classes if c != project.negative_class]
+    calibrated = dict(getattr(version, "thresholds", None) or {})
+    use = project.use_calibrated_thresholds and any(c in calibrated for c in positives)
+    out = {
+        c: float(calibrated[c]) if use and c in calibrated else project.threshold_for(c)
+        for c in positives
+    }
+    return out, CALIBRATED if use else PROJECT
+
+
+def run_thresholds(run) -> dict[str, float]:
+    """The thresholds a done run's detections were made with (stored in its metrics); for a run
+    stored before they were recorded, what the project and version give now."""
+    stored = (run.metrics or {}).get("thresholds")
+    if stored:
+        return {c: float(t) for c, t in stored.items()}
+    project = run.scene.project
+    return version_thresholds(project, run.model_version, project.class_names)[0]
+
+
+def run_threshold_source(run) -> str:
+    return (run.metrics or {}).get("threshold_source") or PROJECT
+
+
+def slider_start(thresholds: dict[str, float], default: float) -> float:
+    """Where a single threshold slider starts: the calibrated threshold (the lowest, when the
+    classes differ, so that no class's detections are hidden at the start)."""
+    return round(min(thresholds.values()), 2) if thresholds else float(default)
