@@ -36,6 +36,7 @@ have at least one counted box (COCO's convention); a class without any counted b
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 
 import numpy as np
@@ -117,7 +118,13 @@ def _library(name: str):
     if name == "faster-coco-eval":
         from faster_coco_eval import COCO, COCOeval_faster
 
-        return COCO, COCOeval_faster
+        def quiet(*args, **kwargs):
+            return None
+
+        return (
+            functools.partial(COCO, print_function=quiet),
+            functools.partial(COCOeval_faster, print_function=quiet),
+        )
     if name == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
