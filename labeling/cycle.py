@@ -291,4 +291,10 @@ def f1_summary(metrics: dict, negative: str = "negative") -> dict:
         out["object"] = rounded_prf(overall["tp"], overall["fp"], overall["fn"]) | {
             "per_class": {c: round(v["f1"], 4) for c, v in obj["per_class"].items()}
         }
+    coco = (metrics or {}).get("coco")
+    if coco:  # COCO AP@0.5 and AP@[.5:.95] (labeling.results.compute_metrics)
+        out["coco"] = {"ap50": round(coco["ap50"], 4), "ap": round(coco["ap"], 4)}
+    if out and (metrics or {}).get("thresholds"):
+        out["thresholds"] = dict(metrics["thresholds"])
+        out["threshold_source"] = metrics.get("threshold_source", "project")
     return out

@@ -1,6 +1,8 @@
 """What the metrics page and the dashboard show of model quality: per model version (one active-
-learning cycle each) the labels it learnt from and window- and object-level precision / recall /
-F1 summed over the scenes it scored, and a window confusion matrix of one scoring run.
+learning cycle each) the labels it learnt from, the thresholds its detections used (calibrated
+ones travel with the version: labeling.thresholds), object-level precision / recall / F1 (the
+headline) and COCO AP@0.5 / AP@[.5:.95] over the scenes it scored, window-level figures as a
+diagnostic, and a window confusion matrix of one scoring run.
 
 Scenes with ground truth are measured against it (the run's stored metrics, from
 labeling.results.compute_metrics); scenes without are measured against the reviewers' effective
@@ -18,6 +20,7 @@ from django.db.models import Count
 from labeling.cycle import effective_annotations, rounded_prf, training_label
 from labeling.models import Annotation, ScoringRun
 from labeling.results import load_grid, load_scene_ground_truth, project_thresholds
+from labeling.thresholds import run_threshold_source, run_thresholds
 from mlcore.metrics import window_metrics, window_truth
 
 _CACHE_SIZE = 32
@@ -25,15 +28,16 @@ _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
 
-def predicted_labels(grid, project) -> np.ndarray:
-    """Class index per window (R, K) by the project's hit rule: the best class whose probability
-    reaches its threshold, else the negative class (as labeling.results stores detections)."""
+def predicted_labels(grid, project, thresholds=None) -> np.ndarray:
+    """Class index per window (R, K) by the hit rule: the best class whose probability reaches its
+    threshold (the run's, labeling.thresholds.run_thresholds; default the project's), else the
+    negative class (as labeling.results stores detections)."""
     from mlcore.postprocess import resolve_thresholds
 
     negative = project.negative_class
-    thresholds = resolve_thresholds(
-        grid.classes, project_thresholds(project, grid.classes), negative
-    )
+    if thresholds is None:
+        thresholds = project_thresholds(project, grid.classes)
+    thresholds = resolve_thresholds(grid.classes, thresholds, negative)
     passing = np.where(grid.probs >= thresholds, grid.probs, -1.0)
     return np.where(
         passing.max(-1) >= 0, passing.argmax(-1), list(grid.classes).index(negative)
@@ -79,7 +83,8 @@ def run_confusion(run) -> dict:
     scene, project = run.scene, run.scene.project
     truth_boxes = load_scene_ground_truth(scene)
     stamp = None if truth_boxes is not None else _last_annotation_id(scene)
-    key = (run.pk, str(run.finished_at), stamp, project.threshold, str(project.class_thresholds))
+    thresholds = run_thresholds(run)
+    key = (run.pk, str(run.finished_at), stamp, str(sorted(thresholds.items())))
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -87,15 +92,16 @@ def run_confusion(run) -> dict:
     grid = load_grid(run)
     classes = list(grid.classes)
     negative = project.negative_class if project.negative_class in classes else None
-    if truth_boxes is not None:
+    if truth_boxes is not None:  # every box, negative tiles too (as labeling.results)
         truth = window_truth(grid.ys, grid.xs, grid.window, truth_boxes, classes, negative)
         against = "ground_truth"
     else:
         truth = annotation_truth(grid, project, _scene_annotations(scene))
         against = "annotations"
-    result = window_metrics(truth, predicted_labels(grid, project), classes)
+    result = window_metrics(truth, predicted_labels(grid, project, thresholds), classes)
     out = {
         "run": run.pk,
+        "thresholds": thresholds,
         "scene": scene.name,
         "model_version": run.model_version.number,
         "against": against,
@@ -123,6 +129,17 @@ def _object_counts(metrics: dict) -> tuple[int, int, int] | None:
     if not overall:
         return None
     return int(overall["tp"]), int(overall["fp"]), int(overall["fn"])
+
+
+def mean_ap(coco_rows: list[dict]) -> dict | None:
+    """COCO AP@0.5 and AP@[.5:.95] of a version: the mean over the scenes with ground truth it
+    scored (each computed once, when its run was stored: labeling.results.compute_metrics)."""
+    if not coco_rows:
+        return None
+    return {
+        k: round(float(np.mean([float(c.get(k) or 0.0) for c in coco_rows])), 4)
+        for k in ("ap50", "ap")
+    }
 
 
 def latest_runs_by_version(project) -> dict[int, list[ScoringRun]]:
@@ -158,8 +175,12 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
         object_gt = [0, 0, 0]
         window_ann = [0, 0, 0]
         scenes_gt, scenes_ann, has_object = [], [], False
+        coco, used = [], {}
         for run in runs_of.get(version.pk, []):
             metrics = run.metrics or {}
+            used = {"thresholds": run_thresholds(run), "source": run_threshold_source(run)}
+            if metrics.get("coco"):
+                coco.append(metrics["coco"])
             if metrics.get("window"):
                 for i, n in enumerate(_window_counts(metrics, negative)):
                     window_gt[i] += n
@@ -196,6 +217,10 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                 "window": rounded_prf(*window_gt) if scenes_gt else None,
                 "object": rounded_prf(*object_gt) if has_object else None,
                 "window_annotations": rounded_prf(*window_ann) if scenes_ann else None,
+                "coco": mean_ap(coco),
+                "calibrated_thresholds": dict(version.thresholds or {}),
+                "thresholds_used": used.get("thresholds"),
+                "threshold_source": used.get("source"),
             }
         )
     return rows

@@ -25,21 +25,26 @@ def strategies() -> tuple[tuple[str, ...], str]:
 
 
 class Oracle:
-    """The true class of any window of a scene with ground truth, by the same centre rule as the
-    window-level metrics (mlcore.metrics.window_truth): the tile whose box holds the window's
-    centre (the topmost when they overlap), else the negative class."""
+    """The true class of any window of a scene with ground truth: mlcore.metrics.window_truth
+    (the one definition the stored metrics and the metrics page use), given every box, negative
+    tiles too: the class of the top-most tile holding the window's centre, else the negative
+    class. A label outside ``classes`` (when given) counts as negative."""
 
-    def __init__(self, truth: list[dict], negative: str):
-        self.boxes = sorted(truth, key=lambda g: g.get("order", 0))
+    def __init__(self, truth: list[dict], negative: str, classes=None):
+        self.boxes = list(truth)
         self.negative = negative
+        labels = [negative] + sorted({str(g["label"]) for g in self.boxes} - {negative})
+        self.classes = list(classes) if classes is not None else labels
+        if negative not in self.classes:
+            self.classes.append(negative)
 
     def label(self, x: int, y: int, w: int, h: int) -> str:
-        cx, cy = x + w / 2.0, y + h / 2.0
-        label = self.negative
-        for g in self.boxes:  # later (higher order) boxes are pasted on top
-            if g["x"] <= cx < g["x"] + g["w"] and g["y"] <= cy < g["y"] + g["h"]:
-                label = g["label"]
-        return label
+        from mlcore.metrics import window_truth
+
+        # A window of size 0 at the centre: window_truth's centre rule for any w x h box.
+        truth = window_truth([y + h / 2.0], [x + w / 2.0], 0, self.boxes, self.classes,
+                             self.negative)  # fmt: skip
+        return self.classes[int(truth[0, 0])]
 
 
 def review_service():
@@ -123,16 +128,22 @@ def simulate(
     quiet: bool = False,
     report=print,
     timeout: float | None = None,
+    record_for=None,
+    record_config: dict | None = None,
 ) -> dict:
     """Run ``cycles`` rounds of (answer ``per_cycle`` queue windows, retrain, rescore) and return
-    {"cycles": [...]} with cycle 0 = the current model before any label."""
+    {"cycles": [...]} with cycle 0 = the current model before any label.
+
+    Each cycle is also recorded as a ``SimulationRun`` of ``record_for`` (default ``project``; a
+    benchmark simulating on a copy passes the original) so the metrics page can draw the curve
+    beside the project's own; ``record_config`` (seed, tag, ...) is stored with it."""
     from tqdm import tqdm
 
     from labeling.models import Annotation
     from labeling.results import load_scene_ground_truth
 
     next_queue_window, record_annotation = review_service()
-    oracle = Oracle(load_scene_ground_truth(scene), project.negative_class)
+    oracle = Oracle(load_scene_ground_truth(scene), project.negative_class, project.class_names)
     queue_strategy = strategy
     current = project.current_model()
     if current is None:
@@ -148,6 +159,9 @@ def simulate(
         }
     ]
     report(format_row(rows[0], strategy))
+    record = record_simulation(
+        record_for or project, project, scene, strategy, per_cycle, profile, record_config, rows
+    )
     labels_used = 0
     for c in range(1, cycles + 1):
         started = time.perf_counter()
@@ -202,6 +216,8 @@ def simulate(
         }
         rows.append(row)
         report(format_row(row, strategy))
+        record_simulation_cycles(record, rows)
+    record_simulation_cycles(record, rows, finished=True)
     return {
         "project": project.name,
         "scene": scene.name,
@@ -212,6 +228,39 @@ def simulate(
     }
 
 
+def simulation_point(row: dict) -> dict:
+    """What a SimulationRun keeps of one cycle's row (the metrics page's learning curve)."""
+    return {
+        "cycle": row["cycle"],
+        "version": row.get("version"),
+        "labels_used": row["labels_used"],
+        "object_f1": (row.get("object") or {}).get("f1"),
+        "window_f1": (row.get("window") or {}).get("f1"),
+    }
+
+
+def record_simulation(owner, project, scene, strategy, per_cycle, profile, config, rows):
+    from labeling.models import SimulationRun
+    from labeling.review import STRATEGY_ALIASES
+
+    return SimulationRun.objects.create(
+        project=owner,
+        strategy=STRATEGY_ALIASES.get(strategy, strategy),
+        per_cycle=per_cycle,
+        profile=profile or "",
+        scene_name=scene.name,
+        simulated_project=project.name if project.pk != owner.pk else "",
+        config=dict(config or {}),
+        cycles=[simulation_point(r) for r in rows],
+    )
+
+
+def record_simulation_cycles(record, rows, finished: bool = False) -> None:
+    record.cycles = [simulation_point(r) for r in rows]
+    record.finished = finished
+    record.save(update_fields=["cycles", "finished"])
+
+
 def format_row(row: dict, strategy: str) -> str:
     w, o = row["window"], row["object"]
     secs = row["seconds"].get("cycle")
@@ -219,6 +268,7 @@ def format_row(row: dict, strategy: str) -> str:
         f"[{strategy}] cycle {row['cycle']} v{row['version']}: labels {row['labels_used']:>4}  "
         f"window P {w['precision']:.3f} R {w['recall']:.3f} F1 {w['f1']:.3f}  "
         f"object P {o['precision']:.3f} R {o['recall']:.3f} F1 {o['f1']:.3f}"
+        + (f"  AP@0.5 {row['coco']['ap50']:.3f}" if row.get("coco") else "")
         + (f"  {secs:.0f}s" if secs is not None else "")
     )
 
