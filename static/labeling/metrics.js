@@ -1,5 +1,5 @@
-/* Metrics chart: F1 (and precision / recall on hover) per model version as inline SVG, with the
-   labels each version learnt from as bars. No library, no CDN. */
+/* Metrics chart: object F1, COCO AP@0.5 and window F1 (precision / recall on hover) per model
+   version as inline SVG, with the labels each version learnt from as bars. No library, no CDN. */
 (function () {
   "use strict";
   const node = document.getElementById("metrics-data");
@@ -9,11 +9,19 @@
   if (!rows.length) return;
   const NS = "http://www.w3.org/2000/svg";
   const W = 720, H = 280, L = 48, R = 56, T = 16, B = 36;
+  // Object F1 is the headline; COCO AP@0.5 beside it; window F1 is a diagnostic.
   const series = [
-    {key: "window", name: "window F1 (ground truth)", colour: "#2f6fde"},
-    {key: "object", name: "object F1 (ground truth)", colour: "#e6194b"},
-    {key: "window_annotations", name: "window F1 (annotations)", colour: "#3cb44b"},
+    {key: "object", name: "object F1 (ground truth)", colour: "#e6194b", field: "f1"},
+    {key: "coco", name: "COCO AP@0.5 (ground truth)", colour: "#f58231", field: "ap50"},
+    {key: "window", name: "window F1 (ground truth, diagnostic)", colour: "#2f6fde", field: "f1"},
+    {key: "window_annotations", name: "window F1 (annotations)", colour: "#3cb44b", field: "f1"},
   ].filter(function (s) { return rows.some(function (r) { return r[s.key]; }); });
+  function tip(r, s, m) {
+    if (s.key === "coco")
+      return "v" + r.number + " COCO AP@0.5 " + m.ap50.toFixed(3) + " · AP@[.5:.95] " + m.ap.toFixed(3);
+    return "v" + r.number + " " + s.name + ": F1 " + m.f1.toFixed(3) +
+      " · precision " + m.precision.toFixed(3) + " · recall " + m.recall.toFixed(3) + " (tp " + m.tp + ", fp " + m.fp + ", fn " + m.fn + ")";
+  }
 
   function svg(tag, attrs, text) {
     const e = document.createElementNS(NS, tag);
@@ -52,15 +60,14 @@
     rows.forEach(function (r, i) {
       const m = r[s.key];
       if (!m) return;
-      d += (d ? " L " : "M ") + x(i).toFixed(1) + " " + y(m.f1).toFixed(1);
+      d += (d ? " L " : "M ") + x(i).toFixed(1) + " " + y(m[s.field]).toFixed(1);
     });
     root.appendChild(svg("path", {d: d, fill: "none", stroke: s.colour, "stroke-width": 2.5}));
     rows.forEach(function (r, i) {
       const m = r[s.key];
       if (!m) return;
-      const dot = svg("circle", {cx: x(i), cy: y(m.f1), r: 4.5, fill: s.colour, "data-series": s.key});
-      dot.appendChild(svg("title", {}, "v" + r.number + " " + s.name + ": F1 " + m.f1.toFixed(3) +
-        " · precision " + m.precision.toFixed(3) + " · recall " + m.recall.toFixed(3) + " (tp " + m.tp + ", fp " + m.fp + ", fn " + m.fn + ")"));
+      const dot = svg("circle", {cx: x(i), cy: y(m[s.field]), r: 4.5, fill: s.colour, "data-series": s.key});
+      dot.appendChild(svg("title", {}, tip(r, s, m)));
       root.appendChild(dot);
     });
   }
