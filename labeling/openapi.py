@@ -84,6 +84,16 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                 "parameters": [_q("scene", "only the runs of this scene id", "integer")],
                 "responses": _ok("{\"runs\": [...]}")},
     },
+    "api-run-coco-results": {
+        "get": {"summary": "A scoring run's detections as a COCO results JSON list (image_id, "
+                           "category_id, bbox [x, y, w, h], score), ids as in the annotations "
+                           "export, for COCO.loadRes / FiftyOne", "tags": ["review"],
+                "parameters": [_q("boxes", "ranked: every merged box scoring >= 0.05 (what "
+                                  "the run's COCO AP ranks); merged: the run's detections at "
+                                  "its thresholds", enum=["ranked", "merged"]),
+                               _q("min_score", "keep boxes scoring at least this", "number")],
+                "responses": _ok("[{image_id, category_id, bbox, score}, ...] (attachment)")},
+    },
     "api-queue": {
         "get": {"summary": "Next window for this reviewer, leased to you (two reviewers never "
                            "get the same window); answer with POST annotations kind=review",

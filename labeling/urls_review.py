@@ -2,13 +2,18 @@
 
 from django.urls import path
 
-from labeling.views import api
+from labeling.views import api, coco
 
 urlpatterns = [
     path("api/openapi.json", api.api_openapi, name="api-openapi"),
     path("api/projects", api.api_projects, name="api-projects"),
     path("api/projects/<int:project_id>", api.api_project, name="api-project"),
     path("api/projects/<int:project_id>/runs", api.api_runs, name="api-runs"),
+    path(
+        "api/projects/<int:project_id>/runs/<int:run_id>/coco-results",
+        coco.api_run_coco_results,
+        name="api-run-coco-results",
+    ),
     path("api/projects/<int:project_id>/queue", api.api_queue, name="api-queue"),
     path(
         "api/projects/<int:project_id>/queue/release",
