@@ -388,3 +388,31 @@ class JobRecord(models.Model):
     @property
     def fraction(self) -> float:
         return self.progress_done / self.progress_total if self.progress_total else 0.0
+
+
+class SimulationRun(models.Model):
+    """One run of manage.py simulate_review (an oracle answering the review queue, real retrain
+    cycles), kept so the metrics page can draw its learning curve (object F1 against labels used)
+    beside the project's own cycles: the random strategy is the baseline the queue must beat.
+
+    ``project`` is the project the curve belongs to; a benchmark that simulates on a copy records
+    the copy's name in ``simulated_project``."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="simulations")
+    strategy = models.CharField(max_length=40)
+    per_cycle = models.PositiveIntegerField()
+    profile = models.CharField(max_length=20, blank=True)
+    scene_name = models.CharField(max_length=255, blank=True)
+    simulated_project = models.CharField(max_length=255, blank=True)
+    # Extra settings of the run (seed, tag, thresholds...), free form.
+    config = models.JSONField(default=dict, blank=True)
+    # [{"cycle", "version", "labels_used", "object_f1", "window_f1"}], cycle 0 = before any label.
+    cycles = models.JSONField(default=list, blank=True)
+    finished = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.strategy} x{self.per_cycle} on {self.project} ({len(self.cycles)} points)"

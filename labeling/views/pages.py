@@ -15,8 +15,9 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
 from labeling.access import project_for, scene_for
-from labeling.cycle import CYCLE_KIND, f1_summary, pending_annotations
+from labeling.cycle import CYCLE_KIND, f1_summary, pending_annotations, training_label
 from labeling.jobs import ACTIVE, job_state
+from labeling.learning_curve import learning_curve
 from labeling.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun
 from labeling.review import DEFAULT_STRATEGY
@@ -264,6 +265,19 @@ def scene_viewer(request, scene_id):
 # -- review queue --------------------------------------------------------------------------------
 
 
+def class_mix(project, pending=None) -> list[dict]:
+    """The class mix of what was answered in this cycle: per project class (negative last), how
+    many of the project's pending annotations (effective, not yet consumed by a model:
+    labeling.cycle.pending_annotations) teach it, by their training label."""
+    pending = pending_annotations(project) if pending is None else pending
+    counts = dict.fromkeys(project.class_names, 0)
+    for a in pending:
+        label = training_label(a, project)
+        counts[label] = counts.get(label, 0) + 1
+    colours = project.colours
+    return [{"name": c, "count": n, "color": colours.get(c, "#9e9e9e")} for c, n in counts.items()]
+
+
 def review_queue(request, project_id):
     project = project_for(request.user, project_id)
     scenes = list(project.scenes.all())
@@ -273,6 +287,7 @@ def review_queue(request, project_id):
     strategy = request.GET.get("strategy", DEFAULT_STRATEGY)
     if strategy not in dict(STRATEGIES):
         strategy = DEFAULT_STRATEGY
+    mix = class_mix(project)
     config = {
         "project": project.pk,
         "classes": [{"name": c["name"], "color": c["color"]} for c in project.classes],
@@ -280,6 +295,7 @@ def review_queue(request, project_id):
         "window": project.window_size,
         "strategy": strategy,
         "scene": int(chosen) if chosen else None,
+        "class_mix": {m["name"]: m["count"] for m in mix},
         "urls": {
             "queue": _url("api-queue", project.pk),
             "queue_release": _url("api-queue-release", project.pk),
@@ -299,6 +315,8 @@ def review_queue(request, project_id):
             "strategies": STRATEGIES,
             "strategy": strategy,
             "config": config,
+            "class_mix": mix,
+            "class_mix_total": sum(m["count"] for m in mix),
         },
     )
 
@@ -353,5 +371,6 @@ def project_metrics(request, project_id):
             "confusion_error": confusion_error,
             "matrix_rows": matrix_rows,
             "chart": {"rows": rows},
+            "learning_curve": learning_curve(project, rows),
         },
     )

@@ -159,8 +159,23 @@
     state.times.push(Date.now());
     $("review-count").textContent = String(state.count);
     updateRate();
+    addToMix(label, 1);
     post(a);
     takeNext();
+  }
+
+  /* The class mix of this cycle's answers: the server's count at page load, plus this
+     reviewer's answers since (minus the ones undone). */
+  const mix = Object.assign({}, cfg.class_mix || {});
+  function addToMix(label, n) {
+    mix[label] = Math.max(0, (mix[label] || 0) + n);
+    let total = 0;
+    for (const v of Object.values(mix)) total += v;
+    const bar = document.querySelector('#class-mix-bar span[data-class="' + CSS.escape(label) + '"]');
+    if (bar) bar.style.flexGrow = String(mix[label]);
+    const count = document.querySelector('#class-mix li[data-class="' + CSS.escape(label) + '"] strong');
+    if (count) count.textContent = String(mix[label]);
+    $("class-mix-total").textContent = String(total);
   }
 
   function back() {
@@ -176,6 +191,7 @@
       post(u);
     }
     target.undone = true;
+    addToMix(target.label, -1);
     state.count = Math.max(0, state.count - 1);
     state.times.pop();
     $("review-count").textContent = String(state.count);
@@ -243,6 +259,7 @@
     let handled = true;
     if (key === "?") help.hidden = !help.hidden;
     else if (key === "Escape") help.hidden = true;
+    else if (key.toLowerCase() === "c" && !event.repeat) $("queue-centre").classList.toggle("off");
     else if (event.repeat) handled = key === "Enter" || key === " " || key === "Backspace";  // no runaway answers
     else if (key === "Backspace") back();
     else if (key === "Enter" || key === " ") { if (state.current) answer(state.current.guess); }
@@ -275,6 +292,7 @@
   window.reviewQueue = {
     current: function () { return state.current; },
     count: function () { return state.count; },
+    classMix: function () { return Object.assign({}, mix); },
     pending: function () { return state.answers.filter(function (a) { return a.state === "saving"; }).length; },
   };
   init();
