@@ -5,9 +5,10 @@
     python -m mlcore collage TARGET TILES OUT.png       (and OUT.json ground truth)
     python -m mlcore train CANVAS_DIR OUT_DIR           (checkpoint + model.onnx)
     python -m mlcore score MODEL.onnx SCENE OUT.npz     (probability grid; --parquet too)
-    python -m mlcore evaluate GRID.npz GROUND_TRUTH.json
+    python -m mlcore evaluate GRID.npz GROUND_TRUTH.json [--model MODEL.onnx]
+    python -m mlcore ceiling GROUND_TRUTH.json --step 16   (a perfect classifier's figures)
     python -m mlcore upload STORAGE_URL LOCAL KEY / download STORAGE_URL KEY LOCAL
-    python -m mlcore demo                               (all of the above on ../shared/data)
+    python -m mlcore demo [--json FILE]                 (all of the above on ../shared/data)
 
 Every long step shows a progress bar; every command ends with a one-screen summary. Errors in the
 input (a missing file, an unknown class) end with one line saying what to do, not a traceback."""
@@ -80,6 +81,8 @@ def cmd_build_canvases(args) -> dict:
         step=args.step,
         seed=args.seed,
         progress=tqdm_progress("building canvases"),
+        layout=args.layout,
+        calibration_fraction=args.calibration_fraction,
         meta={"dataset": str(args.dataset)},
     )
     cset.save(args.out)
@@ -153,14 +156,27 @@ def cmd_train(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.save_checkpoint(out / "checkpoint.pt")
-    export_onnx(result.model, out / "model.onnx", cset.classes, result.config.window)
+    model_path = out / "model.onnx"
+    export_onnx(result.model, model_path, cset.classes, result.config.window)
+    calibration = None
+    if getattr(args, "calibrate", True) and cset.calibration is not None:
+        from mlcore.calibration import calibrate_model_file
+
+        calibration = calibrate_model_file(model_path, cset)
+    info = {
+        "profile": args.profile, "config": result.config.to_dict(),
+        "train_seconds": round(seconds, 1), "windows_per_s": round(result.windows_per_s, 1),
+        "val_accuracy": result.val_accuracy, "calibration": calibration,
+    }  # fmt: skip
+    (out / "train.json").write_text(json.dumps(info, indent=2))
     return {
         "classes": cset.classes,
         "steps": result.config.total_steps(1),
         "windows/s": f"{result.windows_per_s:,.0f}",
         "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
         "training seconds": f"{seconds:.1f}",
-        "files": f"{out / 'checkpoint.pt'}, {out / 'model.onnx'}",
+        "thresholds": calibration["thresholds"] if calibration else "0.9 (not calibrated)",
+        "files": f"{out / 'checkpoint.pt'}, {model_path}",
     }
 
 
@@ -191,20 +207,13 @@ def cmd_score(args) -> dict:
     return rows
 
 
-def evaluate_grid(grid, truth: list[dict], threshold: float, iou: float, negative: str) -> dict:
-    """Window- and object-level metrics of a grid against ground-truth boxes."""
-    from mlcore.metrics import grid_window_metrics, object_metrics
-    from mlcore.postprocess import detections
+def evaluate_grid(grid, truth: list[dict], thresholds, iou, negative: str) -> dict:
+    """Object (headline) and window (diagnostic) metrics; the CLI's errors in one line."""
+    from mlcore.evaluation import evaluate_grid as evaluate
 
     if negative not in grid.classes:
         raise CliError(f"negative class {negative!r} is not one of the model's {grid.classes}")
-    positives = [c for c in grid.classes if c != negative]
-    boxes = [b for b in truth if b["label"] in positives]
-    window = grid_window_metrics(grid, boxes, negative=negative, thresholds=threshold)
-    dets = detections(grid, thresholds=threshold, negative=negative, iou=iou)
-    objects = object_metrics(dets, boxes, grid.classes, negative=negative)
-    objects.pop("matches", None)
-    return {"window": window, "object": objects, "detections": len(dets)}
+    return evaluate(grid, truth, thresholds=thresholds, negative=negative, iou=iou)
 
 
 def _metric_rows(metrics: dict) -> dict:
@@ -229,10 +238,15 @@ def cmd_evaluate(args) -> dict:
     from mlcore.collage import load_ground_truth
     from mlcore.scoring import ScoreGrid
 
+    model_thresholds = None
+    if args.model:
+        from mlcore.export import read_metadata
+
+        model_thresholds = read_metadata(args.model)["thresholds"]
     metrics = evaluate_grid(
         ScoreGrid.load(args.grid),
         load_ground_truth(args.ground_truth),
-        args.threshold,
+        _thresholds_arg(args.threshold, model_thresholds),
         args.iou,
         args.negative,
     )
@@ -257,13 +271,53 @@ def cmd_download(args) -> dict:
     return {"downloaded": f"{path.stat().st_size:,} bytes", "to": path}
 
 
+def _thresholds_arg(value: str | None, model_thresholds: dict | None):
+    """--threshold: a number, "calibrated" (the model's own, else 0.9), or None (= calibrated)."""
+    if value in (None, "calibrated"):
+        return model_thresholds if model_thresholds else 0.9
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise CliError(f"--threshold must be a number or 'calibrated', got {value!r}") from exc
+    if not 0 <= number <= 1:
+        raise CliError(f"--threshold must lie in [0, 1], got {number}")
+    return number
+
+
+def _overall(metrics: dict) -> dict:
+    o = metrics["object"]["overall"]
+    return {k: round(o[k], 4) for k in ("precision", "recall", "f1", "tp", "fp", "fn")}
+
+
+def cmd_ceiling(args) -> dict:
+    from mlcore.collage import load_ground_truth
+    from mlcore.evaluation import ceiling
+
+    truth = load_ground_truth(args.ground_truth)
+    classes = [c for c in args.classes.split(",") if c]
+    if args.negative not in classes:
+        classes.append(args.negative)
+    result = ceiling(truth, args.step, classes, args.negative, args.window, args.iou)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    rows = {"step": args.step, "NMS IoU": f"{result['nms_iou']:.3f}", "windows": result["windows"]}
+    return rows | _metric_rows(result)
+
+
 def cmd_demo(args) -> dict:
-    """The published pipeline end to end on the shared data: CIFAR-10 -> canvases -> ResNet ->
-    Mona Lisa collage of the test set -> scoring -> metrics. Each step reuses its output when
-    present, so a second run only repeats what is missing."""
+    """The published pipeline end to end on the shared data: CIFAR-10 -> scene-like canvases ->
+    ResNet -> thresholds calibrated on held-out images -> Mona Lisa collage of the test set ->
+    scoring -> metrics, and the same model on a second collage (rocket.jpg) that calibration
+    never sees. Each step reuses its output when present, so a second run only repeats what is
+    missing."""
+    from mlcore.aligned import aligned_accuracy
+    from mlcore.calibration import calibrate_model_file
+    from mlcore.canvases import CanvasSet
     from mlcore.collage import demo_collage, load_ground_truth
-    from mlcore.datasets import find_shared_data
-    from mlcore.scoring import ScoreGrid
+    from mlcore.datasets import ClassMapping, find_shared_data, load_dataset
+    from mlcore.evaluation import ceiling
+    from mlcore.export import read_metadata
+    from mlcore.scoring import ScoreGrid, load_scorer
 
     data = Path(args.data) if args.data else find_shared_data()
     if data is None or not (data / "cifar10-jpg.zip").exists():
@@ -289,32 +343,83 @@ def cmd_demo(args) -> dict:
     })  # fmt: skip
     step("canvases", out / "canvases" / "manifest.json", cmd_build_canvases, {
         "dataset": out / "train.npz", "out": out / "canvases", "canvas_size": 1024,
-        "windows": args.windows, "window": 32, "step": 8, "seed": 0,
+        "windows": args.windows, "window": 32, "step": 8, "seed": 0, "layout": "mixed",
+        "calibration_fraction": 0.05,
     })  # fmt: skip
-    step("train", out / "model" / "model.onnx", cmd_train, {
+    model = out / "model" / "model.onnx"
+    step("train", model, cmd_train, {
         "canvases": out / "canvases", "out": out / "model", "profile": args.profile,
         "init": None, "steps": args.steps, "depth": None, "width": None, "batch_size": None,
-        "device": None, "seed": 0,
+        "device": None, "seed": args.seed, "calibrate": True,
     })  # fmt: skip
-    if not (out / "collage.png").exists():
-        started = time.perf_counter()
-        collage = demo_collage(data, cols=args.cols, progress=tqdm_progress("collage"))
-        collage.save(out / "collage.png", out / "collage.json")
-        timings["collage"] = time.perf_counter() - started
-    step("score", out / "grid.npz", cmd_score, {
-        "model": out / "model" / "model.onnx", "scene": out / "collage.png",
-        "out": out / "grid.npz", "step": 16, "batch_size": 1024, "parquet": None,
-    })  # fmt: skip
-    metrics = evaluate_grid(
-        ScoreGrid.load(out / "grid.npz"),
-        load_ground_truth(out / "collage.json"),
-        args.threshold,
-        0.3,
-        "negative",
-    )
-    metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    rows = _metric_rows(metrics)
+    meta = read_metadata(model)
+    if not meta["thresholds"]:
+        calibrate_model_file(model, CanvasSet.load(out / "canvases"))
+        meta = read_metadata(model)
+    scenes = {"mona_lisa": "mona_lisa.jpg", "rocket": "rocket.jpg"}
+    results: dict[str, dict] = {}
+    for name, target in scenes.items():
+        picture = out / f"collage-{name}.png"
+        if not picture.exists():
+            started = time.perf_counter()
+            collage = demo_collage(
+                data, cols=args.cols, progress=tqdm_progress(f"collage {name}"), target=target
+            )
+            collage.save(picture, picture.with_suffix(".json"))
+            timings[f"collage {name}"] = time.perf_counter() - started
+        grid_path = out / f"grid-{name}.npz"
+        step(f"score {name}", grid_path, cmd_score, {
+            "model": model, "scene": picture, "out": grid_path, "step": 16,
+            "batch_size": 1024, "parquet": None,
+        })  # fmt: skip
+        grid, truth = ScoreGrid.load(grid_path), load_ground_truth(picture.with_suffix(".json"))
+        results[name] = {
+            "calibrated": evaluate_grid(grid, truth, meta["thresholds"], None, "negative"),
+            "published": evaluate_grid(grid, truth, 0.9, None, "negative"),
+            "ceiling": ceiling(truth, 16),
+        }
+    started = time.perf_counter()
+    test = load_dataset(data / "cifar10-jpg.zip", split="test")
+    aligned = aligned_accuracy(load_scorer(model), test, ClassMapping.cifar_default())
+    timings["aligned accuracy"] = time.perf_counter() - started
+    train_info = json.loads((out / "model" / "train.json").read_text())
+    main, heldout = results["mona_lisa"], results["rocket"]
+    summary = {
+        "scene": "mona_lisa",
+        "object": main["calibrated"]["object"],
+        "window": main["calibrated"]["window"],
+        "thresholds": meta["thresholds"],
+        "calibration": meta.get("calibration"),
+        "published_threshold": {"threshold": 0.9, "object": _overall(main["published"])},
+        "aligned_accuracy": aligned["balanced_accuracy"],
+        "aligned": aligned,
+        "ceiling": _overall(main["ceiling"]),
+        "heldout": {
+            "scene": "rocket",
+            "object": heldout["calibrated"]["object"],
+            "published_threshold": {"threshold": 0.9, "object": _overall(heldout["published"])},
+            "ceiling": _overall(heldout["ceiling"]),
+        },
+        "train_seconds": train_info["train_seconds"],
+        "train": train_info,
+        "nms_iou": main["calibrated"]["nms_iou"],
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    rows = {"thresholds (calibrated)": meta["thresholds"]}
+    for name, res in results.items():
+        for kind in ("calibrated", "published"):
+            o = res[kind]["object"]["overall"]
+            rows[f"{name} object ({kind})"] = (
+                f"P {o['precision']:.3f}  R {o['recall']:.3f}  F1 {o['f1']:.3f}"
+            )
+        rows[f"{name} ceiling (oracle)"] = f"F1 {res['ceiling']['object']['overall']['f1']:.3f}"
+    rows["aligned balanced accuracy"] = f"{aligned['balanced_accuracy']:.3f}"
+    rows["trucks called car"] = aligned["called_as"].get("truck", {}).get("car", "-")
+    rows["airplanes called boat"] = aligned["called_as"].get("airplane", {}).get("boat", "-")
+    rows["train seconds"] = f"{train_info['train_seconds']:.0f}"
     rows.update({f"{k} seconds": f"{v:.1f}" for k, v in timings.items()})
     rows["metrics file"] = out / "metrics.json"
     return rows
@@ -344,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--step", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--layout",
+        default="mixed",
+        choices=["mixed", "scatter"],
+        help="mixed: scene-like (default); scatter: one class per canvas",
+    )
+    p.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=0.05,
+        help="share of each class held out for the calibration scene",
+    )
     p.set_defaults(func=cmd_build_canvases)
 
     p = sub.add_parser("collage", help="a photomosaic of TARGET from a tile library")
@@ -367,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="keep the published 0.9 (no thresholds stored in the model)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="score every window of a scene")
@@ -381,11 +504,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="precision/recall/F1 of a grid against ground truth")
     p.add_argument("grid")
     p.add_argument("ground_truth")
-    p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--iou", type=float, default=0.3, help="NMS IoU")
+    p.add_argument(
+        "--threshold", default=None,
+        help="a number (0.9 = the published pipeline) or 'calibrated' (default: the --model's "
+        "calibrated thresholds, else 0.9)",
+    )  # fmt: skip
+    p.add_argument("--model", help="model.onnx whose calibrated thresholds to use")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU (default: from window/step)")
     p.add_argument("--negative", default="negative")
     p.add_argument("--json", help="write the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ceiling", help="object P/R/F1 of a perfect window classifier (oracle)")
+    p.add_argument("ground_truth", help="ground truth JSON of a scene (e.g. a collage's)")
+    p.add_argument("--step", type=int, default=16)
+    p.add_argument("--window", type=int, default=32)
+    p.add_argument("--classes", default="car,boat", help="positive classes, comma-separated")
+    p.add_argument("--negative", default="negative")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU (default: from window/step)")
+    p.add_argument("--json", help="write the metrics as JSON")
+    p.set_defaults(func=cmd_ceiling)
 
     p = sub.add_parser("upload", help="ingress: a local file into storage (local or abfss://)")
     p.add_argument("storage_url")
@@ -406,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--windows", type=int, default=None, help="training windows on the canvases")
     p.add_argument("--cols", type=int, default=80, help="collage width in tiles")
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--json", help="also write the demo's figures to this JSON file")
     p.set_defaults(func=cmd_demo)
     return parser
 

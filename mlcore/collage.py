@@ -322,11 +322,13 @@ def demo_collage(
     mode: str = "collage",
     seed: int = 0,
     progress: Progress | None = None,
+    target: str = "mona_lisa.jpg",
 ) -> Collage:
     """The reference scene: the Mona Lisa from CIFAR-10 test images mapped to car/boat/negative.
 
-    ``data_dir`` defaults to ``find_shared_data()``; it must hold ``mona_lisa.jpg`` and
-    ``cifar10-jpg.zip``. 80 columns give a 2560-pixel-wide image.
+    ``data_dir`` defaults to ``find_shared_data()``; it must hold ``target`` and
+    ``cifar10-jpg.zip``. 80 columns give a 2560-pixel-wide image. ``target="rocket.jpg"`` gives
+    the held-out scene that calibration and the loop never see.
     """
     folder = Path(data_dir) if data_dir is not None else find_shared_data()
     if folder is None:
@@ -334,12 +336,10 @@ def demo_collage(
             "no shared data folder: set MLCORE_SHARED_DATA to a folder with mona_lisa.jpg and "
             "cifar10-jpg.zip"
         )
-    for name in ("mona_lisa.jpg", "cifar10-jpg.zip"):
+    for name in (target, "cifar10-jpg.zip"):
         if not (folder / name).exists():
             raise CollageError(f"{folder / name} is missing; the demo needs it")
     tiles = apply_mapping(
         load_dataset(folder / "cifar10-jpg.zip", split="test"), ClassMapping.cifar_default()
     )
-    return make_collage(
-        folder / "mona_lisa.jpg", tiles, cols=cols, mode=mode, seed=seed, progress=progress
-    )
+    return make_collage(folder / target, tiles, cols=cols, mode=mode, seed=seed, progress=progress)

@@ -91,3 +91,39 @@ def _torch_export(wrapped, example, tmp: Path) -> None:
             external_data=False,
             **common,
         )
+
+
+def read_metadata(path) -> dict:
+    """The model file's metadata_props, JSON values parsed (``thresholds``: {class: float} or
+    None when the model was never calibrated)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict = {}
+    for entry in proto.metadata_props:
+        try:
+            out[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            out[entry.key] = entry.value
+    out.setdefault("thresholds", None)
+    return out
+
+
+def write_metadata(path, updates: dict) -> None:
+    """Set metadata_props of an exported model file (JSON-encoded values), atomically."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    props.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in updates.items()})
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.meta.tmp")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -9,10 +9,13 @@ object is hit by several overlapping windows (at step 16 a 32 px object is typic
   from the window and the step (:func:`default_nms_iou`): every pair of windows that can hold the
   same object centre must merge, or one object yields several boxes (at step 16 the diagonal
   neighbours overlap with IoU 1/7, so the old constant 0.3 left a perfect classifier at F1 0.80);
-- the cluster becomes one box (``merge``): ``"weighted"`` (default) is the score-weighted mean of
-  the member boxes, which lands between the windows, closer to where the object is (a plain NMS
-  box is stuck on the window grid); ``"union"`` is their bounding box; ``"none"`` keeps the top
-  hit's window. The score is the cluster's top score.
+- the cluster becomes one box (``merge``): ``"none"`` (default) keeps the top hit's window, a
+  box the model really scored, which holds the object's centre whenever that window's centre is
+  on the object; ``"weighted"`` is the score-weighted mean of the member boxes (between the
+  windows; with the IoU low enough to merge every window of an object it also drifts towards
+  same-class neighbours: a perfect classifier lost 3-6 points of precision with it, see
+  ``python -m mlcore ceiling``); ``"union"`` is their bounding box. The score is the cluster's
+  top score.
 
 numpy only.
 """
@@ -30,6 +33,7 @@ PUBLISHED_THRESHOLD = DEFAULT_THRESHOLD
 # Margin below the IoU of the farthest pair of windows that share a point (see default_nms_iou).
 NMS_IOU_MARGIN = 0.9
 MERGES = ("weighted", "union", "none")
+DEFAULT_MERGE = "none"
 UNCERTAINTY_KINDS = ("least_confidence", "margin", "entropy")
 
 
@@ -147,7 +151,7 @@ def default_nms_iou(window: int, step: int) -> float:
     return NMS_IOU_MARGIN * farthest
 
 
-def nms(hits: Hits, iou: float, merge: str = "weighted") -> Hits:
+def nms(hits: Hits, iou: float, merge: str = DEFAULT_MERGE) -> Hits:
     """Greedy per-class NMS that merges each cluster into one box (see module docstring)."""
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
@@ -189,7 +193,7 @@ def detections(
     thresholds=None,
     negative: str | None = "auto",
     iou: float | None = None,
-    merge: str = "weighted",
+    merge: str = DEFAULT_MERGE,
 ) -> list[Detection]:
     """Merged detections (kind "merged") of a ScoreGrid, highest score first. ``iou`` None: the
     IoU that follows from the grid's window and step (:func:`default_nms_iou`)."""

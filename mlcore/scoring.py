@@ -74,6 +74,8 @@ class OnnxScorer:
         shape_window = inputs[0].shape[1]
         self.window = int(meta.get("window", shape_window))
         self.metadata = dict(meta)
+        # Calibrated per-class thresholds (mlcore.calibration), None for an uncalibrated model.
+        self.thresholds = json.loads(meta["thresholds"]) if "thresholds" in meta else None
         self.providers = self.session.get_providers()
 
     def predict(self, images: np.ndarray) -> np.ndarray:

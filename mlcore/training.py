@@ -74,6 +74,12 @@ class TrainConfig:
     jitter: int = 4  # random window shift in px (off the step grid), clamped to the split region
     brightness: float = 0.1  # +- fraction of 255 added per image
     contrast: float = 0.1  # +- fraction of contrast change per image
+    # Share of the draws per class (relative numbers, e.g. {"negative": 2}); unnamed classes 1.
+    # Equal shares give each of the 8 negative CIFAR-10 source classes ~4% of a batch, so the
+    # hard ones (trucks, airplanes) are rarely seen; the scene is ~86% negative.
+    class_shares: dict | None = None
+    # Or just the negative class's share of the draws (the positives split the rest equally).
+    negative_share: float | None = None
     val_fraction: float = 0.1
     val_windows: int = 2048
     log_every: int = 10
@@ -131,6 +137,20 @@ def compile_mode(config: TrainConfig, device: torch.device, total_steps: int) ->
     raise ValueError(
         f"compile must be 'auto', true, false or one of {COMPILE_MODES}, not {value!r}"
     )
+
+
+def resolve_class_shares(config: TrainConfig, classes) -> dict | None:
+    """``class_shares``, or the shares that give the negative class ``negative_share``."""
+    from mlcore.postprocess import default_negative
+
+    negative = default_negative(classes)
+    if config.negative_share is None or negative is None or config.class_shares:
+        return config.class_shares
+    share = float(config.negative_share)
+    if not 0 < share < 1:
+        raise ValueError(f"negative_share must be in (0, 1), got {share}")
+    positives = [c for c in classes if c != negative]
+    return {c: (1 - share) / len(positives) for c in positives} | {negative: share}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -343,8 +363,9 @@ def run_training(
         torch.set_num_threads(int(config.threads))
     torch.manual_seed(config.seed)
     sampler = WindowSampler(
-        canvas_set, classes, config.window, config.step, config.val_fraction, config.seed
-    )
+        canvas_set, classes, config.window, config.step, config.val_fraction, config.seed,
+        class_shares=resolve_class_shares(config, classes),
+    )  # fmt: skip
     total = config.total_steps(sampler.n_windows("train"))
     if config.batch_size % world_size:
         raise ValueError(f"batch_size {config.batch_size} must divide among {world_size} ranks")

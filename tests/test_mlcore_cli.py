@@ -91,8 +91,12 @@ def test_the_whole_pipeline_from_the_command_line(tmp_path):
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"window", "object", "detections"}
+    assert {"window", "object", "detections", "nms_iou"} <= set(metrics)
     assert "window car" in ok.stdout and "object overall" in ok.stdout
+
+    ok = run_cli("ceiling", tmp_path / "scene.json", "--step", "16", "--json", tmp_path / "c.json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["object"]["overall"]["f1"] > 0.9
 
 
 def test_storage_ingress_and_egress(tmp_path):

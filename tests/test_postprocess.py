@@ -57,7 +57,7 @@ def test_nms_merges_the_overlapping_hits_of_one_object():
             (4, 4): ("boat", 0.97),
         }
     )
-    dets = detections(grid, iou=0.3)
+    dets = detections(grid, iou=0.3, merge="weighted")
     assert [d.label for d in dets] == ["car", "boat"]
     assert all(d.kind == "merged" for d in dets)
     car = dets[0]

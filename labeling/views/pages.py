@@ -23,6 +23,7 @@ from labeling.models import JobRecord, ScoringRun
 from labeling.review import DEFAULT_STRATEGY
 from labeling.review import STRATEGIES as QUEUE_STRATEGIES
 from labeling.storage import get_storage
+from labeling.thresholds import viewer_thresholds
 from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
 from mlcore.storage import StorageKeyError, validate_key
 
@@ -235,7 +236,7 @@ def scene_viewer(request, scene_id):
         "project": project.pk,
         "classes": [{"name": c["name"], "color": c["color"]} for c in project.classes],
         "negative": project.negative_class,
-        "threshold": project.threshold,
+        **viewer_thresholds(project, run, request.GET.get("threshold")),
         "window": project.window_size,
         "run": {"id": run.pk, "model_version": run.model_version.number} if run else None,
         "dzi_url": reverse("scene-dzi", args=[scene.pk, files[1]]) if files else None,
