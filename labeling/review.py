@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from labeling.cycle import effective_annotations, training_label
 from labeling.models import Annotation, Detection, ScoringRun
+from labeling.thresholds import run_threshold_source, run_thresholds, slider_start
 from mlcore import sampling
 from mlcore.sampling import priorities
 
@@ -647,8 +648,10 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
         "classes": classes,
         "colors": project.colours,
         "negative_class": project.negative_class,
-        "threshold": project.threshold,
-        "class_thresholds": {c: project.threshold_for(c) for c in classes},
+        # The thresholds this run's detections were made with (labeling.thresholds).
+        "threshold": slider_start(run_thresholds(run), project.threshold),
+        "class_thresholds": run_thresholds(run),
+        "threshold_source": run_threshold_source(run),
         "window": project.window_size,
         "count": int(len(idx)),
     }

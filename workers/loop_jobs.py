@@ -305,7 +305,7 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
     if version.checkpoint_key and get_storage().exists(version.checkpoint_key):
         ctx.log(f"v{version.number} is trained already: kept")
         return {"trained": False}
-    ModelVersion.objects.filter(pk=version.pk).update(status="training")
+    cycle.advance(version, "training", allowed=("pending", "training"))
     cset = CanvasDir(project).load()
     config = {
         k: v
@@ -351,6 +351,19 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
     return {"trained": True, "val_accuracy": val}
 
 
+def calibrate(ctx, version, model_path) -> None:
+    """Per-class thresholds chosen on the canvas set's held-out calibration scene, written into
+    the model file (mlcore.calibration); without such a scene the file keeps none (0.9)."""
+    from mlcore.calibration import calibrate_model_file
+
+    cset = CanvasDir(version.project).load()
+    if cset.calibration is None:
+        ctx.log("no calibration scene in the canvases: thresholds stay at the project's")
+        return
+    summary = calibrate_model_file(model_path, cset, step=version.project.score_step)
+    ctx.log(f"calibrated thresholds {summary['thresholds']} (object F1 {summary['f1']})")
+
+
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
     from labeling.thresholds import model_file_thresholds
@@ -369,6 +382,7 @@ def export(ctx, project_id: int, version_id: int):
             payload["config"]["window"],
             {"version": version.number, "project": version.project.name},
         )
+        calibrate(ctx, version, path)
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
         version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
     version.save(update_fields=["model_key", "thresholds"])
@@ -404,6 +418,16 @@ def retrain_cycle(ctx, version_id: int, user_id: int | None = None):
     """The chain: feed corrections -> train -> export -> rescore every scene (score queue).
     The last scoring run to finish computes the metrics and promotes the version
     (labeling.cycle.after_scoring); a project without scenes is promoted here."""
+    from labeling.cycle_lock import cycle_lock
+
+    version = ModelVersion.objects.select_related("project").get(pk=version_id)
+    # One cycle of a project at a time, whatever happened to an earlier one's worker: wait
+    # (briefly) until no other process holds the project's cycle lock, and hold it to the end.
+    with cycle_lock(version.project_id, wait_s=float(getattr(settings, "CYCLE_LOCK_WAIT_S", 120))):
+        return _retrain_cycle(ctx, version_id)
+
+
+def _retrain_cycle(ctx, version_id: int):
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
     project = version.project
     if version.status not in cycle.IN_FLIGHT:
@@ -419,12 +443,13 @@ def retrain_cycle(ctx, version_id: int, user_id: int | None = None):
     if ScoringRun.objects.filter(model_version=version).exists():
         runs = list(ScoringRun.objects.filter(model_version=version))  # a retry: already queued
     else:
-        ModelVersion.objects.filter(pk=version.pk).update(status="scoring")
+        cycle.advance(version, "scoring", allowed=("pending", "training"))
         runs = enqueue_scoring(version)
     phases("scoring")(1, 1, f"{len(runs)} scene(s) queued for scoring")
     if not runs:
         version.refresh_from_db()
-        cycle.promote(version)
+        if not cycle.promote(version):
+            raise cycle.VersionNotInFlight(f"model v{version.number} was failed meanwhile")
     ctx.log(f"v{version.number}: {len(runs)} scoring run(s) queued")
     return {"version": version.number, "runs": [r.pk for r in runs], "at": str(timezone.now())}
 
