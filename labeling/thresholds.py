@@ -65,3 +65,26 @@ def slider_start(thresholds: dict[str, float], default: float) -> float:
     """Where a single threshold slider starts: the calibrated threshold (the lowest, when the
     classes differ, so that no class's detections are hidden at the start)."""
     return round(min(thresholds.values()), 2) if thresholds else float(default)
+
+
+def viewer_thresholds(project, run, requested=None) -> dict:
+    """What the scene viewer's slider starts from: the run's thresholds per class (calibrated
+    ones when the model version has them), the slider at the lowest of them, or at ``requested``
+    (``?threshold=`` in the page URL, e.g. the published 0.9) when it is a number in [0, 1]."""
+    per_class = run_thresholds(run) if run is not None else {
+        c: project.threshold_for(c) for c in project.class_names if c != project.negative_class
+    }  # fmt: skip
+    out = {
+        "threshold": slider_start(per_class, project.threshold),
+        "class_thresholds": per_class,
+        "threshold_source": run_threshold_source(run) if run is not None else PROJECT,
+        "published_threshold": float(project.threshold),
+        "threshold_from_url": False,
+    }
+    try:
+        value = float(requested) if requested not in (None, "") else None
+    except (TypeError, ValueError):
+        value = None
+    if value is not None and 0.0 <= value <= 1.0:
+        out["threshold"], out["threshold_from_url"] = round(value, 2), True
+    return out

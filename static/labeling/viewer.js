@@ -19,6 +19,9 @@
   const state = {
     kind: "merged",
     threshold: cfg.threshold,
+    // Per-class thresholds (the run's: calibrated ones travel with the model version) until the
+    // reviewer moves the slider; then one threshold for every class.
+    perClass: !cfg.threshold_from_url && Object.keys(cfg.class_thresholds || {}).length > 0,
     hidden: new Set(),
     feeds: {merged: null, window: null},
     loading: {},
@@ -91,8 +94,19 @@
     }
   }
 
+  const classThresholds = cfg.class_thresholds || {};
+  const lowestThreshold = Math.min.apply(null, Object.values(classThresholds).concat([cfg.threshold]));
+  const sliderMin = Math.min(0.5, Math.floor(lowestThreshold * 100) / 100);
+
+  /* The score a box of this class needs to be shown. */
+  function cut(name) {
+    if (state.perClass && classThresholds[name] !== undefined) return classThresholds[name];
+    return state.threshold;
+  }
+
   function shown(f, i) {
-    return f.score[i] >= state.threshold - 1e-9 && !state.hidden.has(f.classes[f.label[i]]);
+    const name = f.classes[f.label[i]];
+    return f.score[i] >= cut(name) - 1e-9 && !state.hidden.has(name);
   }
 
   function loadFeed(kind) {
@@ -351,8 +365,8 @@
     let total = 0;
     if (f) {
       for (let i = 0; i < f.n; i++) {
-        if (f.score[i] < state.threshold - 1e-9) continue;
         const name = f.classes[f.label[i]];
+        if (f.score[i] < cut(name) - 1e-9) continue;
         counts[name] = (counts[name] || 0) + 1;
         if (!state.hidden.has(name)) total++;
       }
@@ -363,13 +377,23 @@
     $("legend-total").textContent = f ? String(total) : (cfg.run ? "…" : "0");
     const note = $("threshold-note");
     if (!cfg.run) note.textContent = "This scene has no scoring run yet: no detections to show.";
-    else if (state.kind === "merged" && state.threshold < cfg.threshold)
-      note.textContent = "Merged boxes exist at or above the project threshold (" + cfg.threshold + "); switch to raw windows to see lower scores.";
+    else if (state.kind === "merged" && !state.perClass && state.threshold < lowestThreshold)
+      note.textContent = "Merged boxes exist at or above the run's thresholds (" + thresholdText() + "); switch to raw windows to see lower scores.";
+    else if (state.perClass)
+      note.textContent = (cfg.threshold_source === "calibrated" ? "Calibrated thresholds of this model version: " : "The run's thresholds: ") +
+        thresholdText() + ". Moving the slider sets one threshold for every class.";
     else note.textContent = "";
   }
 
-  function setThreshold(value) {
-    state.threshold = Math.max(0.5, Math.min(1, Math.round(value * 100) / 100));
+  function thresholdText() {
+    return Object.entries(classThresholds).map(function (e) { return e[0] + " " + Number(e[1]).toFixed(2); }).join(", ");
+  }
+
+  /* The slider (and [ / ]) set one threshold for every class; perClass keeps the run's
+     per-class thresholds (the slider then shows the lowest of them). */
+  function setThreshold(value, perClass) {
+    state.perClass = Boolean(perClass);
+    state.threshold = Math.max(sliderMin, Math.min(1, Math.round(value * 100) / 100));
     $("threshold").value = String(state.threshold);
     $("threshold-value").textContent = state.threshold.toFixed(2);
     updateLegend(); schedule();
@@ -656,7 +680,10 @@
   }
 
   function init() {
+    $("threshold").min = String(sliderMin);
     $("threshold").addEventListener("input", function (e) { setThreshold(Number(e.target.value)); });
+    $("threshold-calibrated").addEventListener("click", function () { setThreshold(lowestThreshold, true); });
+    $("threshold-published").addEventListener("click", function () { setThreshold(cfg.published_threshold); });
     document.querySelectorAll("input[name=kind]").forEach(function (r) {
       r.addEventListener("change", function () { if (r.checked) setKind(r.value); });
     });
@@ -675,7 +702,7 @@
         e.preventDefault(); e.returnValue = "";
       }
     });
-    setThreshold(cfg.threshold);
+    setThreshold(cfg.threshold, state.perClass);
     if (!cfg.dzi_url) { waitForTiles(); return; }
     startViewer();
     loadFeed("merged").then(function () { return loadFeed("window"); });  // raw windows: hover probabilities
@@ -696,6 +723,7 @@
       for (let i = 0; i < f.n; i++) if (shown(f, i)) out.push({id: f.id[i], x: f.x[i], y: f.y[i], w: f.w[i], h: f.h[i], label: f.classes[f.label[i]], score: f.score[i]});
       return out;
     },
+    thresholds: function () { return {perClass: state.perClass, threshold: state.threshold, classes: classThresholds}; },
     effective: function () { return state.effective.map(function (a) { return {id: a.id, kind: a.kind, label: a.label, x: a.x, y: a.y, w: a.w, h: a.h, state: a.state}; }); },
     pending: function () { return state.annotations.filter(function (a) { return a.state === "saving"; }).length; },
     lastDraw: function () { return state.lastDraw; },
