@@ -1,0 +1,130 @@
+"""Calibrated thresholds travel with the model version: read from the ONNX file's metadata when
+the file is registered, used by the scoring run, shown by the viewer (its slider starts there),
+the detections feed, the metrics page and the dashboard; the published 0.9 stays a choice."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from browser_helpers import add_dzi
+from django.urls import reverse
+from review_helpers import colour_onnx_model, make_scored_scene
+
+from labeling.models import ScoringRun
+from labeling.results import load_grid, store_scoring_result
+from labeling.thresholds import model_file_thresholds, version_thresholds
+
+pytestmark = pytest.mark.django_db
+
+CALIBRATED = {"car": 0.62, "boat": 0.7}
+
+
+def config_of(response, element_id):
+    html = response.content.decode()
+    match = re.search(
+        rf'<script id="{element_id}" type="application/json">(.*?)</script>', html, re.S
+    )
+    assert match, f"no {element_id} in the page"
+    return json.loads(match.group(1))
+
+
+def with_metadata(path: Path, **props) -> Path:
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_thresholds_come_from_the_model_file(tmp_path, project):
+    plain = colour_onnx_model(tmp_path / "plain.onnx", project.class_names)
+    assert model_file_thresholds(plain) == {}
+    calibrated = with_metadata(
+        colour_onnx_model(tmp_path / "calibrated.onnx", project.class_names),
+        thresholds=CALIBRATED,
+        calibration={"method": "max object F1", "scene": "held-out"},
+    )
+    assert model_file_thresholds(calibrated) == CALIBRATED
+    assert model_file_thresholds(tmp_path / "model-symbol.json") == {}  # not ONNX: none
+
+
+def test_version_thresholds_fall_back_per_class(project):
+    from labeling.models import ModelVersion
+
+    version = ModelVersion(project=project, number=1, thresholds={"car": 0.6})
+    classes = project.class_names
+    assert version_thresholds(project, version, classes) == (
+        {"car": 0.6, "boat": 0.9},
+        "calibrated",
+    )
+    project.class_thresholds = {"boat": 0.8}
+    assert version_thresholds(project, version, classes)[0] == {"car": 0.6, "boat": 0.8}
+    project.use_calibrated_thresholds = False
+    assert version_thresholds(project, version, classes) == (
+        {"car": 0.9, "boat": 0.8},
+        "project",
+    )
+    assert version_thresholds(project, ModelVersion(project=project, number=2), classes)[1] == (
+        "project"
+    )
+
+
+@pytest.fixture
+def calibrated_run(project, storage_dir):
+    scene, run = make_scored_scene(project, 256, 256, seed=7)
+    version = run.model_version
+    version.thresholds = CALIBRATED
+    version.save(update_fields=["thresholds"])
+    again = ScoringRun.objects.create(scene=scene, model_version=version, status="running")
+    store_scoring_result(again, load_grid(run))
+    again.refresh_from_db()
+    run.delete()  # the scene's latest run is the calibrated one
+    return scene, again
+
+
+def test_viewer_slider_starts_at_the_calibrated_threshold(alice_client, project, calibrated_run):
+    scene, run = calibrated_run
+    add_dzi(scene)
+    response = alice_client.get(reverse("scene-viewer", args=[scene.pk]))
+    config = config_of(response, "viewer-config")
+    assert config["class_thresholds"] == CALIBRATED
+    assert config["threshold"] == 0.62 and config["threshold_source"] == "calibrated"
+    assert config["published_threshold"] == 0.9 and config["threshold_from_url"] is False
+    html = response.content.decode()
+    assert 'value="0.62"' in html and 'id="threshold-published"' in html
+    # The published 0.9 stays a choice: ?threshold=0.9 starts the slider there.
+    config = config_of(
+        alice_client.get(reverse("scene-viewer", args=[scene.pk]) + "?threshold=0.9"),
+        "viewer-config",
+    )
+    assert config["threshold"] == 0.9 and config["threshold_from_url"] is True
+    bad = alice_client.get(reverse("scene-viewer", args=[scene.pk]) + "?threshold=lots")
+    assert config_of(bad, "viewer-config")["threshold"] == 0.62
+
+
+def test_feed_and_metrics_pages_report_the_runs_thresholds(alice_client, project, calibrated_run):
+    scene, run = calibrated_run
+    feed = alice_client.get(reverse("api-detections", args=[scene.pk])).json()
+    assert feed["class_thresholds"] == CALIBRATED and feed["threshold"] == 0.62
+    assert feed["threshold_source"] == "calibrated"
+    assert min(s for s, lab in zip(feed["score"], feed["label"], strict=True)
+               if feed["classes"][lab] == "car") >= 0.62  # fmt: skip
+
+    metrics = alice_client.get(reverse("project-metrics", args=[project.pk])).content.decode()
+    coco = run.metrics["coco"]
+    assert f'<td class="ap">{coco["ap50"]:.3f}</td>' in metrics
+    assert f'<td class="ap">{coco["ap"]:.3f}</td>' in metrics
+    assert "car 0.62, boat 0.70" in metrics and "calibrated" in metrics
+    f1 = run.metrics["object"]["overall"]["f1"]
+    assert f'<td class="f1 headline">{f1:.3f}</td>' in metrics
+
+    dashboard = alice_client.get(reverse("project-dashboard", args=[project.pk]))
+    html = dashboard.content.decode()
+    assert "car 0.62, boat 0.70" in html
+    assert f"{coco['ap50']:.3f} / {coco['ap']:.3f}" in html
