@@ -89,10 +89,14 @@ def _detection_of(scene, detection):
     if isinstance(detection, Detection):
         det = detection
     else:
+        from labeling.parsing import parse_id
+
         if isinstance(detection, bool) or not isinstance(detection, (int, str)):
             raise ReviewError(f"detection must be a detection id or null, got {detection!r}")
         try:
-            det = Detection.objects.select_related("run").get(pk=int(detection))
+            det = Detection.objects.select_related("run").get(
+                pk=parse_id(detection, "detection", ValueError)
+            )
         except (Detection.DoesNotExist, ValueError):
             raise ReviewError(
                 f"detection {detection!r} does not exist: take the id from this scene's "
@@ -608,10 +612,13 @@ def _build_feed_columns(run: ScoringRun, kind: str) -> dict:
 def feed_run(scene, run_id=None) -> ScoringRun | None:
     if run_id in (None, ""):
         return scene.latest_run()
+    from labeling.parsing import parse_id
+
     try:
-        return ScoringRun.objects.filter(scene=scene, pk=int(run_id), status="done").first()
-    except (TypeError, ValueError):
-        raise ReviewError(f"run must be a scoring run id, got {run_id!r}") from None
+        run_pk = parse_id(run_id, "run", ValueError)
+    except ValueError:
+        raise ReviewError(f"run must be a scoring run id, got {str(run_id)[:50]!r}") from None
+    return ScoringRun.objects.filter(scene=scene, pk=run_pk, status="done").first()
 
 
 def detections_feed(scene, run, kind="merged", label=None, min_score=None, region=None) -> dict:
@@ -779,6 +786,11 @@ def export_csv(project, history: bool = False) -> str:
 # -- window crops ---------------------------------------------------------------------------------
 
 CROP_MAX = 2048
+# What one crop request may cost: the output image (window + context, times scale) has at most
+# this many pixels (12 MB as RGB), and the scene is read a band of rows at a time, so neither
+# memory nor PNG encoding time grows with what a request asks for.
+CROP_OUTPUT_MAX_PIXELS = 2048 * 2048
+CROP_READ_BYTES = 16 * 1024 * 1024
 OUTLINE = (255, 221, 0)
 
 
@@ -809,16 +821,25 @@ def window_crop(
             f"x={x}, y={y} is outside scene {scene.name!r} ({scene.width}x{scene.height})"
         )
     side = size + 2 * context
+    if (side * scale) ** 2 > CROP_OUTPUT_MAX_PIXELS:
+        raise ReviewError(
+            f"the crop would be {side * scale}x{side * scale} pixels ((size + 2 * context) * "
+            f"scale), above the limit of {CROP_OUTPUT_MAX_PIXELS:,} pixels: ask for a smaller "
+            "size, context or scale"
+        )
     out = np.full((side, side, 3), 128, dtype=np.uint8)
     x0, y0 = x - context, y - context
     sy0, sy1 = max(y0, 0), min(y0 + side, scene.height)
     sx0, sx1 = max(x0, 0), min(x0 + side, scene.width)
     try:
         reader = NpyScene(storage or get_storage(), scene.pixels_key)
-        rows = reader.read_rows(sy0, sy1)
+        # A band of whole rows at a time: a wide scene's rows can be far bigger than the crop.
+        band = max(1, CROP_READ_BYTES // max(1, reader.width * 3))
+        for b0 in range(sy0, sy1, band):
+            b1 = min(b0 + band, sy1)
+            out[b0 - y0 : b1 - y0, sx0 - x0 : sx1 - x0] = reader.read_rows(b0, b1)[:, sx0:sx1]
     except (SceneError, FileNotFoundError, OSError) as exc:
         raise ReviewError(f"the pixels of scene {scene.name!r} cannot be read: {exc}") from None
-    out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rows[:, sx0:sx1]
     if outline and context > 0:
         a, b = context - 1, context + size  # frame rows/cols just outside the window
         out[a, a : b + 1] = OUTLINE

@@ -22,12 +22,16 @@ from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
 from labeling.storage import get_storage
-from mlcore.storage import StorageKeyError, validate_key
+from mlcore.storage import StorageError, StorageKeyError, validate_key
 
 CHUNK = 8 * 1024 * 1024
 # Ground truth is parsed in memory (a list of boxes): far below the image limit.
 GROUND_TRUTH_MAX_BYTES = 64 * 1024 * 1024
 SCENE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# A key a user names is stored in 500-character columns, some with a short prefix
+# ("storage:<key>"); longer ones are refused before they reach the file system or the database.
+USER_KEY_MAX = 480
+NAME_MAX = 200
 
 
 class UploadError(ValueError):
@@ -141,12 +145,19 @@ def check_user_key(project, key: str) -> str:
     """A storage key a user named: valid, inside the storage root, not inside another project's
     folder, and existing. Returns the normalised key."""
     key = (key or "").strip()
+    if len(key) > USER_KEY_MAX:
+        raise UploadError(
+            f"the storage key {key[:40]!r}... is {len(key)} characters long; keys are limited "
+            f"to {USER_KEY_MAX}."
+        )
+    # Messages name the key the user gave, never where the server keeps its storage (the root
+    # folder or the ADLS account URL).
     try:
         validate_key(key)
     except StorageKeyError as exc:
         raise UploadError(
-            f"{exc}. Name a key relative to the storage root ({settings.STORAGE_URL}), e.g. "
-            "'incoming/scene.tif'; paths outside the storage prefix are refused."
+            f"{exc}. Name a key relative to the storage root, e.g. 'incoming/scene.tif'; paths "
+            "outside the storage prefix are refused."
         ) from None
     parts = key.split("/")
     if parts[0] == "projects" and (len(parts) < 2 or parts[1] != str(project.pk)):
@@ -159,9 +170,20 @@ def check_user_key(project, key: str) -> str:
         exists = storage.exists(key)
     except StorageKeyError as exc:
         raise UploadError(f"{exc}; paths outside the storage prefix are refused.") from None
+    except (StorageError, OSError) as exc:  # a name the file system refuses (too long...)
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise UploadError(f"the storage key {key!r} cannot be used: {reason}.") from None
     if not exists:
-        raise UploadError(f"No object {key!r} in the storage ({settings.STORAGE_URL}).")
+        raise UploadError(f"No object {key!r} in the storage.")
     return key
+
+
+def check_name(name: str) -> str:
+    """A dataset or scene name from a user (the database column holds NAME_MAX characters)."""
+    name = str(name or "").strip()
+    if len(name) > NAME_MAX:
+        raise UploadError(f"the name is {len(name)} characters long; at most {NAME_MAX}.")
+    return name
 
 
 def scene_url(scene) -> str:
@@ -342,9 +364,13 @@ SCENE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF"}
 def check_scene_image(path: Path, name: str) -> tuple[int, int, str]:
     """Fully decode an image file; refuse non-images, corrupt or truncated files, formats other
     than PNG/JPEG/TIFF and pixel counts above SCENE_MAX_PIXELS (decompression bombs included)."""
+    from labeling.image_checks import check_picture
     from mlcore.scenes import validate_scene_image
 
     try:
+        # First the cheap structural check: a JPEG whose data cannot cover its declared size
+        # is refused before it is decoded (which would allocate all of the declared pixels).
+        check_picture(path, name)
         width, height, fmt = validate_scene_image(path, settings.SCENE_MAX_PIXELS)
     except Exception as exc:  # SceneError, PIL's bomb error, odd decoder errors: all bad input
         error = _image_error(exc, name)
@@ -441,7 +467,8 @@ def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"
     from labeling.storage import dataset_prefix
 
     if split not in ("all", "train", "test"):
-        raise UploadError(f"split must be all, train or test, not {split!r}.")
+        raise UploadError(f"split must be all, train or test, not {split[:20]!r}.")
+    name = check_name(name)
     if key:
         key = check_user_key(project, key)
         if (
@@ -452,7 +479,7 @@ def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"
             raise UploadError(f"{key!r} was already imported into this project.")
         with transaction.atomic():
             dataset = Dataset.objects.create(
-                project=project, name=name or Path(key).name, source=f"storage:{key}"
+                project=project, name=name or Path(key).name[:NAME_MAX], source=f"storage:{key}"
             )
             record = _job(
                 inline, "import_dataset", "workers.data_jobs.import_dataset", project=project,
@@ -522,12 +549,13 @@ def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=
 
     width = height = 0
     sha = ""
+    name = check_name(name)
     if key:
         key = check_user_key(project, key)
         if Scene.objects.filter(project=project, image_key=key).exists():
             raise UploadError(f"{key!r} is already a scene of this project.")
         source = None
-        scene_name = name or Path(key).name
+        scene_name = name or Path(key).name[:NAME_MAX]
     else:
         source = _Source(upload, path)
         check_size(source.name, source.size)
@@ -574,12 +602,13 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
     from labeling.storage import scene_prefix
     from workers.data_jobs import demo_target_path, demo_tiles_path
 
+    name = check_name(name)
     if str(tiles) == "demo":
         if demo_tiles_path() is None:
             raise UploadError("The demo tile library (shared data) is not installed here.")
         tiles = "demo"
     elif (
-        not str(tiles).isdigit()
+        not (str(tiles).isascii() and str(tiles).isdecimal() and len(str(tiles)) <= 18)
         or not Dataset.objects.filter(pk=int(tiles), project=project, status="ready").exists()
     ):
         raise UploadError(f"Tile library {tiles!r} is not a ready dataset of this project.")

@@ -186,7 +186,8 @@ class LocalStorage(Storage):
         path = (self.root / key).resolve()
         if path != self.root and self.root not in path.parents:
             raise StorageKeyError(
-                f"storage key {key!r} resolves outside the storage root {self.root}"
+                # The message names the key only: it reaches users, the root is the server's.
+                f"storage key {key!r} resolves outside the storage root"
             )
         return path
 

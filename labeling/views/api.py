@@ -13,6 +13,7 @@ from labeling import review
 from labeling.access import project_for, projects_for, scene_for
 from labeling.cycle import pending_annotations
 from labeling.models import Annotation, ScoringRun
+from labeling.parsing import parse_id
 from labeling.review import ReviewError
 from labeling.views.common import json_api, json_body
 
@@ -24,6 +25,11 @@ _api = json_api(ReviewError)
 
 def _json_body(request) -> dict:
     return json_body(request, ReviewError, '{"kind": "confirm", ...}')
+
+
+def _scene_param(request, value):
+    """?scene=<id>: a scene of the user's projects (400 when it is not an id at all)."""
+    return scene_for(request.user, parse_id(value, "scene", ReviewError))
 
 
 # -- projects, scenes, runs -----------------------------------------------------------------------
@@ -191,7 +197,7 @@ def api_runs(request, project_id):
     runs = ScoringRun.objects.filter(scene__project=project).select_related("model_version")
     scene = request.GET.get("scene")
     if scene:
-        runs = runs.filter(scene_id=scene_for(request.user, scene).pk)
+        runs = runs.filter(scene_id=_scene_param(request, scene).pk)
     return JsonResponse({"runs": [run_json(r) for r in runs.order_by("-created_at", "-id")]})
 
 
@@ -301,7 +307,7 @@ def api_queue(request, project_id):
     project = project_for(request.user, project_id)
     strategy = request.GET.get("strategy", review.DEFAULT_STRATEGY)
     scene = request.GET.get("scene")
-    scene = scene_for(request.user, scene) if scene else None
+    scene = _scene_param(request, scene) if scene else None
     if scene is not None and scene.project_id != project.pk:
         raise Http404("No such scene in this project.")
     item = review.next_queue_window(project, request.user, strategy, scene=scene)
@@ -317,12 +323,11 @@ def api_queue_release(request, project_id):
     left), so another reviewer gets it now instead of after the lease expires."""
     project = project_for(request.user, project_id)
     body = _json_body(request)
-    try:
-        scene_id, x, y = (int(body[k]) for k in ("scene", "x", "y"))
-    except (KeyError, TypeError, ValueError):
-        raise ReviewError(
-            'send {"scene": id, "x": int, "y": int} of the window to give back'
-        ) from None
+    missing = [k for k in ("scene", "x", "y") if k not in body]
+    if missing:
+        raise ReviewError('send {"scene": id, "x": int, "y": int} of the window to give back')
+    scene_id = parse_id(body["scene"], "scene", ReviewError)
+    x, y = (review._as_int(k, body[k]) for k in ("x", "y"))
     scene = scene_for(request.user, scene_id)
     if scene.project_id != project.pk:
         raise Http404("No such scene in this project.")

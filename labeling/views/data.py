@@ -14,6 +14,7 @@ from labeling.access import project_for
 from labeling.forms import DatasetForm, ProjectForm, SceneForm, classes_from_rows
 from labeling.jobs import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
+from labeling.parsing import parse_int
 from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene, scene_url
 from labeling.views.common import json_api, json_body
 from workers.data_jobs import demo_target_path, demo_tiles_path, ordered_counts
@@ -322,9 +323,10 @@ def api_scenes(request, project_id):
         if "collage" in body:
             spec = body["collage"] if isinstance(body["collage"], dict) else {}
             try:
-                cols, seed = int(spec.get("cols", 80)), int(spec.get("seed", 0))
-            except (TypeError, ValueError):
-                raise UploadError("collage cols and seed must be whole numbers") from None
+                cols = parse_int(spec.get("cols", 80), "cols", ValueError, -(2**31), 2**31)
+                seed = parse_int(spec.get("seed", 0), "seed", ValueError, 0, 2**32 - 1)
+            except ValueError as exc:
+                raise UploadError(f"collage cols and seed must be whole numbers: {exc}") from None
             if not 2 <= cols <= 400:
                 raise UploadError(f"collage cols must be between 2 and 400, not {cols}")
             scene, record = add_collage_scene(

@@ -19,6 +19,7 @@ from labeling.cycle import (
 )
 from labeling.jobs import job_state
 from labeling.models import JobRecord, ModelVersion
+from labeling.parsing import parse_int
 from labeling.views.common import json_api, json_body
 
 JOBS_LIMIT_MAX = 200
@@ -92,8 +93,11 @@ def api_retrain(request, project_id):
     body = _json_body(request) if request.content_type == "application/json" else {}
     profile = body.get("profile") or request.POST.get("profile") or request.GET.get("profile")
     profile = profile or "quick"
-    if profile not in TRAIN_PROFILES:
-        text = f"Unknown training profile {profile!r}: use one of {', '.join(TRAIN_PROFILES)}."
+    if not isinstance(profile, str) or profile not in TRAIN_PROFILES:
+        text = (
+            f"Unknown training profile {str(profile)[:40]!r}: use one of "
+            f"{', '.join(TRAIN_PROFILES)}."
+        )
         if not as_json:
             messages.error(request, text)
             return _back(request, project)
@@ -146,12 +150,8 @@ def api_model_current(request, project_id, number):
 def api_jobs(request, project_id):
     """Recent jobs of the project, newest first (?limit=, default 50, at most 200)."""
     project = project_for(request.user, project_id)
-    try:
-        limit = int(request.GET.get("limit", 50))
-    except ValueError:
-        raise BadRequest("limit must be an integer, e.g. ?limit=20") from None
-    if not 1 <= limit <= JOBS_LIMIT_MAX:
-        raise BadRequest(f"limit must be between 1 and {JOBS_LIMIT_MAX}")
+    limit = parse_int(request.GET.get("limit", 50), "limit", BadRequest, 1,
+                      JOBS_LIMIT_MAX)  # fmt: skip
     records = JobRecord.objects.filter(project=project).order_by("-created_at", "-id")[:limit]
     return JsonResponse({"jobs": [job_json(reconcile_job(r)) for r in records]})
 
