@@ -32,13 +32,18 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: reruns a request whose database connection was cut (when that is safe).
+    "labeling.middleware.RetryLostDatabaseConnection",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "labeling.middleware.RequestBodyLimit",  # a JSON 400 before anything reads a huge body
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before CSRF: a logged-out API call hears 401 JSON, not a CSRF 403 page.
     "labeling.middleware.LoginRequiredEverywhere",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "labeling.middleware.QueueUnavailableAs503",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -63,6 +68,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_config(os.environ.get("DATABASE_URL"), VAR_DIR / "db.sqlite3")}
+# A reused connection is checked before each request uses it: one the server cut meanwhile
+# (failover, restart, pg_terminate_backend) is replaced instead of failing the request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -96,6 +104,12 @@ RQ_QUEUES = {
     for name, timeout in (("default", 3600), ("train", 6 * 3600), ("score", 3 * 3600))
 }
 RQ_SHOW_ADMIN_LINK = True
+# Every `manage.py rqworker`: the work horse dies with its worker, and a Redis outage is waited
+# out instead of ending the worker (workers/rq_worker.py).
+RQ = {"WORKER_CLASS": "workers.rq_worker.Worker"}
+# How long a new retrain cycle waits for a process of an earlier cycle of its project to end
+# (labeling/cycle_lock.py) before it fails.
+CYCLE_LOCK_WAIT_S = env_int("CYCLE_LOCK_WAIT_S", 120)
 
 # --- the pipeline -------------------------------------------------------------------------------
 SPARK_MASTER = os.environ.get("SPARK_MASTER", "local[*]")

@@ -16,7 +16,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.jobs import ACTIVE, enqueue, reconcile
+from labeling.cycle_lock import cycle_process_running
+from labeling.jobs import ACTIVE, QueueUnavailable, enqueue, reconcile
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, ScoringRun
 from mlcore.profiles import TRAIN_PROFILES
 
@@ -26,11 +27,22 @@ IN_FLIGHT = ("pending", "training", "scoring")
 # Training profiles (tiny / quick / full) live in mlcore so the CLI and benchmarks share them.
 
 
+class VersionNotInFlight(RuntimeError):
+    """The version a cycle works on was failed (or finished) meanwhile: the cycle stops."""
+
+
 class CycleAlreadyRunning(Exception):
     """A second cycle was asked for while one runs; the message says which and how far it is."""
 
-    def __init__(self, project, record=None, version=None):
+    def __init__(self, project, record=None, version=None, process_only=False):
         self.record, self.version = record, version
+        if process_only:
+            super().__init__(
+                f"A process of an earlier retrain cycle of project {project.name!r} is still "
+                "running (its job was stopped or failed, and the process has not ended yet). "
+                "Try again in a minute."
+            )
+            return
         what = f"model v{version.number}" if version is not None else "a model"
         where = ""
         if record is not None and record.progress_total:
@@ -106,12 +118,28 @@ def jobs_of_version(version) -> list[JobRecord]:
 
 
 def fail_version(version, reason: str) -> None:
-    """Mark an in-flight version failed (never touches the current model or annotations)."""
+    """Mark an in-flight version failed (never touches the current model or annotations); its
+    scoring runs that never started are failed with it, so none stays queued forever."""
     updated = ModelVersion.objects.filter(pk=version.pk, status__in=IN_FLIGHT).update(
         status="failed", error=reason[:5000], finished_at=timezone.now(), is_current=False
     )
     if updated:
         version.status, version.error = "failed", reason[:5000]
+        ScoringRun.objects.filter(model_version_id=version.pk, status="queued").update(
+            status="failed", error=f"model v{version.number} failed: {reason}"[:5000]
+        )
+
+
+def advance(version, to: str, allowed=IN_FLIGHT) -> None:
+    """Move an in-flight version to status ``to`` in one conditional UPDATE, or raise
+    VersionNotInFlight: a version already failed (its job was declared dead) or finished is
+    never brought back (a surviving process once moved failed -> scoring -> ready)."""
+    if not ModelVersion.objects.filter(pk=version.pk, status__in=allowed).update(status=to):
+        status = ModelVersion.objects.filter(pk=version.pk).values_list("status", flat=True)
+        raise VersionNotInFlight(
+            f"model v{version.number} is {status.first()}, no longer in flight: this cycle stops"
+        )
+    version.status = to
 
 
 def reconcile_versions(project) -> None:
@@ -162,32 +190,42 @@ def start_cycle(
     Raises CycleAlreadyRunning while another cycle of the project is in flight. Without a
     current model (or with ``from_scratch``) the model is trained from scratch, else fine-tuned
     from the current one."""
-    with transaction.atomic():
-        # The project row lock serialises two clicks arriving together.
-        Project.objects.select_for_update().get(pk=project.pk)
-        running = running_cycle(project)
-        if running is not None:
-            raise CycleAlreadyRunning(project, *running)
-        parent = project.current_model()
-        finetune = parent is not None and not from_scratch
-        number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
-        version = ModelVersion.objects.create(
-            project=project,
-            number=number,
-            engine=project.engine,
-            parent=parent,
-            status="pending",
-            classes=project.class_names,
-            train_config=train_config_for(project, profile, config, finetune)
-            | {"profile": profile, "finetune_from": parent.number if finetune else None},
-        )
-        return enqueue(
-            CYCLE_KIND,
-            "workers.loop_jobs.retrain_cycle",
-            project=project,
-            version_id=version.pk,
-            user_id=getattr(user, "pk", None),
-        )
+    try:
+        with transaction.atomic():
+            # The project row lock serialises two clicks arriving together.
+            Project.objects.select_for_update().get(pk=project.pk)
+            running = running_cycle(project)
+            if running is not None:
+                raise CycleAlreadyRunning(project, *running)
+            if cycle_process_running(project.pk):  # e.g. a horse that outlived its worker
+                raise CycleAlreadyRunning(project, process_only=True)
+            parent = project.current_model()
+            finetune = parent is not None and not from_scratch
+            number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
+            version = ModelVersion.objects.create(
+                project=project,
+                number=number,
+                engine=project.engine,
+                parent=parent,
+                status="pending",
+                classes=project.class_names,
+                train_config=train_config_for(project, profile, config, finetune)
+                | {"profile": profile, "finetune_from": parent.number if finetune else None},
+            )
+            # The job is pushed to Redis when this block commits (labeling.jobs.enqueue).
+            record = enqueue(
+                CYCLE_KIND,
+                "workers.loop_jobs.retrain_cycle",
+                project=project,
+                version_id=version.pk,
+                user_id=getattr(user, "pk", None),
+            )
+    except QueueUnavailable as exc:
+        # Committed, but Redis refused the job: the version fails now, so nothing stays
+        # pending and the next retrain is not refused with 409.
+        fail_version(version, str(exc))
+        raise
+    return record
 
 
 # -- promotion and rollback -----------------------------------------------------------------------

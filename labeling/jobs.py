@@ -11,6 +11,25 @@ from labeling.models import JobRecord
 # Which RQ queue a kind of job runs on: training wants the GPU worker, scoring the Spark driver.
 QUEUE_OF_KIND = {"train": "train", "retrain_cycle": "train", "score": "score"}
 ACTIVE = ("queued", "running")
+# A record still without its RQ job id this long after creation was never pushed to Redis (the
+# push runs right after the commit and takes milliseconds): it is failed, never left queued.
+UNPUSHED_GRACE_S = 60
+
+
+class QueueUnavailable(RuntimeError):
+    """Redis refused a job; the record is already marked failed. Views answer 503."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(
+            "the job queue is unavailable, try again" + (f" ({reason})" if reason else "")
+        )
+
+
+def _redis_errors() -> tuple[type[Exception], ...]:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (RedisConnectionError, RedisTimeoutError)
 
 
 def enqueue(kind: str, func_path: str, project=None, queue: str | None = None, **params):
@@ -22,14 +41,22 @@ def enqueue(kind: str, func_path: str, project=None, queue: str | None = None, *
     )
 
     def push():
-        job = django_rq.get_queue(queue_name).enqueue(
-            "workers.runner.execute",
-            record.pk,
-            func_path,
-            params,
-            job_timeout=django_rq.get_queue(queue_name)._default_timeout,
-            failure_ttl=7 * 24 * 3600,
-        )
+        try:
+            job = django_rq.get_queue(queue_name).enqueue(
+                "workers.runner.execute",
+                record.pk,
+                func_path,
+                params,
+                job_timeout=django_rq.get_queue(queue_name)._default_timeout,
+                failure_ttl=7 * 24 * 3600,
+            )
+        except _redis_errors() as exc:
+            # Never leave a record "queued" for a job Redis does not hold: it would block the
+            # project (a retrain answers 409 while a cycle is queued) forever.
+            record.status, record.finished_at = "failed", timezone.now()
+            record.error = f"The job could not be queued: Redis is unavailable ({exc})."[:5000]
+            record.save(update_fields=["status", "error", "finished_at"])
+            raise QueueUnavailable(str(exc)) from exc
         JobRecord.objects.filter(pk=record.pk).update(rq_job_id=job.id)
         record.rq_job_id = job.id
 
@@ -60,10 +87,40 @@ def dead_worker_reason(rq_job) -> str | None:
     return None
 
 
+def kill_orphan_horse(rq_job) -> None:
+    """RQ's work horse runs in its own process group, so killing its worker (even the whole
+    group) can leave it running. Before a job is declared failed its horse (recorded by
+    workers.runner in job.meta) is killed when it runs on this host, so "failed" means stopped.
+    (workers.rq_worker also makes a horse die with its worker.)"""
+    import os
+    import signal
+    import socket
+
+    meta = getattr(rq_job, "meta", None) or {}
+    pid, host = meta.get("horse_pid"), meta.get("horse_host")
+    if not pid or host != socket.gethostname():
+        return
+    try:
+        if os.getpgid(pid) == pid:  # a horse leads its own process group
+            os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def reconcile(record: JobRecord) -> JobRecord:
     """A worker killed mid-job (SIGKILL, OOM) never writes its own failure: ask RQ and mark the
     record failed with the reason RQ recorded, so the page never shows a ghost 'running' job."""
-    if record.status not in ACTIVE or not record.rq_job_id:
+    if record.status not in ACTIVE or record.queue == "inline":
+        return record
+    if not record.rq_job_id:
+        age = (timezone.now() - record.created_at).total_seconds()
+        if (
+            age > UNPUSHED_GRACE_S
+            and not JobRecord.objects.filter(pk=record.pk).exclude(rq_job_id="").exists()
+        ):
+            record.status, record.finished_at = "failed", timezone.now()
+            record.error = "The job never reached the job queue (Redis was unavailable)."
+            record.save(update_fields=["status", "error", "finished_at"])
         return record
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
@@ -79,6 +136,7 @@ def reconcile(record: JobRecord) -> JobRecord:
     except Exception:  # Redis down: nothing to conclude yet
         return record
     if dead:
+        kill_orphan_horse(job)
         record.status = "failed"
         record.error = f"The worker stopped before the job finished: {dead}."
         record.finished_at = timezone.now()

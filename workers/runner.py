@@ -8,6 +8,8 @@ re-raised so RQ keeps its own failed-job record too."""
 from __future__ import annotations
 
 import importlib
+import os
+import socket
 import time
 import traceback
 
@@ -38,7 +40,7 @@ class JobContext:
             self.rq_job.meta.update(
                 {"done": record.progress_done, "total": record.progress_total, "message": message}
             )
-            self.rq_job.save_meta()
+            save_meta(self.rq_job)
 
     def log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
@@ -48,6 +50,18 @@ class JobContext:
     def __call__(self, done: int, total: int, message: str = "") -> None:
         """A JobContext is itself an mlcore progress callback."""
         self.progress(done, total, message)
+
+
+def save_meta(rq_job) -> None:
+    """RQ's copy of the progress is a convenience (the JobRecord is the truth): a Redis outage
+    while a job runs must not fail the job."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        rq_job.save_meta()
+    except (RedisConnectionError, RedisTimeoutError):
+        pass
 
 
 def execute(record_id: int, func_path: str, params: dict):
@@ -64,6 +78,10 @@ def execute(record_id: int, func_path: str, params: dict):
     record.error = ""
     if rq_job is not None:
         record.rq_job_id = rq_job.id
+        # Which process runs the job, so that labeling.jobs can kill it before calling the job
+        # failed (an RQ work horse outlives a killed worker unless killed itself).
+        rq_job.meta.update({"horse_pid": os.getpid(), "horse_host": socket.gethostname()})
+        save_meta(rq_job)
     record.save(update_fields=["status", "started_at", "error", "rq_job_id"])
     ctx = JobContext(record, rq_job)
     module_name, func_name = func_path.rsplit(".", 1)
@@ -77,10 +95,15 @@ def execute(record_id: int, func_path: str, params: dict):
         record.finished_at = timezone.now()
         record.save(update_fields=["status", "error", "log", "finished_at"])
         raise
-    record.status = "done"
     record.result = result if isinstance(result, dict) else {}
     record.finished_at = timezone.now()
     if record.progress_total and record.progress_done < record.progress_total:
         record.progress_done = record.progress_total
-    record.save(update_fields=["status", "result", "finished_at", "progress_done"])
+    # Only a running record becomes done: one already declared failed (its worker was seen
+    # dead) stays failed with its reason rather than turning "done" with an error text.
+    JobRecord.objects.filter(pk=record.pk, status="running").update(
+        status="done", result=record.result, finished_at=record.finished_at,
+        progress_done=record.progress_done,
+    )  # fmt: skip
+    record.refresh_from_db(fields=["status"])
     return result
