@@ -208,7 +208,9 @@ def crop_tile(reader, annotation, window: int) -> np.ndarray:
 
 def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     """Crop every pending annotation's tile from its scene and add it to its class's correction
-    canvases (weight = project.correction_weight). Annotations already on a canvas are skipped,
+    canvases (weight = project.correction_weight) in the exact layout: the trainer samples each
+    tile only at its own origin, so it learns the reviewed window as reviewed, beside the original
+    canvases (replayed in every fine-tune). Annotations already on a canvas are skipped,
     so a retried cycle does not add them twice. With ``version_id`` the version's lineage records
     which annotations it learns from (they are marked consumed only at promotion)."""
     from mlcore.scenes import NpyScene
@@ -247,10 +249,16 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
         by_class[label].append((annotation_image_id(a), crop_tile(readers[scene.pk], a, window)))
         ctx.progress(i + 1, len(new), "cropping corrected tiles")
     added = {}
+    samples = {}  # image id -> [canvas, y, x]: which annotation became which training sample
     for label, items in by_class.items():
         ids = [i for i, _ in items]
         tiles = np.stack([t for _, t in items])
-        cset.append(label, tiles, ids, weight=project.correction_weight, kind="correction")
+        # Exact: each reviewed window is one training sample as it was reviewed (its pixels, its
+        # label, the correction weight), never re-scattered, jittered or held out.
+        for canvas in cset.append(label, tiles, ids, weight=project.correction_weight,
+                                  kind="correction", layout="exact"):  # fmt: skip
+            for p in canvas.placements:
+                samples[p[0]] = [canvas.name, int(p[1]), int(p[2])]
         added[label] = len(items)
     if added:
         cdir.save(cset)
@@ -268,6 +276,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
             "annotation_ids": [a.pk for a in pending],
             "seen_annotation_ids": seen_ids,
             "tiles_added": added,
+            "correction_samples": samples,
         }
         version.save(update_fields=["data_counts"])
     return {"pending": len(pending), "added": added, "skipped": len(skipped)}
