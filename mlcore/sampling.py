@@ -349,3 +349,35 @@ def unlearnable_mask(grid, confident: float = UNLEARNABLE_CONFIDENT) -> np.ndarr
                     near |= mine[1 + dy : 1 + dy + rows, 1 + dx : 1 + dx + cols]
         seen += near
     return ~sure & (seen >= 2)
+
+
+def batch_stats(grid, picks, truth: np.ndarray | None = None) -> dict:
+    """What a batch of picks (ReviewItems or (y, x) origins) holds, for comparing strategies
+    offline: how many, overlapping pairs, the predicted classes, the windows flagged by
+    :func:`unlearnable_mask`, and with ``truth`` (R, K) class indices (e.g.
+    mlcore.metrics.window_truth) the true classes and how often the model's guess was right."""
+    places = [(it.y, it.x) if isinstance(it, ReviewItem) else (int(it[0]), int(it[1]))
+              for it in picks]  # fmt: skip
+    flat = _flat_indices(grid, places)
+    if len(flat) != len(set(places)):
+        raise ValueError("some picks are not window origins of this grid")
+    classes = list(grid.classes)
+    probs = np.asarray(grid.probs).reshape(-1, len(classes))
+    pred = probs[flat].argmax(-1)
+    window = int(grid.window)
+    ys = np.array([p[0] for p in places])
+    xs = np.array([p[1] for p in places])
+    close = (np.abs(ys[:, None] - ys[None, :]) < window) & (
+        np.abs(xs[:, None] - xs[None, :]) < window
+    )
+    out = {
+        "n": len(places),
+        "overlapping_pairs": int((close.sum() - len(places)) // 2),
+        "predicted": {c: int((pred == k).sum()) for k, c in enumerate(classes)},
+        "unlearnable": int(unlearnable_mask(grid).ravel()[flat].sum()),
+    }
+    if truth is not None:
+        true = np.asarray(truth).ravel()[flat]
+        out["truth"] = {c: int((true == k).sum()) for k, c in enumerate(classes)}
+        out["model_agreed"] = round(float((true == pred).mean()), 4) if len(flat) else None
+    return out

@@ -8,6 +8,7 @@ from mlcore.sampling import (
     DEFAULT_STRATEGY,
     DIVERSE_STRATEGIES,
     STRATEGIES,
+    batch_stats,
     priorities,
     rank_windows,
     select_batch,
@@ -243,3 +244,17 @@ def test_unlearnable_mask_flags_unsure_windows_between_two_recognised_classes():
     probs[...] = car
     probs[1, 1] = unsure
     assert not unlearnable_mask(ScoreGrid(grid.ys, grid.xs, probs, CLASSES, 32, 16)).any()
+
+
+def test_batch_stats_counts_overlaps_classes_and_agreement(grid):
+    items = rank_windows(grid, "least_confidence", limit=3)  # (16,16), (0,16), (16,0)
+    truth = np.array([[0, 2, 2], [0, 1, 1]])
+    stats = batch_stats(grid, items, truth)
+    assert stats["n"] == 3 and stats["overlapping_pairs"] == 3
+    assert stats["predicted"] == {"car": 3, "boat": 0, "negative": 0}
+    assert stats["truth"] == {"car": 1, "boat": 1, "negative": 1}
+    assert stats["model_agreed"] == pytest.approx(1 / 3, abs=1e-4)
+    diverse = batch_stats(grid, select_batch(grid, "diverse_uncertainty", 1))
+    assert diverse["overlapping_pairs"] == 0 and "truth" not in diverse
+    with pytest.raises(ValueError, match="not window origins"):
+        batch_stats(grid, [(5, 5)])
