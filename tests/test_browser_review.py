@@ -378,7 +378,8 @@ def test_dashboard_follows_jobs_live_and_starts_a_retrain(page, alice, project, 
     # The metrics page: the chart (one point per series and version) and the confusion matrix.
     page.click("#metrics-link")
     expect(page.locator("#metrics-chart svg")).to_be_visible()
-    assert page.locator("#metrics-chart circle").count() == 2  # window and object F1 of v1
+    # object F1, COCO AP@0.5 and window F1 of v1
+    assert page.locator("#metrics-chart circle").count() == 3
     expect(page.locator("#confusion-table")).to_contain_text("truth \\ predicted")
     expect(page.locator("#metrics-table tr[data-version='1']")).to_contain_text("current")
     screenshot(page, "metrics.png")
