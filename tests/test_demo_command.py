@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from django.core.management import call_command
@@ -54,8 +55,9 @@ def test_demo_builds_everything_then_reuses_it(redis_conn, demo_env, client):
     assert scene.width == 12 * 32
     run = ScoringRun.objects.get(scene=scene, model_version=v1)
     assert run.status == "done" and run.n_partitions >= 1
-    assert {"window", "object", "detections"} <= set(run.metrics)
-    assert "windows scored; object F1" in first
+    assert {"window", "object", "coco", "thresholds", "detections"} <= set(run.metrics)
+    assert "windows scored; thresholds car " in first and "COCO AP@0.5 " in first
+    assert re.search(r"object P [0-9.]+ R [0-9.]+ F1 [0-9.]+", first), first
     assert all(j.status == "done" for j in JobRecord.objects.filter(project=project))
 
     counts = (JobRecord.objects.count(), ModelVersion.objects.count(), Scene.objects.count(),
