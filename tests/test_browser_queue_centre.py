@@ -64,3 +64,42 @@ def test_queue_marks_the_centre_and_counts_the_class_mix(
     expect(page.locator('#class-mix li[data-class="car"] strong')).to_have_text("1")
     expect(page.locator("#class-mix-total")).to_have_text("1")
     assert not page.js_errors, page.js_errors
+
+
+def test_metrics_page_draws_the_learning_curve_beside_the_random_baseline(
+    page, alice, project, storage_dir
+):
+    from playwright.sync_api import expect
+
+    from labeling.models import SimulationRun
+
+    make_scored_scene(project, 128, 128, seed=4, name="small")
+    for strategy, f1s in (("random", [0.30, 0.33, 0.36]), ("random", [0.30, 0.31, 0.38]),
+                          ("diverse_uncertainty", [0.30, 0.37, 0.42])):  # fmt: skip
+        SimulationRun.objects.create(
+            project=project, strategy=strategy, per_cycle=200, finished=True,
+            cycles=[{"cycle": c, "labels_used": 200 * c, "object_f1": f, "window_f1": None}
+                    for c, f in enumerate(f1s)],
+        )  # fmt: skip
+    login(page, "alice", "pw-alice")
+    page.goto(f"/projects/{project.pk}/metrics/")
+    curve = page.locator("#learning-curve svg")
+    expect(curve).to_be_visible()
+    # One line per series: the project's cycles, random (dashed, with its band), diverse.
+    expect(curve.locator("path[stroke-dasharray]")).to_have_count(1)
+    expect(curve.locator("circle")).to_have_count(1 + 3 + 3)
+    legend = page.locator("#learning-curve-legend")
+    expect(legend).to_contain_text("this project's cycles")
+    expect(legend).to_contain_text("random (simulated, 200/cycle, 2 runs) — baseline")
+    expect(legend).to_contain_text("diverse_uncertainty")
+    page.locator("#learning-curve-card").screenshot(
+        path=str(screenshot_dir() / "learning_curve.png")
+    )
+    assert not page.js_errors, page.js_errors
+
+
+def screenshot_dir():
+    from browser_helpers import ARTIFACTS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
