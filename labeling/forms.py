@@ -63,6 +63,17 @@ class ProjectForm(forms.ModelForm):
     """A project with its classes; the classes come from the class editor rows (pages) or a
     JSON list (API, command), passed as `classes`."""
 
+    # Project.use_calibrated_thresholds; absent (API, command): calibrated, the model default.
+    threshold_mode = forms.ChoiceField(
+        choices=[
+            ("calibrated", "calibrated per model version (else the threshold)"),
+            ("fixed", "always the threshold (the published pipeline's 0.9)"),
+        ],
+        required=False,
+        initial="calibrated",
+        label="Thresholds",
+    )
+
     class Meta:
         model = Project
         fields = [
@@ -95,6 +106,7 @@ class ProjectForm(forms.ModelForm):
         cleaned = super().clean()
         # Project.clean (run by ModelForm's full_clean) validates them with the other rules.
         self.instance.classes = self.classes
+        self.instance.use_calibrated_thresholds = cleaned.get("threshold_mode") != "fixed"
         window = cleaned.get("window_size")
         for field, label in (("train_step", "training step"), ("score_step", "scoring step")):
             step = cleaned.get(field)

@@ -128,3 +128,23 @@ def test_feed_and_metrics_pages_report_the_runs_thresholds(alice_client, project
     html = dashboard.content.decode()
     assert "car 0.62, boat 0.70" in html
     assert f"{coco['ap50']:.3f} / {coco['ap']:.3f}" in html
+
+
+def project_post(name, **extra):
+    return {"name": name, "class_name": ["car", ""], "class_color": ["#e6194b", "#4363d8"],
+            "class_sources": ["automobile", ""], "negative_class": "negative",
+            "window_size": 32, "train_step": 8, "score_step": 16, "threshold": 0.9,
+            "engine": "torch", **extra}  # fmt: skip
+
+
+def test_the_project_chooses_calibrated_or_fixed_thresholds(alice_client):
+    from labeling.models import Project
+
+    assert alice_client.get("/projects/new/").content.decode().count('name="threshold_mode"') == 1
+    alice_client.post("/projects/new/", project_post("fixed one", threshold_mode="fixed"))
+    assert Project.objects.get(name="fixed one").use_calibrated_thresholds is False
+    alice_client.post("/projects/new/", project_post("calibrated one"))
+    assert Project.objects.get(name="calibrated one").use_calibrated_thresholds is True
+    r = alice_client.post("/api/projects", {"name": "by api"}, content_type="application/json")
+    assert r.status_code == 201
+    assert Project.objects.get(name="by api").use_calibrated_thresholds is True
