@@ -148,3 +148,13 @@ def test_the_project_chooses_calibrated_or_fixed_thresholds(alice_client):
     r = alice_client.post("/api/projects", {"name": "by api"}, content_type="application/json")
     assert r.status_code == 201
     assert Project.objects.get(name="by api").use_calibrated_thresholds is True
+
+
+def test_api_reports_calibrated_thresholds(alice_client, project, calibrated_run):
+    scene, run = calibrated_run
+    body = alice_client.get(reverse("api-project", args=[project.pk])).json()
+    assert body["model_versions"][0]["thresholds"] == CALIBRATED
+    runs = alice_client.get(reverse("api-runs", args=[project.pk])).json()["runs"]
+    assert runs[0]["metrics"]["thresholds"] == CALIBRATED
+    assert runs[0]["metrics"]["threshold_source"] == "calibrated"
+    assert set(runs[0]["metrics"]["coco"]) >= {"ap50", "ap", "per_class"}

@@ -46,6 +46,7 @@ def project_summary(project) -> dict:
         "colors": project.colours,
         "threshold": project.threshold,
         "class_thresholds": project.class_thresholds,
+        "use_calibrated_thresholds": project.use_calibrated_thresholds,
         "window_size": project.window_size,
         "score_step": project.score_step,
         "engine": project.engine,
@@ -126,6 +127,7 @@ def api_project(request, project_id):
                     "is_current": v.is_current,
                     "engine": v.engine,
                     "metrics": v.metrics,
+                    "thresholds": v.thresholds,  # calibrated, from the model file
                     "created_at": v.created_at.isoformat(),
                 }
                 for v in versions

@@ -55,6 +55,7 @@ def version_json(version: ModelVersion) -> dict:
         "is_current": version.is_current,
         "parent": version.parent.number if version.parent_id else None,
         "metrics": version.metrics,
+        "thresholds": version.thresholds,  # calibrated, from the model file
         "error": version.error,
     }
 
