@@ -158,3 +158,15 @@ def test_api_reports_calibrated_thresholds(alice_client, project, calibrated_run
     assert runs[0]["metrics"]["thresholds"] == CALIBRATED
     assert runs[0]["metrics"]["threshold_source"] == "calibrated"
     assert set(runs[0]["metrics"]["coco"]) >= {"ap50", "ap", "per_class"}
+
+
+def test_demo_summary_prints_thresholds_object_figures_and_ap(calibrated_run):
+    from labeling.management.commands.demo import Command
+
+    _, run = calibrated_run
+    line = Command.metrics_line(run)
+    obj, coco = run.metrics["object"]["overall"], run.metrics["coco"]
+    assert "thresholds car 0.62, boat 0.70 (calibrated)" in line
+    assert f"object P {obj['precision']:.3f} R {obj['recall']:.3f} F1 {obj['f1']:.3f}" in line
+    assert f"COCO AP@0.5 {coco['ap50']:.3f} AP@[.5:.95] {coco['ap']:.3f}" in line
+    assert "(diagnostic)" in line
