@@ -43,8 +43,6 @@ from .datasets import LabelledImages
 from .progress import Progress, report
 
 MANIFEST_NAME = "manifest.json"
-CALIBRATION_IMAGE = "calibration.npy"
-CALIBRATION_TRUTH = "calibration.json"
 MANIFEST_FORMAT = "mlcore.canvases/1"
 KINDS = ("original", "correction")
 LAYOUTS = ("scatter", "mixed", "exact")
@@ -343,6 +341,12 @@ class CanvasSet:
             new.append(canvas)
         return new
 
+    def _calibration_name(self) -> str:
+        import hashlib
+
+        image, _ = self.calibration
+        return "calibration-" + hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:12]
+
     def _append_exact(self, class_name, images, ids, weight, kind) -> list[Canvas]:
         th, tw = self.tile_size
         per_row = max(1, self.canvas_size[1] // tw)
@@ -385,10 +389,13 @@ class CanvasSet:
             "seed": self.seed,
             "meta": self.meta,
             "calibration": (
-                {"file": CALIBRATION_IMAGE, "truth_file": CALIBRATION_TRUTH}
+                {
+                    "file": f"{self._calibration_name()}.npy",
+                    "truth_file": f"{self._calibration_name()}.json",
+                }
                 if self.calibration is not None
                 else None
-            ),
+            ),  # fmt: skip
             "canvases": [
                 {
                     "name": c.name,
@@ -435,24 +442,30 @@ class CanvasSet:
                         tiles_target,
                         lambda f, i=ids, t=tiles: np.savez(f, ids=np.array(i, dtype=str), images=t),
                     )
-        if self.calibration is not None and not (directory / CALIBRATION_IMAGE).exists():
-            image, truth = self.calibration
-            _atomic_write(directory / CALIBRATION_IMAGE, lambda f: np.save(f, image))
-            payload = json.dumps(truth, separators=(",", ":")).encode()
-            _atomic_write(directory / CALIBRATION_TRUTH, lambda f: f.write(payload))
+        if self.calibration is not None:
+            name = self._calibration_name()  # named by content: a new scene is a new file
+            if not (directory / f"{name}.json").exists():
+                image, truth = self.calibration
+                _atomic_write(directory / f"{name}.npy", lambda f: np.save(f, image))
+                payload = json.dumps(truth, separators=(",", ":")).encode()
+                _atomic_write(directory / f"{name}.json", lambda f: f.write(payload))
         manifest = self.manifest()
         manifest_path = directory / MANIFEST_NAME
         data = json.dumps(manifest, separators=(",", ":")).encode()
         _atomic_write(manifest_path, lambda f: f.write(data))
         if prune:
-            keep = {MANIFEST_NAME, CALIBRATION_IMAGE, CALIBRATION_TRUTH}
+            keep = {MANIFEST_NAME}
+            if manifest["calibration"]:
+                keep |= set(manifest["calibration"].values())
             for entry in manifest["canvases"]:
                 keep.add(entry["file"])
                 for extra in ("tiles_file", "labels_file"):
                     if entry.get(extra):
                         keep.add(entry[extra])
             for p in directory.iterdir():
-                if p.is_file() and p.name not in keep and p.name.endswith((".npy", ".tiles.npz")):
+                stale_calibration = p.name.startswith("calibration-")
+                ours = p.name.endswith((".npy", ".tiles.npz")) or stale_calibration
+                if p.is_file() and p.name not in keep and ours:
                     p.unlink(missing_ok=True)
         return manifest_path
 
