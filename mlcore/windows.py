@@ -133,7 +133,9 @@ class WindowSampler:
             raise ValueError("the canvas set has no canvases: build training canvases first")
         unknown = sorted(set(class_shares or {}) - set(self.classes))
         if unknown:
-            raise ValueError(f"class_shares names unknown classes {unknown}; classes: {self.classes}")
+            raise ValueError(
+                f"class_shares names unknown classes {unknown}; classes: {self.classes}"
+            )
         self.class_shares = dict(class_shares or {})
         set_classes = list(getattr(canvas_set, "classes", self.classes))
         self.label_maps: list[np.ndarray] = []
