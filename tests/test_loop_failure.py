@@ -16,6 +16,7 @@ import pytest
 from test_loop import SPARK_MASTER, annotate, build_small_project, run_workers
 
 from labeling.cycle import pending_annotations, reconcile_versions, running_cycle, start_cycle
+from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import job_state
 from labeling.management.commands.demo import REPO, worker_env
 from labeling.models import Annotation, JobRecord, ModelVersion, TrainingCanvas
@@ -95,6 +96,11 @@ def test_worker_killed_mid_training_fails_the_cycle_and_a_retry_works(
     reconcile_versions(project)  # idempotent
     assert ModelVersion.objects.get(pk=v2.pk).status == "failed"
 
+    # The killed cycle's horse died with its worker; once the database has seen its session
+    # end (milliseconds), nothing holds the project's cycle lock and a retry is accepted.
+    deadline = time.monotonic() + 10
+    while cycle_process_running(project.pk) and time.monotonic() < deadline:
+        time.sleep(0.1)
     # Retry: a new cycle learns from the same annotations and becomes current.
     retry = start_cycle(project, alice, profile="tiny")
     proc = start_worker(tmp_path / "worker2.log")
