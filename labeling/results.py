@@ -19,14 +19,17 @@ from labeling.storage import get_storage, run_prefix
 from labeling.thresholds import PROJECT, version_thresholds
 from mlcore.coco_eval import coco_ap
 from mlcore.metrics import grid_window_metrics, object_metrics
-from mlcore.postprocess import nms, window_hits
+from mlcore.postprocess import Hits, nms, window_hits
 from mlcore.scoring import ScoreGrid
 
 # Raw windows below this score are not stored as rows (the grid keeps every window anyway);
 # the viewer's threshold slider can still go down to it.
 WINDOW_FLOOR = 0.5
-# COCO AP ranks every box down to this score (the usual floor of COCO submissions).
+# COCO AP ranks every box down to this score (the usual floor of COCO submissions), from at most
+# this many windows per class (COCO's maxDets in spirit: NMS is quadratic in the windows, and a
+# 10x scene at a timid model would otherwise hand it hundreds of thousands).
 AP_FLOOR = 0.05
+AP_MAX_WINDOWS = 20_000
 
 
 def grid_key(run) -> str:
@@ -61,13 +64,22 @@ def load_scene_ground_truth(scene) -> list[dict] | None:
 
 
 def ranked_detections(project, grid: ScoreGrid):
-    """Merged boxes of every window whose best positive class scores at least AP_FLOOR (the same
-    NMS as the run's detections): the ranked list COCO AP is computed on and the COCO results
-    export holds. AP integrates over all thresholds, so it needs the low-scoring boxes too; the
-    detections at the run's thresholds are the top of this list."""
+    """Merged boxes of every window whose best positive class scores at least AP_FLOOR (at most
+    AP_MAX_WINDOWS per class, the best; the same NMS as the run's detections): the ranked list
+    COCO AP is computed on and the COCO results export holds. AP integrates over all thresholds,
+    so it needs the low-scoring boxes too; the detections at the run's thresholds are the top of
+    this list."""
     negative = project.negative_class
     floor = {c: AP_FLOOR for c in grid.classes if c != negative}
-    return nms(window_hits(grid, floor, negative), iou=project.nms_iou_for(grid.window, grid.step))
+    hits = window_hits(grid, floor, negative)
+    keep = []
+    for c in np.unique(hits.label):  # at most AP_MAX_WINDOWS per class, the best ones
+        idx = np.flatnonzero(hits.label == c)
+        keep.append(idx[np.argsort(-hits.score[idx], kind="stable")[:AP_MAX_WINDOWS]])
+    keep = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    columns = (hits.x, hits.y, hits.w, hits.h, hits.label, hits.score)
+    hits = Hits(*(a[keep] for a in columns), list(hits.classes))
+    return nms(hits, iou=project.nms_iou_for(grid.window, grid.step))
 
 
 def compute_metrics(
@@ -98,7 +110,8 @@ def compute_metrics(
     objects = object_metrics(detections, truth, grid.classes, negative=negative)
     objects.pop("matches", None)
     ranked = ranked_detections(project, grid).to_detections("merged")
-    coco = coco_ap(ranked, truth, grid.classes, negative=negative) | {"score_floor": AP_FLOOR}
+    coco = coco_ap(ranked, truth, grid.classes, negative=negative)
+    coco |= {"score_floor": AP_FLOOR, "max_windows": AP_MAX_WINDOWS}
     out.update({"against": "ground_truth", "window": window, "object": objects, "coco": coco})
     return out
 

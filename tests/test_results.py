@@ -192,3 +192,19 @@ def test_window_truth_uses_negative_tiles_too(project, storage_dir):
     covered = compute_metrics(project, scene, grid, merged, thresholds)
     support = covered["window"]["per_class"]["car"]["support"]
     assert support < run.metrics["window"]["per_class"]["car"]["support"]
+
+
+def test_ranked_detections_keep_the_best_windows_per_class(project, scored, monkeypatch):
+    import labeling.results as results
+
+    _, run = scored
+    grid = load_grid(run)
+    everything = results.ranked_detections(project, grid)
+    assert min(everything.score) >= results.AP_FLOOR
+    monkeypatch.setattr(results, "AP_MAX_WINDOWS", 5)
+    capped = results.ranked_detections(project, grid)
+    assert 0 < len(capped.x) < len(everything.x)
+    for c in (0, 1):  # each class keeps its 5 best windows, so its best box survives
+        assert (
+            capped.score[capped.label == c].max() == everything.score[everything.label == c].max()
+        )
