@@ -653,12 +653,17 @@ class Command(BaseCommand):
         summary = f1_summary(run.metrics, run.scene.project.negative_class)
         if not summary:
             return f"{run.n_windows} windows scored (no ground truth)"
-        obj, coco = summary["object"], summary.get("coco") or {}
+        obj, coco = summary["object"], summary.get("coco")
         thresholds = ", ".join(f"{c} {t:.2f}" for c, t in summary.get("thresholds", {}).items())
+        ap = (
+            f"COCO AP@0.5 {coco['ap50']:.3f} AP@[.5:.95] {coco['ap']:.3f}"
+            if coco
+            else "COCO AP not computed (a run stored before it was; rescore)"
+        )
         return (
-            f"{run.n_windows} windows scored; thresholds {thresholds} "
+            f"{run.n_windows} windows scored; thresholds {thresholds or 'n/a'} "
             f"({summary.get('threshold_source', 'project')}); object P {obj['precision']:.3f} "
-            f"R {obj['recall']:.3f} F1 {obj['f1']:.3f}; COCO AP@0.5 {coco.get('ap50', 0):.3f} "
-            f"AP@[.5:.95] {coco.get('ap', 0):.3f}; window F1 {summary['window']['f1']:.3f} "
-            f"(diagnostic); detections {run.metrics.get('detections')}"
+            f"R {obj['recall']:.3f} F1 {obj['f1']:.3f}; {ap}; window F1 "
+            f"{summary['window']['f1']:.3f} (diagnostic); "
+            f"detections {run.metrics.get('detections')}"
         )
