@@ -116,6 +116,30 @@ def compute_metrics(
     return out
 
 
+def refresh_metrics(run: ScoringRun) -> dict:
+    """Recompute a done run's metrics from its stored grid and merged detections (leaving the
+    detections alone), at the thresholds the run used: for runs stored before a metric existed
+    (COCO AP) or before the window truth counted every tile. Returns the new metrics."""
+    scene = run.scene
+    project = scene.project
+    grid = load_grid(run)
+    rows = list(Detection.objects.filter(run=run, kind="merged").values_list(
+        "x", "y", "w", "h", "label", "score"))  # fmt: skip
+    index = {c: i for i, c in enumerate(grid.classes)}
+    cols = np.array([(x, y, w, h, index.get(lab, -1), s) for x, y, w, h, lab, s in rows],
+                    dtype=np.float64).reshape(-1, 6)  # fmt: skip
+    merged = Hits(cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4].astype(np.int64),
+                  cols[:, 5], list(grid.classes))  # fmt: skip
+    from labeling.thresholds import run_threshold_source, run_thresholds
+
+    metrics = compute_metrics(
+        project, scene, grid, merged, run_thresholds(run), run_threshold_source(run)
+    )
+    run.metrics = metrics
+    run.save(update_fields=["metrics"])
+    return metrics
+
+
 def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None = None) -> None:
     """Grid to storage, detections and metrics to the database, the run marked done."""
     scene = run.scene

@@ -5,6 +5,7 @@ and a retried run replacing only its own rows. Scenes are scored for real throug
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -208,3 +209,23 @@ def test_ranked_detections_keep_the_best_windows_per_class(project, scored, monk
         assert (
             capped.score[capped.label == c].max() == everything.score[everything.label == c].max()
         )
+
+
+def test_refresh_metrics_adds_ap_to_an_old_run_without_rescoring(project, scored):
+    from django.core.management import call_command
+
+    from labeling.results import refresh_metrics
+
+    _, run = scored
+    stored = dict(run.metrics)
+    rows = Detection.objects.filter(run=run).count()
+    run.metrics = {k: stored[k] for k in ("detections", "window", "object")}  # before AP
+    run.save(update_fields=["metrics"])
+    fresh = refresh_metrics(run)
+    assert fresh["coco"] == stored["coco"] and fresh["thresholds"] == stored["thresholds"]
+    assert fresh["object"] == stored["object"]
+    assert fresh["window"]["confusion"] == stored["window"]["confusion"]
+    assert Detection.objects.filter(run=run).count() == rows
+    out = io.StringIO()
+    call_command("refresh_metrics", project.name, stdout=out)
+    assert f"run {run.pk} " in out.getvalue() and "COCO AP@0.5" in out.getvalue()
