@@ -125,10 +125,15 @@ def wait_done(record, watch, proc, log_path, timeout=240.0) -> None:
     pytest.fail(f"job {record.pk} did not end: {log_path.read_text()[-3000:]}")
 
 
-def assert_killed_cycle_failed(project, doomed, horse, watch) -> ModelVersion:
-    """The horse is gone within 5 s; the job and the version read failed; watched 10 s more."""
+def assert_killed_cycle_failed(project, doomed, horse, watch, client=None) -> ModelVersion:
+    """The horse is gone within 5 s; the job and the version read failed; watched 10 s more.
+    With ``client`` the project's API is where the version is first read (it reconciles)."""
     watch.for_seconds(5.0, until=lambda: not alive(horse))
     assert not alive(horse), f"horse {horse} outlived its killed worker"
+    if client is not None:
+        number = ModelVersion.objects.get(pk=doomed.params["version_id"]).number
+        versions = client.get(f"/api/projects/{project.pk}").json()["model_versions"]
+        assert {v["number"]: v["status"] for v in versions}[number] == "failed", versions
     assert running_cycle(project) is None  # reconciles: the dead worker's job is failed
     doomed.refresh_from_db()
     assert doomed.status == "failed" and "worker" in doomed.error, doomed.error
@@ -144,7 +149,7 @@ def assert_killed_cycle_failed(project, doomed, horse, watch) -> ModelVersion:
 
 @pytest.mark.django_db(transaction=True)
 def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
-    redis_conn, kill_settings, project, alice, tmp_path
+    redis_conn, kill_settings, project, alice, alice_client, tmp_path
 ):
     add_dataset(project)
     scene, _ = add_scene(project)
@@ -167,7 +172,7 @@ def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    assert_killed_cycle_failed(project, doomed, horse, watch)
+    assert_killed_cycle_failed(project, doomed, horse, watch, client=alice_client)
 
     # 2. The horse alone is SIGKILLed (the OOM killer picks the biggest process): the worker
     # lives on, fails the job, and runs the next cycle to the end.
@@ -176,6 +181,12 @@ def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
         doomed = start_cycle(project, alice, profile="tiny", config=LONG)
         horse = wait_for_training(doomed, worker, logs[1], watch)
         os.kill(horse, signal.SIGKILL)
+        # The worker records the failure itself, before any page asks (plain reads here).
+        version = ModelVersion.objects.get(pk=doomed.params["version_id"])
+        watch.for_seconds(10.0, until=lambda: ModelVersion.objects.get(pk=version.pk).status
+                          == "failed")  # fmt: skip
+        version.refresh_from_db()
+        assert version.status == "failed" and "work horse" in version.error, version.error
         assert_killed_cycle_failed(project, doomed, horse, watch)
         assert worker.poll() is None, logs[1].read_text()[-3000:]
 

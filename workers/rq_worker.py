@@ -51,6 +51,24 @@ class Worker(RQWorker):
         die_with_parent(self._parent_pid)
         super().main_work_horse(job, queue)
 
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        """The horse died by a signal (the OOM killer, an operator): fail its JobRecord and
+        version now, so no page shows a dead cycle as "training"."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        from django.db import close_old_connections, connections
+
+        from labeling.jobs import fail_killed
+
+        how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else ret_val
+        try:
+            close_old_connections()
+            fail_killed(job.id, f"its work horse (pid {retpid}) was killed ({how})")
+        except Exception:  # the database may be down too: the pages reconcile later
+            self.log.exception("Worker %s: could not record the killed job %s", self.name, job.id)
+        finally:
+            # The next horse is forked from this process: it must not inherit a connection.
+            connections.close_all()
+
     # -- Redis outages are waited out -----------------------------------------------------------
 
     def wait_for_redis(self, reason) -> None:

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from labeling import review
 from labeling.access import project_for, projects_for, scene_for
-from labeling.cycle import pending_annotations
+from labeling.cycle import pending_annotations, reconcile_versions
 from labeling.models import Annotation, ScoringRun
 from labeling.parsing import parse_id
 from labeling.review import ReviewError
@@ -104,6 +104,7 @@ def api_projects(request):
 @require_http_methods(["GET"])
 def api_project(request, project_id):
     project = project_for(request.user, project_id)
+    reconcile_versions(project)  # a version whose worker died reads failed, not "training"
     current = project.current_model()
     versions = list(project.model_versions.all())
     counts = Annotation.objects.filter(project=project).aggregate(

@@ -15,7 +15,13 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
 from labeling.access import project_for, scene_for
-from labeling.cycle import CYCLE_KIND, f1_summary, pending_annotations, training_label
+from labeling.cycle import (
+    CYCLE_KIND,
+    f1_summary,
+    pending_annotations,
+    reconcile_versions,
+    training_label,
+)
 from labeling.jobs import ACTIVE, job_state
 from labeling.learning_curve import learning_curve
 from labeling.metrics_view import run_confusion, version_rows
@@ -142,6 +148,7 @@ def _run_summary(run: ScoringRun, negative: str) -> dict:
 
 def project_dashboard(request, project_id):
     project = project_for(request.user, project_id)
+    reconcile_versions(project)  # a version whose worker died reads failed, not "training"
     negative = project.negative_class
     scenes = []
     for scene in project.scenes.all():
