@@ -159,7 +159,7 @@ def simulate(
         }
     ]
     report(format_row(rows[0], strategy))
-    record = record_simulation(
+    simulation = record_simulation(
         record_for or project, project, scene, strategy, per_cycle, profile, record_config, rows
     )
     labels_used = 0
@@ -216,8 +216,8 @@ def simulate(
         }
         rows.append(row)
         report(format_row(row, strategy))
-        record_simulation_cycles(record, rows)
-    record_simulation_cycles(record, rows, finished=True)
+        record_simulation_cycles(simulation, rows)
+    record_simulation_cycles(simulation, rows, finished=True)
     return {
         "project": project.name,
         "scene": scene.name,
