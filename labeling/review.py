@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from labeling.cycle import effective_annotations, training_label
 from labeling.models import Annotation, Detection, ScoringRun
-from labeling.thresholds import run_threshold_source, run_thresholds, slider_start
+from labeling.thresholds import hit_class, run_threshold_source, run_thresholds, slider_start
 from mlcore import sampling
 from mlcore.sampling import priorities
 
@@ -521,7 +521,8 @@ def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining:
     k = len(ranked.xs)
     y, x = int(ranked.ys[flat // k]), int(ranked.xs[flat % k])
     p = ranked.probs[flat]
-    best = int(p.argmax())
+    # The guess follows the run's detection rule at its (calibrated) thresholds, as the viewer.
+    best = hit_class(ranked.classes, p, run_thresholds(run), project.negative_class)
     return {
         "scene": run.scene_id,
         "run": run.pk,

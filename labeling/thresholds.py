@@ -88,3 +88,20 @@ def viewer_thresholds(project, run, requested=None) -> dict:
     if value is not None and 0.0 <= value <= 1.0:
         out["threshold"], out["threshold_from_url"] = round(value, 2), True
     return out
+
+
+def hit_class(classes, probs, thresholds: dict[str, float], negative: str | None) -> int:
+    """Index of the class a window is detected as (mlcore.postprocess.window_hits' rule, so the
+    review queue's guess agrees with the boxes): the most probable positive class whose
+    probability reaches its threshold, else the negative class; the argmax without one."""
+    classes = list(classes)
+    if negative not in classes:
+        return int(max(range(len(classes)), key=lambda i: probs[i]))
+    passing = [
+        i
+        for i, c in enumerate(classes)
+        if c != negative and float(probs[i]) >= thresholds.get(c, float("inf"))
+    ]
+    if not passing:
+        return classes.index(negative)
+    return max(passing, key=lambda i: probs[i])

@@ -170,3 +170,28 @@ def test_demo_summary_prints_thresholds_object_figures_and_ap(calibrated_run):
     assert f"object P {obj['precision']:.3f} R {obj['recall']:.3f} F1 {obj['f1']:.3f}" in line
     assert f"COCO AP@0.5 {coco['ap50']:.3f} AP@[.5:.95] {coco['ap']:.3f}" in line
     assert "(diagnostic)" in line
+
+
+def test_hit_class_is_the_detection_rule():
+    from labeling.thresholds import hit_class
+
+    classes = ["car", "boat", "negative"]
+    thresholds = {"car": 0.4, "boat": 0.5}
+    assert hit_class(classes, [0.45, 0.0, 0.55], thresholds, "negative") == 0  # car, not argmax
+    assert hit_class(classes, [0.35, 0.1, 0.55], thresholds, "negative") == 2
+    assert hit_class(classes, [0.42, 0.48, 0.1], thresholds, "negative") == 0  # boat < 0.5
+    assert hit_class(classes, [0.45, 0.52, 0.03], thresholds, "negative") == 1  # both: likelier
+    assert hit_class(["a", "b"], [0.3, 0.7], {}, None) == 1
+
+
+def test_queue_guess_follows_the_runs_thresholds(project, alice, calibrated_run, redis_conn):
+    from labeling.review import next_queue_window
+    from labeling.thresholds import hit_class
+
+    scene, run = calibrated_run
+    for _ in range(8):
+        item = next_queue_window(project, alice, "uncertainty", scene=scene, redis=redis_conn)
+        probs = [item["probs"][c] for c in project.class_names]
+        expected = project.class_names[hit_class(project.class_names, probs, CALIBRATED,
+                                                 "negative")]  # fmt: skip
+        assert item["guess"] == expected and item["score"] == item["probs"][expected]
