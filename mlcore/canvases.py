@@ -74,6 +74,9 @@ class Canvas:
     layout: str = "scatter"
     # "mixed" only: uint8 (H, W), per pixel the index (into the set's classes) of the top tile.
     label_map: np.ndarray | None = None
+    # "mixed" with source classes only: uint8 (H, W), per pixel the index into the set's
+    # ``heads`` of the top tile's source class (the dataset's own class: truck, automobile...).
+    source_map: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -218,8 +221,12 @@ class CanvasSet:
         seed: int = 0,
         meta: Mapping | None = None,
         calibration: tuple[np.ndarray, list[dict]] | None = None,
+        heads: Sequence[Sequence[str]] | None = None,
     ) -> None:
         self.classes = list(classes)
+        # [(source class, project class)]: what the source maps of mixed canvases index, so the
+        # model can learn the dataset's own classes (see mlcore.model.WindowResNet).
+        self.heads = [(str(a), str(b)) for a, b in heads] if heads else None
         # A scene-like picture of held-out images and its ground truth (collage format): the
         # data that thresholds are calibrated on, which no training window ever shows.
         self.calibration = calibration
@@ -388,6 +395,7 @@ class CanvasSet:
             "extra_fraction": self.extra_fraction,
             "seed": self.seed,
             "meta": self.meta,
+            "heads": [list(h) for h in self.heads] if self.heads else None,
             "calibration": (
                 {
                     "file": f"{self._calibration_name()}.npy",
@@ -402,6 +410,9 @@ class CanvasSet:
                     "file": f"{c.name}.npy",
                     "tiles_file": f"{c.name}.tiles.npz" if c.tiles is not None else None,
                     "labels_file": f"{c.name}.labels.npy" if c.label_map is not None else None,
+                    "sources_file": (
+                        f"{c.name}.sources.npy" if c.source_map is not None else None
+                    ),
                     "layout": c.layout,
                     "class_name": c.class_name,
                     "kind": c.kind,
@@ -430,10 +441,10 @@ class CanvasSet:
             target = directory / f"{c.name}.npy"
             if not target.exists():
                 _atomic_write(target, lambda f, a=c.array: np.save(f, np.ascontiguousarray(a)))
-            if c.label_map is not None:
-                labels_target = directory / f"{c.name}.labels.npy"
-                if not labels_target.exists():
-                    _atomic_write(labels_target, lambda f, m=c.label_map: np.save(f, m))
+            for suffix, layer in ((".labels.npy", c.label_map), (".sources.npy", c.source_map)):
+                layer_target = directory / f"{c.name}{suffix}"
+                if layer is not None and not layer_target.exists():
+                    _atomic_write(layer_target, lambda f, m=layer: np.save(f, m))
             if c.tiles is not None:
                 tiles_target = directory / f"{c.name}.tiles.npz"
                 if not tiles_target.exists():
@@ -459,7 +470,7 @@ class CanvasSet:
                 keep |= set(manifest["calibration"].values())
             for entry in manifest["canvases"]:
                 keep.add(entry["file"])
-                for extra in ("tiles_file", "labels_file"):
+                for extra in ("tiles_file", "labels_file", "sources_file"):
                     if entry.get(extra):
                         keep.add(entry[extra])
             for p in directory.iterdir():
@@ -502,10 +513,14 @@ class CanvasSet:
             if entry.get("tiles_file"):
                 with np.load(directory / entry["tiles_file"], allow_pickle=False) as z:
                     tiles = (z["ids"].tolist(), z["images"])
-            label_map = None
+            label_map = source_map = None
             if entry.get("labels_file"):
                 label_map = np.load(
                     directory / entry["labels_file"], mmap_mode="r" if mmap else None
+                )
+            if entry.get("sources_file"):
+                source_map = np.load(
+                    directory / entry["sources_file"], mmap_mode="r" if mmap else None
                 )
             canvases.append(
                 Canvas(
@@ -520,6 +535,7 @@ class CanvasSet:
                     tiles=tiles,
                     layout=entry.get("layout", "scatter"),
                     label_map=label_map,
+                    source_map=source_map,
                 )
             )
         calibration = None
@@ -539,6 +555,7 @@ class CanvasSet:
             seed=manifest["seed"],
             meta=manifest.get("meta"),
             calibration=calibration,
+            heads=manifest.get("heads"),
         )
 
 
@@ -704,6 +721,14 @@ def _build_mixed_canvases(
     pool = images.subset(np.flatnonzero(wanted))
     remap = np.array([classes.index(n) if n in classes else 0 for n in pool.class_names])
     labels = remap[pool.labels].astype(np.uint8)
+    heads, head_of = None, None
+    if pool.sources is not None:
+        present = sorted(set(pool.source_labels.tolist()))
+        owner = pool.source_to_class()
+        heads = [(pool.sources[k], owner[k]) for k in present]
+        lut = np.full(len(pool.sources), 255, dtype=np.uint8)
+        lut[present] = np.arange(len(present))
+        head_of = lut[pool.source_labels]
     probe = plan_positions(
         height, width, (th, tw), np.random.default_rng(0), pitch_fraction, extra_fraction
     )
@@ -718,7 +743,7 @@ def _build_mixed_canvases(
     n = max(1, int(n))
     cset = CanvasSet(
         classes, tile_size=(th, tw), canvas_size=(height, width), pitch_fraction=pitch_fraction,
-        extra_fraction=extra_fraction, seed=seed, meta=meta,
+        extra_fraction=extra_fraction, seed=seed, meta=meta, heads=heads,
     )  # fmt: skip
     rng = np.random.default_rng([seed, 3])
     cycle = _tile_cycle(len(pool), n * pastes_per_canvas, rng)
@@ -728,6 +753,11 @@ def _build_mixed_canvases(
         array, label_map, _ = _paste_with_labels(
             pool.images, labels, tile_index, ys, xs, height, width
         )
+        source_map = None
+        if head_of is not None:
+            source_map = np.empty((height, width), dtype=np.uint8)
+            for k, y, x in zip(tile_index.tolist(), ys.tolist(), xs.tolist()):
+                source_map[y : y + th, x : x + tw] = head_of[k]
         cset.canvases.append(
             Canvas(
                 class_name=MIXED,
@@ -737,6 +767,7 @@ def _build_mixed_canvases(
                 name=cset._new_name("original", MIXED),
                 layout="mixed",
                 label_map=label_map,
+                source_map=source_map,
             )
         )
         report(progress, k + 1, n, f"canvas {k + 1}/{n} (mixed)")

@@ -68,6 +68,10 @@ class LabelledImages:
     class_names: list[str]
     ids: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # After a class mapping: the dataset's own class names and each image's index into them
+    # (automobile and truck both map to project classes; the model can still learn them apart).
+    sources: list[str] | None = None
+    source_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -75,6 +79,13 @@ class LabelledImages:
         self.class_names = [str(c) for c in self.class_names]
         self.ids = [str(i) for i in self.ids]
         self.skipped = [(str(m), str(r)) for m, r in self.skipped]
+        if (self.sources is None) != (self.source_labels is None):
+            raise DatasetError("sources and source_labels go together")
+        if self.sources is not None:
+            self.sources = [str(c) for c in self.sources]
+            self.source_labels = np.asarray(self.source_labels, dtype=np.int64).reshape(-1)
+            if len(self.source_labels) != len(self.images):
+                raise DatasetError("one source label per image is needed")
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] != 3:
             raise DatasetError(
                 f"images must be uint8 (N, h, w, 3), got {self.images.dtype} {self.images.shape}"
@@ -129,7 +140,18 @@ class LabelledImages:
             class_names=list(self.class_names),
             ids=[self.ids[i] for i in index.tolist()],
             skipped=list(self.skipped),
+            sources=self.sources,
+            source_labels=self.source_labels[index] if self.sources is not None else None,
         )
+
+    def source_to_class(self) -> list[str] | None:
+        """The project class of each source class (None without sources)."""
+        if self.sources is None:
+            return None
+        out: list[str | None] = [None] * len(self.sources)
+        for s, c in zip(self.source_labels.tolist(), self.labels.tolist()):
+            out[s] = self.class_names[c]
+        return [c if c is not None else "" for c in out]
 
     def images_of(self, class_name: str) -> np.ndarray:
         """All images of one class (a copy), uint8 (n, h, w, 3)."""
@@ -152,7 +174,13 @@ class LabelledImages:
                     class_names=np.array(self.class_names, dtype=str),
                     ids=np.array(self.ids, dtype=str),
                     skipped=skipped,
-                )
+                    **(
+                        {"sources": np.array(self.sources, dtype=str),
+                         "source_labels": self.source_labels}
+                        if self.sources is not None
+                        else {}
+                    ),
+                )  # fmt: skip
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -169,6 +197,8 @@ class LabelledImages:
                     class_names=z["class_names"].tolist(),
                     ids=z["ids"].tolist(),
                     skipped=[tuple(r) for r in z["skipped"].tolist()],
+                    sources=z["sources"].tolist() if "sources" in z else None,
+                    source_labels=z["source_labels"] if "source_labels" in z else None,
                 )
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
             raise DatasetError(f"{path} is not a LabelledImages .npz file: {exc}") from exc
@@ -555,6 +585,8 @@ def apply_mapping(ds: LabelledImages, mapping: ClassMapping) -> LabelledImages:
         class_names=project,
         ids=[ds.ids[i] for i in index.tolist()],
         skipped=list(ds.skipped),
+        sources=list(ds.class_names),
+        source_labels=ds.labels[index],
     )
 
 
@@ -648,10 +680,15 @@ def concat(parts: Iterable[LabelledImages]) -> LabelledImages:
     for p in parts[1:]:
         if p.class_names != names:
             raise DatasetError(f"class names differ: {names} vs {p.class_names}")
+    # Source classes survive only when every part has the same ones.
+    first = parts[0].sources
+    same_sources = first is not None and all(p.sources == first for p in parts)
     return LabelledImages(
         images=np.concatenate([p.images for p in parts]),
         labels=np.concatenate([p.labels for p in parts]),
         class_names=list(names),
         ids=[i for p in parts for i in p.ids],
         skipped=[s for p in parts for s in p.skipped],
+        sources=list(parts[0].sources) if same_sources else None,
+        source_labels=np.concatenate([p.source_labels for p in parts]) if same_sources else None,
     )

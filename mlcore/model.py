@@ -38,7 +38,12 @@ class BasicBlock(nn.Module):
 
 
 class WindowResNet(nn.Module):
-    """ResNet for (N, window, window, 3) uint8 (or float in 0..255) input; returns logits (N, C)."""
+    """ResNet for (N, window, window, 3) uint8 (or float in 0..255) input; returns logits (N, H).
+
+    H output *heads*, by default one per class. With ``head_classes`` (the project class index
+    of each head) a class may own several heads: the dataset's own classes (automobile and truck
+    are two heads, car and negative). Learning truck vs. automobile as such is what keeps trucks
+    from being called cars; :meth:`class_probs` sums the heads of each class."""
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class WindowResNet(nn.Module):
         width: int = 16,
         mean=CIFAR_MEAN,
         std=CIFAR_STD,
+        head_classes=None,
     ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -54,6 +60,12 @@ class WindowResNet(nn.Module):
         if num_classes < 2:
             raise ValueError(f"need at least 2 classes, got {num_classes}")
         self.num_classes, self.depth, self.width = num_classes, depth, width
+        head_classes = list(range(num_classes)) if head_classes is None else list(head_classes)
+        if sorted(set(head_classes)) != list(range(num_classes)):
+            raise ValueError(f"every class needs at least one head; head classes {head_classes}")
+        self.head_classes = head_classes
+        # (H, C) one-hot: class probabilities = head probabilities @ head_to_class.
+        self.register_buffer("head_to_class", torch.eye(num_classes)[head_classes])
         blocks = (depth - 2) // 6
         # Buffers in 0..255 units so forward does one multiply-add per pixel.
         mean_t = torch.tensor(mean, dtype=torch.float32) * 255.0
@@ -70,7 +82,7 @@ class WindowResNet(nn.Module):
                 layers.append(BasicBlock(in_planes, planes, stride))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.fc = nn.Linear(in_planes, len(head_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -94,16 +106,30 @@ class WindowResNet(nn.Module):
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
 
+    def class_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, C) from head logits (N, H)."""
+        return torch.softmax(logits.float(), dim=1) @ self.head_to_class
+
+    def class_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """log of :meth:`class_probs`, computed stably (log-sum-exp over each class's heads)."""
+        logp = torch.log_softmax(logits.float(), dim=1)  # (N, H)
+        mask = torch.where(self.head_to_class.T > 0, 0.0, float("-inf"))  # (C, H)
+        return torch.logsumexp(logp[:, None, :] + mask[None], dim=2)
+
 
 class ProbabilityModel(nn.Module):
-    """Wraps a logits model with a softmax: what the exported file computes."""
+    """Wraps a logits model with a softmax (summed per class over its heads): what the exported
+    file computes."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images).float(), dim=1)
+        logits = self.model(images)
+        if hasattr(self.model, "class_probs"):
+            return self.model.class_probs(logits)
+        return torch.softmax(logits.float(), dim=1)
 
 
 def build_model(num_classes: int = 3, depth: int = 20, width: int = 16, **kw) -> WindowResNet:

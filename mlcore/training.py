@@ -30,7 +30,7 @@ from torch import nn  # noqa: E402
 
 from mlcore.model import WindowResNet, build_model  # noqa: E402
 from mlcore.progress import Progress, report  # noqa: E402
-from mlcore.windows import SPLITS, WindowSampler  # noqa: E402
+from mlcore.windows import NO_HEAD, SPLITS, WindowSampler  # noqa: E402
 
 CHECKPOINT_FORMAT = "mlcore-window-resnet-v1"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -179,13 +179,18 @@ class TorchWindowGather:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.flat = torch.empty(int(sum(sizes)), dtype=torch.uint8, device=device)
         self.flat_labels = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
-        for array, labels, offset, size in zip(sampler.arrays, sampler.label_maps, offsets, sizes):
+        self.flat_heads = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        layers = zip(sampler.arrays, sampler.label_maps, sampler.head_maps, offsets, sizes)
+        for array, labels, heads, offset, size in layers:
             with warnings.catch_warnings():  # read-only memmaps are only read (copied) here
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 chunk = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
                 label_chunk = torch.from_numpy(np.ascontiguousarray(labels).reshape(-1))
+                head_chunk = torch.from_numpy(np.ascontiguousarray(heads).reshape(-1))
             self.flat[int(offset) : int(offset) + size].copy_(chunk)
-            self.flat_labels[int(offset) // 3 : (int(offset) + size) // 3].copy_(label_chunk)
+            pixels = slice(int(offset) // 3, (int(offset) + size) // 3)
+            self.flat_labels[pixels].copy_(label_chunk)
+            self.flat_heads[pixels].copy_(head_chunk)
         self.offsets = torch.as_tensor(offsets, device=device)
         self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
         w = self.window
@@ -203,7 +208,8 @@ class TorchWindowGather:
 
     def sample(
         self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(uint8 windows, class labels, head labels with -1 where only the class is known)."""
         t = self.tables[split]
         if t["n"] == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
@@ -219,12 +225,15 @@ class TorchWindowGather:
             )
             y = torch.minimum(torch.maximum(y + shift[0], t["ylo"][rows]), t["yhi"][rows])
             x = torch.minimum(torch.maximum(x + shift[1], t["xlo"][rows]), t["xhi"][rows])
-            half = self.window // 2
-            centre = self.offsets[canvas] // 3 + (y + half) * width + (x + half)
+        half = self.window // 2
+        centre = self.offsets[canvas] // 3 + (y + half) * width + (x + half)
+        if jitter > 0:
             labels = self.flat_labels[centre].long()
+        heads = self.flat_heads[centre].long()
+        heads = torch.where(heads == NO_HEAD, -1, heads)
         base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
         index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
-        return self.flat[index], labels
+        return self.flat[index], labels, heads
 
 
 def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -247,10 +256,26 @@ def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generato
     return x
 
 
-def _forward_backward(net, x, labels, loss_fn, optimizer, device, autocast: bool):
+def head_loss(model: WindowResNet, smoothing: float):
+    """Loss on head logits: cross-entropy on the source class where it is known; where only the
+    class is (corrections, single-class canvases), the negative log of the class probability
+    (the sum over its heads), smoothed the same way."""
+    fine = nn.CrossEntropyLoss(label_smoothing=smoothing, reduction="none")
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        log_class = model.class_log_probs(logits)
+        picked = log_class.gather(1, labels.view(-1, 1)).squeeze(1)
+        coarse = -(1 - smoothing) * picked - smoothing * log_class.mean(1)
+        return torch.where(heads >= 0, fine(logits, heads.clamp(min=0)), coarse).mean()
+
+    return loss
+
+
+def _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast: bool):
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = net(x)
-    loss = loss_fn(logits.float(), labels)
+    loss = loss_fn(logits.float(), labels, heads)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss
@@ -298,8 +323,10 @@ def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) ->
     if isinstance(init_state, (str, os.PathLike)):
         init_state = read_checkpoint(init_state)["state_dict"]
     own = model.state_dict()
+    # The head -> class map belongs to the model being trained, never to its starting point.
+    init_state = {k: v for k, v in init_state.items() if k != "head_to_class"}
     skipped = [k for k, v in init_state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in init_state]
+    missing = [k for k in own if k not in init_state and k != "head_to_class"]
     unexpected = [k for k in init_state if k not in own]
     if unexpected or [k for k in missing if not k.startswith("fc.")]:
         raise ValueError(
@@ -322,7 +349,10 @@ def evaluate(
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start : start + batch_size]).to(device)
-            pred = model(x).argmax(1).cpu().numpy()
+            logits = model(x)
+            if hasattr(model, "class_probs"):
+                logits = model.class_probs(logits)
+            pred = logits.argmax(1).cpu().numpy()
             correct += int((pred == labels[start : start + batch_size]).sum())
     model.train(was_training)
     return correct / max(1, len(images))
@@ -372,7 +402,10 @@ def run_training(
     local_batch = config.batch_size // world_size
 
     norm = {k: v for k, v in (("mean", config.mean), ("std", config.std)) if v is not None}
-    model = build_model(len(classes), config.depth, config.width, **norm)
+    model = build_model(
+        len(classes), config.depth, config.width, head_classes=sampler.head_classes, **norm
+    )
+    model.heads = list(sampler.heads)
     if init_state is not None:
         load_init_state(model, init_state, log)
     model.to(device)
@@ -394,7 +427,7 @@ def run_training(
     generator.manual_seed(config.seed * 1000 + rank + 1)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss_fn = head_loss(model, config.label_smoothing)
     autocast = device.type == "cuda" and config.bf16
 
     history: list[dict] = []
@@ -410,16 +443,16 @@ def run_training(
     )
     model.train()
     for step in range(1, total + 1):
-        images, labels = gather.sample(local_batch, generator, "train", config.jitter)
+        images, labels, heads = gather.sample(local_batch, generator, "train", config.jitter)
         x = augment(images, config, generator)
         try:
-            loss = _forward_backward(net, x, labels, loss_fn, optimizer, device, autocast)
+            loss = _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast)
         except Exception as exc:  # noqa: BLE001 - compiler missing/broken: train eagerly
             if net is eager or step > 1:
                 raise
             log(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
             net, mode, warmup = eager, None, min(total - 1, 1)
-            loss = _forward_backward(net, x, labels, loss_fn, optimizer, device, autocast)
+            loss = _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast)
         optimizer.step()
         scheduler.step()
         running += loss.detach()
@@ -471,7 +504,10 @@ def save_checkpoint(path, model: WindowResNet, classes, config: TrainConfig, his
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "classes": list(classes),
         "config": config.to_dict(),
-        "architecture": {"depth": model.depth, "width": model.width},
+        "architecture": {
+            "depth": model.depth, "width": model.width, "head_classes": model.head_classes,
+            "heads": list(getattr(model, "heads", []) or []),
+        },  # fmt: skip
         "normalisation": model.normalisation,
         "history": list(history or []),
     }
@@ -502,6 +538,12 @@ def load_checkpoint(path, device: str = "cpu") -> tuple[WindowResNet, dict]:
     """Rebuild the model from a checkpoint; returns (model in eval mode, checkpoint dict)."""
     payload = read_checkpoint(path)
     arch, norm = payload["architecture"], payload["normalisation"]
-    model = build_model(len(payload["classes"]), arch["depth"], arch["width"], **norm)
-    model.load_state_dict(payload["state_dict"])
+    model = build_model(
+        len(payload["classes"]), arch["depth"], arch["width"],
+        head_classes=arch.get("head_classes"), **norm,
+    )  # fmt: skip
+    model.heads = arch.get("heads") or list(payload["classes"])
+    state = dict(payload["state_dict"])
+    state.setdefault("head_to_class", model.head_to_class)  # checkpoints from before heads
+    model.load_state_dict(state)
     return model.to(device).eval(), payload

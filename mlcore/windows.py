@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 SPLITS = ("train", "val")
+NO_HEAD = 255  # head map value: the source class is unknown (only the class is)
 
 
 def window_view(canvas: np.ndarray, window: int = 32, step: int = 8) -> np.ndarray:
@@ -138,7 +139,9 @@ class WindowSampler:
             )
         self.class_shares = dict(class_shares or {})
         set_classes = list(getattr(canvas_set, "classes", self.classes))
+        head_lut = self._heads(getattr(canvas_set, "heads", None))
         self.label_maps: list[np.ndarray] = []
+        self.head_maps: list[np.ndarray] = []
         parts: dict[str, list] = {s: [] for s in SPLITS}
         for ci, canvas in enumerate(self.canvases):
             array = canvas.array
@@ -148,11 +151,49 @@ class WindowSampler:
                 raise ValueError(f"canvas {ci} has a negative weight {weight}")
             layout = getattr(canvas, "layout", "scatter")
             self.label_maps.append(self._label_map(ci, canvas, layout, set_classes))
+            source_map = getattr(canvas, "source_map", None)
+            if layout == "mixed" and source_map is not None:
+                self.head_maps.append(head_lut[np.asarray(source_map)])
+            else:  # no source class known: trained on its class alone
+                self.head_maps.append(np.full(array.shape[:2], NO_HEAD, dtype=np.uint8))
             for split, part in self._origins(ci, canvas, layout).items():
                 parts[split].append(part + (np.full(len(part[0]), weight),))
         self.tables = {s: self._table(parts[s]) for s in SPLITS}
         if self.tables["train"].n_windows == 0:
             raise ValueError("no training windows: every canvas is smaller than one window")
+
+    def _heads(self, set_heads) -> np.ndarray:
+        """Set ``heads`` (names) and ``head_classes`` (class index of each): the set's source
+        classes of our classes, then one head for each class without one. Returns the lookup
+        from the set's head index to ours (``NO_HEAD`` where unknown)."""
+        lut = np.full(256, NO_HEAD, dtype=np.uint8)
+        self.heads, self.head_classes = [], []
+        for k, (name, cls) in enumerate(set_heads or []):
+            if cls in self.classes:
+                lut[k] = len(self.heads)
+                self.heads.append(name)
+                self.head_classes.append(self.classes.index(cls))
+        for c, name in enumerate(self.classes):
+            if c not in self.head_classes:
+                self.heads.append(name)
+                self.head_classes.append(c)
+        if len(self.heads) >= NO_HEAD:
+            raise ValueError(f"at most {NO_HEAD - 1} source classes, got {len(self.heads)}")
+        return lut
+
+    @property
+    def fine(self) -> bool:
+        """Whether some class has several heads (the model learns source classes)."""
+        return len(self.heads) > len(self.classes)
+
+    def heads_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Head (source class) of the windows at these origins, -1 where only the class is known."""
+        half = self.window // 2
+        out = np.empty(len(canvas_idx), dtype=np.int64)
+        for ci in np.unique(canvas_idx):
+            sel = np.flatnonzero(canvas_idx == ci)
+            out[sel] = self.head_maps[ci][ys[sel] + half, xs[sel] + half]
+        return np.where(out == NO_HEAD, -1, out)
 
     def _label_map(self, ci, canvas, layout, set_classes) -> np.ndarray:
         """uint8 (H, W) label of every pixel in ``self.classes`` order."""

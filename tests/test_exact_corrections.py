@@ -128,7 +128,7 @@ def test_the_trainers_torch_gather_draws_the_same_exact_windows(
     generator = torch.Generator().manual_seed(0)
     labels_seen = set()
     for _ in range(40):
-        images, labels = gather.sample(256, generator, "train", config.jitter)
+        images, labels, _ = gather.sample(256, generator, "train", config.jitter)
         match = (images.numpy() == tile).reshape(len(images), -1).all(1)
         labels_seen |= set(labels.numpy()[match].tolist())
     assert labels_seen == {classes.index("car")}

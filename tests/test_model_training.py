@@ -87,7 +87,7 @@ def test_torch_gather_matches_canvas_pixels():
     sampler = WindowSampler(cs, CLASSES, 32, 8, 0.1)
     gather = TorchWindowGather(sampler, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
-    images, labels = gather.sample(40, gen, "train", jitter=3)
+    images, labels, _ = gather.sample(40, gen, "train", jitter=3)
     # recover each window's origin by brute force and check it lies in the train band
     for k in range(40):
         canvas = cs.canvases[int(labels[k])].array
@@ -168,3 +168,45 @@ def test_torch_engine_exports_a_scorable_model_dir(trained, tmp_path):
     assert scorer.predict(sample).shape == (1, 3)
     with pytest.raises(ValueError, match="unknown engine"):
         get_engine("caffe")
+
+
+def test_source_class_heads_learn_truck_apart_from_car_and_export_class_probabilities(tmp_path):
+    """Four source classes (automobile, truck, ship, frog) mapped onto car/boat/negative: the model
+    gets one head per source class, the exported file still gives three class probabilities."""
+    from mlcore.canvases import build_canvas_set
+    from mlcore.datasets import ClassMapping, LabelledImages, apply_mapping
+
+    rng = np.random.default_rng(0)
+    colours = {"automobile": (220, 40, 40), "truck": (40, 200, 40), "ship": (40, 60, 220),
+               "frog": (200, 200, 60)}  # fmt: skip
+    images, labels = [], []
+    for k, colour in enumerate(colours.values()):
+        for _ in range(60):
+            images.append(np.clip(rng.normal(colour, 20, (32, 32, 3)), 0, 255).astype(np.uint8))
+            labels.append(k)
+    source = LabelledImages(np.stack(images), labels, list(colours), [str(i) for i in range(240)])
+    mapped = apply_mapping(source, ClassMapping.cifar_default())
+    assert mapped.sources == list(colours) and mapped.source_to_class() == [
+        "car", "negative", "boat", "negative"]  # fmt: skip
+    cset = build_canvas_set(mapped, canvas_size=128, canvases_per_class=2, calibration_fraction=0)
+    assert [h for h, _ in cset.heads] == list(colours)
+    sampler = WindowSampler(cset, cset.classes, val_fraction=0.0)
+    assert sampler.fine and sampler.heads == list(colours)
+    assert sampler.head_classes == [0, 2, 1, 2]
+    canvas_idx, ys, xs, labels_ = sampler.sample_origins(500, np.random.default_rng(1))
+    heads = sampler.heads_at(canvas_idx, ys, xs)
+    np.testing.assert_array_equal(np.array(sampler.head_classes)[heads], labels_)
+
+    config = {"depth": 8, "width": 8, "batch_size": 32, "steps": 60, "val_windows": 0,
+              "lr": 0.05, "threads": 1, "jitter": 0}  # fmt: skip
+    result = train(cset, cset.classes, config)
+    assert result.model.fc.out_features == 4
+    save_checkpoint(tmp_path / "c.pt", result.model, cset.classes, result.config)
+    model, payload = load_checkpoint(tmp_path / "c.pt")
+    assert payload["architecture"]["heads"] == list(colours)
+    export_onnx(model, tmp_path / "m.onnx", cset.classes, 32)
+    scorer = OnnxScorer(tmp_path / "m.onnx")
+    probs = scorer.predict(np.stack([source.images[k] for k in (0, 60, 120, 180)]))
+    assert probs.shape == (4, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # the truck (green) is negative, the automobile (red) a car, the ship a boat
+    assert list(probs.argmax(1)) == [0, 2, 1, 2]

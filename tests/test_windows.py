@@ -173,7 +173,7 @@ def test_torch_gather_draws_the_same_windows_and_labels_as_the_numpy_sampler():
     sampler = WindowSampler(cset, cset.classes, val_fraction=0.1)
     gather = TorchWindowGather(sampler, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
-    images, labels = gather.sample(512, generator, "train", jitter=4)
+    images, labels, _ = gather.sample(512, generator, "train", jitter=4)
     half = 16
     found = 0
     for img, lab in zip(images.numpy(), labels.numpy()):
