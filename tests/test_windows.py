@@ -178,10 +178,12 @@ def test_torch_gather_draws_the_same_windows_and_labels_as_the_numpy_sampler():
     found = 0
     for img, lab in zip(images.numpy(), labels.numpy()):
         for ci, canvas in enumerate(cset.canvases):
-            hits = np.argwhere((sampler.arrays[ci][:, :, 0] == img[0, 0, 0]))
+            hits = np.argwhere(sampler.arrays[ci][:, :, 0] == img[0, 0, 0])
             for y, x in hits:
-                if y + 32 <= canvas.height and x + 32 <= canvas.width and np.array_equal(
-                    sampler.arrays[ci][y : y + 32, x : x + 32], img
+                if (
+                    y + 32 <= canvas.height
+                    and x + 32 <= canvas.width
+                    and np.array_equal(sampler.arrays[ci][y : y + 32, x : x + 32], img)
                 ):
                     assert sampler.label_maps[ci][y + half, x + half] == lab
                     found += 1
