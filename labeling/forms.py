@@ -53,9 +53,19 @@ def parse_class_option(spec: str) -> dict:
     return {"name": name, "color": colour, "sources": sources}
 
 
+# A classifier window is a tile, not a scene: beyond this it is a typo (or an attack on the
+# arithmetic below and on every job that would allocate windows of that size).
+WINDOW_MAX = 4096
+
+
 def _divisor_hint(window: int, step: int) -> int:
-    """The divisor of `window` nearest to `step` (for the error message)."""
-    divisors = [d for d in range(1, window + 1) if window % d == 0]
+    """The divisor of `window` nearest to `step` (for the error message). Divisors come in
+    pairs (d, window // d), so up to sqrt(window) candidates: a window of 2**31 - 1 pixels
+    (the column's maximum) must not cost a loop of two billion steps per request."""
+    import math
+
+    small = [d for d in range(1, math.isqrt(window) + 1) if window % d == 0]
+    divisors = small + [window // d for d in small]
     return min(divisors, key=lambda d: (abs(d - step), -d))
 
 
@@ -108,6 +118,9 @@ class ProjectForm(forms.ModelForm):
         self.instance.classes = self.classes
         self.instance.use_calibrated_thresholds = cleaned.get("threshold_mode") != "fixed"
         window = cleaned.get("window_size")
+        if window and window > WINDOW_MAX:
+            self.add_error("window_size", f"The window size must be at most {WINDOW_MAX} pixels.")
+            window = None
         for field, label in (("train_step", "training step"), ("score_step", "scoring step")):
             step = cleaned.get(field)
             if window and step and 0 < step <= window and window % step:

@@ -150,9 +150,15 @@ def record_annotation(
     if scene.project_id != project.pk:
         raise ReviewError(f"scene {scene.pk} does not belong to project {project.name!r}")
     if client_id is not None and client_id != "":
-        if not isinstance(client_id, str) or len(client_id) > CLIENT_ID_MAX:
+        # Printable only: PostgreSQL text cannot hold NUL, and an id has no control characters.
+        if (
+            not isinstance(client_id, str)
+            or len(client_id) > CLIENT_ID_MAX
+            or not client_id.isprintable()
+        ):
             raise ReviewError(
-                f"client_id must be a string of at most {CLIENT_ID_MAX} characters (a UUID)"
+                f"client_id must be a string of at most {CLIENT_ID_MAX} printable characters "
+                "(a UUID)"
             )
         row = _existing(client_id, project, scene, user)
         if row is not None:

@@ -183,6 +183,8 @@ def check_name(name: str) -> str:
     name = str(name or "").strip()
     if len(name) > NAME_MAX:
         raise UploadError(f"the name is {len(name)} characters long; at most {NAME_MAX}.")
+    if "\x00" in name:  # PostgreSQL text cannot hold NUL
+        raise UploadError("the name contains a NUL character.")
     return name
 
 
