@@ -15,6 +15,9 @@ from django.http import HttpResponse, JsonResponse
 QUEUE_DOWN = "the job queue is unavailable, try again"
 DATABASE_DOWN = "the database connection was lost, try again"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Attempts of one request whose database connection is cut (a failover cuts every connection
+# at once, and may cut the retry too).
+DB_ATTEMPTS = 3
 
 
 def _is_api(request) -> bool:
@@ -127,23 +130,21 @@ class RetryLostDatabaseConnection:
         self.get_response = get_response
 
     def __call__(self, request):
-        tracker = _WriteTracker()
-        with connection.execute_wrapper(tracker):
-            response = self.get_response(request)
-        if not getattr(request, "_database_connection_lost", False):
-            return response
-        request._database_connection_lost = False
-        connection.close()
-        retry = (
-            request.method in SAFE_METHODS
-            or not tracker.wrote
-            or getattr(request, "idempotent", False)
-        ) and request.content_type != "multipart/form-data"  # the upload was read once
-        if retry:
-            response = self.get_response(request)
-            if not getattr(request, "_database_connection_lost", False):
+        for _attempt in range(DB_ATTEMPTS):
+            tracker = _WriteTracker()
+            request._database_connection_lost = False
+            with connection.execute_wrapper(tracker):
+                response = self.get_response(request)
+            if not request._database_connection_lost:
                 return response
             connection.close()
+            retry = (
+                request.method in SAFE_METHODS
+                or not tracker.wrote
+                or getattr(request, "idempotent", False)
+            ) and request.content_type != "multipart/form-data"  # the upload was read once
+            if not retry:
+                break
         if _is_api(request):
             return JsonResponse({"error": DATABASE_DOWN}, status=503)
         return response

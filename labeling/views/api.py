@@ -260,6 +260,8 @@ def api_annotations(request, scene_id):
             }
         )
     body = _json_body(request)
+    # With a client_id a repeat returns the first row: safe to rerun after a lost connection.
+    request.idempotent = bool(body.get("client_id"))
     missing = [f for f in ("kind", "label", "x", "y", "w", "h") if f not in body]
     if missing:
         raise ReviewError(
@@ -295,6 +297,7 @@ def api_annotation_undo(request, annotation_id):
     if target is None:
         raise Http404("No such annotation among your projects' annotations.")
     body = _json_body(request)
+    request.idempotent = bool(body.get("client_id"))  # as for an annotation
     row, created = review.undo(
         target, request.user, client_id=body.get("client_id"), source=body.get("source", "ui")
     )
