@@ -210,3 +210,33 @@ def test_redis_outage_during_a_cycle_and_review(private_redis, project, alice, a
     for record in JobRecord.objects.all():
         assert reconcile(record).status not in ("queued", "running"), (record.kind, record.pk)
     assert Annotation.objects.filter(scene=rscene).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_never_reached_redis_is_failed_not_left_queued(redis_conn, project, alice):
+    """A record whose push to Redis never happened (the process died between the commit and
+    the push) is failed once it is older than the push could take, and the project's next
+    retrain is accepted instead of answering 409 forever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from labeling.cycle import CycleAlreadyRunning, running_cycle
+    from labeling.jobs import UNPUSHED_GRACE_S
+
+    version = ModelVersion.objects.create(project=project, number=1, status="pending")
+    stuck = JobRecord.objects.create(
+        project=project, kind="retrain_cycle", queue="train", status="queued",
+        params={"version_id": version.pk},
+    )  # fmt: skip
+    assert reconcile(stuck).status == "queued"  # young: its push may still be under way
+    with pytest.raises(CycleAlreadyRunning):
+        start_cycle(project, alice, profile="tiny")
+    old = timezone.now() - timedelta(seconds=UNPUSHED_GRACE_S + 1)
+    JobRecord.objects.filter(pk=stuck.pk).update(created_at=old)
+    assert running_cycle(project) is None
+    stuck.refresh_from_db()
+    assert stuck.status == "failed" and "never reached the job queue" in stuck.error
+    assert ModelVersion.objects.get(pk=version.pk).status == "failed"
+    record = start_cycle(project, alice, profile="tiny")
+    assert JobRecord.objects.get(pk=record.pk).rq_job_id  # pushed this time
