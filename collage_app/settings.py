@@ -128,6 +128,7 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 # --- security -------------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the review page's JS reads it to send X-CSRFToken
+CSRF_FAILURE_VIEW = "labeling.views.core.csrf_failure"  # JSON for the API
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

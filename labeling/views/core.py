@@ -14,6 +14,20 @@ def project_list(request):
     return render(request, "labeling/project_list.html", {"projects": projects})
 
 
+def csrf_failure(request, reason=""):
+    """settings.CSRF_FAILURE_VIEW: the API answers a refused CSRF check in JSON like every other
+    error; pages get Django's own explanation page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"error": f"CSRF check failed ({reason}): send the csrftoken cookie's value in an "
+                      "X-CSRFToken header"},
+            status=403,
+        )  # fmt: skip
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason)
+
+
 @login_required
 def health(request):
     report = health_report()
