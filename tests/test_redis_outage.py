@@ -137,12 +137,12 @@ def test_redis_outage_during_a_cycle_and_review(private_redis, project, alice, a
     log = tmp_path / "worker.log"
     worker = start_worker(log)
     try:
-        # 1. Redis crashes while the cycle trains, and stays down for 10 s.
+        # 1. Redis crashes while the cycle trains.
         cycle = start_cycle(project, alice, profile="tiny", config={"steps": 1500})
         wait_until(lambda: JobRecord.objects.get(pk=cycle.pk).message.startswith("training:"),
                    240, worker, log, "training")  # fmt: skip
         private_redis.stop()
-        outage_end = time.monotonic() + 10
+        outage_start = time.monotonic()
         # Meanwhile: the review queue and a scene upload answer 503 JSON and store nothing;
         # a retrain is refused while the cycle is in flight; annotations are still taken.
         assert_503(alice_client.get(queue_url))
@@ -160,12 +160,12 @@ def test_redis_outage_during_a_cycle_and_review(private_redis, project, alice, a
             content_type="application/json",
         )
         assert r.status_code == 201, r.content
-        while time.monotonic() < outage_end:
-            assert worker.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.2)
-        # The horse trained on through the outage (heartbeats every 2 s were skipped).
+        # The outage lasts until the worker has skipped two heartbeats (2 s apart) of the job,
+        # which trains on meanwhile; then Redis comes back.
+        wait_until(lambda: log.read_text().count("heartbeat skipped, Redis unavailable") >= 2,
+                   60, worker, log, "two skipped heartbeats")  # fmt: skip
         assert status_of(cycle) == "running"
-        assert "heartbeat skipped, Redis unavailable" in log.read_text()
+        assert time.monotonic() - outage_start >= 2
         private_redis.start()
 
         # 2. The worker is still there, the cycle finishes and is promoted.
