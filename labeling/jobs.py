@@ -87,6 +87,16 @@ def dead_worker_reason(rq_job) -> str | None:
     return None
 
 
+def process_started(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, Linux), or None: with the pid
+    it names one process for good, whatever later process reuses the pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def kill_orphan_horse(rq_job) -> None:
     """RQ's work horse runs in its own process group, so killing its worker (even the whole
     group) can leave it running. Before a job is declared failed its horse (recorded by
@@ -97,11 +107,15 @@ def kill_orphan_horse(rq_job) -> None:
     import socket
 
     meta = getattr(rq_job, "meta", None) or {}
-    pid, host = meta.get("horse_pid"), meta.get("horse_host")
-    if not pid or host != socket.gethostname():
+    pid, host, started = meta.get("horse_pid"), meta.get("horse_host"), meta.get("horse_started")
+    if not pid or host != socket.gethostname() or not started:
+        return
+    # The very process that ran the job (not another that got its pid since), leading its
+    # own process group as RQ's horses do.
+    if process_started(pid) != started:
         return
     try:
-        if os.getpgid(pid) == pid:  # a horse leads its own process group
+        if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass

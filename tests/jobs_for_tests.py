@@ -11,3 +11,14 @@ def count_to(ctx, n: int):
 def explode(ctx, message: str):
     ctx.progress(1, 3, "about to fail")
     raise ValueError(message)
+
+
+def spin(ctx, seconds: float):
+    """Busy for ``seconds``, reporting progress (a job to kill in the middle)."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ctx.progress(int(seconds - (end - time.monotonic())), int(seconds), "spinning")
+        time.sleep(0.2)
+    return {"spun": seconds}

@@ -229,3 +229,50 @@ def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
     assert killed.count() == 3 and set(killed.values_list("status", flat=True)) == {"failed"}
     assert watch.samples > 100
     assert JobRecord.objects.filter(project=project, status__in=("queued", "running")).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_horse_that_outlived_its_worker_is_killed_before_its_job_is_called_failed(
+    redis_conn, kill_settings, project, tmp_path
+):
+    """Without workers.rq_worker (stock rq.Worker: no PR_SET_PDEATHSIG) a group kill of the
+    worker leaves the horse running. Declaring its job failed (labeling.jobs.reconcile, as any
+    page showing it does) first kills that horse, so "failed" means stopped."""
+    from labeling.jobs import job_state
+
+    record = enqueue("spin", "jobs_for_tests.spin", project=project, queue="train", seconds=120)
+    log_path = tmp_path / "stock-worker.log"
+    log = open(log_path, "ab")
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker", "train", "--worker-class", "rq.worker.Worker"],
+        cwd=REPO, env=worker_env() | {"PYTHONPATH": str(REPO / "tests")}, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    horse = None
+    try:
+        deadline = time.monotonic() + 120
+        while horse is None and time.monotonic() < deadline:
+            record.refresh_from_db()
+            if record.status == "running" and record.progress_done >= 1:
+                horse = Job.fetch(record.rq_job_id, connection=_redis()).meta.get("horse_pid")
+            assert worker.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        assert horse and alive(horse), log_path.read_text()[-3000:]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        time.sleep(2)
+        assert alive(horse)  # RQ's horse leads its own process group: the group kill missed it
+        assert job_state(JobRecord.objects.get(pk=record.pk))["status"] == "failed"
+        deadline = time.monotonic() + 5
+        while alive(horse) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(horse), "the job reads failed while its horse still runs"
+        record.refresh_from_db()
+        assert record.status == "failed" and "killed" in record.error
+        time.sleep(1)
+        record.refresh_from_db()
+        assert record.status == "failed"  # never turned done by a survivor
+    finally:
+        if horse and alive(horse):
+            os.killpg(horse, signal.SIGKILL)

@@ -80,7 +80,13 @@ def execute(record_id: int, func_path: str, params: dict):
         record.rq_job_id = rq_job.id
         # Which process runs the job, so that labeling.jobs can kill it before calling the job
         # failed (an RQ work horse outlives a killed worker unless killed itself).
-        rq_job.meta.update({"horse_pid": os.getpid(), "horse_host": socket.gethostname()})
+        from labeling.jobs import process_started
+
+        pid = os.getpid()
+        rq_job.meta.update(
+            {"horse_pid": pid, "horse_host": socket.gethostname(),
+             "horse_started": process_started(pid)}
+        )  # fmt: skip
         save_meta(rq_job)
     record.save(update_fields=["status", "started_at", "error", "rq_job_id"])
     ctx = JobContext(record, rq_job)
