@@ -410,9 +410,7 @@ class CanvasSet:
                     "file": f"{c.name}.npy",
                     "tiles_file": f"{c.name}.tiles.npz" if c.tiles is not None else None,
                     "labels_file": f"{c.name}.labels.npy" if c.label_map is not None else None,
-                    "sources_file": (
-                        f"{c.name}.sources.npy" if c.source_map is not None else None
-                    ),
+                    "sources_file": (f"{c.name}.sources.npy" if c.source_map is not None else None),
                     "layout": c.layout,
                     "class_name": c.class_name,
                     "kind": c.kind,

@@ -12,13 +12,13 @@ TRAIN_PROFILES: dict[str, dict] = {
         "finetune": {"steps": 8, "lr": 0.02},
     },
     "quick": {
-        "config": {"depth": 20, "width": 16, "batch_size": 128, "steps": 1200, "val_windows": 1024,
-                   "log_every": 20, "threads": 2, "negative_share": 0.6},
+        "config": {"depth": 20, "width": 16, "batch_size": 128, "steps": 1400, "val_windows": 1024,
+                   "log_every": 20, "threads": 2, "negative_share": 0.5},
         "finetune": {"steps": 400, "lr": 0.02, "warmup_fraction": 0.1},
     },
     "full": {
         "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 12000,
-                   "val_windows": 4096, "log_every": 50, "negative_share": 0.6},
+                   "val_windows": 4096, "log_every": 50, "negative_share": 0.5},
         "finetune": {"steps": 3000, "lr": 0.02, "warmup_fraction": 0.1},
     },
 }  # fmt: skip

@@ -198,7 +198,7 @@ def test_source_class_heads_learn_truck_apart_from_car_and_export_class_probabil
     np.testing.assert_array_equal(np.array(sampler.head_classes)[heads], labels_)
 
     config = {"depth": 8, "width": 8, "batch_size": 32, "steps": 60, "val_windows": 0,
-              "lr": 0.05, "threads": 1, "jitter": 0}  # fmt: skip
+              "lr": 0.05, "threads": 1, "jitter": 0, "source_heads": True}  # fmt: skip
     result = train(cset, cset.classes, config)
     assert result.model.fc.out_features == 4
     save_checkpoint(tmp_path / "c.pt", result.model, cset.classes, result.config)
