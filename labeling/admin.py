@@ -119,3 +119,10 @@ class JobRecordAdmin(admin.ModelAdmin):
     )
     search_fields = ("kind", "rq_job_id", "message", "error")
     list_filter = ("status", "queue", "kind")
+
+
+@admin.register(models.SimulationRun)
+class SimulationRunAdmin(admin.ModelAdmin):
+    list_display = ("project", "strategy", "per_cycle", "profile", "finished")
+    search_fields = ("project__name", "strategy", "scene_name")
+    list_filter = ("strategy", "finished", "project")

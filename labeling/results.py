@@ -19,7 +19,8 @@ from labeling.storage import get_storage, run_prefix
 from labeling.thresholds import PROJECT, version_thresholds
 from mlcore.coco_eval import coco_ap
 from mlcore.metrics import grid_window_metrics, object_metrics
-from mlcore.postprocess import Hits, nms, window_hits
+from mlcore.postprocess import AP_FLOOR, AP_MAX_WINDOWS, Hits, nms, window_hits
+from mlcore.postprocess import ranked_detections as mlcore_ranked_detections
 from mlcore.scoring import ScoreGrid
 
 # Raw windows below this score are not stored as rows (the grid keeps every window anyway);
@@ -28,8 +29,6 @@ WINDOW_FLOOR = 0.5
 # COCO AP ranks every box down to this score (the usual floor of COCO submissions), from at most
 # this many windows per class (COCO's maxDets in spirit: NMS is quadratic in the windows, and a
 # 10x scene at a timid model would otherwise hand it hundreds of thousands).
-AP_FLOOR = 0.05
-AP_MAX_WINDOWS = 20_000
 
 
 def grid_key(run) -> str:
@@ -64,22 +63,10 @@ def load_scene_ground_truth(scene) -> list[dict] | None:
 
 
 def ranked_detections(project, grid: ScoreGrid):
-    """Merged boxes of every window whose best positive class scores at least AP_FLOOR (at most
-    AP_MAX_WINDOWS per class, the best; the same NMS as the run's detections): the ranked list
-    COCO AP is computed on and the COCO results export holds. AP integrates over all thresholds,
-    so it needs the low-scoring boxes too; the detections at the run's thresholds are the top of
-    this list."""
-    negative = project.negative_class
-    floor = {c: AP_FLOOR for c in grid.classes if c != negative}
-    hits = window_hits(grid, floor, negative)
-    keep = []
-    for c in np.unique(hits.label):  # at most AP_MAX_WINDOWS per class, the best ones
-        idx = np.flatnonzero(hits.label == c)
-        keep.append(idx[np.argsort(-hits.score[idx], kind="stable")[:AP_MAX_WINDOWS]])
-    keep = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
-    columns = (hits.x, hits.y, hits.w, hits.h, hits.label, hits.score)
-    hits = Hits(*(a[keep] for a in columns), list(hits.classes))
-    return nms(hits, iou=project.nms_iou_for(grid.window, grid.step))
+    """The ranked boxes COCO AP is computed on and the COCO results export holds
+    (mlcore.postprocess.ranked_detections with the project's negative class and NMS IoU)."""
+    iou = project.nms_iou_for(grid.window, grid.step)
+    return mlcore_ranked_detections(grid, project.negative_class, iou, AP_FLOOR, AP_MAX_WINDOWS)
 
 
 def compute_metrics(

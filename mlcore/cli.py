@@ -230,6 +230,10 @@ def _metric_rows(metrics: dict) -> dict:
             )
     if "accuracy" in metrics["window"]:
         rows["window accuracy"] = f"{metrics['window']['accuracy']:.3f}"
+    if "coco" in metrics:
+        rows["COCO AP@0.5 / AP@[.5:.95]"] = (
+            f"{metrics['coco']['ap50']:.3f} / {metrics['coco']['ap']:.3f}"
+        )
     rows["merged detections"] = metrics["detections"]
     return rows
 
@@ -387,6 +391,7 @@ def cmd_demo(args) -> dict:
     summary = {
         "scene": "mona_lisa",
         "object": main["calibrated"]["object"],
+        "coco": main["calibrated"]["coco"],
         "window": main["calibrated"]["window"],
         "thresholds": meta["thresholds"],
         "calibration": meta.get("calibration"),
@@ -397,6 +402,7 @@ def cmd_demo(args) -> dict:
         "heldout": {
             "scene": "rocket",
             "object": heldout["calibrated"]["object"],
+            "coco": heldout["calibrated"]["coco"],
             "published_threshold": {"threshold": 0.9, "object": _overall(heldout["published"])},
             "ceiling": _overall(heldout["ceiling"]),
         },
@@ -415,6 +421,8 @@ def cmd_demo(args) -> dict:
             rows[f"{name} object ({kind})"] = (
                 f"P {o['precision']:.3f}  R {o['recall']:.3f}  F1 {o['f1']:.3f}"
             )
+        coco = res["calibrated"]["coco"]
+        rows[f"{name} COCO AP@0.5 / AP@[.5:.95]"] = f"{coco['ap50']:.3f} / {coco['ap']:.3f}"
         rows[f"{name} ceiling (oracle)"] = f"F1 {res['ceiling']['object']['overall']['f1']:.3f}"
     rows["aligned balanced accuracy"] = f"{aligned['balanced_accuracy']:.3f}"
     rows["trucks called car"] = aligned["called_as"].get("truck", {}).get("car", "-")

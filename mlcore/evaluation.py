@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlcore.coco_eval import coco_ap
 from mlcore.metrics import grid_window_metrics, object_metrics, window_truth
-from mlcore.postprocess import default_negative, default_nms_iou, detections
+from mlcore.postprocess import default_negative, default_nms_iou, detections, ranked_detections
 from mlcore.windows import grid_positions
 
 
@@ -38,8 +39,11 @@ def evaluate_grid(
     dets = detections(grid, thresholds=thresholds, negative=negative, iou=iou)
     objects = object_metrics(dets, truth, grid.classes, negative=negative, min_visible=min_visible)
     objects.pop("matches", None)
+    ranked = ranked_detections(grid, negative, iou).to_detections("merged")
+    coco = coco_ap(ranked, truth, grid.classes, negative=negative, min_visible=min_visible)
     return {
         "object": objects,
+        "coco": {k: coco[k] for k in ("ap50", "ap", "per_class")},
         "window": window,
         "detections": len(dets),
         "nms_iou": iou,

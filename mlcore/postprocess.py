@@ -202,6 +202,34 @@ def detections(
     return nms(window_hits(grid, thresholds, negative), iou, merge).to_detections("merged")
 
 
+# COCO AP integrates over every threshold, so it ranks low-scoring boxes too: every window whose
+# best positive class reaches AP_FLOOR, at most AP_MAX_WINDOWS per class (NMS is quadratic).
+AP_FLOOR = 0.05
+AP_MAX_WINDOWS = 20_000
+
+
+def ranked_detections(
+    grid,
+    negative: str | None = "auto",
+    iou: float | None = None,
+    floor: float = AP_FLOOR,
+    max_windows: int = AP_MAX_WINDOWS,
+) -> Hits:
+    """Merged boxes of every window scoring at least ``floor`` (the best ``max_windows`` per
+    class; the same NMS as the detections): the ranked list COCO AP is computed on. The
+    detections at any threshold are the top of this list."""
+    negative = default_negative(grid.classes) if negative == "auto" else negative
+    hits = window_hits(grid, float(floor), negative)
+    keep = []
+    for c in np.unique(hits.label):
+        idx = np.flatnonzero(hits.label == c)
+        keep.append(idx[np.argsort(-hits.score[idx], kind="stable")[:max_windows]])
+    keep = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    columns = (hits.x, hits.y, hits.w, hits.h, hits.label, hits.score)
+    hits = Hits(*(a[keep] for a in columns), list(hits.classes))
+    return nms(hits, default_nms_iou(grid.window, grid.step) if iou is None else iou)
+
+
 def uncertainty(probs: np.ndarray, kind: str = "least_confidence") -> np.ndarray:
     """Per-window uncertainty, higher = less certain; shape ``probs.shape[:-1]``.
 
