@@ -73,13 +73,14 @@ def score_and_measure(model_path: Path, scenes: dict) -> tuple[dict, dict]:
 
 
 def oracle_answers(grid, truth, picks) -> list[str]:
-    """The simulated reviewer: the class under each picked window's centre."""
+    """The simulated reviewer: the class under each picked window's centre (the grid's truth,
+    looked up per pick: ``window_truth`` wants sorted origins)."""
     from mlcore.metrics import window_truth
 
-    ys = np.array([p.y for p in picks])
-    xs = np.array([p.x for p in picks])
-    label = window_truth(ys, xs, grid.window, truth, grid.classes, "negative")
-    return [grid.classes[int(label[k, k])] for k in range(len(picks))]
+    label = window_truth(grid.ys, grid.xs, grid.window, truth, grid.classes, "negative")
+    row = {int(y): i for i, y in enumerate(grid.ys)}
+    col = {int(x): j for j, x in enumerate(grid.xs)}
+    return [grid.classes[int(label[row[p.y], col[p.x]])] for p in picks]
 
 
 def run_one(demo: Path, strategy: str, seed: int, cycles: int, per_cycle: int, weight: float,

@@ -50,13 +50,17 @@ def window_truth(ys, xs, window: int, gt_boxes, classes, negative: str | None) -
     index = {c: i for i, c in enumerate(classes)}
     neg = index[negative] if negative is not None else -1
     ys, xs = np.asarray(ys), np.asarray(xs)
-    cy, cx = ys + window / 2.0, xs + window / 2.0
-    truth = np.full((len(ys), len(xs)), neg, dtype=np.int64)
+    # Sorted origins make each box one slice; any order is accepted and given back as asked.
+    oy, ox = np.argsort(ys, kind="stable"), np.argsort(xs, kind="stable")
+    cy, cx = ys[oy] + window / 2.0, xs[ox] + window / 2.0
+    ordered = np.full((len(ys), len(xs)), neg, dtype=np.int64)
     for gt in sorted(gt_boxes, key=lambda g: g.get("order", 0)):
         x, y, w, h = _box(gt)
         r0, r1 = np.searchsorted(cy, [y, y + h], side="left")
         c0, c1 = np.searchsorted(cx, [x, x + w], side="left")
-        truth[r0:r1, c0:c1] = index.get(gt["label"], neg)
+        ordered[r0:r1, c0:c1] = index.get(gt["label"], neg)
+    truth = np.empty_like(ordered)
+    truth[np.ix_(oy, ox)] = ordered
     return truth
 
 

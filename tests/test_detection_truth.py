@@ -42,6 +42,15 @@ def test_a_negative_tile_on_top_hides_the_car_below_it():
     assert window_truth(ys, xs, 32, only_positive, CLASSES, "negative")[0, 0] == 0
 
 
+def test_window_truth_takes_origins_in_any_order():
+    truth = [box("car", 0, 0, 0), box("negative", 16, 16, 1), box("boat", 40, 0, 2)]
+    ys, xs = np.array([0, 8, 16, 24, 32]), np.array([0, 8, 16, 24, 32])
+    full = window_truth(ys, xs, 32, truth, CLASSES, "negative")
+    order = np.array([3, 0, 4, 1, 2])
+    shuffled = window_truth(ys[order], xs[order[::-1]], 32, truth, CLASSES, "negative")
+    np.testing.assert_array_equal(shuffled, full[np.ix_(order, order[::-1])])
+
+
 def test_a_car_on_top_of_a_negative_is_a_car():
     truth = [box("negative", 0, 0, 0), box("car", 8, 8, 1)]
     label = window_truth(np.array([0]), np.array([0]), 32, truth, CLASSES, "negative")
