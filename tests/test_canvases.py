@@ -156,7 +156,11 @@ def test_append_corrections_small_canvas_every_tile_placed(tmp_path):
 def test_save_load_mmap_disk_use_and_incremental_resave(tmp_path):
     ds = _dataset()
     cset = build_canvas_set(
-        ds, canvas_size=(64, 80), canvases_per_class=2, seed=0, meta={"src": "x"},
+        ds,
+        canvas_size=(64, 80),
+        canvases_per_class=2,
+        seed=0,
+        meta={"src": "x"},
         layout="scatter",
     )
     directory = tmp_path / "canvases"
