@@ -422,7 +422,9 @@ def test_queue_strategies(alice_client, project, scored, strategy):
 
 def test_queue_bad_input_and_done(alice_client, project, bobs_project, storage_dir, redis_conn):
     url = reverse("api-queue", args=[project.pk])
-    assert alice_client.get(url).json() == {"done": True, "strategy": "uncertainty",
+    from labeling.review import DEFAULT_STRATEGY
+
+    assert alice_client.get(url).json() == {"done": True, "strategy": DEFAULT_STRATEGY,
                                             "remaining": 0}  # fmt: skip
     r = alice_client.get(url + "?strategy=best")
     assert r.status_code == 400 and "unknown strategy" in r.json()["error"]

@@ -217,7 +217,9 @@ def test_review_queue_page(alice_client, project, scored):
     # A scene of another project (or none) is a 404, an unknown strategy falls back.
     assert alice_client.get(url + "?scene=999999").status_code == 404
     response = alice_client.get(url + "?strategy=nonsense")
-    assert config_of(response, "queue-config")["strategy"] == "uncertainty"
+    from labeling.review import DEFAULT_STRATEGY
+
+    assert config_of(response, "queue-config")["strategy"] == DEFAULT_STRATEGY
 
 
 def test_metrics_page_numbers_match_the_runs(alice_client, alice, project, scored):
