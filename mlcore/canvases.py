@@ -774,17 +774,17 @@ def _build_mixed_canvases(
 
 def _build_scatter_canvases(
     images: LabelledImages,
-    classes: Sequence[str] | None = None,
-    canvas_size: int | tuple[int, int] = 1024,
-    n_windows_target: int | None = None,
-    canvases_per_class: int | Mapping[str, int] | None = None,
-    window: int = 32,
-    step: int = 8,
-    seed: int = 0,
-    progress: Progress | None = None,
-    pitch_fraction: float = 0.75,
-    extra_fraction: float = 0.25,
-    meta: Mapping | None = None,
+    classes,
+    canvas_size,
+    n_windows_target,
+    canvases_per_class,
+    window,
+    step,
+    seed,
+    progress,
+    pitch_fraction,
+    extra_fraction,
+    meta,
 ) -> CanvasSet:
     """Scatter each class's images on its own canvases.
 

@@ -188,11 +188,7 @@ class WindowSampler:
 
     def heads_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Head (source class) of the windows at these origins, -1 where only the class is known."""
-        half = self.window // 2
-        out = np.empty(len(canvas_idx), dtype=np.int64)
-        for ci in np.unique(canvas_idx):
-            sel = np.flatnonzero(canvas_idx == ci)
-            out[sel] = self.head_maps[ci][ys[sel] + half, xs[sel] + half]
+        out = self._at_centres(self.head_maps, canvas_idx, ys, xs)
         return np.where(out == NO_HEAD, -1, out)
 
     def _label_map(self, ci, canvas, layout, set_classes) -> np.ndarray:
@@ -264,11 +260,15 @@ class WindowSampler:
 
     def labels_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Label of the windows at these origins: the class under each window's centre."""
+        return self._at_centres(self.label_maps, canvas_idx, ys, xs)
+
+    def _at_centres(self, maps, canvas_idx, ys, xs) -> np.ndarray:
+        """``maps[canvas]`` read at each window's centre pixel (origin + window // 2)."""
         half = self.window // 2
         out = np.empty(len(canvas_idx), dtype=np.int64)
         for ci in np.unique(canvas_idx):
             sel = np.flatnonzero(canvas_idx == ci)
-            out[sel] = self.label_maps[ci][ys[sel] + half, xs[sel] + half]
+            out[sel] = maps[ci][ys[sel] + half, xs[sel] + half]
         return out
 
     def n_windows(self, split: str = "train") -> int:
