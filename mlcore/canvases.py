@@ -227,8 +227,6 @@ class CanvasSet:
         # [(source class, project class)]: what the source maps of mixed canvases index, so the
         # model can learn the dataset's own classes (see mlcore.model.WindowResNet).
         self.heads = [(str(a), str(b)) for a, b in heads] if heads else None
-        # A scene-like picture of held-out images and its ground truth (collage format): the
-        # data that thresholds are calibrated on, which no training window ever shows.
         self.calibration = calibration
         self.canvases = list(canvases)
         self.tile_size = (int(tile_size[0]), int(tile_size[1]))
@@ -348,11 +346,20 @@ class CanvasSet:
             new.append(canvas)
         return new
 
-    def _calibration_name(self) -> str:
+    @property
+    def calibration(self) -> tuple[np.ndarray, list[dict]] | None:
+        """A scene-like picture of held-out images and its ground truth (collage format): the
+        data thresholds are calibrated on, which no training window ever shows."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value) -> None:
         import hashlib
 
-        image, _ = self.calibration
-        return "calibration-" + hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:12]
+        self._calibration = value
+        # Its files are named by content (hashed once here): a new scene is a new file.
+        digest = hashlib.sha1(np.ascontiguousarray(value[0]).tobytes()).hexdigest() if value else ""
+        self._calibration_name = f"calibration-{digest[:12]}"
 
     def _append_exact(self, class_name, images, ids, weight, kind) -> list[Canvas]:
         th, tw = self.tile_size
@@ -398,8 +405,8 @@ class CanvasSet:
             "heads": [list(h) for h in self.heads] if self.heads else None,
             "calibration": (
                 {
-                    "file": f"{self._calibration_name()}.npy",
-                    "truth_file": f"{self._calibration_name()}.json",
+                    "file": f"{self._calibration_name}.npy",
+                    "truth_file": f"{self._calibration_name}.json",
                 }
                 if self.calibration is not None
                 else None
@@ -452,7 +459,7 @@ class CanvasSet:
                         lambda f, i=ids, t=tiles: np.savez(f, ids=np.array(i, dtype=str), images=t),
                     )
         if self.calibration is not None:
-            name = self._calibration_name()  # named by content: a new scene is a new file
+            name = self._calibration_name
             if not (directory / f"{name}.json").exists():
                 image, truth = self.calibration
                 _atomic_write(directory / f"{name}.npy", lambda f: np.save(f, image))
@@ -621,7 +628,7 @@ def build_canvas_set(
     else:
         cset = _build_scatter_canvases(train_images, **kwargs)
     if held_out is not None:
-        cset.calibration = calibration_scene(held_out, classes, seed)
+        cset.calibration = calibration_scene(held_out, seed)
     return cset
 
 
@@ -659,9 +666,7 @@ def _paste_with_labels(tiles, labels, tile_index, ys, xs, height, width):
     return canvas, label_map, owner
 
 
-def calibration_scene(
-    images: LabelledImages, classes: Sequence[str], seed: int = 0
-) -> tuple[np.ndarray, list[dict]]:
+def calibration_scene(images: LabelledImages, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """A collage-like scene of ``images`` (each pasted about once, overlapping like the demo
     collage: pitch 0.75, 10% extras) and its ground truth ``{id, label, x, y, w, h, order,
     visible}``."""
@@ -684,7 +689,6 @@ def calibration_scene(
         }
         for order, (k, y, x) in enumerate(zip(tile_index.tolist(), ys.tolist(), xs.tolist()))
     ]  # fmt: skip
-    del classes  # labels keep the images' own class names (unknown ones count as negative)
     return canvas, truth
 
 

@@ -47,7 +47,7 @@ def evaluate_grid(
         "window": window,
         "detections": len(dets),
         "nms_iou": iou,
-        "thresholds": thresholds if isinstance(thresholds, dict) else thresholds,
+        "thresholds": thresholds,
     }
 
 

@@ -431,7 +431,11 @@ def run_training(
     generator.manual_seed(config.seed * 1000 + rank + 1)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
-    loss_fn = head_loss(model, config.label_smoothing)
+    if use_heads:
+        loss_fn = head_loss(model, config.label_smoothing)
+    else:  # one head per class: plain smoothed cross-entropy on the class
+        class_loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        loss_fn = lambda logits, labels, heads: class_loss(logits, labels)  # noqa: E731
     autocast = device.type == "cuda" and config.bf16
 
     history: list[dict] = []
@@ -448,8 +452,6 @@ def run_training(
     model.train()
     for step in range(1, total + 1):
         images, labels, heads = gather.sample(local_batch, generator, "train", config.jitter)
-        if not use_heads:
-            heads = torch.full_like(labels, -1)  # the class alone is the target
         x = augment(images, config, generator)
         try:
             loss = _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast)

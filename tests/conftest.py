@@ -90,3 +90,17 @@ def project(alice):
 def alice_client(client, alice):
     client.force_login(alice)
     return client
+
+
+@pytest.fixture
+def page(live_server):
+    """A Chromium page on the live server (browser tests; see tests/browser_helpers.py)."""
+    from browser_helpers import chromium_page
+    from django.db import connections
+
+    with chromium_page(live_server.url) as pg:
+        yield pg
+        # Connections opened beside Playwright's greenlet: pytest-django would not close them
+        # and the test database could not be dropped.
+        connections.close_all()
+    connections.close_all()

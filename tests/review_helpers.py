@@ -123,3 +123,19 @@ def make_scored_scene(project, height: int = 512, width: int = 512, seed: int = 
     run.refresh_from_db()
     scene.refresh_from_db()
     return scene, run
+
+
+def json_script(html: str, element_id: str):
+    """The JSON a page embeds with Django's json_script under ``element_id``."""
+    import re
+
+    match = re.search(
+        rf'<script id="{element_id}" type="application/json">(.*?)</script>', html, re.S
+    )
+    assert match, f"no {element_id} in the page"
+    return json.loads(match.group(1))
+
+
+def config_of(response, element_id):
+    """:func:`json_script` of a test-client response."""
+    return json_script(response.content.decode(), element_id)

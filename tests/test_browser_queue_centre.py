@@ -5,20 +5,10 @@ mix of this cycle's answers follows the reviewer's answers and undos."""
 from __future__ import annotations
 
 import pytest
-from browser_helpers import chromium_page, login, screenshot
+from browser_helpers import login, screenshot
 from review_helpers import make_scored_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def page(live_server):
-    from django.db import connections
-
-    with chromium_page(live_server.url) as pg:
-        yield pg
-        connections.close_all()
-    connections.close_all()
 
 
 def test_queue_marks_the_centre_and_counts_the_class_mix(

@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from browser_helpers import ARTIFACTS, REPO, add_dzi, chromium_page, login, screenshot
+from browser_helpers import ARTIFACTS, REPO, add_dzi, login, screenshot
 from review_helpers import make_scored_scene
 
 from labeling.cycle import effective_annotations
@@ -19,18 +19,6 @@ from labeling.models import Annotation, Detection
 from labeling.results import load_grid
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def page(live_server):
-    from django.db import connections
-
-    with chromium_page(live_server.url) as pg:
-        yield pg
-        # Connections opened beside Playwright's greenlet: pytest-django would not close them
-        # and the test database could not be dropped.
-        connections.close_all()
-    connections.close_all()
 
 
 def feed_count(run, kind, threshold, label=None):

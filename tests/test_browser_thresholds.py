@@ -5,7 +5,7 @@ counts follow each choice."""
 from __future__ import annotations
 
 import pytest
-from browser_helpers import add_dzi, chromium_page, login, screenshot
+from browser_helpers import add_dzi, login, screenshot
 from review_helpers import make_scored_scene
 
 from labeling.models import Detection, ScoringRun
@@ -14,16 +14,6 @@ from labeling.results import load_grid, store_scoring_result
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CALIBRATED = {"car": 0.6, "boat": 0.8}
-
-
-@pytest.fixture
-def page(live_server):
-    from django.db import connections
-
-    with chromium_page(live_server.url) as pg:
-        yield pg
-        connections.close_all()
-    connections.close_all()
 
 
 def shown_counts(page):

@@ -5,13 +5,12 @@ the detections feed, the metrics page and the dashboard; the published 0.9 stays
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 from browser_helpers import add_dzi
 from django.urls import reverse
-from review_helpers import colour_onnx_model, make_scored_scene
+from review_helpers import colour_onnx_model, config_of, make_scored_scene
 
 from labeling.models import ScoringRun
 from labeling.results import load_grid, store_scoring_result
@@ -20,15 +19,6 @@ from labeling.thresholds import model_file_thresholds, version_thresholds
 pytestmark = pytest.mark.django_db
 
 CALIBRATED = {"car": 0.62, "boat": 0.7}
-
-
-def config_of(response, element_id):
-    html = response.content.decode()
-    match = re.search(
-        rf'<script id="{element_id}" type="application/json">(.*?)</script>', html, re.S
-    )
-    assert match, f"no {element_id} in the page"
-    return json.loads(match.group(1))
 
 
 def with_metadata(path: Path, **props) -> Path:

@@ -4,14 +4,13 @@ ONNX Runtime, a real deep-zoom pyramid in storage)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import pytest
 from browser_helpers import add_dzi
 from django.urls import reverse
-from review_helpers import make_scored_scene
+from review_helpers import config_of, make_scored_scene
 
 from labeling.metrics_view import run_confusion, version_rows
 from labeling.models import Annotation, JobRecord, ModelVersion, Project
@@ -34,15 +33,6 @@ def page_urls(project, scene):
         reverse("review-queue", args=[project.pk]),
         reverse("project-metrics", args=[project.pk]),
     ]
-
-
-def config_of(response, element_id):
-    html = response.content.decode()
-    match = re.search(
-        rf'<script id="{element_id}" type="application/json">(.*?)</script>', html, re.S
-    )
-    assert match, f"no {element_id} in the page"
-    return json.loads(match.group(1))
 
 
 def test_pages_need_login(client, project, scored):

@@ -4,12 +4,11 @@ metrics page draws the project's learning curve beside the simulated random base
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 from django.urls import reverse
-from review_helpers import make_scored_scene
+from review_helpers import json_script, make_scored_scene
 
 from labeling.learning_curve import learning_curve, simulation_series
 from labeling.management.commands import simulate_review
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def scored(project, storage_dir):
     return make_scored_scene(project, 256, 256, seed=5)
-
-
-def json_script(html: str, element_id: str):
-    match = re.search(
-        rf'<script id="{element_id}" type="application/json">(.*?)</script>', html, re.S
-    )
-    assert match, f"no {element_id} in the page"
-    return json.loads(match.group(1))
 
 
 def annotate(project, scene, user, kind, label, x, n=[0]):  # noqa: B006 - a counter
