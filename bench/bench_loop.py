@@ -67,7 +67,7 @@ def score_and_measure(model_path: Path, scenes: dict) -> tuple[dict, dict]:
     for name, (image, truth) in scenes.items():
         grid = score_scene(scorer, ArrayScene(image), 16, batch_size=1024)
         grids[name] = grid
-        result = evaluate_grid(grid, truth, thresholds=scorer.thresholds or 0.9)
+        result = evaluate_grid(grid, truth, thresholds=scorer.thresholds or 0.9, coco=False)
         metrics[name] = result["object"]["overall"]
     return grids, metrics
 

@@ -207,13 +207,13 @@ def cmd_score(args) -> dict:
     return rows
 
 
-def evaluate_grid(grid, truth: list[dict], thresholds, iou, negative: str) -> dict:
+def evaluate_grid(grid, truth: list[dict], thresholds, iou, negative: str, coco=True) -> dict:
     """Object (headline) and window (diagnostic) metrics; the CLI's errors in one line."""
     from mlcore.evaluation import evaluate_grid as evaluate
 
     if negative not in grid.classes:
         raise CliError(f"negative class {negative!r} is not one of the model's {grid.classes}")
-    return evaluate(grid, truth, thresholds=thresholds, negative=negative, iou=iou)
+    return evaluate(grid, truth, thresholds=thresholds, negative=negative, iou=iou, coco=coco)
 
 
 def _metric_rows(metrics: dict) -> dict:
@@ -379,7 +379,7 @@ def cmd_demo(args) -> dict:
         grid, truth = ScoreGrid.load(grid_path), load_ground_truth(picture.with_suffix(".json"))
         results[name] = {
             "calibrated": evaluate_grid(grid, truth, meta["thresholds"], None, "negative"),
-            "published": evaluate_grid(grid, truth, 0.9, None, "negative"),
+            "published": evaluate_grid(grid, truth, 0.9, None, "negative", coco=False),
             "ceiling": ceiling(truth, 16),
         }
     started = time.perf_counter()
