@@ -149,6 +149,18 @@ class Dataset(models.Model):
     def __str__(self):
         return f"{self.project}: {self.name}"
 
+    def ordered_counts(self) -> dict:
+        """The count table in display order (PostgreSQL's jsonb does not keep key order): project
+        classes in the model's order, source classes by their project class, then by name."""
+        order = {name: i for i, name in enumerate(self.project.class_names)}
+        classes = (self.class_counts or {}).get("classes") or {}
+        sources = (self.class_counts or {}).get("sources") or {}
+        by_class = lambda kv: (order.get(kv[1].get("to"), len(order)), kv[0])  # noqa: E731
+        return {
+            "sources": dict(sorted(sources.items(), key=by_class)),
+            "classes": dict(sorted(classes.items(), key=lambda kv: order.get(kv[0], len(order)))),
+        }
+
 
 class TrainingCanvas(models.Model):
     KINDS = [("original", "original"), ("correction", "correction")]

@@ -21,6 +21,7 @@ from pathlib import Path
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from labeling.demo_data import demo_target_path, demo_tiles_path
 from labeling.storage import get_storage
 from mlcore.storage import StorageError, StorageKeyError, validate_key
 
@@ -602,7 +603,6 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
 
     from labeling.models import Dataset, Scene
     from labeling.storage import scene_prefix
-    from workers.data_jobs import demo_target_path, demo_tiles_path
 
     name = check_name(name)
     if str(tiles) == "demo":

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 
 from labeling import storage as keys
+from labeling.demo_data import demo_target_path, demo_tiles_path
 from labeling.models import Dataset, Project, Scene, ScoringRun
 from labeling.storage import get_storage
 from labeling.uploads import delete_prefix, local_copy, sha256_of_key
@@ -28,7 +29,6 @@ from mlcore.datasets import (
     DatasetError,
     LabelledImages,
     apply_mapping,
-    find_shared_data,
     load_dataset,
 )
 
@@ -72,20 +72,6 @@ def count_table(project: Project, source: LabelledImages, mapped: LabelledImages
             for name, n in source.counts().items()
         },
         "classes": mapped.counts(),
-    }
-
-
-def ordered_counts(project: Project, class_counts: dict) -> dict:
-    """The count table in display order (PostgreSQL's jsonb does not keep key order): project
-    classes in the model's order, source classes by their project class, then by name."""
-    order = {name: i for i, name in enumerate(project.class_names)}
-    classes = (class_counts or {}).get("classes") or {}
-    sources = (class_counts or {}).get("sources") or {}
-    return {
-        "sources": dict(
-            sorted(sources.items(), key=lambda kv: (order.get(kv[1].get("to"), len(order)), kv[0]))
-        ),
-        "classes": dict(sorted(classes.items(), key=lambda kv: order.get(kv[0], len(order)))),
     }
 
 
@@ -273,19 +259,6 @@ def generate_dzi(ctx, scene_id: int):
 
 
 # --- collage -------------------------------------------------------------------------------
-
-
-def demo_tiles_path() -> Path | None:
-    """The shared CIFAR-10 zip of the demo, when this installation has it."""
-    folder = find_shared_data()
-    path = folder / "cifar10-jpg.zip" if folder else None
-    return path if path and path.exists() else None
-
-
-def demo_target_path() -> Path | None:
-    folder = find_shared_data()
-    path = folder / "mona_lisa.jpg" if folder else None
-    return path if path and path.exists() else None
 
 
 def _load_tiles(project: Project, tiles: str, ctx) -> LabelledImages:

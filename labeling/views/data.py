@@ -1,6 +1,6 @@
 """Pages and JSON API of the data area: new project, datasets (upload or storage path, import
 progress, count table), scenes (upload, storage path, collage). The work itself is in
-labeling.uploads (checks, storing) and workers.data_jobs (imports, run by RQ)."""
+labeling.uploads (checks, storing) and the jobs it enqueues (workers.data_jobs, run by RQ)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from labeling.access import project_for
+from labeling.demo_data import demo_target_path, demo_tiles_path
 from labeling.forms import DatasetForm, ProjectForm, SceneForm, classes_from_rows
 from labeling.jobs import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
 from labeling.parsing import parse_int
 from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene, scene_url
 from labeling.views.common import json_api, json_body
-from workers.data_jobs import demo_target_path, demo_tiles_path, ordered_counts
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -43,7 +43,7 @@ def dataset_state(dataset: Dataset) -> dict:
         "error": dataset.error,
         "storage_key": dataset.storage_key,
         "sha256": dataset.sha256,
-        "class_counts": ordered_counts(dataset.project, dataset.class_counts),
+        "class_counts": dataset.ordered_counts(),
         "skipped": dataset.skipped,
         "job": job_state(job) if job else None,
         "url": reverse("dataset-detail", args=[dataset.project_id, dataset.pk]),

@@ -10,7 +10,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from labeling.management.commands.create_project import get_user
 from labeling.uploads import UploadError, add_dataset, run_inline
-from workers.data_jobs import ordered_counts
 
 
 def get_project(user, ref: str):
@@ -104,7 +103,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(f"Dataset #{dataset.pk} {dataset.name!r}: {dataset.status}")
             )
-            self.stdout.write(count_table(ordered_counts(project, dataset.class_counts)))
+            self.stdout.write(count_table(dataset.ordered_counts()))
             self.stdout.write(f"skipped files: {len(dataset.skipped)}")
             for member, reason in dataset.skipped:
                 self.stdout.write(f"  {member}: {reason}")
