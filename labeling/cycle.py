@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import ACTIVE, QueueUnavailable, enqueue, reconcile
-from labeling.models import Annotation, JobRecord, ModelVersion, Project, ScoringRun
+from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from mlcore.profiles import TRAIN_PROFILES
 
 CYCLE_KIND = "retrain_cycle"
@@ -229,6 +229,20 @@ def start_cycle(
 
 
 # -- promotion and rollback -----------------------------------------------------------------------
+
+
+def enqueue_scoring(version, scenes=None) -> list[ScoringRun]:
+    """One ScoringRun per scene (all of the project's by default) and its job on the `score`
+    queue (the Spark driver, workers.score_jobs.score_scene)."""
+    runs = []
+    for scene in scenes if scenes is not None else Scene.objects.filter(project=version.project):
+        if not scene.pixels_key:
+            continue
+        run = ScoringRun.objects.create(scene=scene, model_version=version, status="queued")
+        enqueue("score", "workers.score_jobs.score_scene", project=version.project,
+                queue="score", run_id=run.pk, version_id=version.pk)  # fmt: skip
+        runs.append(run)
+    return runs
 
 
 def set_current(project, version) -> ModelVersion:

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from labeling import cycle
-from labeling.models import Dataset, ModelVersion, Project, Scene, ScoringRun, TrainingCanvas
+from labeling.models import Dataset, ModelVersion, Project, ScoringRun, TrainingCanvas
 from labeling.storage import get_storage, model_prefix, project_prefix
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -399,30 +399,6 @@ def export(ctx, project_id: int, version_id: int):
     return {"exported": True, "model_key": version.model_key}
 
 
-# -- scoring hand-off ---------------------------------------------------------------------------
-
-
-def enqueue_scoring(version, scenes=None) -> list[ScoringRun]:
-    """One ScoringRun per scene and its job on the `score` queue (the Spark driver)."""
-    from labeling.jobs import enqueue
-
-    runs = []
-    for scene in scenes if scenes is not None else Scene.objects.filter(project=version.project):
-        if not scene.pixels_key:
-            continue
-        run = ScoringRun.objects.create(scene=scene, model_version=version, status="queued")
-        enqueue(
-            "score",
-            "workers.score_jobs.score_scene",
-            project=version.project,
-            queue="score",
-            run_id=run.pk,
-            version_id=version.pk,
-        )
-        runs.append(run)
-    return runs
-
-
 def retrain_cycle(ctx, version_id: int, user_id: int | None = None):
     """The chain: feed corrections -> train -> export -> rescore every scene (score queue).
     The last scoring run to finish computes the metrics and promotes the version
@@ -453,7 +429,7 @@ def _retrain_cycle(ctx, version_id: int):
         runs = list(ScoringRun.objects.filter(model_version=version))  # a retry: already queued
     else:
         cycle.advance(version, "scoring", allowed=("pending", "training"))
-        runs = enqueue_scoring(version)
+        runs = cycle.enqueue_scoring(version)
     phases("scoring")(1, 1, f"{len(runs)} scene(s) queued for scoring")
     if not runs:
         version.refresh_from_db()

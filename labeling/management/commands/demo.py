@@ -600,7 +600,7 @@ class Command(BaseCommand):
 
     def ensure_scored(self, project, scene, timeout):
         from labeling.models import JobRecord, ScoringRun
-        from workers.loop_jobs import enqueue_scoring
+        from labeling.cycle import enqueue_scoring
 
         version = project.current_model()
         done = ScoringRun.objects.filter(scene=scene, model_version=version, status="done")

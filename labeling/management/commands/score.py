@@ -24,7 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         from labeling.models import ModelVersion, Scene
-        from workers.loop_jobs import enqueue_scoring
+        from labeling.cycle import enqueue_scoring
 
         project = get_project(opts["project"])
         if opts["model_version"]:
