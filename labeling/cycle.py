@@ -142,6 +142,21 @@ def advance(version, to: str, allowed=IN_FLIGHT) -> None:
     version.status = to
 
 
+def fail_killed(rq_job_id: str, reason: str) -> None:
+    """Called by the worker (workers.rq_worker) the moment it sees its horse killed: the job's
+    record and, for a cycle, its model version read failed at once, not at the next page view."""
+    record = JobRecord.objects.filter(rq_job_id=rq_job_id, status__in=ACTIVE).first()
+    if record is None:
+        return
+    updated = JobRecord.objects.filter(pk=record.pk, status__in=ACTIVE).update(
+        status="failed",
+        error=f"The worker stopped before the job finished: {reason}."[:5000],
+        finished_at=timezone.now(),
+    )
+    if updated and record.project is not None:
+        reconcile_versions(record.project)
+
+
 def reconcile_versions(project) -> None:
     """Make in-flight model versions follow their jobs: a version whose job failed (or whose
     scoring run failed) is marked failed with that reason."""

@@ -170,23 +170,6 @@ def reconcile(record: JobRecord) -> JobRecord:
     return record
 
 
-def fail_killed(rq_job_id: str, reason: str) -> None:
-    """Called by the worker (workers.rq_worker) the moment it sees its horse killed: the job's
-    record and, for a cycle, its model version read failed at once, not at the next page view."""
-    from labeling.cycle import reconcile_versions
-
-    record = JobRecord.objects.filter(rq_job_id=rq_job_id, status__in=ACTIVE).first()
-    if record is None:
-        return
-    updated = JobRecord.objects.filter(pk=record.pk, status__in=ACTIVE).update(
-        status="failed",
-        error=f"The worker stopped before the job finished: {reason}."[:5000],
-        finished_at=timezone.now(),
-    )
-    if updated and record.project is not None:
-        reconcile_versions(record.project)
-
-
 def active_job(project, kind: str):
     """The queued or running job of that kind for the project, after reconciling with RQ."""
     for record in JobRecord.objects.filter(project=project, kind=kind, status__in=ACTIVE):
