@@ -758,8 +758,8 @@ def _build_mixed_canvases(
         source_map = None
         if head_of is not None:
             source_map = np.empty((height, width), dtype=np.uint8)
-            for k, y, x in zip(tile_index.tolist(), ys.tolist(), xs.tolist()):
-                source_map[y : y + th, x : x + tw] = head_of[k]
+            for tile, y, x in zip(tile_index.tolist(), ys.tolist(), xs.tolist()):
+                source_map[y : y + th, x : x + tw] = head_of[tile]
         cset.canvases.append(
             Canvas(
                 class_name=MIXED,
