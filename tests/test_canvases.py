@@ -234,3 +234,18 @@ def test_exact_corrections_sit_side_by_side_at_their_own_origins(tmp_path):
             np.testing.assert_array_equal(canvas.array[y : y + 16, x : x + 16], tiles[k])
     cset.save(tmp_path / "c")
     assert CanvasSet.load(tmp_path / "c").canvases[-1].layout == "exact"
+
+
+def test_mixed_canvases_with_sources_report_progress_canvas_by_canvas():
+    ds = _dataset(n_per_class=(200, 200, 400))
+    ds.sources = ["automobile", "ship", "cat", "dog"]
+    ds.source_labels = np.array([0] * 200 + [1] * 200 + [2] * 200 + [3] * 200)
+    reports = []
+    cset = build_canvas_set(
+        ds, canvas_size=64, canvases_per_class=2, seed=0,
+        progress=lambda done, total, message: reports.append((done, total, message)),
+    )  # fmt: skip
+    n = len(cset.canvases)
+    assert n == 6 and all(c.source_map is not None for c in cset.canvases)
+    assert [(d, t) for d, t, _ in reports] == [(k, n) for k in range(1, n + 1)]
+    assert reports[-1][2] == f"canvas {n}/{n} (mixed)"
