@@ -118,8 +118,8 @@ def run_child(name: str, args, compile_: bool = False, threads: int | None = Non
     OMP_NUM_THREADS (and torch's intra-op threads) of the child."""
     python = PYTHONS[name]
     if not python.exists():
-        hint = " (make setup-mxnet)" if name == "mxnet" else ""
-        return {"engine": name, "error": f"{python} does not exist{hint}"}
+        return {"engine": name, "missing": f"{python.relative_to(REPO)} is not installed "
+                f"(make setup-{name} installs it)"}  # fmt: skip
     cmd = [str(python), __file__, "--engine", name, "--steps", str(args.steps)]
     cmd += ["--batch-size", str(args.batch_size), "--depth", str(args.depth)]
     cmd += ["--width", str(args.width)] + (["--compile"] if compile_ else [])
@@ -139,7 +139,7 @@ def run_child(name: str, args, compile_: bool = False, threads: int | None = Non
 
 def best(runs: list[dict]) -> dict:
     """The fastest successful run (least disturbed by other work), else the last error."""
-    ok = [r for r in runs if "error" not in r]
+    ok = [r for r in runs if "error" not in r and "missing" not in r]
     if not ok:
         return runs[-1]
     top = dict(max(ok, key=lambda r: r["images_per_s"]))
@@ -179,8 +179,9 @@ def print_table(report: dict) -> None:
     print(f"{report['what']} on {report['cpu_count']} CPU(s)")
     print(f"{'engine':12} {'version':28} {'images/s':>10} {'wall s':>8} {'warm-up s':>9}")
     for name, row in report["engines"].items():
-        if "error" in row:
-            print(f"{name:12} {'-':28} {'-':>10} {'-':>8}  {row['error']}")
+        if "images_per_s" not in row:
+            reason = row.get("error") or f"skipped: {row['missing']}"
+            print(f"{name:12} {'-':28} {'-':>10} {'-':>8}  {reason}")
         else:
             version = row["framework_version"] + (" compiled" if row.get("compiled") else "")
             print(
@@ -229,7 +230,7 @@ PUBLISHED_EPOCH_MIN = 27.0  # minutes per epoch on one Tesla K80, batch 128
 
 def run(quick: bool = False) -> list[dict]:
     """Rows for bench/run_all.py: PyTorch (compiled) vs MXNet, eager for reference, epoch time."""
-    from bench.common import error_row, row
+    from bench.common import error_row, row, skipped_row
 
     args = argparse.Namespace(
         steps=12 if quick else 24, batch_size=128, depth=20, width=16, timeout=900,
@@ -244,7 +245,10 @@ def run(quick: bool = False) -> list[dict]:
     )
     out = []
     torch_row, mx_row = engines["torch"], engines["mxnet"]
-    if "error" in torch_row or "error" in mx_row:
+    if "missing" in mx_row:
+        name = "CPU training, PyTorch vs MXNet 1.9.1"
+        out.append(skipped_row(name, mx_row["missing"], ">= 2.5x"))
+    elif "error" in torch_row or "error" in mx_row:
         bad = torch_row if "error" in torch_row else mx_row
         out.append(error_row("CPU training, PyTorch vs MXNet 1.9.1", bad["error"], ">= 2.5x"))
     else:
@@ -263,7 +267,7 @@ def run(quick: bool = False) -> list[dict]:
             )
         )
     eager = engines.get("torch eager", {})
-    if "error" not in eager and "error" not in mx_row and eager:
+    if "images_per_s" in eager and "images_per_s" in mx_row:
         out.append(
             row(
                 "CPU training, PyTorch eager vs MXNet 1.9.1 (reference)",

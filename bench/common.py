@@ -62,6 +62,13 @@ def error_row(name: str, error: str, target: str = "") -> dict:
     return out
 
 
+def skipped_row(name: str, reason: str, target: str = "") -> dict:
+    """A figure left out on purpose, with the one-line reason (an optional engine not installed)."""
+    out = row(name, None, "", "", None, target, None, f"skipped: {reason}")
+    out["skipped"] = reason
+    return out
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -90,6 +90,8 @@ def complete(r: dict) -> dict:
 def _met(r: dict) -> str:
     if r.get("error"):
         return "ERROR"
+    if r.get("skipped"):
+        return "skipped"
     return {True: "yes", False: "NO", None: "-"}[r.get("met")]
 
 

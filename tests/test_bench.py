@@ -2,6 +2,7 @@
 
 Timings are never asserted: these check that the code paths run and compute the right thing."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -135,3 +136,16 @@ def test_a_broken_compiler_falls_back_to_eager_training(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert any("torch.compile failed" in line for line in out["logs"]), out["logs"]
     assert out["steps"] == 3
+
+
+def test_a_missing_mxnet_venv_is_a_skipped_row_with_its_reason(monkeypatch, tmp_path):
+    from bench import bench_engines
+    from bench.common import skipped_row
+
+    monkeypatch.setitem(bench_engines.PYTHONS, "mxnet", REPO / ".venv-absent" / "bin" / "python")
+    child = bench_engines.run_child("mxnet", argparse.Namespace())
+    assert "error" not in child and "make setup-mxnet" in child["missing"]
+    assert bench_engines.best([child]) == child
+    rows = [skipped_row("CPU training, PyTorch vs MXNet 1.9.1", child["missing"], ">= 2.5x")]
+    table = run_all.console_table(rows)
+    assert "ERROR" not in table and "skipped" in table and "make setup-mxnet" in table
