@@ -10,8 +10,9 @@
     python -m mlcore upload STORAGE_URL LOCAL KEY / download STORAGE_URL KEY LOCAL
     python -m mlcore demo [--json FILE]                 (all of the above on ../shared/data)
 
-Every long step shows a progress bar; every command ends with a one-screen summary. Errors in the
-input (a missing file, an unknown class) end with one line saying what to do, not a traceback."""
+Every long step shows a progress bar (a few plain lines when stderr is a log file); every command
+ends with a one-screen summary. Errors in the input (a missing file, an unknown class) end with one
+line saying what to do, not a traceback."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from mlcore.progress import tqdm_progress
+from mlcore.progress import terminal_progress
 
 
 class CliError(Exception):
@@ -51,7 +52,7 @@ def cmd_import_dataset(args) -> dict:
     from mlcore.datasets import apply_mapping, load_dataset
 
     started = time.perf_counter()
-    ds = load_dataset(args.source, split=args.split, progress=tqdm_progress("loading images"))
+    ds = load_dataset(args.source, split=args.split, progress=terminal_progress("loading images"))
     mapping = _mapping(args.map, args.negative)
     if mapping is not None and not args.keep_classes:
         ds = apply_mapping(ds, mapping)
@@ -81,7 +82,7 @@ def cmd_build_canvases(args) -> dict:
         window=args.window,
         step=args.step,
         seed=args.seed,
-        progress=tqdm_progress("building canvases"),
+        progress=terminal_progress("building canvases"),
         layout=args.layout,
         calibration_fraction=args.calibration_fraction,
         meta={"dataset": str(args.dataset)},
@@ -116,7 +117,7 @@ def cmd_collage(args) -> dict:
         cols=args.cols,
         mode=args.mode,
         seed=args.seed,
-        progress=tqdm_progress("placing tiles"),
+        progress=terminal_progress("placing tiles"),
     )
     gt_path = Path(args.ground_truth or Path(args.out).with_suffix(".json"))
     collage.save(args.out, gt_path)
@@ -152,7 +153,7 @@ def cmd_train(args) -> dict:
     cset = CanvasSet.load(args.canvases)
     started = time.perf_counter()
     result = train(
-        cset, cset.classes, config, progress=tqdm_progress("training"), init_state=args.init
+        cset, cset.classes, config, progress=terminal_progress("training"), init_state=args.init
     )
     seconds = time.perf_counter() - started
     out = Path(args.out)
@@ -190,7 +191,7 @@ def cmd_score(args) -> dict:
     scene = open_scene(args.scene)
     started = time.perf_counter()
     grid = score_scene(
-        scorer, scene, args.step, batch_size=args.batch_size, progress=tqdm_progress("scoring")
+        scorer, scene, args.step, batch_size=args.batch_size, progress=terminal_progress("scoring")
     )
     seconds = time.perf_counter() - started
     grid.save(args.out)
@@ -265,7 +266,7 @@ def cmd_upload(args) -> dict:
     from mlcore.storage import storage_from_url, upload_file
 
     storage = storage_from_url(args.storage_url, create=True)
-    size = upload_file(storage, args.local, args.key, progress=tqdm_progress("uploading"))
+    size = upload_file(storage, args.local, args.key, progress=terminal_progress("uploading"))
     return {"uploaded": f"{size:,} bytes", "to": storage.url(args.key)}
 
 
@@ -273,7 +274,7 @@ def cmd_download(args) -> dict:
     from mlcore.storage import download_file, storage_from_url
 
     storage = storage_from_url(args.storage_url)
-    path = download_file(storage, args.key, args.local, progress=tqdm_progress("downloading"))
+    path = download_file(storage, args.key, args.local, progress=terminal_progress("downloading"))
     return {"downloaded": f"{path.stat().st_size:,} bytes", "to": path}
 
 
@@ -369,7 +370,7 @@ def cmd_demo(args) -> dict:
         if not picture.exists():
             started = time.perf_counter()
             collage = demo_collage(
-                data, cols=args.cols, progress=tqdm_progress(f"collage {name}"), target=target
+                data, cols=args.cols, progress=terminal_progress(f"collage {name}"), target=target
             )
             collage.save(picture, picture.with_suffix(".json"))
             timings[f"collage {name}"] = time.perf_counter() - started

@@ -41,12 +41,12 @@ def count_table(class_counts: dict) -> str:
 def follow_job(record, progress_desc: str, stderr=None):
     """Run an inline job with a tqdm bar (on the command's stderr); CommandError with the job's
     reason when it fails."""
-    from mlcore.progress import tqdm_progress
+    from mlcore.progress import terminal_progress
 
     stream = getattr(stderr, "_out", stderr) or sys.stderr
     try:
         with contextlib.redirect_stderr(stream):  # tqdm writes to sys.stderr
-            run_inline(record, tqdm_progress(progress_desc))
+            run_inline(record, terminal_progress(progress_desc))
     except Exception:
         record.refresh_from_db()
         raise CommandError(f"{progress_desc} failed: {record.error}") from None

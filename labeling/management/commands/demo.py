@@ -492,7 +492,7 @@ class Command(BaseCommand):
 
     def cifar_source(self, var_dir: Path) -> Path:
         from mlcore.datasets import download_cifar10, find_shared_data
-        from mlcore.progress import tqdm_progress
+        from mlcore.progress import terminal_progress
 
         if self.opts["cifar"]:
             path = Path(self.opts["cifar"])
@@ -504,7 +504,7 @@ class Command(BaseCommand):
             return shared / "cifar10-jpg.zip"
         self.say("   ../shared/data has no cifar10-jpg.zip and no --cifar: downloading CIFAR-10")
         try:
-            return download_cifar10(var_dir / "downloads", progress=tqdm_progress("download"))
+            return download_cifar10(var_dir / "downloads", progress=terminal_progress("download"))
         except Exception as exc:
             raise CommandError(str(exc)) from None
 
