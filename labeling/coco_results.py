@@ -1,7 +1,7 @@
 """A scoring run's detections as a COCO results file (the list ``COCO.loadRes`` reads), so that
 pycocotools, faster-coco-eval or FiftyOne can load them beside the annotations export.
 
-Ids match ``labeling.review.export_coco``: the image id is the scene's id, category ids are
+Ids match ``labeling.review.exports.export_coco``: the image id is the scene's id, category ids are
 1-based over ``Project.class_names`` (the positive classes, then the negative class; the
 negative class never appears among detections).
 

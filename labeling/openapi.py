@@ -11,7 +11,7 @@ import re
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from labeling.review import DEFAULT_STRATEGY, STRATEGIES
+from labeling.review.queue import DEFAULT_STRATEGY, STRATEGIES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -15,9 +15,9 @@ import pytest
 from django.test import Client
 from review_helpers import make_scored_scene
 
-from labeling import review
 from labeling.models import Annotation, Dataset, JobRecord
 from labeling.openapi import build_schema
+from labeling.review import annotations, cache
 
 DEEP = 50  # nesting that is valid JSON for Python yet silly for every field
 
@@ -61,9 +61,9 @@ def operations():
 def world(project, alice, storage_dir, redis_conn):
     """A project with a scored scene, an annotation, a dataset and a job: every route has
     something real to find."""
-    review._cache.clear()
+    cache._cache.clear()
     scene, run = make_scored_scene(project, 128, 160, seed=3)
-    annotation, _ = review.record_annotation(
+    annotation, _ = annotations.record_annotation(
         project, scene, alice, kind="false_negative", label=project.class_names[0],
         x=0, y=0, w=32, h=32,
     )  # fmt: skip

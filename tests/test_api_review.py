@@ -14,9 +14,9 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from labeling import review
 from labeling.models import Annotation, Project
 from labeling.openapi import OPERATIONS, api_routes, build_schema
+from labeling.review import annotations, cache, exports
 from tests.review_helpers import make_scored_scene
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def scored(project, storage_dir, redis_conn):
-    review._cache.clear()
+    cache._cache.clear()
     return make_scored_scene(project, 256, 320, seed=1)
 
 
@@ -117,7 +117,7 @@ def test_projects_list_and_create_share_the_url(alice_client, project, bobs_proj
 
 def test_project_detail_counts(alice_client, alice, project, scored):
     scene, _ = scored
-    review.record_annotation(project, scene, alice, kind="review", label="car", x=0, y=0, w=32,
+    annotations.record_annotation(project, scene, alice, kind="review", label="car", x=0, y=0, w=32,
                              h=32)  # fmt: skip
     r = alice_client.get(reverse("api-project", args=[project.pk]))
     assert r.status_code == 200
@@ -422,13 +422,13 @@ def test_queue_strategies(alice_client, project, scored, strategy):
 
 def test_queue_bad_input_and_done(alice_client, project, bobs_project, storage_dir, redis_conn):
     url = reverse("api-queue", args=[project.pk])
-    from labeling.review import DEFAULT_STRATEGY
+    from labeling.review.queue import DEFAULT_STRATEGY
 
     assert alice_client.get(url).json() == {"done": True, "strategy": DEFAULT_STRATEGY,
                                             "remaining": 0}  # fmt: skip
     r = alice_client.get(url + "?strategy=best")
     assert r.status_code == 400 and "unknown strategy" in r.json()["error"]
-    review._cache.clear()
+    cache._cache.clear()
     other_scene, _ = make_scored_scene(bobs_project, 64, 64)
     assert alice_client.get(url + f"?scene={other_scene.pk}").status_code == 404
 
@@ -484,7 +484,7 @@ def test_export_csv(alice_client, project, scored):
     r = alice_client.get(reverse("api-export", args=[project.pk]) + "?format=csv")
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.content.decode())))
-    assert list(rows[0].keys()) == review.CSV_COLUMNS
+    assert list(rows[0].keys()) == exports.CSV_COLUMNS
     assert [int(row["id"]) for row in rows] == sorted([ids[0], ids[1], ids[3]])
     assert all(row["effective"] == "1" and row["user"] == "alice" for row in rows)
     fp = next(row for row in rows if row["kind"] == "false_positive")

@@ -315,7 +315,7 @@ def test_dashboard_follows_jobs_live_and_starts_a_retrain(page, alice, project, 
     from playwright.sync_api import expect
 
     from labeling.models import JobRecord, ModelVersion
-    from labeling.review import record_annotation
+    from labeling.review.annotations import record_annotation
 
     scene, run = make_scored_scene(project, 256, 320, seed=7, name="dock")
     add_dzi(scene)

@@ -175,7 +175,7 @@ def test_hit_class_is_the_detection_rule():
 
 
 def test_queue_guess_follows_the_runs_thresholds(project, alice, calibrated_run, redis_conn):
-    from labeling.review import next_queue_window
+    from labeling.review.queue import next_queue_window
     from labeling.thresholds import hit_class
 
     scene, run = calibrated_run

@@ -10,7 +10,7 @@ from django.urls import reverse
 from labeling.coco_results import category_ids, export_run_results
 from labeling.models import Detection
 from labeling.results import load_grid, load_scene_ground_truth, ranked_detections
-from labeling.review import record_annotation
+from labeling.review.annotations import record_annotation
 from mlcore.coco_eval import coco_ap
 from tests.review_helpers import make_scored_scene
 

@@ -12,7 +12,7 @@ from test_loop import TILE, build_small_project
 
 from labeling.cycle import training_label
 from labeling.models import ModelVersion
-from labeling.review import record_annotation
+from labeling.review.annotations import record_annotation
 from labeling.storage import get_storage
 from mlcore.scenes import NpyScene
 from mlcore.training import TrainConfig

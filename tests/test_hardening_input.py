@@ -16,15 +16,15 @@ from helpers_data import scene_png, storage_files
 from PIL import Image
 from review_helpers import make_scored_scene
 
-from labeling import review
 from labeling.models import Annotation, Dataset, JobRecord, Scene
+from labeling.review import cache, crops
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def scored(project, storage_dir, redis_conn):
-    review._cache.clear()
+    cache._cache.clear()
     return make_scored_scene(project, 256, 320, seed=1)
 
 
@@ -119,13 +119,13 @@ def test_crop_reads_wide_scenes_in_bands(project, storage_dir, redis_conn, setti
 
     scene, _ = make_scored_scene(project, 96, 128, seed=2)
     pixels = NpyScene(get_storage(), scene.pixels_key).read_rows(0, 96)
-    whole = review.window_crop(scene, 40, 30, size=32, context=16, outline=False)
-    saved = review.CROP_READ_BYTES
-    review.CROP_READ_BYTES = 128 * 3 * 5  # five rows per band
+    whole = crops.window_crop(scene, 40, 30, size=32, context=16, outline=False)
+    saved = crops.CROP_READ_BYTES
+    crops.CROP_READ_BYTES = 128 * 3 * 5  # five rows per band
     try:
-        banded = review.window_crop(scene, 40, 30, size=32, context=16, outline=False)
+        banded = crops.window_crop(scene, 40, 30, size=32, context=16, outline=False)
     finally:
-        review.CROP_READ_BYTES = saved
+        crops.CROP_READ_BYTES = saved
     assert np.array_equal(whole, banded)
     assert np.array_equal(banded[:, :], pixels[14:78, 24:88])
 

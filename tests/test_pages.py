@@ -15,7 +15,7 @@ from review_helpers import config_of, make_scored_scene
 from labeling.metrics_view import run_confusion, version_rows
 from labeling.models import Annotation, JobRecord, ModelVersion, Project
 from labeling.results import load_grid
-from labeling.review import record_annotation
+from labeling.review.annotations import record_annotation
 
 pytestmark = pytest.mark.django_db
 
@@ -207,7 +207,7 @@ def test_review_queue_page(alice_client, project, scored):
     # A scene of another project (or none) is a 404, an unknown strategy falls back.
     assert alice_client.get(url + "?scene=999999").status_code == 404
     response = alice_client.get(url + "?strategy=nonsense")
-    from labeling.review import DEFAULT_STRATEGY
+    from labeling.review.queue import DEFAULT_STRATEGY
 
     assert config_of(response, "queue-config")["strategy"] == DEFAULT_STRATEGY
 
@@ -272,7 +272,7 @@ def test_metrics_against_annotations_without_ground_truth(alice_client, alice, p
     html = alice_client.get(reverse("project-metrics", args=[project.pk])).content.decode()
     assert "against the annotations" in html
     # An undo takes an answer back out of the matrix.
-    from labeling.review import undo
+    from labeling.review.annotations import undo
 
     undo(Annotation.objects.get(client_id="m-1"), alice, client_id="m-undo")
     assert run_confusion(run)["windows"] == 1

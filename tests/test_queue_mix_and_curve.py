@@ -14,7 +14,8 @@ from labeling.learning_curve import learning_curve, simulation_series
 from labeling.management.commands import simulate_review
 from labeling.metrics_view import version_rows
 from labeling.models import Annotation, ModelVersion, SimulationRun
-from labeling.review import DEFAULT_STRATEGY, STRATEGIES, record_annotation
+from labeling.review.annotations import record_annotation
+from labeling.review.queue import DEFAULT_STRATEGY, STRATEGIES
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +44,7 @@ def test_queue_page_shows_the_class_mix_of_this_cycles_answers(
     consumed = annotate(project, scene, alice, "review", "boat", 128)
     Annotation.objects.filter(pk=consumed.pk).update(consumed_by=v1)  # an earlier cycle's
     undone = annotate(project, scene, alice, "review", "boat", 160)
-    from labeling.review import undo
+    from labeling.review.annotations import undo
 
     undo(undone, alice)
     response = alice_client.get(reverse("review-queue", args=[project.pk]))

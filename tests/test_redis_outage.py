@@ -24,11 +24,11 @@ from helpers_data import scene_png, storage_files
 from review_helpers import make_scored_scene
 from test_loop import add_dataset, add_scene, annotate, run_workers
 
-from labeling import review
 from labeling.cycle import start_cycle
 from labeling.jobs import enqueue, reconcile
 from labeling.management.commands.demo import REPO, worker_env
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene
+from labeling.review import cache
 
 QUEUE_DOWN = "the job queue is unavailable, try again"
 
@@ -129,7 +129,7 @@ def test_redis_outage_during_a_cycle_and_review(private_redis, project, alice, a
     # A second project with a scored scene, for the review queue's Redis leases.
     reviewed = Project.objects.create(name="reviewed")
     reviewed.members.add(alice)
-    review._cache.clear()
+    cache._cache.clear()
     rscene, _ = make_scored_scene(reviewed, 128, 160, seed=2)
     queue_url = f"/api/projects/{reviewed.pk}/queue"
     assert alice_client.get(queue_url).status_code == 200

@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from labeling import review
 from labeling.cycle import effective_annotations
 from labeling.models import Annotation
 from labeling.results import load_grid
+from labeling.review import annotations, cache, common, queue
 from mlcore.postprocess import uncertainty
 from mlcore.sampling import DEFAULT_STRATEGY, DIVERSE_STRATEGIES, select_batch
 from tests.review_helpers import make_scored_scene
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def scored(project, storage_dir, redis_conn):
-    review._cache.clear()
+    cache._cache.clear()
     return make_scored_scene(project, 256, 256, seed=3)
 
 
@@ -32,12 +32,12 @@ def test_record_annotation_creates_and_is_idempotent(project, alice, scored):
     scene, run = scored
     det = run.detections.filter(kind="merged").first()
     assert det is not None, "the colour model should find the red and green squares"
-    a, created = review.record_annotation(
+    a, created = annotations.record_annotation(
         project, scene, alice, kind="confirm", label=det.label, x=det.x, y=det.y, w=det.w,
         h=det.h, detection=det.pk, client_id="c-1",
     )  # fmt: skip
     assert created and a.detection_id == det.pk and a.user == alice
-    again, created2 = review.record_annotation(
+    again, created2 = annotations.record_annotation(
         project, scene, alice, kind="confirm", label=det.label, x=det.x, y=det.y, w=det.w,
         h=det.h, detection=det.pk, client_id="c-1",
     )  # fmt: skip
@@ -65,8 +65,8 @@ def test_record_annotation_rejects_bad_input(project, alice, scored, changes, me
     scene, _ = scored
     args = {"kind": "false_negative", "label": "car", "x": 10, "y": 10, "w": 32, "h": 32}
     args.update(changes)
-    with pytest.raises(review.ReviewError, match=message):
-        review.record_annotation(project, scene, alice, **args)
+    with pytest.raises(common.ReviewError, match=message):
+        annotations.record_annotation(project, scene, alice, **args)
     assert Annotation.objects.count() == 0
 
 
@@ -75,8 +75,8 @@ def test_detection_of_another_scene_is_rejected(project, alice, scored):
     _, other_run = make_scored_scene(project, 128, 128, seed=4)
     det = other_run.detections.first()
     assert det is not None
-    with pytest.raises(review.ReviewError, match="another scene"):
-        review.record_annotation(
+    with pytest.raises(common.ReviewError, match="another scene"):
+        annotations.record_annotation(
             project, scene, alice, kind="confirm", label="car", x=0, y=0, w=32, h=32,
             detection=det.pk,
         )  # fmt: skip
@@ -85,38 +85,38 @@ def test_detection_of_another_scene_is_rejected(project, alice, scored):
 def test_client_id_of_another_user_is_not_returned(project, alice, bob, scored):
     scene, _ = scored
     project.members.add(bob)
-    review.record_annotation(project, scene, alice, kind="review", label="car", x=0, y=0, w=32,
+    annotations.record_annotation(project, scene, alice, kind="review", label="car", x=0, y=0, w=32,
                              h=32, client_id="shared")  # fmt: skip
-    with pytest.raises(review.ReviewError, match="already used"):
-        review.record_annotation(project, scene, bob, kind="review", label="car", x=0, y=0,
+    with pytest.raises(common.ReviewError, match="already used"):
+        annotations.record_annotation(project, scene, bob, kind="review", label="car", x=0, y=0,
                                  w=32, h=32, client_id="shared")  # fmt: skip
 
 
 def test_undo_appends_and_restores_previous_label(project, alice, bob, scored):
     scene, _ = scored
     place = {"x": 16, "y": 16, "w": 32, "h": 32}
-    first, _ = review.record_annotation(project, scene, alice, kind="review", label="car",
+    first, _ = annotations.record_annotation(project, scene, alice, kind="review", label="car",
                                         **place)  # fmt: skip
-    second, _ = review.record_annotation(project, scene, bob, kind="review", label="boat",
+    second, _ = annotations.record_annotation(project, scene, bob, kind="review", label="boat",
                                          **place)  # fmt: skip
     eff = effective_annotations(Annotation.objects.filter(scene=scene))
     assert [a.pk for a in eff] == [second.pk], "newest wins"
-    u, created = review.undo(second, bob, client_id="u-1")
+    u, created = annotations.undo(second, bob, client_id="u-1")
     assert created and u.kind == "undo" and u.undoes_id == second.pk and u.label == "boat"
     assert (u.x, u.y, u.w, u.h) == (16, 16, 32, 32)
     eff = effective_annotations(Annotation.objects.filter(scene=scene))
     assert [a.pk for a in eff] == [first.pk], "undo brings back the older label"
     assert Annotation.objects.filter(scene=scene).count() == 3, "history is kept"
-    assert review.undo(second, bob, client_id="u-1")[0].pk == u.pk
+    assert annotations.undo(second, bob, client_id="u-1")[0].pk == u.pk
 
 
 def test_undo_needs_a_target_in_the_scene(project, alice, scored):
     scene, _ = scored
-    with pytest.raises(review.ReviewError, match="needs the id"):
-        review.record_annotation(project, scene, alice, kind="undo", label="car", x=0, y=0,
+    with pytest.raises(common.ReviewError, match="needs the id"):
+        annotations.record_annotation(project, scene, alice, kind="undo", label="car", x=0, y=0,
                                  w=32, h=32)  # fmt: skip
-    with pytest.raises(review.ReviewError, match="not an annotation of this scene"):
-        review.record_annotation(project, scene, alice, kind="undo", label="car", x=0, y=0,
+    with pytest.raises(common.ReviewError, match="not an annotation of this scene"):
+        annotations.record_annotation(project, scene, alice, kind="undo", label="car", x=0, y=0,
                                  w=32, h=32, undoes=123456)  # fmt: skip
 
 
@@ -126,7 +126,7 @@ def test_undo_needs_a_target_in_the_scene(project, alice, scored):
 def test_queue_follows_uncertainty_order(project, alice, scored, redis_conn):
     scene, run = scored
     grid = load_grid(run)
-    item = review.next_queue_window(project, alice, "uncertainty", redis=redis_conn)
+    item = queue.next_queue_window(project, alice, "uncertainty", redis=redis_conn)
     unc = uncertainty(grid.probs, "least_confidence")
     i, j = list(grid.ys).index(item["y"]), list(grid.xs).index(item["x"])
     assert unc[i, j] == pytest.approx(unc.max())
@@ -136,16 +136,16 @@ def test_queue_follows_uncertainty_order(project, alice, scored, redis_conn):
     assert (
         item["lease_seconds"] > 0 and item["remaining"] == grid.probs.shape[0] * grid.probs.shape[1]
     )
-    ttl = redis_conn.ttl(review.lease_key(project.pk, scene.pk, item["x"], item["y"]))
+    ttl = redis_conn.ttl(queue.lease_key(project.pk, scene.pk, item["x"], item["y"]))
     assert 0 < ttl <= item["lease_seconds"]
 
 
-@pytest.mark.parametrize("strategy", review.STRATEGIES)
+@pytest.mark.parametrize("strategy", queue.STRATEGIES)
 def test_each_strategy_hands_out_distinct_windows_best_first(
     project, alice, scored, redis_conn, strategy
 ):
     _, run = scored
-    items = [review.next_queue_window(project, alice, strategy, redis=redis_conn) for _ in range(5)]
+    items = [queue.next_queue_window(project, alice, strategy, redis=redis_conn) for _ in range(5)]
     places = {(i["x"], i["y"]) for i in items}
     assert len(places) == 5, "a leased window is not handed out again"
     prio = [i["priority"] for i in items]
@@ -155,7 +155,7 @@ def test_each_strategy_hands_out_distinct_windows_best_first(
 
 
 @pytest.mark.parametrize(
-    "strategy", [s for s in review.STRATEGIES if review.STRATEGY_ALIASES[s] in DIVERSE_STRATEGIES]
+    "strategy", [s for s in queue.STRATEGIES if queue.STRATEGY_ALIASES[s] in DIVERSE_STRATEGIES]
 )
 def test_diverse_strategies_hand_two_reviewers_no_overlapping_windows(
     project, alice, bob, scored, redis_conn, strategy
@@ -164,7 +164,7 @@ def test_diverse_strategies_hand_two_reviewers_no_overlapping_windows(
     a diverse strategy's windows never overlap, whoever of the reviewers gets them."""
     _, run = scored
     items = [
-        review.next_queue_window(project, (alice, bob)[i % 2], strategy, redis=redis_conn)
+        queue.next_queue_window(project, (alice, bob)[i % 2], strategy, redis=redis_conn)
         for i in range(12)
     ]
     places = [(i["y"], i["x"]) for i in items]
@@ -172,78 +172,78 @@ def test_diverse_strategies_hand_two_reviewers_no_overlapping_windows(
     for a, (y, x) in enumerate(places):
         for yy, xx in places[:a]:
             assert abs(y - yy) >= window or abs(x - xx) >= window, (places, strategy)
-    batch = select_batch(load_grid(run), review.STRATEGY_ALIASES[strategy], 12, seed=run.pk)
+    batch = select_batch(load_grid(run), queue.STRATEGY_ALIASES[strategy], 12, seed=run.pk)
     assert places == [(it.y, it.x) for it in batch]
 
 
 def test_the_default_strategy_is_mlcores(project):
-    assert review.STRATEGY_ALIASES[review.DEFAULT_STRATEGY] in (
+    assert queue.STRATEGY_ALIASES[queue.DEFAULT_STRATEGY] in (
         DEFAULT_STRATEGY,
-        review.STRATEGY_ALIASES.get(DEFAULT_STRATEGY),
+        queue.STRATEGY_ALIASES.get(DEFAULT_STRATEGY),
     )
-    assert review.next_queue_window.__defaults__[0] == review.DEFAULT_STRATEGY
+    assert queue.next_queue_window.__defaults__[0] == queue.DEFAULT_STRATEGY
 
 
 def test_unknown_strategy_is_an_error(project, alice, scored, redis_conn):
-    with pytest.raises(review.ReviewError, match="unknown strategy"):
-        review.next_queue_window(project, alice, "smart", redis=redis_conn)
+    with pytest.raises(common.ReviewError, match="unknown strategy"):
+        queue.next_queue_window(project, alice, "smart", redis=redis_conn)
 
 
 def test_queue_skips_annotated_windows_and_undone_ones_come_back(
     project, alice, scored, redis_conn
 ):
     scene, _ = scored
-    first = review.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    first = queue.next_queue_window(project, alice, "top-score", redis=redis_conn)
     redis_conn.flushdb()  # leases gone: only the annotation may keep it from coming back
-    a, _ = review.record_annotation(
+    a, _ = annotations.record_annotation(
         project, scene, alice, kind="review", label=first["guess"], x=first["x"], y=first["y"],
         w=first["w"], h=first["h"], source="queue",
     )  # fmt: skip
-    second = review.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    second = queue.next_queue_window(project, alice, "top-score", redis=redis_conn)
     assert (second["x"], second["y"]) != (first["x"], first["y"])
     assert second["remaining"] == first["remaining"] - 1
-    review.undo(a, alice)
+    annotations.undo(a, alice)
     redis_conn.flushdb()
-    again = review.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    again = queue.next_queue_window(project, alice, "top-score", redis=redis_conn)
     assert (again["x"], again["y"]) == (first["x"], first["y"])
 
 
 def test_queue_is_done_when_everything_is_annotated(project, alice, redis_conn, storage_dir):
-    review._cache.clear()
+    cache._cache.clear()
     scene, run = make_scored_scene(project, 64, 64, seed=5)
     grid = load_grid(run)
     for y in grid.ys:
         for x in grid.xs:
-            review.record_annotation(project, scene, alice, kind="review", label="negative",
+            annotations.record_annotation(project, scene, alice, kind="review", label="negative",
                                      x=int(x), y=int(y), w=32, h=32)  # fmt: skip
-    assert review.next_queue_window(project, alice, redis=redis_conn) is None
+    assert queue.next_queue_window(project, alice, redis=redis_conn) is None
 
 
 def test_queue_for_one_scene_and_across_scenes(project, alice, scored, redis_conn):
     scene, _ = scored
     other, _ = make_scored_scene(project, 128, 128, seed=9)
-    item = review.next_queue_window(project, alice, "uncertainty", scene=other, redis=redis_conn)
+    item = queue.next_queue_window(project, alice, "uncertainty", scene=other, redis=redis_conn)
     assert item["scene"] == other.pk
     seen = set()
     for _ in range(200):
-        item = review.next_queue_window(project, alice, "random", redis=redis_conn)
+        item = queue.next_queue_window(project, alice, "random", redis=redis_conn)
         seen.add(item["scene"])
     assert seen == {scene.pk, other.pk}
 
 
 def test_leases_expire_and_the_window_comes_back(project, alice, bob, scored, redis_conn):
-    first = review.next_queue_window(project, alice, "uncertainty", redis=redis_conn)
-    other = review.next_queue_window(project, bob, "uncertainty", redis=redis_conn)
+    first = queue.next_queue_window(project, alice, "uncertainty", redis=redis_conn)
+    other = queue.next_queue_window(project, bob, "uncertainty", redis=redis_conn)
     assert (other["x"], other["y"]) != (first["x"], first["y"])
-    redis_conn.delete(review.lease_key(project.pk, first["scene"], first["x"], first["y"]))
-    back = review.next_queue_window(project, bob, "uncertainty", redis=redis_conn)
+    redis_conn.delete(queue.lease_key(project.pk, first["scene"], first["x"], first["y"]))
+    back = queue.next_queue_window(project, bob, "uncertainty", redis=redis_conn)
     assert (back["x"], back["y"]) == (first["x"], first["y"])
 
 
 def test_release_lease_only_by_its_holder(project, alice, bob, scored, redis_conn):
-    item = review.next_queue_window(project, alice, redis=redis_conn)
-    assert not review.release_lease(project, item["scene"], item["x"], item["y"], bob, redis_conn)
-    assert review.release_lease(project, item["scene"], item["x"], item["y"], alice, redis_conn)
+    item = queue.next_queue_window(project, alice, redis=redis_conn)
+    assert not queue.release_lease(project, item["scene"], item["x"], item["y"], bob, redis_conn)
+    assert queue.release_lease(project, item["scene"], item["x"], item["y"], alice, redis_conn)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -262,7 +262,7 @@ def test_concurrent_reviewers_never_get_the_same_window(project, make_user, scor
         try:
             barrier.wait()
             for _ in range(10):
-                item = review.next_queue_window(project, user, "uncertainty")
+                item = queue.next_queue_window(project, user, "uncertainty")
                 got.append((item["scene"], item["x"], item["y"]))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -281,8 +281,8 @@ def test_concurrent_reviewers_never_get_the_same_window(project, make_user, scor
 
 def test_ranked_order_is_cached_per_run(project, scored):
     _, run = scored
-    a = review.ranked_run(run, "margin")
-    b = review.ranked_run(run, "margin")
+    a = queue.ranked_run(run, "margin")
+    b = queue.ranked_run(run, "margin")
     assert a is b
     assert np.all(np.diff(a.priority[a.order]) <= 0)
 
@@ -307,13 +307,13 @@ def test_concurrent_reviewers_answering_and_releasing_never_share_a_window(
         try:
             barrier.wait()
             for _ in range(8):
-                item = review.next_queue_window(project, user, "margin")
+                item = queue.next_queue_window(project, user, "margin")
                 got.append((item["scene"], item["x"], item["y"]))
-                review.record_annotation(
+                annotations.record_annotation(
                     project, scene, user, kind="review", label=item["guess"], x=item["x"],
                     y=item["y"], w=item["w"], h=item["h"], source="queue",
                 )  # fmt: skip
-                review.release_lease(project, item["scene"], item["x"], item["y"], user)
+                queue.release_lease(project, item["scene"], item["x"], item["y"], user)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:

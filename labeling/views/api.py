@@ -1,6 +1,6 @@
 """JSON API of the review area: projects, scenes, runs, the detections feed, annotations (list,
 post, undo), the review queue, exports, window crops and the OpenAPI schema. Thin: the work is
-in labeling.review (services) and labeling.openapi (schema); access in labeling.access."""
+in labeling/review/ (services) and labeling.openapi (schema); access in labeling.access."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_http_methods
 
-from labeling import review
 from labeling.access import project_for, projects_for, scene_for
 from labeling.cycle import pending_annotations, reconcile_versions
 from labeling.models import Annotation, ScoringRun
 from labeling.parsing import parse_id
-from labeling.review import ReviewError
+from labeling.review import annotations, crops, exports, feed, queue
+from labeling.review.common import ReviewError, dumps, pixel_int
 from labeling.views.common import json_api, json_body
 
 GZIP_MIN_BYTES = 1024
@@ -168,7 +168,7 @@ def api_scene(request, scene_id):
     if run is not None:
         latest = run_json(run) | {
             "detections": {
-                kind: run.detections.filter(kind=kind).count() for kind in review.FEED_KINDS
+                kind: run.detections.filter(kind=kind).count() for kind in feed.FEED_KINDS
             }
         }
     return JsonResponse(
@@ -211,11 +211,11 @@ def api_runs(request, project_id):
 @require_http_methods(["GET"])
 def api_detections(request, scene_id):
     scene = scene_for(request.user, scene_id)
-    run = review.feed_run(scene, request.GET.get("run"))
+    run = feed.feed_run(scene, request.GET.get("run"))
     if run is None:
         raise Http404(f"Scene {scene.name!r} has no finished scoring run yet (or no such run).")
     query = request.GET.urlencode()
-    etag = review.feed_etag(run, query)
+    etag = feed.feed_etag(run, query)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     seen = request.headers.get("If-None-Match", "")
     if etag in [t.strip().removeprefix("W/") for t in seen.split(",")]:
@@ -223,7 +223,7 @@ def api_detections(request, scene_id):
         for key, value in headers.items():
             response[key] = value
         return response
-    raw, zipped = review.feed_payload(
+    raw, zipped = feed.feed_payload(
         scene,
         run,
         kind=request.GET.get("kind", "merged"),
@@ -251,12 +251,12 @@ def api_detections(request, scene_id):
 def api_annotations(request, scene_id):
     scene = scene_for(request.user, scene_id)
     if request.method == "GET":
-        effective, history = review.scene_annotations(scene)
+        effective, history = annotations.scene_annotations(scene)
         return JsonResponse(
             {
                 "scene": scene.pk,
-                "effective": [review.annotation_json(a) for a in effective],
-                "history": [review.annotation_json(a) for a in history],
+                "effective": [annotations.annotation_json(a) for a in effective],
+                "history": [annotations.annotation_json(a) for a in history],
             }
         )
     body = _json_body(request)
@@ -269,7 +269,7 @@ def api_annotations(request, scene_id):
             "(and client_id, detection)"
         )
     source = body.get("source", "ui")
-    annotation, created = review.record_annotation(
+    annotation, created = annotations.record_annotation(
         scene.project,
         scene,
         request.user,
@@ -283,7 +283,7 @@ def api_annotations(request, scene_id):
         client_id=body.get("client_id"),
         source=source,
     )
-    return JsonResponse(review.annotation_json(annotation), status=201 if created else 200)
+    return JsonResponse(annotations.annotation_json(annotation), status=201 if created else 200)
 
 
 @_api
@@ -298,10 +298,10 @@ def api_annotation_undo(request, annotation_id):
         raise Http404("No such annotation among your projects' annotations.")
     body = _json_body(request)
     request.idempotent = bool(body.get("client_id"))  # as for an annotation
-    row, created = review.undo(
+    row, created = annotations.undo(
         target, request.user, client_id=body.get("client_id"), source=body.get("source", "ui")
     )
-    return JsonResponse(review.annotation_json(row), status=201 if created else 200)
+    return JsonResponse(annotations.annotation_json(row), status=201 if created else 200)
 
 
 # -- queue, export, crops -------------------------------------------------------------------------
@@ -311,12 +311,12 @@ def api_annotation_undo(request, annotation_id):
 @require_http_methods(["GET"])
 def api_queue(request, project_id):
     project = project_for(request.user, project_id)
-    strategy = request.GET.get("strategy", review.DEFAULT_STRATEGY)
+    strategy = request.GET.get("strategy", queue.DEFAULT_STRATEGY)
     scene = request.GET.get("scene")
     scene = _scene_param(request, scene) if scene else None
     if scene is not None and scene.project_id != project.pk:
         raise Http404("No such scene in this project.")
-    item = review.next_queue_window(project, request.user, strategy, scene=scene)
+    item = queue.next_queue_window(project, request.user, strategy, scene=scene)
     if item is None:
         return JsonResponse({"done": True, "strategy": strategy, "remaining": 0})
     return JsonResponse(item | {"done": False, "strategy": strategy})
@@ -333,11 +333,11 @@ def api_queue_release(request, project_id):
     if missing:
         raise ReviewError('send {"scene": id, "x": int, "y": int} of the window to give back')
     scene_id = parse_id(body["scene"], "scene", ReviewError)
-    x, y = (review._as_int(k, body[k]) for k in ("x", "y"))
+    x, y = (pixel_int(k, body[k]) for k in ("x", "y"))
     scene = scene_for(request.user, scene_id)
     if scene.project_id != project.pk:
         raise Http404("No such scene in this project.")
-    released = review.release_lease(project, scene.pk, x, y, request.user)
+    released = queue.release_lease(project, scene.pk, x, y, request.user)
     return JsonResponse({"released": released})
 
 
@@ -351,12 +351,12 @@ def api_export(request, project_id):
     suffix = "-history" if history else ""
     if fmt == "coco":
         response = HttpResponse(
-            review.dumps(review.export_coco(project, history)), content_type="application/json"
+            dumps(exports.export_coco(project, history)), content_type="application/json"
         )
         name = f"{slug}-annotations{suffix}.coco.json"
     elif fmt == "csv":
         response = HttpResponse(
-            review.export_csv(project, history), content_type="text/csv; charset=utf-8"
+            exports.export_csv(project, history), content_type="text/csv; charset=utf-8"
         )
         name = f"{slug}-annotations{suffix}.csv"
     else:
@@ -372,7 +372,7 @@ def api_window_image(request, scene_id):
     for name in ("x", "y"):
         if name not in request.GET:
             raise ReviewError(f"{name} is required: ?x=<px>&y=<px>[&size=&context=&scale=]")
-    image = review.window_crop(
+    image = crops.window_crop(
         scene,
         request.GET["x"],
         request.GET["y"],
@@ -381,7 +381,7 @@ def api_window_image(request, scene_id):
         scale=request.GET.get("scale", 1),
         outline=request.GET.get("outline", "1") not in ("0", "false", "no"),
     )
-    response = HttpResponse(review.png_bytes(image), content_type="image/png")
+    response = HttpResponse(crops.png_bytes(image), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

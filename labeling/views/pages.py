@@ -26,8 +26,8 @@ from labeling.jobs import ACTIVE, job_state
 from labeling.learning_curve import learning_curve
 from labeling.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun
-from labeling.review import DEFAULT_STRATEGY
-from labeling.review import STRATEGIES as QUEUE_STRATEGIES
+from labeling.review.queue import DEFAULT_STRATEGY
+from labeling.review.queue import STRATEGIES as QUEUE_STRATEGIES
 from labeling.storage import get_storage
 from labeling.thresholds import viewer_thresholds
 from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
@@ -46,7 +46,7 @@ STRATEGY_LABELS = {
     "cluster-margin": "Cluster-margin (kinds of confusion in turn)",
     "diverse-learnable": "Diverse uncertainty, ambiguous borders last",
 }
-# The queue page's choices: every strategy of labeling.review, in its order.
+# The queue page's choices: every strategy of labeling.review.queue, in its order.
 STRATEGIES = [(name, STRATEGY_LABELS.get(name, name)) for name in QUEUE_STRATEGIES]
 THUMB_MAX = 160
 VIEWER_JS = "vendor/openseadragon/build/openseadragon/openseadragon.min.js"

@@ -19,7 +19,7 @@ from labeling.management.commands.demo import QUEUES, Services, live_workers, wa
 def strategies() -> tuple[tuple[str, ...], str]:
     """(the review queue's strategy names, its default): one list for the UI, the API and the
     simulated reviewer (labeling.review, from mlcore.sampling)."""
-    from labeling.review import DEFAULT_STRATEGY, STRATEGIES
+    from labeling.review.queue import DEFAULT_STRATEGY, STRATEGIES
 
     return STRATEGIES, DEFAULT_STRATEGY
 
@@ -50,7 +50,8 @@ class Oracle:
 def review_service():
     """labeling.review's two functions (the review UI's code path)."""
     try:
-        from labeling.review import next_queue_window, record_annotation
+        from labeling.review.annotations import record_annotation
+        from labeling.review.queue import next_queue_window
     except ImportError as exc:
         raise CommandError(
             f"labeling.review is not available ({exc}): the simulated reviewer answers through "
@@ -241,7 +242,7 @@ def simulation_point(row: dict) -> dict:
 
 def record_simulation(owner, project, scene, strategy, per_cycle, profile, config, rows):
     from labeling.models import SimulationRun
-    from labeling.review import STRATEGY_ALIASES
+    from labeling.review.queue import STRATEGY_ALIASES
 
     return SimulationRun.objects.create(
         project=owner,
