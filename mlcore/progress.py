@@ -13,8 +13,17 @@ from collections.abc import Callable
 Progress = Callable[[int, int, str], None]
 
 
-def null_progress(done: int, total: int, message: str = "") -> None:
-    """A progress callback that ignores every report."""
+class NullProgress:
+    """A progress callback that ignores every report (and closes like the others)."""
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+null_progress = NullProgress()
 
 
 class TqdmProgress:
@@ -96,9 +105,14 @@ class PlainProgress:
         """Nothing to close (the lines are written); here so both callbacks close alike."""
 
 
-def terminal_progress(desc: str = "", stream=None) -> TqdmProgress | PlainProgress:
+def terminal_progress(
+    desc: str = "", stream=None, quiet: bool = False
+) -> TqdmProgress | PlainProgress | NullProgress:
     """The callback for a person following a long step: a tqdm bar when ``stream`` (default
-    sys.stderr) is a terminal, plain lines (PlainProgress) when it is a file or a pipe."""
+    sys.stderr) is a terminal, plain lines (PlainProgress) when it is a file or a pipe, nothing
+    when ``quiet``. Each has ``close()`` for a step that ends early."""
+    if quiet:
+        return null_progress
     stream = stream if stream is not None else sys.stderr
     if getattr(stream, "isatty", lambda: False)():
         return TqdmProgress(desc, stream)

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.test import Client
 from review_helpers import make_scored_scene
 
-from labeling.management.commands.demo import REPO, worker_env
+from labeling.local_services import REPO, worker_env
 from labeling.models import Annotation
 
 APP_NAME = "collage-under-test"  # libpq's application_name of the server's connections

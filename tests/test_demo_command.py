@@ -11,7 +11,8 @@ import re
 import pytest
 from django.core.management import call_command
 
-from labeling.management.commands.demo import DEMO_PROJECT, live_workers
+from labeling.local_services import live_workers
+from labeling.management.commands.demo import DEMO_PROJECT
 from labeling.management.commands.simulate_review import Oracle
 from labeling.models import Annotation, Dataset, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from labeling.storage import get_storage

@@ -26,7 +26,7 @@ from test_loop import add_dataset, add_scene, annotate, run_workers
 
 from labeling.cycle import start_cycle
 from labeling.jobs import enqueue, reconcile
-from labeling.management.commands.demo import REPO, worker_env
+from labeling.local_services import REPO, worker_env
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene
 from labeling.review import cache
 

@@ -23,7 +23,7 @@ from test_loop import add_dataset, add_scene, annotate, run_workers
 from labeling.cycle import pending_annotations, running_cycle, start_cycle
 from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import enqueue
-from labeling.management.commands.demo import REPO, worker_env
+from labeling.local_services import REPO, worker_env
 from labeling.models import Annotation, JobRecord, ModelVersion
 
 LONG = {"steps": 1_000_000}  # a cycle that trains until it is killed

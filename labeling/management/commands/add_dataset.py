@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from labeling.management.commands.create_project import get_user
-from labeling.uploads import UploadError, add_dataset, run_inline
-
-
-def get_project(user, ref: str):
-    """A project of the user's by id or by name; CommandError otherwise (as the API's 404)."""
-    from labeling.access import projects_for
-
-    projects = projects_for(user)
-    found = projects.filter(pk=int(ref)).first() if str(ref).isdigit() else None
-    found = found or projects.filter(name=ref).first()
-    if found is None:
-        raise CommandError(
-            f"No project {ref!r} among {user.username}'s projects; give the id or the exact "
-            "name of a project the user is a member of."
-        )
-    return found
+from labeling.job_progress import run_job_here
+from labeling.management.command_support import (
+    LabelingCommand,
+    add_upload_arguments,
+    get_member_project,
+    get_user,
+)
+from labeling.uploads import UploadError, add_dataset
 
 
 def count_table(class_counts: dict) -> str:
@@ -38,47 +27,20 @@ def count_table(class_counts: dict) -> str:
     return "\n".join(lines)
 
 
-def follow_job(record, progress_desc: str, stderr=None):
-    """Run an inline job with a tqdm bar (on the command's stderr); CommandError with the job's
-    reason when it fails."""
-    from mlcore.progress import terminal_progress
-
-    stream = getattr(stderr, "_out", stderr) or sys.stderr
-    try:
-        with contextlib.redirect_stderr(stream):  # tqdm writes to sys.stderr
-            run_inline(record, terminal_progress(progress_desc))
-    except Exception:
-        record.refresh_from_db()
-        raise CommandError(f"{progress_desc} failed: {record.error}") from None
-    record.refresh_from_db()
-    return record
-
-
-class Command(BaseCommand):
-    help = (
-        "Add a dataset to a project: a local FILE (a zip of image folders, <class>/*.jpg or "
-        "<split>/<class>/*.jpg, or the official cifar-10-python.tar.gz) or --key, a path in "
-        "the configured storage. By default the import is queued for an RQ worker (start one "
-        "with `manage.py rqworker default`) and the command prints the dataset and job ids; "
-        "with --wait it runs here, with a progress bar, and prints the per-class counts and "
-        "the skipped files."
-    )
+class Command(LabelingCommand):
+    help = """Add a dataset to a project: a local FILE (a zip of image folders, <class>/*.jpg or
+    <split>/<class>/*.jpg, or the official cifar-10-python.tar.gz) or --key, a path in the
+    configured storage. By default the import is queued for an RQ worker (start one with
+    `manage.py rqworker default`) and the command prints the dataset and job ids; with --wait it
+    runs here, with a progress bar, and prints the per-class counts and the skipped files."""
 
     def add_arguments(self, parser):
-        parser.add_argument("project", help="Project id or name")
-        parser.add_argument("file", nargs="?", help="Local zip or CIFAR-10 archive")
-        parser.add_argument("--key", default="", help="…or a key in the configured storage")
-        parser.add_argument("--user", required=True, help="A member of the project")
-        parser.add_argument("--name", default="", help="Dataset name (default: the file name)")
+        add_upload_arguments(parser, "file", "Local zip or CIFAR-10 archive", what="Dataset",
+                             wait_help="Import here with a progress bar (no worker)")  # fmt: skip
         parser.add_argument("--split", choices=["all", "train", "test"], default="all")
-        parser.add_argument(
-            "--wait", action="store_true", help="Import here with a progress bar (no worker)"
-        )
-        parser.add_argument("--json", action="store_true", help="Print the result as JSON")
 
     def handle(self, *args, **opts):
-        user = get_user(opts["user"])
-        project = get_project(user, opts["project"])
+        project = get_member_project(get_user(opts["user"]), opts["project"])
         if bool(opts["file"]) == bool(opts["key"]):
             raise CommandError("Give a local FILE or --key STORAGE_KEY (exactly one of the two).")
         try:
@@ -93,7 +55,7 @@ class Command(BaseCommand):
         except UploadError as exc:
             raise CommandError(str(exc)) from None
         if opts["wait"]:
-            follow_job(record, f"importing {dataset.name}", self.stderr)
+            run_job_here(record, f"importing {dataset.name}", self.stderr)
             dataset.refresh_from_db()
             if opts["json"]:
                 from labeling.views.data import dataset_state

@@ -4,43 +4,38 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from labeling.management.commands.add_dataset import follow_job, get_project
-from labeling.management.commands.create_project import get_user
+from labeling.job_progress import run_job_here
+from labeling.management.command_support import (
+    LabelingCommand,
+    add_upload_arguments,
+    get_member_project,
+    get_user,
+)
 from labeling.uploads import UploadError, add_collage_scene, add_scene
 
 
-class Command(BaseCommand):
-    help = (
-        "Add a scene to a project: a local IMAGE (PNG, JPEG, TIFF), --key (an image in the "
-        "configured storage) or --collage TILES (a photomosaic of --target, default the demo "
-        "Mona Lisa, from the tile library TILES: 'demo' or the id of a ready dataset). "
-        "--ground-truth takes a CSV (label,x,y,w,h) or COCO JSON of boxes. By default the "
-        "preparation is queued for an RQ worker; with --wait it runs here with a progress bar. "
-        "Either way, deep-zoom tiles and a first scoring with the current model are then "
-        "queued for the workers (`manage.py rqworker default score`)."
-    )
+class Command(LabelingCommand):
+    help = """Add a scene to a project: a local IMAGE (PNG, JPEG, TIFF), --key (an image in the
+    configured storage) or --collage TILES (a photomosaic of --target, default the demo Mona
+    Lisa, from the tile library TILES: 'demo' or the id of a ready dataset). --ground-truth takes
+    a CSV (label,x,y,w,h) or COCO JSON of boxes. By default the preparation is queued for an RQ
+    worker; with --wait it runs here with a progress bar. Either way, deep-zoom tiles and a first
+    scoring with the current model are then queued for the workers (`manage.py rqworker default
+    score`)."""
 
     def add_arguments(self, parser):
-        parser.add_argument("project", help="Project id or name")
-        parser.add_argument("image", nargs="?", help="Local image file")
-        parser.add_argument("--key", default="", help="…or an image key in the storage")
+        add_upload_arguments(parser, "image", "Local image file", what="Scene",
+                             wait_help="Prepare the scene here with a progress bar")  # fmt: skip
         parser.add_argument("--collage", default="", metavar="TILES", help="…or a collage")
         parser.add_argument("--target", default="", help="Collage target picture (local)")
         parser.add_argument("--cols", type=int, default=80, help="Collage tiles per row")
         parser.add_argument("--seed", type=int, default=0, help="Collage random seed")
         parser.add_argument("--ground-truth", default="", help="CSV or COCO JSON of boxes")
-        parser.add_argument("--user", required=True, help="A member of the project")
-        parser.add_argument("--name", default="", help="Scene name (default: the file name)")
-        parser.add_argument(
-            "--wait", action="store_true", help="Prepare the scene here with a progress bar"
-        )
-        parser.add_argument("--json", action="store_true", help="Print the result as JSON")
 
     def handle(self, *args, **opts):
-        user = get_user(opts["user"])
-        project = get_project(user, opts["project"])
+        project = get_member_project(get_user(opts["user"]), opts["project"])
         given = [bool(opts["image"]), bool(opts["key"]), bool(opts["collage"])]
         if sum(given) != 1:
             raise CommandError("Give one of: a local IMAGE, --key STORAGE_KEY or --collage TILES.")
@@ -65,7 +60,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         scene_id, name = scene.pk, scene.name
         if opts["wait"]:
-            follow_job(record, f"preparing {name}", self.stderr)
+            run_job_here(record, f"preparing {name}", self.stderr)
         if opts["json"]:
             from labeling.models import Scene
             from labeling.views.data import scene_state

@@ -7,20 +7,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.forms import ProjectForm, parse_class_option
+from labeling.management.command_support import get_user
 from labeling.models import Project
-
-
-def get_user(username: str):
-    from django.contrib.auth import get_user_model
-
-    if not username:
-        raise CommandError("Name the user with --user USERNAME (the project's owner or member).")
-    try:
-        return get_user_model().objects.get(username=username)
-    except get_user_model().DoesNotExist:
-        raise CommandError(
-            f"No user {username!r}; create one with `manage.py createsuperuser` or the admin."
-        ) from None
 
 
 def form_errors(form) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.management.commands.simulate_review import get_project
+from labeling.management.command_support import get_project
 
 
 class Command(BaseCommand):

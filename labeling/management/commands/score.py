@@ -3,28 +3,26 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from labeling.management.commands.demo import Command as Demo
-from labeling.management.commands.demo import score_records, wait_job
-from labeling.management.commands.simulate_review import get_project
-from labeling.management.commands.train import add_worker_options, workers_for
+from labeling.job_progress import score_records
+from labeling.management.command_support import ProjectJobCommand, get_project, run_metrics_line
 
 
-class Command(BaseCommand):
+class Command(ProjectJobCommand):
     help = "Score scenes with a model version on Spark (queue `score`)."
+    queues = ("score",)
 
     def add_arguments(self, parser):
-        parser.add_argument("project", help="Project name or id")
+        super().add_arguments(parser)
         parser.add_argument("--scene", help="Scene name or id (default: every scene)")
         parser.add_argument(
             "--model-version", type=int, help="Model version number (default: current)"
         )
-        add_worker_options(parser)
 
     def handle(self, *args, **opts):
-        from labeling.models import ModelVersion, Scene
         from labeling.cycle import enqueue_scoring
+        from labeling.models import ModelVersion, Scene
 
         project = get_project(opts["project"])
         if opts["model_version"]:
@@ -42,7 +40,7 @@ class Command(BaseCommand):
         scenes = list(scenes)
         if not scenes:
             raise CommandError("No scene with pixels to score: import one first.")
-        with workers_for(["score"], opts, self.stdout):
+        with self.workers(opts):
             runs = enqueue_scoring(version, scenes)
             if opts["no_wait"]:
                 self.stdout.write(f"queued {len(runs)} scoring run(s)")
@@ -50,7 +48,6 @@ class Command(BaseCommand):
             ids = {r.pk for r in runs}
             for run, record in score_records(version, scenes):
                 if run.pk in ids:
-                    wait_job(record, f"score {run.scene.name} with v{version.number}",
-                             timeout=opts["step_timeout"])  # fmt: skip
+                    self.follow(record, f"score {run.scene.name} with v{version.number}")
                     run.refresh_from_db()
-                    self.stdout.write(f"{run.scene.name}: {Demo.metrics_line(run)}")
+                    self.stdout.write(f"{run.scene.name}: {run_metrics_line(run)}")

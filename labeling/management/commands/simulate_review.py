@@ -11,9 +11,11 @@ import time
 import uuid
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from labeling.management.commands.demo import QUEUES, Services, live_workers, wait_cycle
+from labeling.job_progress import follow_cycle
+from labeling.local_services import workers_for
+from labeling.management.command_support import LabelingCommand, get_project
 
 
 def strategies() -> tuple[tuple[str, ...], str]:
@@ -85,17 +87,6 @@ def latest_run(scene, version):
     return run
 
 
-def get_project(ref: str):
-    from labeling.models import Project
-
-    project = Project.objects.filter(name=ref).first()
-    if project is None and ref.isdigit():
-        project = Project.objects.filter(pk=int(ref)).first()
-    if project is None:
-        raise CommandError(f"No project named {ref!r} (or with that id).")
-    return project
-
-
 def get_scene(project, ref: str | None):
     from labeling.models import Scene
 
@@ -138,10 +129,9 @@ def simulate(
     Each cycle is also recorded as a ``SimulationRun`` of ``record_for`` (default ``project``; a
     benchmark simulating on a copy passes the original) so the metrics page can draw the curve
     beside the project's own; ``record_config`` (seed, tag, ...) is stored with it."""
-    from tqdm import tqdm
-
     from labeling.models import Annotation
     from labeling.results import load_scene_ground_truth
+    from mlcore.progress import terminal_progress
 
     next_queue_window, record_annotation = review_service()
     oracle = Oracle(load_scene_ground_truth(scene), project.negative_class, project.class_names)
@@ -167,7 +157,7 @@ def simulate(
     for c in range(1, cycles + 1):
         started = time.perf_counter()
         answered, agreed = 0, 0
-        bar = tqdm(total=per_cycle, desc=f"cycle {c}: oracle answers ({strategy})", disable=quiet)
+        bar = terminal_progress(f"cycle {c}: oracle answers ({strategy})", quiet=quiet)
         while answered < per_cycle:
             item = next_queue_window(project, user, strategy=queue_strategy, scene=scene,
                                      redis=redis)  # fmt: skip
@@ -181,7 +171,7 @@ def simulate(
                 client_id=str(uuid.uuid4()), source="simulated",
             )  # fmt: skip
             answered += int(created)
-            bar.update(int(created))
+            bar(answered, per_cycle)
         bar.close()
         annotate_s = time.perf_counter() - started
         if answered == 0:
@@ -191,7 +181,7 @@ def simulate(
         from labeling.cycle import start_cycle
 
         record = start_cycle(project, user, profile=profile)
-        version = wait_cycle(record, quiet=quiet, timeout=timeout)
+        version = follow_cycle(record, quiet=quiet, timeout=timeout)
         record.refresh_from_db()
         run = latest_run(scene, version)
         train_s = (
@@ -274,7 +264,7 @@ def format_row(row: dict, strategy: str) -> str:
     )
 
 
-class Command(BaseCommand):
+class Command(LabelingCommand):
     help = (
         "Simulated reviewer: answer the review queue from the scene's ground truth, retrain "
         "through the RQ queues, and report precision/recall/F1 per cycle."
@@ -297,7 +287,6 @@ class Command(BaseCommand):
         parser.add_argument("--step-timeout", type=float, default=None)
 
     def handle(self, *args, **opts):
-        from django.conf import settings
         from django.contrib.auth import get_user_model
 
         if opts["cycles"] < 1 or opts["per_cycle"] < 1:
@@ -312,24 +301,12 @@ class Command(BaseCommand):
         current = project.current_model()
         profile = opts["profile"] or (current.train_config.get("profile") if current else None)
         profile = profile or "quick"
-        services = Services(Path(settings.VAR_DIR) / "simulate" / "logs", self.stdout)
-        try:
-            missing = [q for q in ("train", "score") if not live_workers(q)]
-            if missing:
-                if not opts["start_workers"]:
-                    raise CommandError(
-                        f"No RQ worker runs for queue(s) {', '.join(missing)}: start them "
-                        "(manage.py rqworker default train score) or pass --start-workers."
-                    )
-                for line in services.ensure_workers(QUEUES):
-                    self.stdout.write(line)
+        with workers_for(("train", "score"), opts, self.stdout, logs="simulate"):
             result = simulate(
                 project, scene, user, cycles=opts["cycles"], per_cycle=opts["per_cycle"],
                 strategy=opts["strategy"], profile=profile, report=self.stdout.write,
                 timeout=opts["step_timeout"],
             )  # fmt: skip
-        finally:
-            services.stop()
         if opts["json_out"]:
             Path(opts["json_out"]).write_text(json.dumps(result, indent=2))
             self.stdout.write(f"wrote {opts['json_out']}")
