@@ -125,10 +125,11 @@ def get_project(ref: str):
     return project
 
 
-def get_member_project(user, ref: str):
+def get_member_project(username: str, ref: str):
     """A project of the user's by id or by name; CommandError otherwise (as the API's 404)."""
     from labeling.access import projects_for
 
+    user = get_user(username)
     projects = projects_for(user)
     found = projects.filter(pk=int(ref)).first() if str(ref).isdigit() else None
     found = found or projects.filter(name=ref).first()

@@ -11,7 +11,6 @@ from labeling.management.command_support import (
     LabelingCommand,
     add_upload_arguments,
     get_member_project,
-    get_user,
 )
 from labeling.uploads import UploadError, add_dataset
 
@@ -40,7 +39,7 @@ class Command(LabelingCommand):
         parser.add_argument("--split", choices=["all", "train", "test"], default="all")
 
     def handle(self, *args, **opts):
-        project = get_member_project(get_user(opts["user"]), opts["project"])
+        project = get_member_project(opts["user"], opts["project"])
         if bool(opts["file"]) == bool(opts["key"]):
             raise CommandError("Give a local FILE or --key STORAGE_KEY (exactly one of the two).")
         try:

@@ -11,7 +11,6 @@ from labeling.management.command_support import (
     LabelingCommand,
     add_upload_arguments,
     get_member_project,
-    get_user,
 )
 from labeling.uploads import UploadError, add_collage_scene, add_scene
 
@@ -35,7 +34,7 @@ class Command(LabelingCommand):
         parser.add_argument("--ground-truth", default="", help="CSV or COCO JSON of boxes")
 
     def handle(self, *args, **opts):
-        project = get_member_project(get_user(opts["user"]), opts["project"])
+        project = get_member_project(opts["user"], opts["project"])
         given = [bool(opts["image"]), bool(opts["key"]), bool(opts["collage"])]
         if sum(given) != 1:
             raise CommandError("Give one of: a local IMAGE, --key STORAGE_KEY or --collage TILES.")
