@@ -12,6 +12,7 @@ scores too); ``merged`` holds the run's detections as stored (at the run's thres
 from __future__ import annotations
 
 from labeling.models import Detection, ScoringRun
+from labeling.parsing import parse_fraction
 from mlcore.coco_eval import coco_results
 
 BOXES = ("ranked", "merged")
@@ -50,14 +51,7 @@ def export_run_results(run: ScoringRun, boxes: str = "ranked", min_score=None) -
         raise ExportError(f"boxes must be one of {', '.join(BOXES)}, got {boxes!r}")
     if run.status != "done":
         raise ExportError(f"run {run.pk} is {run.status}: only a finished run has detections")
-    floor = None
-    if min_score not in (None, ""):
-        try:
-            floor = float(min_score)
-        except (TypeError, ValueError):
-            raise ExportError(f"min_score must be a number in [0, 1], got {min_score!r}") from None
-        if not 0.0 <= floor <= 1.0:
-            raise ExportError(f"min_score must be in [0, 1], got {min_score!r}")
+    floor = parse_fraction(min_score, "min_score", ExportError)
     project = run.scene.project
     detections = run_detections(run, boxes)
     if floor is not None:

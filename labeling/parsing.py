@@ -46,3 +46,16 @@ def _shown(value) -> str:
 def parse_id(value, name: str, error: type[Exception]) -> int:
     """An object id from user input (1 .. bigint max)."""
     return parse_int(value, name, error, low=1)
+
+
+def parse_fraction(value, name: str, error: type[Exception]) -> float | None:
+    """An optional number in [0, 1] from user input (a score floor); None when not given."""
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise error(f"{name} must be a number in [0, 1], got {_shown(value)}") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise error(f"{name} must be in [0, 1], got {_shown(value)}")
+    return number

@@ -8,6 +8,7 @@ import hashlib
 import numpy as np
 
 from labeling.models import Detection, ScoringRun
+from labeling.parsing import parse_fraction
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError, dumps
 from labeling.thresholds import run_threshold_source, run_thresholds, slider_start
@@ -93,13 +94,8 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
         if label not in classes:
             raise ReviewError(f"unknown class {label!r}: this run has {', '.join(classes)}")
         keep &= cols["label"] == classes.index(label)
-    if min_score not in (None, ""):
-        try:
-            threshold = float(min_score)
-        except (TypeError, ValueError):
-            raise ReviewError(f"min_score must be a number in [0, 1], got {min_score!r}") from None
-        if not 0.0 <= threshold <= 1.0:
-            raise ReviewError(f"min_score must be in [0, 1], got {min_score!r}")
+    threshold = parse_fraction(min_score, "min_score", ReviewError)
+    if threshold is not None:
         keep &= cols["score"] >= threshold
     if region not in (None, ""):
         x0, y0, x1, y1 = parse_region(region) if isinstance(region, str) else region
