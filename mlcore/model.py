@@ -57,6 +57,10 @@ class WindowResNet(nn.Module):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56...), got {depth}")
+        if width < 8:
+            # Measured: a width-4 model's backward pass on the CPU corrupted the heap (double
+            # free, segfault, or a hang) 3 runs in 3 with torch 2.13; width 8 never did.
+            raise ValueError(f"width must be at least 8 channels, got {width}")
         if num_classes < 2:
             raise ValueError(f"need at least 2 classes, got {num_classes}")
         self.num_classes, self.depth, self.width = num_classes, depth, width

@@ -124,7 +124,7 @@ def test_a_broken_compiler_falls_back_to_eager_training(tmp_path):
         "cs = CanvasSet(['a', 'b'], [Canvas(c, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))"
         " for c in 'ab'])\n"
         "logs = []\n"
-        "r = train(cs, ['a', 'b'], TrainConfig(depth=8, width=4, batch_size=8, steps=3,"
+        "r = train(cs, ['a', 'b'], TrainConfig(depth=8, width=8, batch_size=8, steps=3,"
         " val_windows=0, compile=True, device='cpu'), log=logs.append)\n"
         "print(json.dumps({'logs': logs, 'steps': r.history[-1]['step']}))\n"
     )

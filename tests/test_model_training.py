@@ -80,6 +80,8 @@ def test_model_takes_uint8_nhwc_and_returns_logits():
     torch.testing.assert_close(out, same)
     with pytest.raises(ValueError, match="6n\\+2"):
         build_model(depth=10)
+    with pytest.raises(ValueError, match="width must be at least 8"):
+        build_model(width=4)
 
 
 def test_torch_gather_matches_canvas_pixels():
