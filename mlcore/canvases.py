@@ -1,9 +1,11 @@
-"""Training canvases: one set of large images per class, made of that class's tiles scattered.
+"""Training canvases: large images made of tiles scattered with overlap, cut into windows.
 
 The idea (from the published pipeline): paste the images of one class at random positions, with
 overlap, onto a big canvas. Any window cut anywhere from a car canvas then shows car content,
-including partial and overlapping cars, which is what a sliding window sees on a scene. Windows are
-never stored: the sampler takes views into the canvases.
+including partial and overlapping cars, which is what a sliding window sees on a scene. The default
+here is *mixed* canvases (``build_canvas_set``): tiles of every class on one canvas and a per-pixel
+label map, so a window is labelled by the tile under its centre, as on a scene. Windows are never
+stored: the sampler takes views into the canvases.
 
 Layout of one canvas (``plan_positions``):
 
@@ -19,8 +21,9 @@ about equally often. Everything is deterministic for a seed; ``rebuild_from_mani
 canvas bit-exactly from its manifest entry and the source images (an audit).
 
 On disk (``CanvasSet.save``): one ``.npy`` uint8 (H, W, 3) per canvas (disk use = raw bytes + 128 B
-header) and ``manifest.json`` with every placement ``[image_id, y, x, order]``. Canvas files are
-immutable and uniquely named; ``manifest.json`` is replaced atomically and is the commit point, so
+header; a mixed canvas adds its label map, and its source map if it has source heads, compressed:
+about 0.5% of the canvas's bytes each) and ``manifest.json`` with every placement ``[image_id, y,
+x, order]``. Canvas files are immutable and uniquely named; ``manifest.json`` is replaced atomically and is the commit point, so
 a reader never sees a half-written set. Tiles of correction canvases (cropped from scenes, so not in
 any dataset) are kept beside them in ``<name>.tiles.npz`` so those canvases can be audited too.
 """
@@ -416,8 +419,8 @@ class CanvasSet:
                     "name": c.name,
                     "file": f"{c.name}.npy",
                     "tiles_file": f"{c.name}.tiles.npz" if c.tiles is not None else None,
-                    "labels_file": f"{c.name}.labels.npy" if c.label_map is not None else None,
-                    "sources_file": (f"{c.name}.sources.npy" if c.source_map is not None else None),
+                    "labels_file": f"{c.name}.labels.npz" if c.label_map is not None else None,
+                    "sources_file": (f"{c.name}.sources.npz" if c.source_map is not None else None),
                     "layout": c.layout,
                     "class_name": c.class_name,
                     "kind": c.kind,
@@ -446,10 +449,10 @@ class CanvasSet:
             target = directory / f"{c.name}.npy"
             if not target.exists():
                 _atomic_write(target, lambda f, a=c.array: np.save(f, np.ascontiguousarray(a)))
-            for suffix, layer in ((".labels.npy", c.label_map), (".sources.npy", c.source_map)):
+            for suffix, layer in ((".labels.npz", c.label_map), (".sources.npz", c.source_map)):
                 layer_target = directory / f"{c.name}{suffix}"
                 if layer is not None and not layer_target.exists():
-                    _atomic_write(layer_target, lambda f, m=layer: np.save(f, m))
+                    _atomic_write(layer_target, lambda f, m=layer: _save_layer(f, m))
             if c.tiles is not None:
                 tiles_target = directory / f"{c.name}.tiles.npz"
                 if not tiles_target.exists():
@@ -480,7 +483,7 @@ class CanvasSet:
                         keep.add(entry[extra])
             for p in directory.iterdir():
                 stale_calibration = p.name.startswith("calibration-")
-                ours = p.name.endswith((".npy", ".tiles.npz")) or stale_calibration
+                ours = p.name.endswith((".npy", ".npz")) or stale_calibration
                 if p.is_file() and p.name not in keep and ours:
                     p.unlink(missing_ok=True)
         return manifest_path
@@ -518,15 +521,12 @@ class CanvasSet:
             if entry.get("tiles_file"):
                 with np.load(directory / entry["tiles_file"], allow_pickle=False) as z:
                     tiles = (z["ids"].tolist(), z["images"])
-            label_map = source_map = None
-            if entry.get("labels_file"):
-                label_map = np.load(
-                    directory / entry["labels_file"], mmap_mode="r" if mmap else None
-                )
-            if entry.get("sources_file"):
-                source_map = np.load(
-                    directory / entry["sources_file"], mmap_mode="r" if mmap else None
-                )
+            label_map, source_map = (
+                _load_layer(directory / entry[key], (entry["height"], entry["width"]), mmap)
+                if entry.get(key)
+                else None
+                for key in ("labels_file", "sources_file")
+            )
             canvases.append(
                 Canvas(
                     class_name=entry["class_name"],
@@ -562,6 +562,28 @@ class CanvasSet:
             calibration=calibration,
             heads=manifest.get("heads"),
         )
+
+
+def _save_layer(f, layer: np.ndarray) -> None:
+    # A label or source map is flat 32x32 patches of a few values: zlib stores it in about 1% of
+    # its bytes, where a raw .npy would add 1 byte per pixel to the canvas's 3.
+    np.savez_compressed(f, layer=np.ascontiguousarray(layer, dtype=np.uint8))
+
+
+def _load_layer(path: Path, shape: tuple[int, int], mmap: bool) -> np.ndarray:
+    """A label or source map: ``.labels.npz`` (compressed, read into memory) or the raw
+    ``.labels.npy`` sets saved before compression (a memmap with ``mmap``)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                layer = z["layer"]
+        else:
+            layer = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise CanvasError(f"{path} listed in the manifest is missing") from exc
+    if layer.shape != shape or layer.dtype != np.uint8:
+        raise CanvasError(f"{path}: {layer.dtype} {layer.shape}, manifest says uint8 {shape}")
+    return layer
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -615,21 +637,79 @@ def build_canvas_set(
     """
     if layout not in ("mixed", "scatter"):
         raise CanvasError(f"layout must be 'mixed' or 'scatter', got {layout!r}")
-    classes = list(classes) if classes is not None else list(images.class_names)
     train_images, held_out = split_calibration(images, calibration_fraction, seed)
-    kwargs = dict(
-        classes=classes, canvas_size=canvas_size, n_windows_target=n_windows_target,
+    plan = _BuildPlan.checked(
+        train_images, classes, canvas_size, n_windows_target=n_windows_target,
         canvases_per_class=canvases_per_class, window=window, step=step, seed=seed,
         progress=progress, pitch_fraction=pitch_fraction, extra_fraction=extra_fraction,
         meta=meta,
     )  # fmt: skip
-    if layout == "mixed":
-        cset = _build_mixed_canvases(train_images, **kwargs)
-    else:
-        cset = _build_scatter_canvases(train_images, **kwargs)
+    build = _build_mixed_canvases if layout == "mixed" else _build_scatter_canvases
+    cset = build(train_images, plan)
     if held_out is not None:
         cset.calibration = calibration_scene(held_out, seed)
     return cset
+
+
+@dataclass(frozen=True)
+class _BuildPlan:
+    """The checked options both canvas builders share."""
+
+    classes: list[str]
+    height: int
+    width: int
+    tile_size: tuple[int, int]
+    n_windows_target: int | None
+    canvases_per_class: int | Mapping[str, int] | None
+    window: int
+    step: int
+    seed: int
+    progress: Progress | None
+    pitch_fraction: float
+    extra_fraction: float
+    meta: Mapping | None
+
+    @classmethod
+    def checked(cls, images: LabelledImages, classes, canvas_size, **options) -> _BuildPlan:
+        """Options for building canvases of ``images``; a CanvasError says what is wrong."""
+        classes = list(classes) if classes is not None else list(images.class_names)
+        unknown = [c for c in classes if c not in images.class_names]
+        if unknown:
+            raise CanvasError(f"classes {unknown} not in the images' classes {images.class_names}")
+        counts = images.counts()
+        empty = [c for c in classes if counts[c] == 0]
+        if empty:
+            raise CanvasError(f"no images of class(es) {empty}: every class needs some")
+        height, width = _canvas_size(canvas_size)
+        th, tw = images.tile_size
+        if height < th or width < tw:
+            raise CanvasError(f"canvas size {height}x{width} is smaller than the tiles {th}x{tw}")
+        return cls(classes, height, width, (th, tw), **options)
+
+    @property
+    def pastes_per_canvas(self) -> int:
+        """Pastes one canvas takes (the default count and the tile cycles need it)."""
+        ys, _ = plan_positions(
+            self.height, self.width, self.tile_size, np.random.default_rng(0),
+            self.pitch_fraction, self.extra_fraction,
+        )  # fmt: skip
+        return len(ys)
+
+    @property
+    def windows_per_canvas(self) -> int:
+        return n_windows_in(self.height, self.width, self.window, self.step)
+
+    def positions(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return plan_positions(
+            self.height, self.width, self.tile_size, rng, self.pitch_fraction, self.extra_fraction
+        )
+
+    def new_set(self, heads=None) -> CanvasSet:
+        return CanvasSet(
+            self.classes, tile_size=self.tile_size, canvas_size=(self.height, self.width),
+            pitch_fraction=self.pitch_fraction, extra_fraction=self.extra_fraction,
+            seed=self.seed, meta=self.meta, heads=heads,
+        )  # fmt: skip
 
 
 def split_calibration(
@@ -692,32 +772,10 @@ def calibration_scene(images: LabelledImages, seed: int = 0) -> tuple[np.ndarray
     return canvas, truth
 
 
-def _build_mixed_canvases(
-    images: LabelledImages,
-    classes,
-    canvas_size,
-    n_windows_target,
-    canvases_per_class,
-    window,
-    step,
-    seed,
-    progress,
-    pitch_fraction,
-    extra_fraction,
-    meta,
-) -> CanvasSet:
+def _build_mixed_canvases(images: LabelledImages, plan: _BuildPlan) -> CanvasSet:
     """Canvases of all classes together; labels in a per-pixel label map."""
-    unknown = [c for c in classes if c not in images.class_names]
-    if unknown:
-        raise CanvasError(f"classes {unknown} not in the images' classes {images.class_names}")
-    counts = images.counts()
-    empty = [c for c in classes if counts[c] == 0]
-    if empty:
-        raise CanvasError(f"no images of class(es) {empty}: every class needs some")
-    height, width = _canvas_size(canvas_size)
-    th, tw = images.tile_size
-    if height < th or width < tw:
-        raise CanvasError(f"canvas size {height}x{width} is smaller than the tiles {th}x{tw}")
+    classes, height, width = plan.classes, plan.height, plan.width
+    th, tw = plan.tile_size
     # Only the wanted classes; the label map holds indices into ``classes``.
     wanted = np.isin(images.labels, [images.class_names.index(c) for c in classes])
     pool = images.subset(np.flatnonzero(wanted))
@@ -731,26 +789,20 @@ def _build_mixed_canvases(
         lut = np.full(len(pool.sources), 255, dtype=np.uint8)
         lut[present] = np.arange(len(present))
         head_of = lut[pool.source_labels]
-    probe = plan_positions(
-        height, width, (th, tw), np.random.default_rng(0), pitch_fraction, extra_fraction
-    )
-    pastes_per_canvas = len(probe[0])
-    if canvases_per_class is not None:
-        per = canvases_per_class
+    pastes_per_canvas = plan.pastes_per_canvas
+    per = plan.canvases_per_class
+    if per is not None:
         n = sum(per.values()) if isinstance(per, Mapping) else int(per) * len(classes)
-    elif n_windows_target is not None:
-        n = math.ceil(n_windows_target / max(1, n_windows_in(height, width, window, step)))
+    elif plan.n_windows_target is not None:
+        n = math.ceil(plan.n_windows_target / max(1, plan.windows_per_canvas))
     else:
         n = math.ceil(len(pool) / pastes_per_canvas)
     n = max(1, int(n))
-    cset = CanvasSet(
-        classes, tile_size=(th, tw), canvas_size=(height, width), pitch_fraction=pitch_fraction,
-        extra_fraction=extra_fraction, seed=seed, meta=meta, heads=heads,
-    )  # fmt: skip
-    rng = np.random.default_rng([seed, 3])
+    cset = plan.new_set(heads=heads)
+    rng = np.random.default_rng([plan.seed, 3])
     cycle = _tile_cycle(len(pool), n * pastes_per_canvas, rng)
     for k in range(n):
-        ys, xs = plan_positions(height, width, (th, tw), rng, pitch_fraction, extra_fraction)
+        ys, xs = plan.positions(rng)
         tile_index = np.resize(cycle[k * pastes_per_canvas : (k + 1) * pastes_per_canvas], len(ys))
         array, label_map, _ = _paste_with_labels(
             pool.images, labels, tile_index, ys, xs, height, width
@@ -772,89 +824,50 @@ def _build_mixed_canvases(
                 source_map=source_map,
             )
         )
-        report(progress, k + 1, n, f"canvas {k + 1}/{n} (mixed)")
+        report(plan.progress, k + 1, n, f"canvas {k + 1}/{n} (mixed)")
     return cset
 
 
-def _build_scatter_canvases(
-    images: LabelledImages,
-    classes,
-    canvas_size,
-    n_windows_target,
-    canvases_per_class,
-    window,
-    step,
-    seed,
-    progress,
-    pitch_fraction,
-    extra_fraction,
-    meta,
-) -> CanvasSet:
+def _build_scatter_canvases(images: LabelledImages, plan: _BuildPlan) -> CanvasSet:
     """Scatter each class's images on its own canvases.
 
-    ``images`` carry project class names (see ``datasets.apply_mapping``); ``classes`` picks which
-    get canvases (default: all of ``images.class_names``, in that order).
-    How many canvases per class, first that applies:
+    ``images`` carry project class names (see ``datasets.apply_mapping``); ``plan.classes`` picks
+    which get canvases. How many canvases per class, first that applies:
 
     * ``canvases_per_class``: an int for every class, or a dict class -> count;
     * ``n_windows_target``: total windows (``window`` at ``step``) over the set, shared equally
       between classes (each class gets ``ceil(target / n_classes / windows_per_canvas)``);
     * otherwise enough canvases for every image of the class to be pasted at least once.
     """
-    classes = list(classes) if classes is not None else list(images.class_names)
-    unknown = [c for c in classes if c not in images.class_names]
-    if unknown:
-        raise CanvasError(f"classes {unknown} not in the images' classes {images.class_names}")
-    height, width = _canvas_size(canvas_size)
-    th, tw = images.tile_size
-    if height < th or width < tw:
-        raise CanvasError(f"canvas size {height}x{width} is smaller than the tiles {th}x{tw}")
+    classes, height, width = plan.classes, plan.height, plan.width
     counts = images.counts()
-    empty = [c for c in classes if counts[c] == 0]
-    if empty:
-        raise CanvasError(f"no images of class(es) {empty}: every class needs some")
-    # Pastes per canvas, for the default count and for the tile cycles.
-    probe = plan_positions(
-        height, width, (th, tw), np.random.default_rng(0), pitch_fraction, extra_fraction
-    )
-    pastes_per_canvas = len(probe[0])
-    per_canvas_windows = n_windows_in(height, width, window, step)
-    plan: dict[str, int] = {}
+    pastes_per_canvas = plan.pastes_per_canvas
+    per_canvas_windows = plan.windows_per_canvas
+    per = plan.canvases_per_class
+    counts_by_class: dict[str, int] = {}
     for c in classes:
-        if canvases_per_class is not None:
-            n = (
-                canvases_per_class[c]
-                if isinstance(canvases_per_class, Mapping)
-                else int(canvases_per_class)
-            )
-        elif n_windows_target is not None:
+        if per is not None:
+            n = per[c] if isinstance(per, Mapping) else int(per)
+        elif plan.n_windows_target is not None:
             if per_canvas_windows == 0:
-                raise CanvasError(f"window {window} does not fit in canvas {height}x{width}")
-            n = math.ceil(n_windows_target / len(classes) / per_canvas_windows)
+                raise CanvasError(f"window {plan.window} does not fit in canvas {height}x{width}")
+            n = math.ceil(plan.n_windows_target / len(classes) / per_canvas_windows)
         else:
             n = math.ceil(counts[c] / pastes_per_canvas)
-        plan[c] = max(1, int(n))
-    total = sum(plan.values())
-    cset = CanvasSet(
-        classes,
-        tile_size=(th, tw),
-        canvas_size=(height, width),
-        pitch_fraction=pitch_fraction,
-        extra_fraction=extra_fraction,
-        seed=seed,
-        meta=meta,
-    )
+        counts_by_class[c] = max(1, int(n))
+    total = sum(counts_by_class.values())
+    cset = plan.new_set()
     done = 0
     for class_number, c in enumerate(classes):
         label = images.class_names.index(c)
         member_index = np.flatnonzero(images.labels == label)
         tiles = images.images[member_index]
-        rng = np.random.default_rng([seed, class_number])
-        cycle = _tile_cycle(len(tiles), plan[c] * pastes_per_canvas, rng)
-        for k in range(plan[c]):
+        rng = np.random.default_rng([plan.seed, class_number])
+        cycle = _tile_cycle(len(tiles), counts_by_class[c] * pastes_per_canvas, rng)
+        for k in range(counts_by_class[c]):
             tile_index = cycle[k * pastes_per_canvas : (k + 1) * pastes_per_canvas]
             array, tile_index, ys, xs = scatter_canvas(
-                tiles, height, width, rng, pitch_fraction, extra_fraction, tile_index
+                tiles, height, width, rng, plan.pitch_fraction, plan.extra_fraction, tile_index
             )
             ids = [images.ids[i] for i in member_index.tolist()]
             cset.canvases.append(
@@ -868,7 +881,7 @@ def _build_scatter_canvases(
                 )
             )
             done += 1
-            report(progress, done, total, f"canvas {done}/{total} ({c})")
+            report(plan.progress, done, total, f"canvas {done}/{total} ({c})")
     return cset
 
 

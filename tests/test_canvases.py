@@ -249,3 +249,37 @@ def test_mixed_canvases_with_sources_report_progress_canvas_by_canvas():
     assert n == 6 and all(c.source_map is not None for c in cset.canvases)
     assert [(d, t) for d, t, _ in reports] == [(k, n) for k in range(1, n + 1)]
     assert reports[-1][2] == f"canvas {n}/{n} (mixed)"
+
+
+def test_label_and_source_maps_are_stored_compressed_and_old_raw_maps_still_load(tmp_path):
+    ds = _dataset(n_per_class=(200, 200, 400))
+    ds.sources = ["automobile", "ship", "cat", "dog"]
+    ds.source_labels = np.array([0] * 200 + [1] * 200 + [2] * 200 + [3] * 200)
+    cset = build_canvas_set(ds, canvas_size=256, canvases_per_class=1, seed=0)
+    directory = tmp_path / "c"
+    cset.save(directory)
+    canvas_bytes = cset.nbytes()
+    map_bytes = sum(p.stat().st_size for p in directory.glob("*.npz"))
+    # Flat tile-sized patches compress: far under the 2 bytes per pixel raw maps would take.
+    assert 0 < map_bytes < 0.1 * canvas_bytes
+    for a, b in zip(cset.canvases, CanvasSet.load(directory).canvases):
+        np.testing.assert_array_equal(a.label_map, b.label_map)
+        np.testing.assert_array_equal(a.source_map, b.source_map)
+
+    # A set saved before compression names raw .npy maps in its manifest: still read (memmaps).
+    manifest = json.loads((directory / "manifest.json").read_text())
+    entry = manifest["canvases"][0]
+    for key, suffix in (("labels_file", ".labels.npy"), ("sources_file", ".sources.npy")):
+        with np.load(directory / entry[key]) as z:
+            np.save(directory / f"{entry['name']}{suffix}", z["layer"])
+        (directory / entry[key]).unlink()
+        entry[key] = f"{entry['name']}{suffix}"
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    old = CanvasSet.load(directory).canvases[0]
+    assert isinstance(old.label_map, np.memmap)
+    np.testing.assert_array_equal(old.label_map, cset.canvases[0].label_map)
+    np.testing.assert_array_equal(old.source_map, cset.canvases[0].source_map)
+
+    (directory / entry["labels_file"]).unlink()
+    with pytest.raises(CanvasError, match="listed in the manifest is missing"):
+        CanvasSet.load(directory)
