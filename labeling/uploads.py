@@ -459,6 +459,25 @@ def _forget(model, pk: int, param: str) -> None:
     JobRecord.objects.filter(**{f"params__{param}": pk}, rq_job_id="").delete()
 
 
+def _register(model, param: str, prefix_of, create, store_and_queue):
+    """Create the row, store its files and queue its job in one transaction; returns (row, job
+    record). On any failure (storage, Redis, an interrupt) what was stored is deleted and the row
+    forgotten, so nothing half-made stays."""
+    from django.db import transaction
+
+    row = None
+    try:
+        with transaction.atomic():
+            row = create()
+            record = store_and_queue(row)
+    except BaseException:
+        if row is not None and row.pk:
+            delete_prefix(prefix_of(row))
+            _forget(model, row.pk, param)
+        raise
+    return row, record
+
+
 def add_dataset(project, *, upload=None, path=None, key="", name="", split="all", inline=False):
     """Register a dataset and queue its import; returns (dataset, job_record).
 
@@ -495,25 +514,22 @@ def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"
         sniff_dataset_archive(local, source.name)
     sha = source.sha256()
     refuse_duplicate(project, sha)
-    dataset = None
-    try:
-        with transaction.atomic():
-            dataset = Dataset.objects.create(
-                project=project, name=name or source.name, source=f"upload:{source.name}",
-                sha256=sha,
-            )  # fmt: skip
-            input_key = f"{dataset_prefix(dataset)}/upload/{source.name}"
-            source.store(input_key)
-            record = _job(
-                inline, "import_dataset", "workers.data_jobs.import_dataset", project=project,
-                dataset_id=dataset.pk, input_key=input_key, split=split, owned=True,
-            )  # fmt: skip
-    except BaseException:
-        if dataset is not None and dataset.pk:
-            delete_prefix(dataset_prefix(dataset))
-            _forget(Dataset, dataset.pk, "dataset_id")
-        raise
-    return dataset, record
+
+    def store_and_queue(dataset):
+        input_key = f"{dataset_prefix(dataset)}/upload/{source.name}"
+        source.store(input_key)
+        return _job(
+            inline, "import_dataset", "workers.data_jobs.import_dataset", project=project,
+            dataset_id=dataset.pk, input_key=input_key, split=split, owned=True,
+        )  # fmt: skip
+
+    return _register(
+        Dataset, "dataset_id", dataset_prefix,
+        lambda: Dataset.objects.create(
+            project=project, name=name or source.name, source=f"upload:{source.name}", sha256=sha
+        ),
+        store_and_queue,
+    )  # fmt: skip
 
 
 def _read_ground_truth(project, ground_truth, size=None) -> list[dict] | None:
@@ -545,7 +561,6 @@ def _read_ground_truth(project, ground_truth, size=None) -> list[dict] | None:
 def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=None, inline=False):
     """Register a scene from an image and queue its import (pixels, then DZI and scoring);
     returns (scene, job_record). Bad input raises UploadError and stores nothing."""
-    from django.db import transaction
 
     from labeling.models import Scene
     from labeling.storage import scene_prefix
@@ -568,38 +583,35 @@ def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=
         refuse_duplicate(project, sha)
         scene_name = name or source.name
     boxes = _read_ground_truth(project, ground_truth, size=(width, height))
-    scene = None
-    try:
-        with transaction.atomic():
-            scene = Scene.objects.create(
-                project=project, name=scene_name, image_key=key, width=width, height=height,
-                sha256=sha,
-            )  # fmt: skip
-            prefix = scene_prefix(scene)
-            if source is not None:
-                scene.image_key = f"{prefix}/original{Path(source.name).suffix.lower()}"
-                source.store(scene.image_key)
-            if boxes is not None:
-                scene.ground_truth_key = f"{prefix}/ground_truth.json"
-                get_storage().write(scene.ground_truth_key, json.dumps(boxes).encode())
-            scene.save(update_fields=["image_key", "ground_truth_key"])
-            record = _job(
-                inline, "import_scene", "workers.data_jobs.import_scene", project=project,
-                scene_id=scene.pk,
-            )  # fmt: skip
-    except BaseException:
-        if scene is not None and scene.pk:
-            delete_prefix(scene_prefix(scene))
-            _forget(Scene, scene.pk, "scene_id")
-        raise
-    return scene, record
+
+    def store_and_queue(scene):
+        prefix = scene_prefix(scene)
+        if source is not None:
+            scene.image_key = f"{prefix}/original{Path(source.name).suffix.lower()}"
+            source.store(scene.image_key)
+        if boxes is not None:
+            scene.ground_truth_key = f"{prefix}/ground_truth.json"
+            get_storage().write(scene.ground_truth_key, json.dumps(boxes).encode())
+        scene.save(update_fields=["image_key", "ground_truth_key"])
+        return _job(
+            inline, "import_scene", "workers.data_jobs.import_scene", project=project,
+            scene_id=scene.pk,
+        )  # fmt: skip
+
+    return _register(
+        Scene, "scene_id", scene_prefix,
+        lambda: Scene.objects.create(
+            project=project, name=scene_name, image_key=key, width=width, height=height,
+            sha256=sha,
+        ),
+        store_and_queue,
+    )  # fmt: skip
 
 
 def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, cols=80,
                       name="", seed=0, inline=False):  # fmt: skip
     """Register a collage scene and queue its generation; `tiles` is "demo" or the id of a ready
     dataset of the project; the target is an upload, a local path or (neither) the demo."""
-    from django.db import transaction
 
     from labeling.models import Dataset, Scene
     from labeling.storage import scene_prefix
@@ -621,24 +633,22 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
         check_size(source.name, source.size)
         with source.local() as local:
             check_scene_image(local, source.name)
-    scene = None
-    try:
-        with transaction.atomic():
-            scene = Scene.objects.create(
-                project=project, name=name or f"collage of {source.name if source else 'Mona Lisa'}"
-            )
-            target_key = ""
-            if source is not None:
-                target_key = f"{scene_prefix(scene)}/target{Path(source.name).suffix.lower()}"
-                source.store(target_key)
-            record = _job(
-                inline, "make_collage", "workers.data_jobs.make_collage_scene", project=project,
-                scene_id=scene.pk, tiles=str(tiles), target_key=target_key, cols=int(cols),
-                seed=int(seed),
-            )  # fmt: skip
-    except BaseException:
-        if scene is not None and scene.pk:
-            delete_prefix(scene_prefix(scene))
-            _forget(Scene, scene.pk, "scene_id")
-        raise
-    return scene, record
+
+    def store_and_queue(scene):
+        target_key = ""
+        if source is not None:
+            target_key = f"{scene_prefix(scene)}/target{Path(source.name).suffix.lower()}"
+            source.store(target_key)
+        return _job(
+            inline, "make_collage", "workers.data_jobs.make_collage_scene", project=project,
+            scene_id=scene.pk, tiles=str(tiles), target_key=target_key, cols=int(cols),
+            seed=int(seed),
+        )  # fmt: skip
+
+    return _register(
+        Scene, "scene_id", scene_prefix,
+        lambda: Scene.objects.create(
+            project=project, name=name or f"collage of {source.name if source else 'Mona Lisa'}"
+        ),
+        store_and_queue,
+    )  # fmt: skip
