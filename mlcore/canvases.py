@@ -23,9 +23,10 @@ canvas bit-exactly from its manifest entry and the source images (an audit).
 On disk (``CanvasSet.save``): one ``.npy`` uint8 (H, W, 3) per canvas (disk use = raw bytes + 128 B
 header; a mixed canvas adds its label map, and its source map if it has source heads, compressed:
 about 0.5% of the canvas's bytes each) and ``manifest.json`` with every placement ``[image_id, y,
-x, order]``. Canvas files are immutable and uniquely named; ``manifest.json`` is replaced atomically and is the commit point, so
-a reader never sees a half-written set. Tiles of correction canvases (cropped from scenes, so not in
-any dataset) are kept beside them in ``<name>.tiles.npz`` so those canvases can be audited too.
+x, order]``. Canvas files are immutable and uniquely named; ``manifest.json`` is replaced
+atomically and is the commit point, so a reader never sees a half-written set. Tiles of correction
+canvases (cropped from scenes, so not in any dataset) are kept beside them in ``<name>.tiles.npz``
+so those canvases can be audited too.
 """
 
 from __future__ import annotations

@@ -101,9 +101,10 @@ def test_ceiling_command_prints_and_writes_the_oracle_figures(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert "object overall" in done.stdout
+        assert "object overall" in done.stdout and "COCO AP@0.5" in done.stdout
         figures = json.loads((tmp_path / f"c{step}.json").read_text())
         assert figures["object"]["overall"]["f1"] >= 0.95 and figures["step"] == step
+        assert 0 <= figures["coco"]["ap"] <= figures["coco"]["ap50"] <= 1
 
 
 def test_calibration_picks_the_threshold_that_separates_hits_from_false_alarms():
