@@ -282,7 +282,7 @@ def bench_canvases(work: Path, quick: bool) -> list[dict]:
             raw / 2**20,
             "<= 1.1x",
             disk <= 1.1 * raw,
-            "files: .npy canvases + manifest.json with every placement",
+            "files: .npy canvases + compressed label maps + manifest.json with every placement",
         ),
         row(
             "canvas set disk use vs PNG tiles",
