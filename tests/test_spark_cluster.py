@@ -93,7 +93,7 @@ class StandaloneCluster:
                     state = json.load(response)
                 if state.get("aliveworkers", 0) >= self.n_workers:
                     return
-            except OSError:
+            except (OSError, ValueError):  # not up yet, or (while starting) an HTML page
                 pass
             time.sleep(1)
         raise RuntimeError(f"Spark workers did not register in {timeout}s; see {self.workdir}")
