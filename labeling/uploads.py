@@ -561,7 +561,6 @@ def _read_ground_truth(project, ground_truth, size=None) -> list[dict] | None:
 def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=None, inline=False):
     """Register a scene from an image and queue its import (pixels, then DZI and scoring);
     returns (scene, job_record). Bad input raises UploadError and stores nothing."""
-
     from labeling.models import Scene
     from labeling.storage import scene_prefix
 
@@ -612,7 +611,6 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
                       name="", seed=0, inline=False):  # fmt: skip
     """Register a collage scene and queue its generation; `tiles` is "demo" or the id of a ready
     dataset of the project; the target is an upload, a local path or (neither) the demo."""
-
     from labeling.models import Dataset, Scene
     from labeling.storage import scene_prefix
 

@@ -863,6 +863,7 @@ def _build_scatter_canvases(images: LabelledImages, plan: _BuildPlan) -> CanvasS
         label = images.class_names.index(c)
         member_index = np.flatnonzero(images.labels == label)
         tiles = images.images[member_index]
+        ids = [images.ids[i] for i in member_index.tolist()]
         rng = np.random.default_rng([plan.seed, class_number])
         cycle = _tile_cycle(len(tiles), counts_by_class[c] * pastes_per_canvas, rng)
         for k in range(counts_by_class[c]):
@@ -870,7 +871,6 @@ def _build_scatter_canvases(images: LabelledImages, plan: _BuildPlan) -> CanvasS
             array, tile_index, ys, xs = scatter_canvas(
                 tiles, height, width, rng, plan.pitch_fraction, plan.extra_fraction, tile_index
             )
-            ids = [images.ids[i] for i in member_index.tolist()]
             cset.canvases.append(
                 Canvas(
                     class_name=c,
