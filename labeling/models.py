@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from labeling.parsing import text_problem
+
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-]{0,39}$")
 
@@ -46,6 +48,9 @@ def validate_classes(classes, negative_class: str) -> None:
         sources = item.get("sources", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise ValidationError(f"Class {name!r}: sources must be a list of class names.")
+        for source in sources:
+            if problem := text_problem(source):
+                raise ValidationError(f"Class {name!r}: the source {source!r} {problem}.")
         names.append(name.lower())
     if len(set(names)) != len(names):
         raise ValidationError("Class names must be unique.")
@@ -90,6 +95,15 @@ class Project(models.Model):
         return self.name
 
     def clean(self):
+        # Keyed by field, so that ModelForm leaves a refused name out of its uniqueness query
+        # (which the database could not run either).
+        unstorable = {
+            field: f"The {field.replace('_', ' ')} {problem}."
+            for field in ("name", "description", "negative_class")
+            if (problem := text_problem(str(getattr(self, field))))
+        }
+        if unstorable:
+            raise ValidationError(unstorable)
         validate_classes(self.classes, self.negative_class)
         if self.window_size < 1:
             raise ValidationError("The window size must be at least 1 pixel.")

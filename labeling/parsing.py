@@ -1,8 +1,11 @@
-"""Whole numbers from user input (JSON bodies, query strings), checked before they reach
-arithmetic or the database: ASCII digits only, bounded, and refused with a message naming the
-field. Services raise their own error type (ReviewError, UploadError...), views turn it into 400."""
+"""Whole numbers and text from user input (JSON bodies, query strings, command arguments),
+checked before they reach arithmetic or the database: ASCII digits only, bounded; text that
+PostgreSQL can store. Refused with a message naming the field. Services raise their own error
+type (ReviewError, UploadError...), views turn it into 400."""
 
 from __future__ import annotations
+
+import re
 
 # Database ids are PostgreSQL bigints: a larger number can never name a row, and sending one to
 # the database is an error there, not a "no such row".
@@ -59,3 +62,26 @@ def parse_fraction(value, name: str, error: type[Exception]) -> float | None:
     if not 0.0 <= number <= 1.0:  # also refuses nan
         raise error(f"{name} must be in [0, 1], got {_shown(value)}")
     return number
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (None when it can): text and jsonb hold no NUL, and
+    a lone surrogate ("\\udcff", which a JSON body or a command argument can carry) cannot be
+    encoded as UTF-8; either would be a database error, a 500, instead of a 400."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    if surrogate := _SURROGATE.search(text):
+        code = ord(surrogate.group())
+        return f"contains a lone surrogate (U+{code:04X}), which is not valid Unicode text"
+    return None
+
+
+def check_text(value: str, name: str, error: type[Exception]) -> str:
+    """``value`` as is, or ``error`` naming the field when the database could not store it."""
+    problem = text_problem(value)
+    if problem:
+        raise error(f"{name} {problem}")
+    return value

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
 from labeling.demo_data import demo_target_path, demo_tiles_path
+from labeling.parsing import check_text
 from labeling.storage import get_storage
 from mlcore.storage import StorageError, StorageKeyError, validate_key
 
@@ -145,7 +146,7 @@ def delete_prefix(prefix: str) -> int:
 def check_user_key(project, key: str) -> str:
     """A storage key a user named: valid, inside the storage root, not inside another project's
     folder, and existing. Returns the normalised key."""
-    key = (key or "").strip()
+    key = check_text((key or "").strip(), "the storage key", UploadError)
     if len(key) > USER_KEY_MAX:
         raise UploadError(
             f"the storage key {key[:40]!r}... is {len(key)} characters long; keys are limited "
@@ -184,9 +185,7 @@ def check_name(name: str) -> str:
     name = str(name or "").strip()
     if len(name) > NAME_MAX:
         raise UploadError(f"the name is {len(name)} characters long; at most {NAME_MAX}.")
-    if "\x00" in name:  # PostgreSQL text cannot hold NUL
-        raise UploadError("the name contains a NUL character.")
-    return name
+    return check_text(name, "the name", UploadError)
 
 
 def scene_url(scene) -> str:

@@ -245,3 +245,57 @@ def test_an_oversized_body_is_a_json_400(alice_client, project, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     r = post_json(alice_client, "/api/projects", {"name": "y" * 2000})
     assert_400(r)
+
+
+LONE_SURROGATE = "car\udcff"  # json.dumps writes it as the escape "\udcff", as a client may
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"name": LONE_SURROGATE}, ["name contains a lone surrogate (U+DCFF)"]),
+        ({"description": LONE_SURROGATE}, ["description contains a lone surrogate"]),
+        ({"negative_class": LONE_SURROGATE}, ["negative class contains a lone surrogate"]),
+        ({"negative_class": "neg\x00"}, ["Null characters are not allowed"]),
+        ({"classes": [{"name": "car", "color": "#e6194b", "sources": ["auto\x00mobile"]}]},
+         ["'auto\\x00mobile' contains a NUL character"]),
+        ({"classes": [{"name": "car", "color": "#e6194b", "sources": [LONE_SURROGATE]}]},
+         ["'car\\udcff' contains a lone surrogate"]),
+    ],
+)  # fmt: skip
+def test_text_the_database_cannot_store_is_refused(alice_client, project, changes, words):
+    from labeling.models import Project
+
+    r = post_json(alice_client, "/api/projects", {"name": "fresh"} | changes)
+    assert_400(r, *words)
+    assert list(Project.objects.values_list("name", flat=True)) == [project.name]
+
+
+def test_unstorable_text_is_refused_by_the_command_too(alice):
+    from django.core.management import CommandError, call_command
+
+    from labeling.models import Project
+
+    with pytest.raises(CommandError, match="lone surrogate"):
+        call_command("create_project", "p\udcff", "--user", "alice", "--class", "car:#e6194b:x")
+    with pytest.raises(CommandError, match="NUL character"):
+        call_command("create_project", "p", "--user", "alice", "--class", "car:#e6194b:a\x00")
+    assert not Project.objects.exists()
+
+
+@pytest.mark.parametrize("text", [LONE_SURROGATE, "a\x00b"])
+def test_unstorable_names_and_keys_of_scenes_and_datasets(alice_client, project, storage_dir,
+                                                          text):  # fmt: skip
+    (storage_dir / "in.png").write_bytes(scene_png(64, 64))
+    scenes, datasets = f"/api/projects/{project.pk}/scenes", f"/api/projects/{project.pk}/datasets"
+    problem = "lone surrogate" if "\udcff" in text else "NUL character"
+    for url, body, field in [
+        (scenes, {"collage": {"tiles": "demo", "cols": 4}, "name": text}, "the name"),
+        (scenes, {"storage_key": "in.png", "name": text}, "the name"),
+        (datasets, {"storage_key": "in.png", "name": text}, "the name"),
+        (scenes, {"storage_key": f"in{text}.png"}, "the storage key"),
+        (datasets, {"storage_key": f"in{text}.png"}, "the storage key"),
+    ]:
+        assert_400(post_json(alice_client, url, body), f"{field} contains a {problem}")
+    assert not Scene.objects.exists() and not Dataset.objects.exists()
+    assert not JobRecord.objects.exists()
