@@ -606,6 +606,31 @@ def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=
     )  # fmt: skip
 
 
+# The demo tile library is CIFAR-10: 32x32 images, loaded at their own size.
+DEMO_TILE_SIZE = (32, 32)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a picture's header, without decoding it."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def _check_collage_size(project, tiles: str, target_hw: tuple[int, int], cols: int) -> None:
+    """Refuse a collage above SCENE_MAX_PIXELS before anything is stored or queued (the job
+    checks again with the tiles it loads). A dataset's tiles are the project's window size."""
+    from mlcore.collage import CollageError, check_collage_size
+
+    window = project.window_size
+    tile_hw = DEMO_TILE_SIZE if tiles == "demo" else (window, window)
+    try:
+        check_collage_size(target_hw, tile_hw, cols, settings.SCENE_MAX_PIXELS)
+    except CollageError as exc:
+        raise UploadError(f"{exc} (SCENE_MAX_PIXELS)") from None
+
+
 def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, cols=80,
                       name="", seed=0, inline=False):  # fmt: skip
     """Register a collage scene and queue its generation; `tiles` is "demo" or the id of a ready
@@ -629,7 +654,10 @@ def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, c
     if source is not None:
         check_size(source.name, source.size)
         with source.local() as local:
-            check_scene_image(local, source.name)
+            width, height, _fmt = check_scene_image(local, source.name)
+    else:
+        width, height = _header_size(demo_target_path())
+    _check_collage_size(project, tiles, (height, width), int(cols))
 
     def store_and_queue(scene):
         target_key = ""

@@ -203,6 +203,38 @@ def _as_rgb_array(target) -> np.ndarray:
     return arr
 
 
+def collage_size(
+    target_hw: tuple[int, int], tile_hw: tuple[int, int], cols: int
+) -> tuple[int, int]:
+    """(height, width) of the collage of a (height, width) target: ``cols`` tiles wide, the
+    target's aspect ratio, a whole number of tile rows. Known from the target's header alone."""
+    (height, width), (th, tw) = target_hw, tile_hw
+    rows = max(1, int(round(cols * (height / width) * tw / th)))
+    return rows * th, cols * tw
+
+
+def check_collage_size(target_hw, tile_hw, cols: int, max_pixels: int) -> None:
+    """Refuse, before anything is allocated, a collage of more than ``max_pixels`` pixels: a tall
+    target turns each column into many rows (400 columns on a 1x300 target: 49 gigapixels)."""
+    height, width = collage_size(target_hw, tile_hw, cols)
+    if height * width <= max_pixels:
+        return
+    fits = next(
+        (c for c in range(cols - 1, 0, -1) if _pixels(target_hw, tile_hw, c) <= max_pixels), None
+    )
+    hint = f"use at most {fits} column(s)" if fits else "use a target closer to square"
+    raise CollageError(
+        f"a collage of {cols} columns of {tile_hw[1]}x{tile_hw[0]} tiles on this "
+        f"{target_hw[1]}x{target_hw[0]} target would be {width}x{height} = "
+        f"{width * height:,} pixels, above the limit of {max_pixels:,}; {hint}"
+    )
+
+
+def _pixels(target_hw, tile_hw, cols: int) -> int:
+    height, width = collage_size(target_hw, tile_hw, cols)
+    return height * width
+
+
 def make_collage(
     target,
     tiles: LabelledImages,
@@ -214,13 +246,15 @@ def make_collage(
     progress: Progress | None = None,
     pitch_fraction: float = 0.75,
     extra_fraction: float = 0.1,
+    max_pixels: int | None = None,
 ) -> Collage:
     """Build a photomosaic of ``target`` (path, PIL image or uint8 array) from ``tiles``.
 
     The output is ``cols`` tiles wide (``cols * tile`` pixels) with the target's aspect ratio,
     height a whole number of tile rows. ``tile`` defaults to the tiles' own size (tiles of another
     size are refused: resizing would change what the detector sees). ``max_reuse`` limits how
-    often one tile is placed; default ``ceil(2 * placements / tiles)``.
+    often one tile is placed; default ``ceil(2 * placements / tiles)``. A collage above
+    ``max_pixels`` (when given) is refused before it is built.
     """
     if mode not in MODES:
         raise CollageError(f"mode must be one of {MODES}, got {mode!r}")
@@ -232,8 +266,10 @@ def make_collage(
     if cols < 1:
         raise CollageError(f"cols must be >= 1, got {cols}")
     target_arr = _as_rgb_array(target)
-    rows = max(1, int(round(cols * (target_arr.shape[0] / target_arr.shape[1]) * tw / th)))
-    height, width = rows * th, cols * tw
+    if max_pixels is not None:
+        check_collage_size(target_arr.shape[:2], (th, tw), cols, max_pixels)
+    height, width = collage_size(target_arr.shape[:2], (th, tw), cols)
+    rows = height // th
     resized = np.asarray(
         Image.fromarray(target_arr).resize((width, height), Image.Resampling.BICUBIC)
     )

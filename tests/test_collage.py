@@ -12,6 +12,7 @@ from PIL import Image
 
 from mlcore.collage import (
     CollageError,
+    collage_size,
     ground_truth_objects,
     load_ground_truth,
     make_collage,
@@ -139,3 +140,16 @@ def test_small_real_collage_of_the_mona_lisa():
     assert c.image.shape[1] == 640 and c.image.shape[0] == 32 * round(20 * 799 / 518)
     labels = Counter(b["label"] for b in c.ground_truth)
     assert set(labels) <= {"car", "boat", "negative"} and labels["negative"] > labels["car"]
+
+
+def test_a_collage_above_max_pixels_is_refused_before_it_is_built():
+    """A tall target makes every column many rows: 400 columns of 8x8 tiles on a 300x1 target
+    would be 3200 x 960,000 pixels (9 GB as RGB); refused from the shapes alone."""
+    tall = np.zeros((300, 1, 3), dtype=np.uint8)
+    assert collage_size((300, 1), (8, 8), 400) == (960_000, 3200)
+    with pytest.raises(CollageError, match=r"3200x960000 = 3,072,000,000 pixels.*at most 22 col"):
+        make_collage(tall, _tiles(), cols=400, max_pixels=10_000_000)
+    c = make_collage(_target(), _tiles(), cols=10, seed=0, max_pixels=80 * 64)
+    assert c.image.shape[:2] == (64, 80) == collage_size((90, 120), (8, 8), 10)
+    with pytest.raises(CollageError, match="above the limit of 5,119"):
+        make_collage(_target(), _tiles(), cols=10, seed=0, max_pixels=80 * 64 - 1)

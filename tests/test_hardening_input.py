@@ -299,3 +299,30 @@ def test_unstorable_names_and_keys_of_scenes_and_datasets(alice_client, project,
         assert_400(post_json(alice_client, url, body), f"{field} contains a {problem}")
     assert not Scene.objects.exists() and not Dataset.objects.exists()
     assert not JobRecord.objects.exists()
+
+
+def test_a_collage_above_the_pixel_limit_is_refused_before_it_is_queued(
+    alice_client, project, storage_dir, redis_conn, settings
+):
+    """Columns are not the only measure: a tall target turns each into many tile rows."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    url = f"/api/projects/{project.pk}/scenes"
+
+    def collage(cols, target=None):
+        if target is None:  # the demo Mona Lisa (518x799)
+            return post_json(alice_client, url, {"collage": {"tiles": "demo", "cols": cols}})
+        upload = SimpleUploadedFile("tall.png", target, "image/png")
+        return alice_client.post(
+            url, {"source": "collage", "tiles": "demo", "cols": cols, "target": upload}
+        )
+
+    tall = scene_png(1, 300)
+    assert_400(collage(400, tall), "12800x3840000 = 49,152,000,000 pixels", "SCENE_MAX_PIXELS")
+    assert_400(collage(400), "12800x19744 = 252,723,200 pixels", "at most 308 column")
+    settings.SCENE_MAX_PIXELS = 1_000_000
+    assert_400(collage(2, tall), "64x19200 = 1,228,800 pixels", "above the limit of 1,000,000")
+    assert not Scene.objects.exists() and not JobRecord.objects.exists()
+    assert storage_files(storage_dir) == []
+    settings.SCENE_MAX_PIXELS = 150_000_000
+    assert collage(308).status_code == 202

@@ -290,7 +290,10 @@ def make_collage_scene(
     try:
         library = _load_tiles(project, tiles, ctx)
         with local_copy(target_key) if target_key else _demo_target() as target:
-            collage = make_collage(target, library, cols=int(cols), seed=int(seed), progress=ctx)
+            collage = make_collage(
+                target, library, cols=int(cols), seed=int(seed), progress=ctx,
+                max_pixels=settings.SCENE_MAX_PIXELS,
+            )  # fmt: skip
         ctx.log(f"collage {collage.width}x{collage.height}, {len(collage.ground_truth)} tiles")
         buf = io.BytesIO()
         Image.fromarray(collage.image).save(buf, "PNG", compress_level=3)
