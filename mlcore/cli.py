@@ -9,6 +9,7 @@
     python -m mlcore ceiling GROUND_TRUTH.json --step 16   (a perfect classifier's figures)
     python -m mlcore upload STORAGE_URL LOCAL KEY / download STORAGE_URL KEY LOCAL
     python -m mlcore demo [--json FILE]                 (all of the above on ../shared/data)
+    python -m mlcore pretrain [--out DIR]               (the starting model and its card)
 
 Every long step shows a progress bar (a few plain lines when stderr is a log file); every command
 ends with a one-screen summary. Errors in the input (a missing file, an unknown class) end with one
@@ -134,15 +135,29 @@ def cmd_collage(args) -> dict:
     }
 
 
+def start_of(args, window: int = 32):
+    """(initial state, what it is) of a `train`: ``--init``, the starting model, or scratch."""
+    from mlcore import starting_model
+    from mlcore.profiles import profile_start
+
+    if args.init is not None:
+        return args.init, {"kind": "fine-tune", "name": str(args.init)}
+    if profile_start(args.profile, getattr(args, "from_scratch", False)) == "scratch":
+        return None, starting_model.SCRATCH
+    return starting_model.starting_checkpoint(window), starting_model.describe()
+
+
 def cmd_train(args) -> dict:
     from mlcore.canvases import CanvasSet
     from mlcore.export import export_onnx
     from mlcore.profiles import profile_config
     from mlcore.training import train
 
+    init, started_from = start_of(args)
     config = profile_config(
         args.profile,
         finetune=args.init is not None,
+        start=started_from["kind"] == "starting-model",
         steps=args.steps,
         depth=args.depth,
         width=args.width,
@@ -152,8 +167,9 @@ def cmd_train(args) -> dict:
     )
     cset = CanvasSet.load(args.canvases)
     started = time.perf_counter()
+    print(f"[train] starting from: {started_from['name']}")
     result = train(
-        cset, cset.classes, config, progress=terminal_progress("training"), init_state=args.init
+        cset, cset.classes, config, progress=terminal_progress("training"), init_state=init
     )
     seconds = time.perf_counter() - started
     out = Path(args.out)
@@ -170,10 +186,12 @@ def cmd_train(args) -> dict:
         "profile": args.profile, "config": result.config.to_dict(),
         "train_seconds": round(seconds, 1), "windows_per_s": round(result.windows_per_s, 1),
         "val_accuracy": result.val_accuracy, "calibration": calibration,
+        "started_from": started_from,
     }  # fmt: skip
     (out / "train.json").write_text(json.dumps(info, indent=2))
     return {
         "classes": cset.classes,
+        "started from": started_from["name"],
         "steps": result.config.total_steps(1),
         "windows/s": f"{result.windows_per_s:,.0f}",
         "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
@@ -311,6 +329,36 @@ def cmd_ceiling(args) -> dict:
     return rows | _metric_rows(result)
 
 
+def cmd_pretrain(args) -> dict:
+    from mlcore.datasets import find_shared_data
+    from mlcore.pretrain import command_line, pretrain
+    from mlcore.profiles import profile_config
+
+    source = args.data
+    if source is None:
+        shared = find_shared_data()
+        source = shared / "cifar10-jpg.zip" if shared else None
+    if source is None or not Path(source).exists():
+        raise CliError("no CIFAR-10 data: pass --data (cifar10-jpg.zip, or the python archive)")
+    config = profile_config(args.profile, steps=args.steps, device=args.device,
+                            batch_size=args.batch_size)  # fmt: skip
+    card = pretrain(
+        source, args.out, config, work_dir=None, seed=args.seed,
+        limit_per_class=args.limit_per_class, command=command_line(sys.argv[1:]),
+        progress_for=terminal_progress,
+    )  # fmt: skip
+    summary = card["figures"]["summary"]
+    return {
+        "starting model": args.out,
+        "steps": f"{card['steps']:,} x {card['batch_size']}",
+        "train minutes": f"{card['train_seconds'] / 60:.1f} on {card['device']}",
+        "aligned 10-way accuracy": f"{summary['aligned_10way_accuracy']:.3f}",
+        "aligned 3-way balanced accuracy": f"{summary['aligned_3way_balanced_accuracy']:.3f}",
+        "calibration-scene F1 (car, boat)": summary["calibration_f1"],
+        "card": Path(args.out) / "CARD.md",
+    }
+
+
 def cmd_demo(args) -> dict:
     """The published pipeline end to end on the shared data: CIFAR-10 -> scene-like canvases ->
     ResNet -> thresholds calibrated on held-out images -> Mona Lisa collage of the test set ->
@@ -353,11 +401,12 @@ def cmd_demo(args) -> dict:
         "windows": args.windows, "window": 32, "step": 8, "seed": 0, "layout": "mixed",
         "calibration_fraction": 0.05,
     })  # fmt: skip
-    model = out / "model" / "model.onnx"
+    model_dir = out / ("model-scratch" if args.from_scratch else "model")
+    model = model_dir / "model.onnx"
     step("train", model, cmd_train, {
-        "canvases": out / "canvases", "out": out / "model", "profile": args.profile,
+        "canvases": out / "canvases", "out": model_dir, "profile": args.profile,
         "init": None, "steps": args.steps, "depth": None, "width": None, "batch_size": None,
-        "device": None, "seed": args.seed, "calibrate": True,
+        "device": None, "seed": args.seed, "calibrate": True, "from_scratch": args.from_scratch,
     })  # fmt: skip
     meta = read_metadata(model)
     if not meta["thresholds"]:
@@ -389,7 +438,7 @@ def cmd_demo(args) -> dict:
     test = load_dataset(data / "cifar10-jpg.zip", split="test")
     aligned = aligned_accuracy(load_scorer(model), test, ClassMapping.cifar_default())
     timings["aligned accuracy"] = time.perf_counter() - started
-    train_info = json.loads((out / "model" / "train.json").read_text())
+    train_info = json.loads((model_dir / "train.json").read_text())
     main, heldout = results["mona_lisa"], results["rocket"]
     summary = {
         "scene": "mona_lisa",
@@ -410,6 +459,7 @@ def cmd_demo(args) -> dict:
             "ceiling": _overall(heldout["ceiling"]),
         },
         "train_seconds": train_info["train_seconds"],
+        "started_from": train_info.get("started_from"),
         "train": train_info,
         "nms_iou": main["calibrated"]["nms_iou"],
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -417,7 +467,8 @@ def cmd_demo(args) -> dict:
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    rows = {"thresholds (calibrated)": meta["thresholds"]}
+    rows = {"started from": (train_info.get("started_from") or {}).get("name", "-"),
+            "thresholds (calibrated)": meta["thresholds"]}  # fmt: skip
     for name, res in results.items():
         for kind in ("calibrated", "published"):
             o = res[kind]["object"]["overall"]
@@ -489,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (checkpoint.pt, model.onnx)")
     p.add_argument("--profile", default="quick", help="tiny, quick (CPU) or full (GPU)")
     p.add_argument("--init", help="fine-tune from this checkpoint")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="random weights instead of the shipped starting model")  # fmt: skip
     p.add_argument("--steps", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--width", type=int)
@@ -548,6 +601,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("local")
     p.set_defaults(func=cmd_download)
 
+    p = sub.add_parser("pretrain", help="train the starting model (CIFAR-10 train split)")
+    p.add_argument("--data", help="CIFAR-10 zip/archive (default: ../shared/data)")
+    p.add_argument("--out", default="var/pretrain", help="folder for the model and its card")
+    p.add_argument("--profile", default="pretrain", help="pretrain, or tiny for a smoke run")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-per-class", type=int, help="use only N train images a class")
+    p.set_defaults(func=cmd_pretrain)
+
     p = sub.add_parser("demo", help="the whole pipeline on ../shared/data, with metrics")
     p.add_argument("--data", help="folder with cifar10-jpg.zip and mona_lisa.jpg")
     p.add_argument("--out", default="var/mlcore-demo")
@@ -556,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=None, help="training windows on the canvases")
     p.add_argument("--cols", type=int, default=80, help="collage width in tiles")
     p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="first model from random weights, not the starting model")  # fmt: skip
     p.add_argument("--json", help="also write the demo's figures to this JSON file")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -16,12 +16,10 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP (see training)
+import torch  # mlcore/__init__.py has set the OpenMP wait policy before this first torch import
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from mlcore.training import TrainConfig, TrainResult, run_training  # noqa: E402
+from mlcore.training import TrainConfig, TrainResult, run_training
 
 
 def _device(config: TrainConfig) -> torch.device:

@@ -1,7 +1,11 @@
 """Named training profiles shared by the CLI, the app's jobs and the benchmarks.
 
-`quick` finishes in minutes on a 2-core CPU, `full` is meant for a GPU, `tiny` is for tests.
-`finetune` overrides apply when training starts from a previous model version."""
+`quick` finishes in minutes on a 2-core CPU, `full` is meant for a GPU, `tiny` is for tests,
+`pretrain` makes the starting model (`python -m mlcore pretrain`).
+`start` says where a project's first model starts: "starting-model" (the shipped starting
+model, fine-tuned with the `from_start` overrides) or "scratch" (random weights: the tiny
+profile, whose depth-8 network is not the starting model's). `finetune` overrides apply when
+training starts from a previous model version."""
 
 from __future__ import annotations
 
@@ -10,27 +14,52 @@ TRAIN_PROFILES: dict[str, dict] = {
         "config": {"depth": 8, "width": 8, "batch_size": 32, "steps": 12, "val_windows": 64,
                    "log_every": 2, "threads": 1},
         "finetune": {"steps": 8, "lr": 0.02},
+        "start": "scratch",
     },
     "quick": {
         "config": {"depth": 20, "width": 16, "batch_size": 128, "steps": 1400, "val_windows": 1024,
                    "log_every": 20, "threads": 2, "negative_share": 0.5},
         "finetune": {"steps": 400, "lr": 0.02, "warmup_fraction": 0.1},
+        "start": "starting-model",
+        "from_start": {"lr": 0.05, "warmup_fraction": 0.1},
     },
     "full": {
         "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 12000,
                    "val_windows": 4096, "log_every": 50, "negative_share": 0.5},
         "finetune": {"steps": 3000, "lr": 0.02, "warmup_fraction": 0.1},
+        "start": "starting-model",
+        "from_start": {"lr": 0.05, "warmup_fraction": 0.1},
+    },
+    "pretrain": {
+        "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 5000,
+                   "val_windows": 4096, "log_every": 50},
+        "finetune": {},
+        "start": "scratch",
     },
 }  # fmt: skip
+STARTS = ("starting-model", "scratch")
 
 
-def profile_config(name: str, finetune: bool = False, **overrides) -> dict:
-    """Options of profile ``name`` (plus its fine-tune overrides), then ``overrides``."""
+def profile_start(name: str, from_scratch: bool = False) -> str:
+    """Where a first model of profile ``name`` starts: "starting-model" or "scratch"."""
+    _check(name)
+    return "scratch" if from_scratch else TRAIN_PROFILES[name].get("start", "scratch")
+
+
+def _check(name: str) -> None:
     if name not in TRAIN_PROFILES:
         raise ValueError(f"unknown training profile {name!r}; choose one of {list(TRAIN_PROFILES)}")
+
+
+def profile_config(name: str, finetune: bool = False, start: bool = False, **overrides) -> dict:
+    """Options of profile ``name`` (plus its fine-tune overrides, or with ``start`` those for a
+    first model fine-tuned from the starting model), then ``overrides``."""
+    _check(name)
     profile = TRAIN_PROFILES[name]
     config = dict(profile["config"])
     if finetune:
         config.update(profile["finetune"])
+    elif start:
+        config.update(profile.get("from_start", {}))
     config.update({k: v for k, v in overrides.items() if v is not None})
     return config

@@ -18,19 +18,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
-# OpenMP threads that spin while waiting steal the cores of a shared (or small, virtual) machine
-# from the threads doing the work: on the 2-core development VM, 2 spinning threads trained 8x
-# slower than 1 thread, with PASSIVE 2 threads were back to 1 thread's speed (docs/profiling.md).
-# Must be set before the OpenMP runtime starts (the first torch import); an explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from mlcore.model import WindowResNet, build_model  # noqa: E402
-from mlcore.progress import Progress, report  # noqa: E402
-from mlcore.windows import NO_HEAD, SPLITS, WindowSampler  # noqa: E402
+from mlcore.model import WindowResNet, build_model
+from mlcore.progress import Progress, report
+from mlcore.windows import FULL_COVERAGE, NO_HEAD, SPLITS, WindowSampler, coverage_weights
 
 CHECKPOINT_FORMAT = "mlcore-window-resnet-v1"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -84,6 +77,11 @@ class TrainConfig:
     # canvases know them. Off by default: in the quick profile's budget it measured worse on the
     # calibration scene (object F1 0.54/0.55 vs 0.64/0.60, one seed each; README).
     source_heads: bool = False
+    # Windows whose centre class covers less than min_coverage of them do not teach the centre
+    # rule: "drop" leaves them out of the loss, "linear" weights every window by its coverage,
+    # "none" trains on all (as before). Measured: README, "Training on the question asked".
+    coverage: str = "drop"
+    min_coverage: float = 0.4
     val_fraction: float = 0.1
     val_windows: int = 2048
     log_every: int = 10
@@ -184,17 +182,17 @@ class TorchWindowGather:
         self.flat = torch.empty(int(sum(sizes)), dtype=torch.uint8, device=device)
         self.flat_labels = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
         self.flat_heads = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
-        layers = zip(sampler.arrays, sampler.label_maps, sampler.head_maps, offsets, sizes)
-        for array, labels, heads, offset, size in layers:
-            with warnings.catch_warnings():  # read-only memmaps are only read (copied) here
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                chunk = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
-                label_chunk = torch.from_numpy(np.ascontiguousarray(labels).reshape(-1))
-                head_chunk = torch.from_numpy(np.ascontiguousarray(heads).reshape(-1))
-            self.flat[int(offset) : int(offset) + size].copy_(chunk)
+        self.flat_coverage = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        layers = zip(
+            sampler.arrays, sampler.label_maps, sampler.head_maps, sampler.coverage_maps,
+            offsets, sizes,
+        )  # fmt: skip
+        for array, labels, heads, coverage, offset, size in layers:
             pixels = slice(int(offset) // 3, (int(offset) + size) // 3)
-            self.flat_labels[pixels].copy_(label_chunk)
-            self.flat_heads[pixels].copy_(head_chunk)
+            self.flat[int(offset) : int(offset) + size].copy_(_flat_tensor(array))
+            self.flat_labels[pixels].copy_(_flat_tensor(labels))
+            self.flat_heads[pixels].copy_(_flat_tensor(heads))
+            self.flat_coverage[pixels].copy_(_flat_tensor(coverage))
         self.offsets = torch.as_tensor(offsets, device=device)
         self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
         w = self.window
@@ -214,6 +212,13 @@ class TorchWindowGather:
         self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(uint8 windows, class labels, head labels with -1 where only the class is known)."""
+        return self.sample_batch(batch_size, generator, split, jitter)[:3]
+
+    def sample_batch(
+        self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`sample` plus each window's loss weight (its coverage, by the sampler's rule:
+        a jittered window can move off the centre of its tile)."""
         t = self.tables[split]
         if t["n"] == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
@@ -235,9 +240,17 @@ class TorchWindowGather:
             labels = self.flat_labels[centre].long()
         heads = self.flat_heads[centre].long()
         heads = torch.where(heads == NO_HEAD, -1, heads)
+        share = self.flat_coverage[centre].float() / FULL_COVERAGE
+        weights = coverage_weights(share, self.sampler.coverage, self.sampler.min_coverage)
         base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
         index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
-        return self.flat[index], labels, heads
+        return self.flat[index], labels, heads, weights
+
+
+def _flat_tensor(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only memmaps are only read (copied) here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
 
 
 def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -271,15 +284,26 @@ def head_loss(model: WindowResNet, smoothing: float):
         log_class = model.class_log_probs(logits)
         picked = log_class.gather(1, labels.view(-1, 1)).squeeze(1)
         coarse = -(1 - smoothing) * picked - smoothing * log_class.mean(1)
-        return torch.where(heads >= 0, fine(logits, heads.clamp(min=0)), coarse).mean()
+        return torch.where(heads >= 0, fine(logits, heads.clamp(min=0)), coarse)
 
     return loss
 
 
-def _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast: bool):
+def class_loss(smoothing: float):
+    """Per-window smoothed cross-entropy on the class (one head per class)."""
+    ce = nn.CrossEntropyLoss(label_smoothing=smoothing, reduction="none")
+    return lambda logits, labels, heads: ce(logits.float(), labels)
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of per-window losses by weight; a batch of weight 0 gives 0 (no step direction)."""
+    return (losses * weights).sum() / weights.sum().clamp(min=1e-6)
+
+
+def _forward_backward(net, x, labels, heads, weights, loss_fn, optimizer, device, autocast):
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = net(x)
-    loss = loss_fn(logits.float(), labels, heads)
+    loss = weighted_mean(loss_fn(logits.float(), labels, heads), weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss
@@ -321,26 +345,74 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {config.optimizer!r}")
 
 
-def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) -> None:
-    """Fine-tune start: copy matching weights; a classifier head of another shape (classes were
-    added or removed) is left freshly initialised."""
+def init_payload(init_state) -> dict | None:
+    """The checkpoint dict behind ``init_state`` (a path or a checkpoint dict), else None (a
+    bare state dict, which carries no architecture)."""
     if isinstance(init_state, (str, os.PathLike)):
-        init_state = read_checkpoint(init_state)["state_dict"]
+        return read_checkpoint(init_state)
+    if isinstance(init_state, dict) and "state_dict" in init_state:
+        return init_state
+    return None
+
+
+def follow_init_architecture(
+    config: TrainConfig, payload: dict | None, classes, log
+) -> TrainConfig:
+    """A start (a parent version or the starting model) decides the architecture: its depth
+    and width, and source-class heads when its heads are not our classes (the starting model's
+    CIFAR-10 heads: our classes become sums of them). A retrain with another profile (tiny
+    after quick) then fine-tunes the network it has instead of failing to load it."""
+    if payload is None:
+        return config
+    arch = payload.get("architecture", {})
+    updates = {k: int(arch[k]) for k in ("depth", "width") if arch.get(k) is not None}
+    heads = arch.get("heads") or []
+    if heads and list(heads) != list(classes):
+        updates["source_heads"] = True
+    changed = {k: v for k, v in updates.items() if getattr(config, k) != v}
+    if changed:
+        log(f"architecture of the starting point kept: {changed}")
+        config = TrainConfig.from_dict(config.to_dict() | changed)
+    return config
+
+
+def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) -> None:
+    """Fine-tune start: copy the backbone; copy each output head whose name the start has too
+    (a CIFAR-10 head of the starting model, a class of the parent), so a class made of source
+    classes starts as the sum of their heads; heads the start lacks are freshly initialised."""
+    payload = init_payload(init_state)
+    state = payload["state_dict"] if payload is not None else init_state
+    start_heads = list((payload or {}).get("architecture", {}).get("heads") or [])
+    start_heads = start_heads or list((payload or {}).get("classes") or [])
     own = model.state_dict()
     # The head -> class map belongs to the model being trained, never to its starting point.
-    init_state = {k: v for k, v in init_state.items() if k != "head_to_class"}
-    skipped = [k for k, v in init_state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in init_state and k != "head_to_class"]
-    unexpected = [k for k in init_state if k not in own]
-    if unexpected or [k for k in missing if not k.startswith("fc.")]:
+    state = {k: v for k, v in state.items() if k != "head_to_class"}
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing = [k for k in own if k not in state and k != "head_to_class"]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
+    if unexpected or wrong or [k for k in missing if not k.startswith("fc.")]:
         raise ValueError(
             "the initial state does not fit this model (different depth or width?): "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, other shape {wrong[:5]}"
         )
-    own.update({k: v for k, v in init_state.items() if k in own and k not in skipped})
+    own.update(backbone)
+    heads = list(getattr(model, "heads", []) or [])
+    if start_heads and heads and "fc.weight" in state:
+        kept = [h for h in heads if h in start_heads]
+        for row, name in enumerate(heads):
+            if name in start_heads:
+                src = start_heads.index(name)
+                own["fc.weight"][row] = state["fc.weight"][src]
+                own["fc.bias"][row] = state["fc.bias"][src]
+        new = [h for h in heads if h not in start_heads]
+        if new:
+            log(f"new output heads {new} (the start has {start_heads}); kept {kept}")
+    elif "fc.weight" in state and own["fc.weight"].shape == state["fc.weight"].shape:
+        own.update({k: v for k, v in state.items() if k.startswith("fc.")})
+    else:
+        log("fine-tune: the classifier head was re-initialised (the class list changed)")
     model.load_state_dict(own)
-    if skipped:
-        log(f"fine-tune: {skipped} re-initialised (the class list changed)")
 
 
 def evaluate(
@@ -392,6 +464,9 @@ def run_training(
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     classes = list(classes)
     log = log or logger.info
+    if init_state is not None:
+        init_state = init_payload(init_state) or init_state
+        config = follow_init_architecture(config, init_payload(init_state), classes, log)
     device = device or resolve_device(config.device)
     if config.threads and device.type == "cpu":
         torch.set_num_threads(int(config.threads))
@@ -399,6 +474,7 @@ def run_training(
     sampler = WindowSampler(
         canvas_set, classes, config.window, config.step, config.val_fraction, config.seed,
         class_shares=resolve_class_shares(config, classes),
+        min_coverage=config.min_coverage, coverage=config.coverage,
     )  # fmt: skip
     total = config.total_steps(sampler.n_windows("train"))
     if config.batch_size % world_size:
@@ -434,8 +510,7 @@ def run_training(
     if use_heads:
         loss_fn = head_loss(model, config.label_smoothing)
     else:  # one head per class: plain smoothed cross-entropy on the class
-        class_loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        loss_fn = lambda logits, labels, heads: class_loss(logits, labels)  # noqa: E731
+        loss_fn = class_loss(config.label_smoothing)
     autocast = device.type == "cuda" and config.bf16
 
     history: list[dict] = []
@@ -451,16 +526,17 @@ def run_training(
     )
     model.train()
     for step in range(1, total + 1):
-        images, labels, heads = gather.sample(local_batch, generator, "train", config.jitter)
-        x = augment(images, config, generator)
+        batch = gather.sample_batch(local_batch, generator, "train", config.jitter)
+        x = augment(batch[0], config, generator)
+        args = (x, *batch[1:], loss_fn, optimizer, device, autocast)
         try:
-            loss = _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast)
+            loss = _forward_backward(net, *args)
         except Exception as exc:  # noqa: BLE001 - compiler missing/broken: train eagerly
             if net is eager or step > 1:
                 raise
             log(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
             net, mode, warmup = eager, None, min(total - 1, 1)
-            loss = _forward_backward(net, x, labels, heads, loss_fn, optimizer, device, autocast)
+            loss = _forward_backward(net, *args)
         optimizer.step()
         scheduler.step()
         running += loss.detach()

@@ -19,6 +19,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 SPLITS = ("train", "val")
 NO_HEAD = 255  # head map value: the source class is unknown (only the class is)
+FULL_COVERAGE = 255  # coverage map unit: 255 = the centre's class fills the whole window
+COVERAGE_MODES = ("drop", "linear", "none")
 
 
 def window_view(canvas: np.ndarray, window: int = 32, step: int = 8) -> np.ndarray:
@@ -68,6 +70,46 @@ def _check_image(image: np.ndarray, window: int) -> None:
         )
 
 
+def coverage_map(label_map: np.ndarray, window: int) -> np.ndarray:
+    """uint8 (H, W): at each pixel, the share (in 1/255) of the window *centred* there (origin
+    = pixel - window // 2) whose pixels have the label of that centre pixel. Where no window
+    centred there fits, ``FULL_COVERAGE``.
+
+    A window whose centre class covers only a sliver of it does not teach the centre rule (the
+    question the metrics ask): the model would learn "car" for a window that mostly shows a
+    boat. One integral image per label present, so the cost is a few passes over the map."""
+    labels = np.asarray(label_map)
+    height, width = labels.shape
+    half = window // 2
+    out = np.full((height, width), FULL_COVERAGE, dtype=np.uint8)
+    if height < window or width < window:
+        return out
+    ny, nx = height - window + 1, width - window + 1  # window origins that fit
+    centre = labels[half : half + ny, half : half + nx]
+    share = np.empty((ny, nx), dtype=np.float32)
+    for value in np.unique(centre):
+        mask = np.zeros((height + 1, width + 1), dtype=np.int32)
+        np.cumsum(np.cumsum(labels == value, axis=0, dtype=np.int32), axis=1, out=mask[1:, 1:])
+        boxes = (
+            mask[window:, window:] - mask[:-window, window:]
+            - mask[window:, :-window] + mask[:-window, :-window]
+        )  # fmt: skip
+        sel = centre == value
+        share[sel] = boxes[sel]
+    out[half : half + ny, half : half + nx] = np.rint(share * (FULL_COVERAGE / window**2))
+    return out
+
+
+def coverage_weights(share, mode: str, min_coverage: float):
+    """Loss weight of windows whose centre class covers ``share`` (0..1, numpy or torch) of
+    them: "drop" 0 below ``min_coverage`` else 1, "linear" the share itself, "none" 1."""
+    if mode == "linear":
+        return share * 1.0
+    if mode == "drop" and min_coverage > 0:
+        return (share >= min_coverage) * 1.0
+    return share * 0.0 + 1.0
+
+
 @dataclass(frozen=True)
 class OriginTable:
     """Every window origin of one split, as flat arrays (one entry per window on the step grid).
@@ -109,6 +151,12 @@ class WindowSampler:
     Sampling: each class present gets ``class_shares`` of the draws (default: equal shares);
     within a class a window is drawn in proportion to its canvas's ``weight``, so a correction
     with weight 50 is drawn 50 times as often as one original window of its class.
+
+    Coverage (mixed canvases): ``coverage="drop"`` leaves windows whose centre class covers
+    less than ``min_coverage`` of them out of the tables, and :meth:`loss_weights` gives a
+    jittered window that became such a window weight 0; ``"linear"`` keeps every window and
+    weights it by its coverage; ``"none"`` teaches the centre rule everywhere. Exact samples
+    (reviewed windows) and single-class canvases always have full coverage.
     """
 
     def __init__(
@@ -120,9 +168,17 @@ class WindowSampler:
         val_fraction: float = 0.1,
         seed: int = 0,
         class_shares: dict | None = None,
+        min_coverage: float = 0.0,
+        coverage: str = "drop",
     ):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if coverage not in COVERAGE_MODES:
+            raise ValueError(f"coverage must be one of {COVERAGE_MODES}, got {coverage!r}")
+        if not 0.0 <= min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
+        self.coverage = coverage
+        self.min_coverage = float(min_coverage)
         self.classes = list(classes)
         self.window = int(window)
         self.step = int(step)
@@ -142,6 +198,7 @@ class WindowSampler:
         head_lut = self._heads(getattr(canvas_set, "heads", None))
         self.label_maps: list[np.ndarray] = []
         self.head_maps: list[np.ndarray] = []
+        self.coverage_maps: list[np.ndarray] = []
         parts: dict[str, list] = {s: [] for s in SPLITS}
         for ci, canvas in enumerate(self.canvases):
             array = canvas.array
@@ -151,6 +208,10 @@ class WindowSampler:
                 raise ValueError(f"canvas {ci} has a negative weight {weight}")
             layout = getattr(canvas, "layout", "scatter")
             self.label_maps.append(self._label_map(ci, canvas, layout, set_classes))
+            if layout == "mixed" and coverage != "none":
+                self.coverage_maps.append(coverage_map(self.label_maps[-1], self.window))
+            else:
+                self.coverage_maps.append(np.full(array.shape[:2], FULL_COVERAGE, np.uint8))
             source_map = getattr(canvas, "source_map", None)
             if layout == "mixed" and source_map is not None:
                 self.head_maps.append(head_lut[np.asarray(source_map)])
@@ -244,6 +305,11 @@ class WindowSampler:
         cols = [np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in range(8)]
         canvas, y, x, ylo, yhi, xlo, xhi, weight = cols
         canvas, y, x = canvas.astype(np.int64), y.astype(np.int64), x.astype(np.int64)
+        if self.coverage == "drop" and self.min_coverage > 0 and len(canvas):
+            keep = self.loss_weights(canvas, y, x) > 0
+            canvas, y, x, ylo, yhi, xlo, xhi, weight = (
+                a[keep] for a in (canvas, y, x, ylo, yhi, xlo, xhi, weight)
+            )
         label = self.labels_at(canvas, y, x)
         prob = np.zeros(len(canvas))
         present = [c for c in np.unique(label) if weight[label == c].sum() > 0]
@@ -261,6 +327,15 @@ class WindowSampler:
     def labels_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Label of the windows at these origins: the class under each window's centre."""
         return self._at_centres(self.label_maps, canvas_idx, ys, xs)
+
+    def coverage_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Share (0..1) of each window covered by the class under its centre."""
+        return self._at_centres(self.coverage_maps, canvas_idx, ys, xs) / FULL_COVERAGE
+
+    def loss_weights(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """float (B,) weight of each window in the loss, by the sampler's coverage rule."""
+        return coverage_weights(self.coverage_at(canvas_idx, ys, xs), self.coverage,
+                                self.min_coverage)  # fmt: skip
 
     def _at_centres(self, maps, canvas_idx, ys, xs) -> np.ndarray:
         """``maps[canvas]`` read at each window's centre pixel (origin + window // 2)."""

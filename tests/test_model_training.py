@@ -124,10 +124,14 @@ def test_checkpoint_round_trip_and_fine_tune(trained, tmp_path):
     tuned = train(synthetic_set(1), CLASSES, config, init_state=path)
     fresh = train(synthetic_set(1), CLASSES, config)
     assert tuned.history[0]["loss"] < fresh.history[0]["loss"]
-    # a new class list keeps the trunk and re-initialises the head
+    # a new class list keeps the trunk and the heads of the classes it had; the new one is new
     logs = []
-    train(synthetic_set(1), CLASSES + ["plane"], config, init_state=path, log=logs.append)
-    assert any("re-initialised" in line for line in logs)
+    zero = TrainConfig(**(TINY | {"steps": 1, "lr": 0.0}), device="cpu")
+    grown = train(synthetic_set(1), CLASSES + ["plane"], zero, init_state=path, log=logs.append)
+    assert any("new output heads ['plane']" in line for line in logs)
+    old_fc, new_fc = trained.model.fc.weight.detach(), grown.model.fc.weight.detach()
+    torch.testing.assert_close(new_fc[: len(CLASSES)], old_fc)
+    assert not torch.allclose(new_fc[len(CLASSES)], old_fc[0])
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
