@@ -13,7 +13,9 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) VAR_DIR=$(CURDIR)/var/test
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-main test-mxnet bench bench-gpu lint format setup-mxnet system
+STARTING_MODEL := mlcore/weights/cifar10-scene-resnet20
+
+.PHONY: help setup demo test test-main test-mxnet bench bench-gpu lint format setup-mxnet system pretrain
 
 help:
 	@echo "make demo    set up, then run the whole demo (Mona Lisa collage, cars and boats) and serve the app"
@@ -22,6 +24,7 @@ help:
 	@echo "make bench   benchmarks (CPU part), printing side-by-side ratios"
 	@echo "make bench-gpu  the GPU part of the benchmarks (on a CUDA machine)"
 	@echo "make lint    ruff check + format check"
+	@echo "make pretrain  remake the shipped starting model and its card (long: ~1 h CPU, minutes on a GPU)"
 
 $(REQ_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +46,9 @@ setup: $(REQ_STAMP) $(NPM_STAMP) system
 
 demo: setup
 	$(PY) manage.py demo $(DEMO_ARGS)
+
+pretrain: setup
+	$(PY) -m mlcore pretrain --out $(STARTING_MODEL) $(PRETRAIN_ARGS)
 
 lint: $(REQ_STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,7 +31,7 @@ TRAIN_PROFILES: dict[str, dict] = {
         "from_start": {"lr": 0.05, "warmup_fraction": 0.1},
     },
     "pretrain": {
-        "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 5000,
+        "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 6000,
                    "val_windows": 4096, "log_every": 50},
         "finetune": {},
         "start": "scratch",
