@@ -77,6 +77,46 @@ def _load_fully(im: Image.Image, src) -> None:
     except (OSError, SyntaxError, ValueError) as exc:
         # PIL reports truncation as OSError("image file is truncated ...").
         raise SceneError(f"{_name(src)} is corrupt or truncated: {exc}") from exc
+    if im.format in ("JPEG", "MPO"):
+        _refuse_decoder_fill(im, src)
+
+
+# libjpeg decodes the blocks a scan does not cover (its data ran into a marker or ended early, as
+# junk scan data does) as all-zero coefficients: exactly mid-grey, 128 in every channel (127 for
+# inverted Adobe CMYK), and only warns; PIL does not pass the warning on.
+JPEG_FILL = (127, 128)
+FILL_BAND_ROWS = 256
+
+
+def _refuse_decoder_fill(im: Image.Image, src) -> None:
+    """Refuse a JPEG whose bottom half or more is exactly the decoder's grey fill: it is corrupt
+    or padded. A 600-byte header declaring 12000x12000 followed by 300 kB of random (byte-stuffed)
+    scan data passes the bytes-per-block check and decodes to 145 rows of noise over 11,855 rows
+    of grey, 432 MB of pixels. (A genuine picture that is mostly flat mid-grey is refused too; it
+    is no scene to detect anything in.)"""
+    fill_from = _decoder_fill_start(im)
+    if fill_from <= im.height // 2:
+        raise SceneError(
+            f"{_name(src)} is corrupt or padded: rows {fill_from} to {im.height - 1} of its "
+            f"{im.width}x{im.height} pixels are the flat grey a JPEG decoder fills in where the "
+            "compressed data is missing or broken; save the picture again from its original"
+        )
+
+
+def _decoder_fill_start(im: Image.Image) -> int:
+    """The first row of the run of fill rows at the bottom (``im.height``: none). Read from the
+    bottom up a band at a time; a real picture stops at its last row."""
+    corner = np.asarray(im.crop((im.width - 1, im.height - 1, im.width, im.height))).reshape(-1)
+    if not np.isin(corner, JPEG_FILL).all():
+        return im.height
+    fill_row = np.tile(corner, im.width)
+    for y1 in range(im.height, 0, -FILL_BAND_ROWS):
+        y0 = max(0, y1 - FILL_BAND_ROWS)
+        band = np.asarray(im.crop((0, y0, im.width, y1))).reshape(y1 - y0, -1)
+        is_fill = (band == fill_row).all(axis=1)
+        if not is_fill.all():
+            return y0 + int(np.flatnonzero(~is_fill)[-1]) + 1
+    return 0
 
 
 def validate_scene_image(path, max_pixels: int | None = None) -> tuple[int, int, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -326,3 +327,55 @@ def test_a_collage_above_the_pixel_limit_is_refused_before_it_is_queued(
     assert storage_files(storage_dir) == []
     settings.SCENE_MAX_PIXELS = 150_000_000
     assert collage(308).status_code == 202
+
+
+def padded_jpeg(width: int, height: int, junk: int, progressive: bool = False) -> bytes:
+    """The headers of a 16x16 JPEG declaring width x height, then `junk` random bytes as its scan
+    data (each 0xFF byte-stuffed, so the scan is well formed and no marker ends it) and the end
+    marker: enough bytes per 8x8 block for the coverage check, noise for a decoder."""
+    import numpy as np
+
+    header = lying_jpeg(width, height, progressive)
+    sos = header.find(b"\xff\xda")
+    scan = sos + 2 + int.from_bytes(header[sos + 2 : sos + 4], "big")
+    noise = np.random.default_rng(7).integers(0, 256, junk, dtype=np.uint8).tobytes()
+    return header[:scan] + noise.replace(b"\xff", b"\xff\x00") + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_padded_jpeg_is_refused_not_stored_as_grey(alice_client, project, storage_dir,
+                                                     progressive):  # fmt: skip
+    """300 kB that would decode to 432 MB of pixels, nearly all of them the decoder's grey."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from labeling.image_checks import check_picture
+
+    data = padded_jpeg(12000, 12000, 300_000, progressive)
+    assert 300_000 < len(data) < 305_000
+    path = storage_dir.parent / "padded.jpg"
+    path.write_bytes(data)
+    check_picture(path, "padded.jpg")  # the bytes-per-block floor alone lets it through
+    r = alice_client.post(
+        f"/api/projects/{project.pk}/scenes",
+        {"image": SimpleUploadedFile("padded.jpg", data, "image/jpeg")},
+    )
+    assert_400(r, "padded.jpg is corrupt or padded", "of its 12000x12000 pixels", "flat grey")
+    assert not Scene.objects.exists() and not JobRecord.objects.exists()
+    assert storage_files(storage_dir) == []
+
+
+def test_jpegs_pass_unless_their_bottom_half_is_decoder_grey(tmp_path):
+    """Only a run of exactly mid-grey rows reaching the bottom counts, and only over half the
+    image (a genuine picture that is mostly flat mid-grey is refused too, by design)."""
+    from mlcore.scenes import SceneError, validate_scene_image
+
+    def grey_jpeg(coloured_rows: tuple[int, int]) -> Path:
+        picture = Image.new("RGB", (800, 608), (128, 128, 128))
+        picture.paste((30, 90, 200), (0, *coloured_rows[:1], 800, coloured_rows[1]))
+        picture.save(tmp_path / "grey.jpg", "JPEG", quality=90)
+        return tmp_path / "grey.jpg"
+
+    assert validate_scene_image(grey_jpeg((592, 608))) == (800, 608, "JPEG")  # grey above
+    assert validate_scene_image(grey_jpeg((0, 320))) == (800, 608, "JPEG")  # grey bottom 47%
+    with pytest.raises(SceneError, match=r"rows 2\d\d to 607 of its 800x608 pixels are the flat"):
+        validate_scene_image(grey_jpeg((0, 288)))
