@@ -117,6 +117,9 @@ STORAGE_URL = storage_url()
 # Uploads: big scenes stream to a temporary file, never into memory.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
 SCENE_MAX_PIXELS = env_int("SCENE_MAX_PIXELS", 150_000_000)  # a 100-megapixel scene fits
+# Boxes in one ground-truth file (a scene's CSV or COCO JSON); 200,000 tiles of 32 px is a
+# scene of 200 megapixels, above SCENE_MAX_PIXELS.
+GROUND_TRUTH_MAX_BOXES = env_int("GROUND_TRUTH_MAX_BOXES", 200_000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",

@@ -1,15 +1,13 @@
 """Uploads and storage keys brought by users: size limits, hashing, duplicate detection, streaming
-into storage, and ground-truth files (CSV or COCO JSON) converted to our JSON format.
+into storage, and ground-truth files (CSV or COCO JSON, parsed by labeling.ground_truth) stored
+in our JSON format.
 
 Nothing here holds a whole upload in memory: Django spools files above
 FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file, and everything below reads it in chunks."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import os
 import shutil
 import tarfile
@@ -22,6 +20,8 @@ from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
 from labeling.demo_data import demo_target_path, demo_tiles_path
+from labeling.ground_truth.boxes import BoxTable
+from labeling.ground_truth.parsing import GroundTruthError, parse_ground_truth
 from labeling.parsing import check_text
 from labeling.storage import get_storage
 from mlcore.storage import StorageError, StorageKeyError, validate_key
@@ -233,122 +233,6 @@ def sniff_dataset_archive(path: Path, name: str) -> str:
     )
 
 
-# --- ground truth ----------------------------------------------------------------------------
-
-
-def parse_ground_truth(
-    data: bytes, name: str, class_names=None, aliases=None, size=None
-) -> list[dict]:
-    """CSV (columns label,x,y,w,h) or COCO JSON (images/annotations/categories with bbox
-    [x, y, w, h]) -> our ground-truth boxes {id, label, x, y, w, h, order, visible}.
-
-    `aliases` maps source class names to project classes (a CSV may say 'airplane' for the
-    project's 'plane'). Labels outside `class_names` (when given) are refused: a typo would
-    silently count as a miss. `size` (width, height): boxes must lie inside the image."""
-    try:
-        text = data.decode("utf-8-sig").strip()
-    except UnicodeDecodeError as exc:
-        raise UploadError(
-            f"{name}: not a text file ({exc}); upload a CSV (label,x,y,w,h) or COCO JSON."
-        ) from None
-    if not text:
-        raise UploadError(f"{name}: the ground-truth file is empty.")
-    if text[0] in "[{":
-        boxes = _coco_boxes(text, name)
-    else:
-        boxes = _csv_boxes(text, name)
-    if not boxes:
-        raise UploadError(f"{name}: no boxes found; the file has a header but no rows.")
-    for box in boxes:
-        box["label"] = (aliases or {}).get(box["label"], box["label"])
-    if class_names is not None:
-        known = set(class_names)
-        unknown = sorted({b["label"] for b in boxes} - known)
-        if unknown:
-            raise UploadError(
-                f"{name}: labels {unknown} are not classes of this project "
-                f"({sorted(known)}); rename them or add the classes to the project."
-            )
-    if size is not None and size[0] and size[1]:
-        width, height = size
-        for box in boxes:
-            if box["x"] + box["w"] > width or box["y"] + box["h"] > height:
-                raise UploadError(
-                    f"{name}: box {box['order'] + 1} ({box['label']} at x={box['x']}, "
-                    f"y={box['y']}, {box['w']}x{box['h']}) reaches outside the "
-                    f"{width}x{height} image; is the file meant for another image?"
-                )
-    return boxes
-
-
-def _box(i: int, label, x, y, w, h, where: str) -> dict:
-    try:
-        x, y, w, h = (int(round(float(v))) for v in (x, y, w, h))
-    except (TypeError, ValueError, OverflowError):
-        raise UploadError(
-            f"{where}: x, y, w, h must be numbers (got {x!r}, {y!r}, {w!r}, {h!r})."
-        ) from None
-    if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise UploadError(f"{where}: need x, y >= 0 and w, h > 0 (got {x}, {y}, {w}, {h}).")
-    label = "" if label is None else str(label).strip()
-    if not label:
-        raise UploadError(f"{where}: the label is empty.")
-    return {"id": f"gt-{i}", "label": label, "x": x, "y": y, "w": w, "h": h, "order": i,
-            "visible": 1.0}  # fmt: skip
-
-
-def _csv_boxes(text: str, name: str) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    missing = [c for c in ("label", "x", "y", "w", "h") if c not in columns]
-    if missing:
-        raise UploadError(f"{name}: CSV lacks columns {missing}; the header must be label,x,y,w,h.")
-    boxes = []
-    for i, row in enumerate(reader):
-        row = {str(k).strip().lower(): v for k, v in row.items()}
-        where = f"{name} line {i + 2}"
-        boxes.append(_box(i, row["label"], row["x"], row["y"], row["w"], row["h"], where))
-    return boxes
-
-
-def _coco_boxes(text: str, name: str) -> list[dict]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UploadError(f"{name}: not valid JSON ({exc}).") from None
-    if isinstance(doc, list):  # already our own format
-        return [
-            _box(
-                i, b.get("label"), b.get("x"), b.get("y"), b.get("w"), b.get("h"), f"{name} box {i}"
-            )  # fmt: skip
-            for i, b in enumerate(doc)
-        ]
-    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
-        raise UploadError(f"{name}: expected COCO JSON with 'annotations' and 'categories'.")
-    images = doc.get("images") or []
-    if isinstance(images, list) and len(images) > 1:
-        raise UploadError(
-            f"{name}: the COCO file describes {len(images)} images; upload one whose "
-            "'images' lists only this scene."
-        )
-    categories = {
-        c.get("id"): c.get("name") for c in doc.get("categories", []) if isinstance(c, dict)
-    }
-    boxes = []
-    for i, ann in enumerate(doc["annotations"]):
-        where = f"{name} annotation {i}"
-        if not isinstance(ann, dict):
-            raise UploadError(f"{where}: expected an object with bbox and category_id.")
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise UploadError(f"{where}: bbox must be [x, y, w, h].")
-        label = categories.get(ann.get("category_id"))
-        if label is None:
-            raise UploadError(f"{where}: category_id {ann.get('category_id')!r} is not listed.")
-        boxes.append(_box(i, label, *bbox, where))
-    return boxes
-
-
 # --- intake: the operations behind the pages, the API and the commands -------------------------
 
 
@@ -531,7 +415,7 @@ def add_dataset(project, *, upload=None, path=None, key="", name="", split="all"
     )  # fmt: skip
 
 
-def _read_ground_truth(project, ground_truth, size=None) -> list[dict] | None:
+def _read_ground_truth(project, ground_truth, size=None) -> BoxTable | None:
     """`ground_truth`: an UploadedFile, a local path, or None."""
     if ground_truth is None:
         return None
@@ -548,13 +432,16 @@ def _read_ground_truth(project, ground_truth, size=None) -> list[dict] | None:
             f"{name} is {human_bytes(nbytes)}; ground-truth files are limited to "
             f"{human_bytes(GROUND_TRUTH_MAX_BYTES)}."
         )
-    if hasattr(ground_truth, "chunks"):
-        data = b"".join(ground_truth.chunks())
-        ground_truth.seek(0)
-    else:
-        data = path.read_bytes()
     aliases = {src: c["name"] for c in project.classes for src in c.get("sources", [])}
-    return parse_ground_truth(data, name, project.class_names, aliases=aliases, size=size)
+    try:
+        # Read from the upload's own file (or the path): a CSV a line at a time.
+        if hasattr(ground_truth, "chunks"):
+            ground_truth.seek(0)
+            return parse_ground_truth(ground_truth.file, name, project.class_names, aliases, size)
+        with open(path, "rb") as handle:
+            return parse_ground_truth(handle, name, project.class_names, aliases, size)
+    except GroundTruthError as exc:
+        raise UploadError(str(exc)) from None
 
 
 def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=None, inline=False):
@@ -589,7 +476,10 @@ def add_scene(project, *, upload=None, path=None, key="", name="", ground_truth=
             source.store(scene.image_key)
         if boxes is not None:
             scene.ground_truth_key = f"{prefix}/ground_truth.json"
-            get_storage().write(scene.ground_truth_key, json.dumps(boxes).encode())
+            with tempfile.TemporaryFile(prefix="ground-truth-") as out:
+                boxes.write_json(out)
+                out.seek(0)
+                get_storage().write(scene.ground_truth_key, out)
         scene.save(update_fields=["image_key", "ground_truth_key"])
         return _job(
             inline, "import_scene", "workers.data_jobs.import_scene", project=project,
