@@ -442,3 +442,25 @@ class SimulationRun(models.Model):
 
     def __str__(self):
         return f"{self.strategy} x{self.per_cycle} on {self.project} ({len(self.cycles)} points)"
+
+
+class QueueSkip(models.Model):
+    """A review-queue window a reviewer skipped ("not sure"). Kept apart from Annotation on
+    purpose: a skip is no label, and the training path (labeling.cycle.pending_annotations)
+    learns from every effective annotation whatever its kind. The queue holds a skipped window
+    back until other windows were answered (labeling.review.queue.skip_window)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queue_skips")
+    scene = models.ForeignKey(Scene, on_delete=models.CASCADE, related_name="queue_skips")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    x = models.IntegerField()
+    y = models.IntegerField()
+    w = models.PositiveIntegerField()
+    h = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"skipped ({self.x}, {self.y}) of scene {self.scene_id} by {self.user}"

@@ -106,7 +106,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                     _q("scene", "only this scene id", "integer"),
                 ],
                 "responses": _ok("{scene, run, x, y, w, h, probs: {class: p}, guess, score, "
-                                 "priority, lease_seconds, remaining, done: false} or "
+                                 "thresholds: {class: t}, reason, priority, lease_seconds, "
+                                 "remaining, done: false} or "
                                  "{done: true}")},
     },
     "api-queue-release": {
@@ -118,6 +119,15 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                  "responses": _ok("{\"released\": true|false} (false: not leased to you)")},
     },
     "api-export": {
+    "api-queue-skip": {
+        "post": {"summary": "Skip a window you are not sure about: recorded as a skip (never a "
+                            "label, never trained on); the queue hands it out again after "
+                            "other windows were answered", "tags": ["review"],
+                 "requestBody": _json_body("the window", {
+                     "scene": {"type": "integer"}, "x": {"type": "integer"},
+                     "y": {"type": "integer"}}, required=("scene", "x", "y")),
+                 "responses": _ok("{skipped: id, scene, x, y, returns_after}", "201")},
+    },
         "get": {"summary": "Export the project's annotations (effective labels, or the whole "
                            "history with history=1)", "tags": ["review"],
                 "parameters": [_q("format", "file format", enum=["coco", "csv"]),

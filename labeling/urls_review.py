@@ -20,6 +20,7 @@ urlpatterns = [
         api.api_queue_release,
         name="api-queue-release",
     ),
+    path("api/projects/<int:project_id>/queue/skip", api.api_queue_skip, name="api-queue-skip"),
     path("api/projects/<int:project_id>/annotations/export", api.api_export, name="api-export"),
     path("api/scenes/<int:scene_id>", api.api_scene, name="api-scene"),
     path("api/scenes/<int:scene_id>/detections", api.api_detections, name="api-detections"),

@@ -194,6 +194,8 @@ def annotation_json(a: Annotation) -> dict:
         "w": a.w,
         "h": a.h,
         "detection": a.detection_id,
+        # What the model said there when the reviewer corrected it ("was boat -> car").
+        "detection_label": a.detection.label if a.detection_id and a.detection else None,
         "undoes": a.undoes_id,
         "user": a.user.username if a.user_id and a.user else None,
         "created_at": a.created_at.isoformat(),
@@ -207,7 +209,7 @@ def scene_annotations(scene) -> tuple[list[Annotation], list[Annotation]]:
     """(effective, history) of a scene, newest first."""
     history = list(
         Annotation.objects.filter(scene=scene)
-        .select_related("user", "consumed_by")
+        .select_related("user", "consumed_by", "detection")
         .order_by("-created_at", "-id")
     )
     return effective_annotations(history), history

@@ -1,15 +1,18 @@
 """The active-learning review queue: strategy names, each done run's windows ranked once per
-strategy (cached), and the next window handed out under a Redis lease, or given back."""
+strategy (cached), the next window handed out under a Redis lease, or given back, or skipped
+(held back until other windows were answered, never a label)."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 
 from labeling.cycle import effective_annotations
-from labeling.models import Annotation, ScoringRun
+from labeling.formatting import fixed3
+from labeling.models import Annotation, QueueSkip, ScoringRun
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError
 from labeling.thresholds import hit_class, run_thresholds
@@ -35,6 +38,9 @@ STRATEGIES = tuple(dict.fromkeys(api_strategy(n) for n in sampling.STRATEGIES))
 DEFAULT_STRATEGY = api_strategy(sampling.DEFAULT_STRATEGY)
 
 LEASE_SECONDS = 120
+# A skipped window comes back once this many other windows of the project were answered or
+# skipped after it (or sooner, when nothing else is left).
+SKIP_RETURNS_AFTER = 10
 
 
 @dataclass
@@ -100,6 +106,10 @@ def lease_seconds() -> int:
     return int(getattr(settings, "REVIEW_LEASE_SECONDS", LEASE_SECONDS))
 
 
+def skip_returns_after() -> int:
+    return int(getattr(settings, "REVIEW_SKIP_RETURNS_AFTER", SKIP_RETURNS_AFTER))
+
+
 def _annotated_mask(ranked: RankedRun, places: set) -> np.ndarray:
     """Windows of the grid whose exact place (x, y, window, window) has an effective annotation."""
     mask = np.zeros(len(ranked.ys) * len(ranked.xs), dtype=bool)
@@ -136,6 +146,55 @@ def _annotated_places(project, scene_ids) -> dict[int, set]:
     for a in effective_annotations(rows):
         out[a.scene_id].add((a.x, a.y, a.w, a.h))
     return out
+
+
+def _held_back_places(project, scene_ids) -> dict[int, set]:
+    """Skipped windows still held back: fewer than skip_returns_after() answers or skips of the
+    project came after their newest skip."""
+    skips = list(
+        QueueSkip.objects.filter(project=project, scene_id__in=scene_ids)
+        .order_by("created_at", "id")
+        .values_list("scene_id", "x", "y", "w", "h", "created_at")
+    )
+    out: dict[int, set] = {s: set() for s in scene_ids}
+    if not skips:
+        return out
+    since = skips[0][5]
+    answers = Annotation.objects.filter(project=project, created_at__gt=since).exclude(kind="undo")
+    times = sorted(list(answers.values_list("created_at", flat=True)) + [row[5] for row in skips])
+    newest = {}
+    for scene_id, x, y, w, h, at in skips:  # oldest first: the newest skip of a place wins
+        newest[(scene_id, x, y, w, h)] = at
+    need = skip_returns_after()
+    for (scene_id, x, y, w, h), at in newest.items():
+        if len(times) - bisect_right(times, at) < need:
+            out[scene_id].add((x, y, w, h))
+    return out
+
+
+def skip_window(project, scene, user, x, y) -> QueueSkip:
+    """Record that this reviewer skipped the window at (x, y) of ``scene`` (not sure): no label,
+    never trained on; the queue hands it out again after skip_returns_after() other windows
+    were answered or skipped. Its lease is given back."""
+    from labeling.review.common import pixel_int
+
+    if scene.project_id != project.pk:
+        raise ReviewError(f"scene {scene.pk} does not belong to project {project.name!r}")
+    x, y = pixel_int("x", x), pixel_int("y", y)
+    size = project.window_size
+    if x < 0 or y < 0 or x + size > scene.width or y + size > scene.height:
+        raise ReviewError(f"the window at x={x}, y={y} ({size} px) is outside scene {scene.name!r}")
+    row = QueueSkip.objects.create(
+        project=project,
+        scene=scene,
+        user=user if getattr(user, "pk", None) else None,
+        x=x,
+        y=y,
+        w=size,
+        h=size,
+    )
+    release_lease(project, scene.pk, x, y, user)
+    return row
 
 
 def _answered_meanwhile(scene_id: int, item: dict) -> bool:
@@ -184,19 +243,34 @@ def next_queue_window(
     runs = _queue_runs(project, scene)
     if not runs:
         return None
-    places = _annotated_places(project, [r.scene_id for r in runs])
+    scene_ids = [r.scene_id for r in runs]
+    places = _annotated_places(project, scene_ids)
+    held = _held_back_places(project, scene_ids)
     ttl = lease_seconds()
     owner = str(getattr(user, "pk", "") or "anonymous")
-    # Per run: the ranked order without the annotated windows.
-    pools = []
+    # Per run: the ranked order without the annotated windows, the skipped ones held back.
+    pools, later = [], []
     remaining = 0
     for run in runs:
         ranked = ranked_run(run, name)
         annotated = _annotated_mask(ranked, places[run.scene_id])
-        free = ranked.order[~annotated[ranked.order]]
-        remaining += len(free)
+        skipped = _annotated_mask(ranked, held[run.scene_id]) & ~annotated
+        free = ranked.order[~(annotated | skipped)[ranked.order]]
+        remaining += len(free) + int(skipped.sum())
         if len(free):
             pools.append((run, ranked, free))
+        if skipped.any():
+            later.append((run, ranked, ranked.order[skipped[ranked.order]]))
+    # Skipped windows come back only when nothing else is left.
+    for group in (pools, later):
+        item = _lease_first(project, group, redis, owner, ttl, remaining)
+        if item is not None:
+            return item
+    return None
+
+
+def _lease_first(project, pools, redis, owner, ttl, remaining) -> dict | None:
+    """The best window of ``pools`` [(run, ranked, free flat indices)] nobody holds, leased."""
     batch = 64
     while pools:
         # The best `batch` candidates of each run, merged by priority (stable: scene order).
@@ -233,7 +307,8 @@ def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining:
     y, x = int(ranked.ys[flat // k]), int(ranked.xs[flat % k])
     p = ranked.probs[flat]
     # The guess follows the run's detection rule at its (calibrated) thresholds, as the viewer.
-    best = hit_class(ranked.classes, p, run_thresholds(run), project.negative_class)
+    thresholds = run_thresholds(run)
+    best = hit_class(ranked.classes, p, thresholds, project.negative_class)
     return {
         "scene": run.scene_id,
         "run": run.pk,
@@ -245,10 +320,33 @@ def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining:
         "probs": {c: round(float(v), 4) for c, v in zip(ranked.classes, p, strict=True)},
         "guess": ranked.classes[best],
         "score": round(float(p[best]), 4),
+        "thresholds": {c: float(t) for c, t in thresholds.items() if c in ranked.classes},
+        "reason": guess_reason(ranked.classes, p, best, thresholds, project.negative_class),
         "priority": round(float(ranked.priority[flat]), 6),
         "lease_seconds": ttl,
         "remaining": int(remaining),
     }
+
+
+def guess_reason(classes, probs, best: int, thresholds: dict, negative) -> str:
+    """Why the model's guess is what it is, in the detection rule's terms (labeling.thresholds
+    .hit_class): "negative: boat 0.336 is below boat's threshold 0.575"."""
+    classes = list(classes)
+    guess = classes[best]
+    positives = [i for i, c in enumerate(classes) if c != negative and c in thresholds]
+    if guess == negative or not positives:
+        if not positives:
+            return f"{guess}: the most probable class ({fixed3(probs[best])})"
+        top = max(positives, key=lambda i: probs[i])
+        name = classes[top]
+        return (
+            f"{negative}: {name} {fixed3(probs[top])} is below {name}'s threshold "
+            f"{fixed3(thresholds[name])}"
+            + ("" if len(positives) == 1 else ", and so is every other class")
+        )
+    return f"{guess}: {guess} {fixed3(probs[best])} reaches {guess}'s threshold " + fixed3(
+        thresholds[guess]
+    )
 
 
 def release_lease(project, scene_id: int, x: int, y: int, user, redis=None) -> bool:

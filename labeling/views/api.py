@@ -342,6 +342,27 @@ def api_queue_release(request, project_id):
 
 
 @_api
+@_api
+@require_http_methods(["POST"])
+def api_queue_skip(request, project_id):
+    """Skip a window ("not sure"): recorded as a skip, never as a label; the queue hands it out
+    again after other windows were answered."""
+    project = project_for(request.user, project_id)
+    body = _json_body(request)
+    missing = [k for k in ("scene", "x", "y") if k not in body]
+    if missing:
+        raise ReviewError('send {"scene": id, "x": int, "y": int} of the window to skip')
+    scene = scene_for(request.user, parse_id(body["scene"], "scene", ReviewError))
+    if scene.project_id != project.pk:
+        raise Http404("No such scene in this project.")
+    row = queue.skip_window(project, scene, request.user, body["x"], body["y"])
+    return JsonResponse(
+        {"skipped": row.pk, "scene": scene.pk, "x": row.x, "y": row.y,
+         "returns_after": queue.skip_returns_after()},
+        status=201,
+    )  # fmt: skip
+
+
 @require_http_methods(["GET"])
 def api_export(request, project_id):
     project = project_for(request.user, project_id)

@@ -1,0 +1,9 @@
+"""Template filters printing numbers as the pages' scripts do (labeling.formatting)."""
+
+from django import template
+
+from labeling.formatting import fixed3, signed3
+
+register = template.Library()
+register.filter("fixed3", fixed3)
+register.filter("signed3", signed3)
