@@ -156,7 +156,8 @@ def latest_runs_by_version(project) -> dict[int, list[ScoringRun]]:
 
 
 def version_rows(project, with_annotations: bool = True) -> list[dict]:
-    """One row per model version, oldest first: labels used, window- and object-level
+    """One row per model version, oldest first: labels used (effective annotations the version
+    learnt from) and the total learnt so far (the learning curve's x), window- and object-level
     precision/recall/F1 micro-averaged over the positive classes of the scenes it scored."""
     negative = project.negative_class
     runs_of = latest_runs_by_version(project)
@@ -170,7 +171,13 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
         consumed[row["consumed_by_id"]] = row["n"]
     rows, cumulative = [], 0
     for version in project.model_versions.order_by("number"):
-        cumulative += consumed[version.pk]
+        data = version.data_counts or {}
+        labels_used = int(data.get("annotations_used", 0) or 0)
+        # Effective labels only (what the cycle learnt from: labeling.cycle.pending_annotations):
+        # the consumed rows also hold undone and superseded answers and the undo rows. A version
+        # learnt its labels once it was promoted (ready), so the total is the sum over those.
+        if version.status == "ready":
+            cumulative += labels_used
         window_gt = [0, 0, 0]
         object_gt = [0, 0, 0]
         window_ann = [0, 0, 0]
@@ -198,7 +205,6 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                         window_ann[1] += v["fp"]
                         window_ann[2] += v["fn"]
                 scenes_ann.append(run.scene.name)
-        data = version.data_counts or {}
         rows.append(
             {
                 "number": version.number,
@@ -206,7 +212,9 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                 "status": version.status,
                 "is_current": version.is_current,
                 "parent": version.parent.number if version.parent_id else None,
-                "labels_used": int(data.get("annotations_used", 0) or 0),
+                "labels_used": labels_used,
+                # False while a cycle has not fed its corrections yet (labels used not known).
+                "labels_known": "annotations_used" in data or version.status == "ready",
                 "labels_consumed": consumed[version.pk],
                 "labels_cumulative": cumulative,
                 "val_accuracy": (version.metrics or {}).get("val_accuracy"),

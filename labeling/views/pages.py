@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import mimetypes
 import posixpath
+import shlex
 from functools import lru_cache
 
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from labeling.access import project_for, scene_for
@@ -26,7 +28,7 @@ from labeling.jobs import ACTIVE, job_state
 from labeling.learning_curve import learning_curve
 from labeling.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun
-from labeling.review.queue import DEFAULT_STRATEGY
+from labeling.review.queue import DEFAULT_STRATEGY, skip_returns_after
 from labeling.review.queue import STRATEGIES as QUEUE_STRATEGIES
 from labeling.storage import get_storage
 from labeling.thresholds import viewer_thresholds
@@ -146,6 +148,42 @@ def _run_summary(run: ScoringRun, negative: str) -> dict:
     }
 
 
+def job_seconds(record) -> float | None:
+    """How long a job ran (so far, while it runs): from its start (else its creation) to its
+    end; None while it waits in its queue."""
+    start = record.started_at or (record.created_at if record.finished_at else None)
+    if start is None:
+        return None
+    end = record.finished_at or timezone.now()
+    return max(0.0, (end - start).total_seconds())
+
+
+def _change(before, after) -> dict | None:
+    if before is None or after is None:
+        return None
+    return {"before": before, "after": after, "delta": after - before}
+
+
+def cycle_effect(rows: list[dict]) -> dict | None:
+    """What the newest finished cycle changed: object F1 and COCO AP of the newest ready version
+    made from another one, against that parent's (labeling.metrics_view.version_rows)."""
+    by_number = {r["number"]: r for r in rows}
+    for row in reversed(rows):
+        parent = by_number.get(row["parent"])
+        if row["status"] != "ready" or parent is None:
+            continue
+        f1 = lambda r: (r.get("object") or {}).get("f1")  # noqa: E731
+        ap = lambda r, k: (r.get("coco") or {}).get(k)  # noqa: E731
+        changes = {
+            "f1": _change(f1(parent), f1(row)),
+            "ap50": _change(ap(parent, "ap50"), ap(row, "ap50")),
+            "ap": _change(ap(parent, "ap"), ap(row, "ap")),
+        }
+        return {"from": parent["number"], "to": row["number"], "labels": row["labels_used"],
+                **changes}  # fmt: skip
+    return None
+
+
 def project_dashboard(request, project_id):
     project = project_for(request.user, project_id)
     reconcile_versions(project)  # a version whose worker died reads failed, not "training"
@@ -166,7 +204,8 @@ def project_dashboard(request, project_id):
                 else _latest_job_state(project, "dzi", scene_id=scene.pk),
             }
         )
-    rows = {r["number"]: r for r in version_rows(project, with_annotations=False)}
+    row_list = version_rows(project, with_annotations=False)
+    rows = {r["number"]: r for r in row_list}
     versions = [
         {"version": v, "row": rows.get(v.number, {})}
         for v in project.model_versions.select_related("parent").order_by("-number")
@@ -182,7 +221,12 @@ def project_dashboard(request, project_id):
         project=project, kind=CYCLE_KIND, status__in=ACTIVE
     ).exists()
     jobs = [
-        job_state(j) | {"params": j.params}
+        job_state(j)
+        | {
+            "params": j.params,
+            "started_at": j.started_at.isoformat() if j.started_at else None,
+            "seconds": job_seconds(j),
+        }
         for j in JobRecord.objects.filter(project=project).order_by("-created_at", "-id")[:15]
     ]
     config = {
@@ -205,6 +249,8 @@ def project_dashboard(request, project_id):
             "jobs": jobs,
             "pending": len(pending),
             "pending_by_kind": _count_by(pending, "kind"),
+            "cycle_effect": cycle_effect(row_list),
+            "export_url": _url("api-export", project.pk),
             "cycle_running": cycle_running,
             "config": config,
             "datasets": project.datasets.all()[:10],
@@ -307,6 +353,7 @@ def review_queue(request, project_id):
         "urls": {
             "queue": _url("api-queue", project.pk),
             "queue_release": _url("api-queue-release", project.pk),
+            "queue_skip": _url("api-queue-skip", project.pk),
             "annotations": (_url("api-annotations", 0) or "").replace("/0/", "/{scene}/"),
             "undo": (_url("api-annotation-undo", 0) or "").replace("/0/", "/{id}/"),
             "window_image": (_url("api-window-image", 0) or "").replace("/0/", "/{scene}/"),
@@ -325,6 +372,7 @@ def review_queue(request, project_id):
             "config": config,
             "class_mix": mix,
             "class_mix_total": sum(m["count"] for m in mix),
+            "skip_returns_after": skip_returns_after(),
         },
     )
 
@@ -380,5 +428,8 @@ def project_metrics(request, project_id):
             "matrix_rows": matrix_rows,
             "chart": {"rows": rows},
             "learning_curve": learning_curve(project, rows),
+            # Pasteable: a project name with spaces or quotes needs shell quoting.
+            "simulate_command": f"manage.py simulate_review {shlex.quote(project.name)} "
+            "--strategy random",
         },
     )

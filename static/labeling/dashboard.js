@@ -1,6 +1,7 @@
-/* Project dashboard: live job progress (polls the jobs API every 2 s), the Retrain button
-   (202 -> the cycle's jobs appear; 409 -> the server's message), make-current / roll back, and a
-   refresh of the versions, runs and scenes when a job finishes. */
+/* Project dashboard: live job progress and durations (polls the jobs API every 2 s), the Retrain
+   button (202 -> the cycle's jobs appear; 409 -> the server's message), make-current / roll back,
+   and a refresh of the versions, runs, scenes, pending annotations and the last cycle's effect
+   whenever a job moves (a new status, phase or progress), so nothing waits for a reload. */
 (function () {
   "use strict";
   const api = window.LabelingApi;
@@ -9,6 +10,32 @@
   const known = new Map();  // job id -> status seen last
   let timer = null;
   let polled = false;  // the first answer only records what is there
+  const seen = new Map();  // job id -> "status|done|message" seen last
+  let refreshing = null;
+
+  /* "12 s", "3 min 05 s" */
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return s + " s";
+    const m = Math.floor(s / 60);
+    return m < 60 ? m + " min " + String(s % 60).padStart(2, "0") + " s"
+      : Math.floor(m / 60) + " h " + String(m % 60).padStart(2, "0") + " min";
+  }
+
+  function jobSeconds(job) {
+    const start = job.started_at || (job.finished_at ? job.created_at : null);
+    if (!start) return null;
+    const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
+    return (end - Date.parse(start)) / 1000;
+  }
+
+  /* Running jobs' times tick every second between polls. */
+  function tick() {
+    document.querySelectorAll("#job-table tr.job-running td.job-time[data-started]").forEach(function (td) {
+      if (td.dataset.started) td.textContent = duration((Date.now() - Date.parse(td.dataset.started)) / 1000);
+    });
+  }
 
   function pct(job) {
     if (job.status === "done") return 100;
@@ -30,24 +57,28 @@
       api.el("td", {text: String(job.id)}), api.el("td", {text: job.kind}),
       api.el("td", {class: "job-status", text: job.status}),
       api.el("td", {}, [bar, api.el("span", {class: "hint", text: " " + done + "/" + total})]),
+      api.el("td", {class: "job-time", "data-started": job.started_at || "", text: duration(jobSeconds(job))}),
       msg,
     ]);
   }
 
   function refreshSections() {
-    // Re-read this page and swap the parts a finished job changes (no full reload).
-    return fetch(location.pathname, {credentials: "same-origin"}).then(function (r) { return r.text(); })
+    // Re-read this page and swap the parts a job changes (no full reload); one read at a time.
+    if (refreshing) return refreshing;
+    refreshing = fetch(location.pathname, {credentials: "same-origin"}).then(function (r) { return r.text(); })
       .then(function (html) {
         const doc = new DOMParser().parseFromString(html, "text/html");
-        for (const id of ["version-table", "run-table", "scene-list", "pending-count", "retrain-hint"]) {
+        for (const id of ["version-table", "run-table", "scene-list", "pending-line", "retrain-hint", "cycle-effect"]) {
           const fresh = doc.getElementById(id), old = document.getElementById(id);
           if (fresh && old) old.replaceWith(fresh);
-          else if (fresh && !old && id !== "pending-count") location.reload();
+          else if (fresh && !old && id !== "pending-line") location.reload();
         }
         const freshButton = doc.getElementById("retrain-button"), button = document.getElementById("retrain-button");
         if (freshButton && button) { button.disabled = freshButton.disabled; button.title = freshButton.title; }
         bindForms();
-      });
+        document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
+      }).finally(function () { refreshing = null; });
+    return refreshing;
   }
 
   function render(jobs) {
@@ -55,9 +86,13 @@
     if (!body) return false;
     let finished = false, active = false;
     body.replaceChildren();
-    if (!jobs.length) body.appendChild(api.el("tr", {class: "empty"}, [api.el("td", {colspan: "5", text: "No jobs yet."})]));
+    if (!jobs.length) body.appendChild(api.el("tr", {class: "empty"}, [api.el("td", {colspan: "6", text: "No jobs yet."})]));
     for (const job of jobs.slice(0, 15)) {
       body.appendChild(jobRow(job));
+      // A cycle's phases move its version (training, scoring, ready) and the pending count.
+      const signature = job.status + "|" + (job.progress_done !== undefined ? job.progress_done : job.done) + "|" + job.message;
+      if (polled && seen.get(job.id) !== signature) finished = true;
+      seen.set(job.id, signature);
       const before = known.get(job.id);
       if (before !== undefined && ACTIVE.includes(before) && !ACTIVE.includes(job.status)) finished = true;
       if (before === undefined && polled) finished = true;  // a new job: show its version
@@ -121,5 +156,6 @@
     known.set(Number(tr.dataset.job), tr.querySelector(".job-status").textContent.trim());
   });
   bindForms();
+  setInterval(tick, 1000);
   poll();
 })();

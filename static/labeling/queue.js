@@ -1,7 +1,10 @@
 /* Review queue: one window at a time (enlarged, with context), the model's guess and
    probabilities beside it, answered from the keyboard. Answers are saved at once as "review"
    annotations (optimistic, retried with the same client_id); Backspace goes back and appends an
-   undo. The next window is fetched (and its image loaded) while the reviewer looks at this one. */
+   undo; s skips a window (recorded as a skip, never a label: it comes back after other windows).
+   The next window is fetched (and its image loaded) while the reviewer looks at this one. While
+   it loads, the answered window is greyed out, the buttons are disabled and a key is refused
+   with a visible note: an answer always applies to the window on screen. */
 (function () {
   "use strict";
   const api = window.LabelingApi;
@@ -19,6 +22,9 @@
     answers: [],          // every answer object of this session (for retry)
     times: [],            // answer timestamps (ms) for the throughput counter
     count: 0,
+    skips: 0,
+    refused: 0,           // keys refused while the next window loaded
+    loading: false,       // between an answer and the next window on screen
     generation: 0,        // bumps when strategy or scene changes: late answers are dropped
     done: false,
   };
@@ -52,25 +58,54 @@
     if (!state.prefetch) state.prefetch = fetchItem();
   }
 
+  /* Between an answer and the next window on screen: the old window greyed out, buttons off. */
+  function setLoading(on) {
+    state.loading = on;
+    if (on) state.current = null;
+    document.querySelector(".queue-window").classList.toggle("loading", on);
+    $("queue-loading").hidden = !on;
+    document.querySelectorAll("#answer-buttons button").forEach(function (b) { b.disabled = on; });
+  }
+
   function takeNext() {
-    if (state.ahead.length) { show(state.ahead.shift()); prefetch(); return Promise.resolve(); }
+    setLoading(true);
+    if (state.ahead.length) { const item = state.ahead.shift(); prefetch(); return show(item); }
     const pending = state.prefetch || fetchItem();
     state.prefetch = null;
-    state.current = null;
     setStatus("Loading the next window…");
     return pending.then(function (item) {
       if (item.generation !== state.generation) return takeNext();
       if (item.done) { showDone(); return; }
-      show(item);
-      prefetch();
+      return show(item).then(prefetch);
     }).catch(function (err) {
       setStatus("");
       showError("Could not get the next window: " + err.message, function () { hideError(); takeNext(); });
     });
   }
 
+  /* Puts the item on screen; it becomes the one keys answer only once it is painted. */
   function show(item) {
-    state.current = item; state.done = false;
+    setLoading(true);
+    const picture = new Image();
+    picture.src = imageUrl(item);
+    const decoded = picture.decode ? picture.decode().catch(function () {}) : Promise.resolve();
+    return decoded.then(function () {
+      if (item.generation !== undefined && item.generation !== state.generation) return;
+      render(item);
+      // Two frames: the new picture and texts are painted before a key can answer them.
+      return new Promise(function (resolve) {
+        requestAnimationFrame(function () { requestAnimationFrame(function () {
+          state.current = item; state.done = false;
+          setLoading(false);
+          if ($("queue-status").textContent.startsWith("Loading") || state.refusedNote) { setStatus(""); state.refusedNote = false; }
+          renderSaves();
+          resolve();
+        }); });
+      });
+    });
+  }
+
+  function render(item) {
     $("queue-empty").hidden = true;
     const img = $("queue-image");
     img.hidden = false;
@@ -78,14 +113,20 @@
     img.dataset.x = item.x; img.dataset.y = item.y; img.dataset.scene = item.scene;
     $("queue-guess").textContent = item.guess;
     $("queue-guess").style.color = colourOf[item.guess] || "";
-    $("queue-score").textContent = "p = " + Number(item.score).toFixed(3) + (item.model_version ? " · model v" + item.model_version : "");
+    $("accept-label").textContent = item.guess;
+    $("queue-score").textContent = "p = " + api.fixed3(item.score) + (item.model_version ? " · model v" + item.model_version : "");
+    $("queue-reason").textContent = item.reason ? "Why: " + item.reason + "." : "";
+    const thresholds = item.thresholds || {};
     const body = $("queue-probs").querySelector("tbody");
     body.replaceChildren();
     const entries = Object.entries(item.probs || {}).sort(function (a, b) { return b[1] - a[1]; });
     for (const [name, p] of entries) {
       const bar = api.el("div", {class: "prob-bar"}, [api.el("span", {style: "width: " + Math.round(100 * p) + "%; background: " + (colourOf[name] || "#9e9e9e")})]);
-      body.appendChild(api.el("tr", {"data-class": name}, [
-        api.el("th", {text: name}), api.el("td", {text: Number(p).toFixed(3)}), api.el("td", {}, [bar]),
+      const t = thresholds[name];
+      const cut = t === undefined ? "" : (p >= t ? "≥ " : "< ") + api.fixed3(t);
+      body.appendChild(api.el("tr", {"data-class": name, class: t !== undefined && p < t ? "below" : ""}, [
+        api.el("th", {text: name}), api.el("td", {text: api.fixed3(p)}), api.el("td", {}, [bar]),
+        api.el("td", {class: "cut", text: cut, title: t === undefined ? "" : name + "'s threshold: below it the window counts as " + cfg.negative}),
       ]));
     }
     const viewer = api.fill(cfg.urls.viewer, {scene: item.scene});
@@ -93,15 +134,16 @@
     where.replaceChildren("Scene " + item.scene + ", window at (" + item.x + ", " + item.y + "), " + item.w + " px · ",
       api.el("a", {href: viewer, target: "_blank", text: "open the scene"}));
     if (item.remaining !== undefined) $("queue-remaining").textContent = String(item.remaining);
-    setStatus("");
   }
 
   function showDone() {
+    setLoading(false);
     state.current = null; state.done = true;
     $("queue-image").hidden = true;
     $("queue-empty").hidden = false;
     $("queue-guess").textContent = "—";
     $("queue-score").textContent = "";
+    $("queue-reason").textContent = "";
     $("queue-probs").querySelector("tbody").replaceChildren();
     $("queue-where").textContent = "";
     $("queue-remaining").textContent = "0";
@@ -113,7 +155,10 @@
   function post(answer) {
     answer.state = "saving";
     let request;
-    if (answer.kind === "undo") {
+    if (answer.kind === "skip") {
+      const it = answer.item;
+      request = api.post(cfg.urls.queue_skip, {scene: it.scene, x: it.x, y: it.y});
+    } else if (answer.kind === "undo") {
       request = Promise.resolve(answer.target.promise).then(function () {
         if (!answer.target.id) throw new Error("the answer it undoes was never saved");
         return api.post(api.fill(cfg.urls.undo, {id: answer.target.id}), {client_id: answer.client_id});
@@ -126,7 +171,7 @@
       });
     }
     answer.promise = request.then(function (row) {
-      answer.id = row.id; answer.state = "saved";
+      answer.id = row.id || row.skipped; answer.state = "saved";
     }).catch(function (err) {
       answer.state = "failed"; answer.error = err.message;
     }).finally(renderSaves);
@@ -140,9 +185,30 @@
     if (failed.length) showError(failed.length + " answer(s) not saved: " + failed[failed.length - 1].error, retry);
     else hideError();
     $("queue-status").dataset.saving = String(saving);
-    if (!failed.length && !$("queue-status").textContent.startsWith("Loading"))
+    if (!failed.length && !state.refusedNote && !$("queue-status").textContent.startsWith("Loading"))
       setStatus(saving ? "Saving " + saving + "…" : (state.answers.length ? "All answers saved" : ""));
     renderHistory();
+  }
+
+  /* Not sure: the window is recorded as skipped (no label) and comes back after other windows. */
+  function skip() {
+    const item = state.current;
+    if (!item) return;
+    const a = {client_id: api.uuid(), kind: "skip", label: null, item: item, state: "saving"};
+    state.answers.push(a);
+    state.history.push({item: item, answer: a});
+    state.skips++;
+    post(a);
+    takeNext();
+  }
+
+  /* A key pressed while the next window loads: refused, and the page says so. */
+  function refuse(key) {
+    state.refused++;
+    state.refusedNote = true;
+    setStatus("Not applied (" + (key === " " ? "space" : key) + "): the next window is still loading. Answer it when it shows.");
+    const status = $("queue-status");
+    status.classList.remove("refused"); void status.offsetWidth; status.classList.add("refused");
   }
 
   function retry() {
@@ -151,7 +217,7 @@
 
   function answer(label) {
     const item = state.current;
-    if (!item) return;
+    if (!item || state.loading) return;
     const a = {client_id: api.uuid(), kind: "review", label: label, item: item, state: "saving"};
     state.answers.push(a);
     state.history.push({item: item, answer: a});
@@ -183,6 +249,13 @@
     if (!last) { setStatus("Nothing to go back to."); return; }
     if (state.current) state.ahead.unshift(state.current);
     const target = last.answer;
+    if (target.kind === "skip") {
+      target.undone = true;  // nothing to take back on the server: a skip is no label
+      state.skips = Math.max(0, state.skips - 1);
+      show(last.item);
+      setStatus("Back to the window you skipped: answer it (or skip it again).");
+      return;
+    }
     if (target.state === "failed" && !target.id) {
       target.state = "dropped";
     } else {
@@ -196,16 +269,16 @@
     state.times.pop();
     $("review-count").textContent = String(state.count);
     updateRate();
-    show(last.item);
-    setStatus("Back to the previous window: its answer was undone; answer it again.");
+    show(last.item).then(function () { setStatus("Back to the previous window: its answer was undone; answer it again."); });
   }
 
   function renderHistory() {
     const list = $("queue-history");
     list.replaceChildren();
-    const rows = state.answers.filter(function (a) { return a.kind === "review"; }).slice(-8).reverse();
+    const rows = state.answers.filter(function (a) { return a.kind === "review" || a.kind === "skip"; }).slice(-8).reverse();
     for (const a of rows) {
-      const text = a.label + " at (" + a.item.x + ", " + a.item.y + ")" + (a.undone ? " — undone" : "");
+      const what = a.kind === "skip" ? "skipped (comes back later)" : a.label;
+      const text = what + " at (" + a.item.x + ", " + a.item.y + ")" + (a.undone ? " — undone" : "");
       list.appendChild(api.el("li", {class: "answer-" + a.state + (a.undone ? " undone" : ""), text: text + (a.state === "saving" ? " …" : a.state === "failed" ? " — not saved" : "")}));
     }
   }
@@ -252,6 +325,11 @@
     Promise.all(abandoned).then(takeNext);
   }
 
+  function isAnswerKey(key) {
+    return key === "Enter" || key === " " || key === "Backspace" || key === "0" || /^[1-9]$/.test(key) ||
+      ["n", "s"].includes(key.toLowerCase());
+  }
+
   function onKey(event) {
     if (api.typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
@@ -261,7 +339,9 @@
     else if (key === "Escape") help.hidden = true;
     else if (key.toLowerCase() === "c" && !event.repeat) $("queue-centre").classList.toggle("off");
     else if (event.repeat) handled = key === "Enter" || key === " " || key === "Backspace";  // no runaway answers
+    else if (state.loading && isAnswerKey(key)) refuse(key);
     else if (key === "Backspace") back();
+    else if (key.toLowerCase() === "s") skip();
     else if (key === "Enter" || key === " ") { if (state.current) answer(state.current.guess); }
     else if (key === "0" || key.toLowerCase() === "n" || key === String(classNames.length + 1)) answer(cfg.negative);
     else if (/^[1-9]$/.test(key) && Number(key) <= classNames.length) answer(classNames[Number(key) - 1]);
@@ -276,6 +356,7 @@
     });
     $("accept-guess").addEventListener("click", function (e) { if (state.current) answer(state.current.guess); e.target.blur(); });
     $("back-button").addEventListener("click", function (e) { back(); e.target.blur(); });
+    $("skip-button").addEventListener("click", function (e) { skip(); e.currentTarget.blur(); });
     $("queue-retry").addEventListener("click", function () { if (retryAction) retryAction(); });
     $("strategy").addEventListener("change", function (e) { state.strategy = e.target.value; e.target.blur(); restart(); });
     $("scene-filter").addEventListener("change", function (e) { state.scene = e.target.value ? Number(e.target.value) : null; e.target.blur(); restart(); });
@@ -292,6 +373,9 @@
   window.reviewQueue = {
     current: function () { return state.current; },
     count: function () { return state.count; },
+    skips: function () { return state.skips; },
+    loading: function () { return state.loading; },
+    refused: function () { return state.refused; },
     classMix: function () { return Object.assign({}, mix); },
     pending: function () { return state.answers.filter(function (a) { return a.state === "saving"; }).length; },
   };

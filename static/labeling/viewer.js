@@ -95,7 +95,9 @@
   }
 
   const classThresholds = cfg.class_thresholds || {};
-  const lowestThreshold = Math.min.apply(null, Object.values(classThresholds).concat([cfg.threshold]));
+  // The run's own values (0.575 stays 0.575; the server's slider start is rounded to 0.01).
+  const lowestThreshold = Object.keys(classThresholds).length
+    ? Math.min.apply(null, Object.values(classThresholds)) : cfg.threshold;
   const sliderMin = Math.min(0.5, Math.floor(lowestThreshold * 100) / 100);
 
   /* The score a box of this class needs to be shown. */
@@ -153,7 +155,7 @@
       id: row.id, client_id: row.client_id, kind: row.kind, label: row.label,
       x: row.x, y: row.y, w: row.w, h: row.h, detection: row.detection,
       user: row.user, state: "saved", order: Date.parse(row.created_at) * 1000 + (row.id % 1000),
-      target: null, undoesId: row.undoes,
+      target: null, undoesId: row.undoes, was: row.detection_label,
     };
     byId.set(row.id, a);
     return a;
@@ -197,12 +199,12 @@
     return a.promise;
   }
 
-  function annotate(kind, label, box, detection) {
+  function annotate(kind, label, box, detection, was) {
     const b = clampBox(box);
     const a = {
       id: null, client_id: api.uuid(), kind: kind, label: label, x: b.x, y: b.y, w: b.w, h: b.h,
       detection: detection === undefined ? null : detection, state: "saving", order: nextOrder(),
-      target: null,
+      target: null, was: was || null,
     };
     state.annotations.push(a); state.mine.push(a);
     recomputeEffective();
@@ -248,10 +250,18 @@
     if (failed.length) $("save-error-text").textContent = "Could not save: " + failed[failed.length - 1].error;
   }
 
+  /* A correction's own words, on the image (its tag) and in the legend, popup and toasts. */
+  function correctionText(a) {
+    if (a.kind === "false_positive" || (a.label === cfg.negative && a.kind !== "review")) return "not an object";
+    if (a.kind === "wrong_class") return (a.was ? "was " + a.was : "class") + " → " + a.label;
+    if (a.kind === "false_negative") return "missed: " + a.label;
+    if (a.kind === "confirm") return "correct: " + a.label;
+    if (a.kind === "review") return "reviewed: " + a.label;
+    return a.kind + ": " + a.label;
+  }
+
   function describe(a) {
-    const what = {confirm: "correct", false_positive: "not an object", wrong_class: "is a " + a.label,
-      false_negative: "missed " + a.label, review: "reviewed as " + a.label}[a.kind] || a.kind;
-    return what + " at (" + a.x + ", " + a.y + ")";
+    return correctionText(a) + " at (" + a.x + ", " + a.y + ")";
   }
 
   function clampBox(b) {
@@ -279,13 +289,47 @@
     if (!frame && overlay) frame = requestAnimationFrame(draw);
   }
 
-  const ANN_STYLE = {
-    confirm: {dash: [6, 3], width: 2.5},
-    false_positive: {dash: [4, 4], width: 2, colour: "#bdbdbd", cross: true},
-    wrong_class: {dash: [6, 3], width: 2.5, tag: true},
-    false_negative: {dash: [6, 3], width: 2.5, tag: true},
-    review: {dash: [2, 3], width: 2},
-  };
+  /* Corrections never speak the class colours' language: a white dotted frame on a black halo,
+     CORRECTION_GAP screen pixels outside the box (so the model's box under it stays visible), and a
+     black tag under it saying what was corrected ("missed: car", "not an object", "was boat →
+     car"). The legend's samples use the same style (app.css .ann-sample). */
+  const CORRECTION_GAP = 4;
+  const CORRECTION_DOTS = [2, 3];
+  const LABEL_MIN_PX = 36;  // model boxes narrower than this on screen get no "class score" text
+
+  function drawCorrection(a, t, drawn) {
+    const g = CORRECTION_GAP;
+    const x = t.ox + a.x * t.s - g, y = t.oy + a.y * t.s - g, w = a.w * t.s + 2 * g, h = a.h * t.s + 2 * g;
+    ctx.globalAlpha = a.state === "saving" ? 0.6 : 1;
+    ctx.setLineDash([]); ctx.lineWidth = 4; ctx.strokeStyle = "rgba(0,0,0,0.85)";
+    ctx.strokeRect(x, y, w, h);
+    ctx.setLineDash(CORRECTION_DOTS); ctx.lineWidth = 2;
+    ctx.strokeStyle = a.state === "failed" ? "#ff1744" : "#ffffff";
+    ctx.strokeRect(x, y, w, h);
+    const text = correctionText(a) + (a.state === "failed" ? " (not saved)" : "");
+    ctx.setLineDash([]);
+    ctx.font = "600 11px system-ui, sans-serif";
+    const tw = ctx.measureText(text).width + 8;
+    ctx.fillStyle = a.state === "failed" ? "#b71c1c" : "rgba(0,0,0,0.85)";
+    ctx.fillRect(x, y + h + 1, tw, 15);
+    ctx.fillStyle = "#ffffff";
+    ctx.fillText(text, x + 4, y + h + 12);
+    ctx.globalAlpha = 1;
+    drawn.push({id: a.id, kind: a.kind, text: text, x: x, y: y, w: w, h: h});
+  }
+
+  /* "boat 0.957" above a model box big enough on screen: what the model says now. */
+  function drawModelLabel(f, i, t, labels) {
+    const x = t.ox + f.x[i] * t.s, y = t.oy + f.y[i] * t.s;
+    const text = f.classes[f.label[i]] + " " + api.fixed3(f.score[i]);
+    ctx.font = "11px system-ui, sans-serif";
+    const tw = ctx.measureText(text).width + 6;
+    ctx.fillStyle = f.colour[f.label[i]];
+    ctx.fillRect(x, y - 14 - CORRECTION_GAP, tw, 13);
+    ctx.fillStyle = "#000000";
+    ctx.fillText(text, x + 3, y - 4 - CORRECTION_GAP);
+    labels.push({id: f.id[i], text: text});
+  }
 
   function draw() {
     frame = 0;
@@ -301,16 +345,19 @@
     const t = transform(), v = visibleRect(t);
     const f = state.feeds[state.kind];
     let inView = 0;
+    const labelled = [], labels = [];
     if (f) {
       const paths = f.classes.map(function () { return new Path2D(); });
       query(f, v.x0, v.y0, v.x1, v.y1, function (i) {
         if (!shown(f, i)) return;
         paths[f.label[i]].rect(t.ox + f.x[i] * t.s, t.oy + f.y[i] * t.s, f.w[i] * t.s, f.h[i] * t.s);
+        if (f.w[i] * t.s >= LABEL_MIN_PX) labelled.push(i);
         inView++;
       });
       ctx.setLineDash([]);
       ctx.lineWidth = inView > 5000 ? 1 : 1.6;
       paths.forEach(function (p, k) { ctx.strokeStyle = f.colour[k]; ctx.stroke(p); });
+      if (labelled.length <= 300) for (const i of labelled) drawModelLabel(f, i, t, labels);
       if (!state.firstBoxes) {
         state.firstBoxes = true;
         performance.mark("first-boxes");
@@ -318,31 +365,11 @@
       }
     }
     $("legend-inview").textContent = inView;
-    // Corrections on top, dashed; unsaved ones faded, failed ones red.
+    // Corrections on top in their own style, outside the box: the model's box stays visible.
+    const corrections = [];
     for (const a of state.effective) {
       if (a.x > v.x1 || a.x + a.w < v.x0 || a.y > v.y1 || a.y + a.h < v.y0) continue;
-      const st = ANN_STYLE[a.kind] || ANN_STYLE.review;
-      const x = t.ox + a.x * t.s, y = t.oy + a.y * t.s, w = a.w * t.s, h = a.h * t.s;
-      ctx.globalAlpha = a.state === "saving" ? 0.6 : 1;
-      ctx.setLineDash(st.dash);
-      ctx.lineWidth = st.width + 2;
-      ctx.strokeStyle = "rgba(0,0,0,0.55)";
-      ctx.strokeRect(x, y, w, h);
-      ctx.lineWidth = st.width;
-      ctx.strokeStyle = a.state === "failed" ? "#ff1744" : (st.colour || colourOf[a.label] || "#fff");
-      ctx.strokeRect(x, y, w, h);
-      if (st.cross || a.label === cfg.negative) {
-        ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x + w, y + h); ctx.moveTo(x + w, y); ctx.lineTo(x, y + h); ctx.stroke();
-      }
-      if (a.kind === "confirm" && w > 10) {
-        ctx.setLineDash([]); ctx.beginPath();
-        ctx.moveTo(x + w * 0.25, y + h * 0.55); ctx.lineTo(x + w * 0.45, y + h * 0.75); ctx.lineTo(x + w * 0.78, y + h * 0.3);
-        ctx.stroke();
-      }
-      if (st.tag && w > 24) {
-        ctx.setLineDash([]); ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = ctx.strokeStyle;
-        ctx.fillText(a.label, x + 2, y - 3);
-      }
+      drawCorrection(a, t, corrections);
     }
     ctx.globalAlpha = 1;
     const outline = function (b, colour, dash, width) {
@@ -353,7 +380,7 @@
     if (state.selected) outline(state.selected, "#ffd600", [], 2.5);
     if (state.draft) outline(state.draft, "#ffffff", [5, 4], 2);
     if (state.popupAt) positionPopup();
-    state.lastDraw = {ms: performance.now() - started, boxes: inView};
+    state.lastDraw = {ms: performance.now() - started, boxes: inView, corrections: corrections, labels: labels};
   }
 
   // ---------------------------------------------------------------- legend and filters
@@ -386,16 +413,18 @@
   }
 
   function thresholdText() {
-    return Object.entries(classThresholds).map(function (e) { return e[0] + " " + Number(e[1]).toFixed(2); }).join(", ");
+    return Object.entries(classThresholds).map(function (e) { return e[0] + " " + api.fixed3(e[1]); }).join(", ");
   }
 
   /* The slider (and [ / ]) set one threshold for every class; perClass keeps the run's
      per-class thresholds (the slider then shows the lowest of them). */
   function setThreshold(value, perClass) {
     state.perClass = Boolean(perClass);
-    state.threshold = Math.max(sliderMin, Math.min(1, Math.round(value * 100) / 100));
+    // Per class: the run's exact thresholds; moved by hand: steps of 0.01.
+    const stepped = state.perClass ? value : Math.round(value * 100) / 100;
+    state.threshold = Math.max(sliderMin, Math.min(1, stepped));
     $("threshold").value = String(state.threshold);
-    $("threshold-value").textContent = state.threshold.toFixed(2);
+    $("threshold-value").textContent = api.fixed3(state.threshold);
     updateLegend(); schedule();
   }
 
@@ -453,7 +482,7 @@
     const sel = state.selected, draft = state.draft;
     if (sel) {
       const title = sel.source === "feed"
-        ? sel.label + " " + sel.score.toFixed(3) + " (" + (sel.kindOf === "merged" ? "merged box" : "window") + ")"
+        ? sel.label + " " + api.fixed3(sel.score) + " (" + (sel.kindOf === "merged" ? "merged box" : "window") + ")"
         : "your correction: " + describe(sel.a);
       box.appendChild(api.el("p", {class: "popup-title", text: title}));
       box.appendChild(button("✓ Correct (c)", function () { act("c"); }, {"data-action": "confirm"}));
@@ -507,7 +536,8 @@
         const name = classNames[k - 1];
         a = sel.source === "annotation" && sel.kindOf === "false_negative"
           ? annotate("false_negative", name, box, det)
-          : annotate(name === sel.label ? "confirm" : "wrong_class", name, box, det);
+          : annotate(name === sel.label ? "confirm" : "wrong_class", name, box, det,
+            sel.source === "feed" ? sel.label : sel.a && sel.a.was);
       }
       if (a) { closePopup(); flash("Marked: " + describe(a)); return true; }
     } else if (draft && k >= 1 && k <= classNames.length) {
@@ -547,13 +577,13 @@
       });
       if (best >= 0) {
         const c = raw.classes.length;
-        const parts = raw.classes.map(function (name, k) { return name + " " + raw.probs[best * c + k].toFixed(3); });
+        const parts = raw.classes.map(function (name, k) { return name + " " + api.fixed3(raw.probs[best * c + k]); });
         text = "window (" + raw.x[best] + ", " + raw.y[best] + "): " + parts.join(" · ");
         state.hoverBox = {x: raw.x[best], y: raw.y[best], w: raw.w[best], h: raw.h[best]};
       }
     }
     const hit = pick(p);
-    if (hit && hit.source === "feed" && !text) text = hit.label + " " + hit.score.toFixed(3) + (hit.kindOf === "merged" ? " (merged box)" : "");
+    if (hit && hit.source === "feed" && !text) text = hit.label + " " + api.fixed3(hit.score) + (hit.kindOf === "merged" ? " (merged box)" : "");
     if (hit && hit.source === "annotation") text = "your correction: " + describe(hit.a) + (text ? " — " + text : "");
     if (!text && raw) text = "no window scores 0.5 or more here";
     info.textContent = text || "Hover a box to see the model's probabilities.";
@@ -702,7 +732,7 @@
         e.preventDefault(); e.returnValue = "";
       }
     });
-    setThreshold(cfg.threshold, state.perClass);
+    setThreshold(state.perClass ? lowestThreshold : cfg.threshold, state.perClass);
     if (!cfg.dzi_url) { waitForTiles(); return; }
     startViewer();
     loadFeed("merged").then(function () { return loadFeed("window"); });  // raw windows: hover probabilities
@@ -727,6 +757,10 @@
     effective: function () { return state.effective.map(function (a) { return {id: a.id, kind: a.kind, label: a.label, x: a.x, y: a.y, w: a.w, h: a.h, state: a.state}; }); },
     pending: function () { return state.annotations.filter(function (a) { return a.state === "saving"; }).length; },
     lastDraw: function () { return state.lastDraw; },
+    overlayPixel: function (x, y) {  // RGBA of the overlay canvas at a page point (CSS pixels)
+      const r = overlay.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+      return Array.from(ctx.getImageData(Math.round((x - r.left) * dpr), Math.round((y - r.top) * dpr), 1, 1).data);
+    },
     loaded: function (kind) { return state.feeds[kind] ? state.feeds[kind].n : null; },
     setKind: setKind,
     zoomTo: function (x, y, w, h) {
