@@ -44,6 +44,7 @@ def test_queue_marks_the_centre_and_counts_the_class_mix(
     expect(page.locator('#class-mix li[data-class="car"] strong')).to_have_text("1")
     expect(page.locator('#class-mix li[data-class="negative"] strong')).to_have_text("1")
     expect(page.locator("#class-mix-total")).to_have_text("2")
+    page.wait_for_function("() => reviewQueue.current()")  # keys wait for the next window
     page.keyboard.press("Backspace")  # undoes the negative answer
     expect(page.locator('#class-mix li[data-class="negative"] strong')).to_have_text("0")
     expect(page.locator("#class-mix-total")).to_have_text("1")

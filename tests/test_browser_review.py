@@ -88,13 +88,13 @@ def test_review_session_in_the_browser(page, alice, project, storage_dir, redis_
     page.focus("#threshold")
     for _ in range(8):
         page.keyboard.press("ArrowRight")
-    expect(page.locator("#threshold-value")).to_have_text("0.98")
+    expect(page.locator("#threshold-value")).to_have_text("0.980")
     after = {c: feed_count(run, "window", 0.98, c) for c in ("car", "boat")}
     assert after != expected
     assert legend_counts(page) == after
     for _ in range(30):
         page.keyboard.press("ArrowLeft")
-    expect(page.locator("#threshold-value")).to_have_text("0.68")
+    expect(page.locator("#threshold-value")).to_have_text("0.680")
     low = {c: feed_count(run, "window", 0.68, c) for c in ("car", "boat")}
     assert sum(low.values()) > sum(expected.values())
     assert legend_counts(page) == low
@@ -107,7 +107,7 @@ def test_review_session_in_the_browser(page, alice, project, storage_dir, redis_
     page.focus("#threshold")
     for _ in range(22):
         page.keyboard.press("ArrowRight")
-    expect(page.locator("#threshold-value")).to_have_text("0.90")
+    expect(page.locator("#threshold-value")).to_have_text("0.900")
     page.check("#kind-merged")
     expect(page.locator("#legend-total")).to_have_text(str(sum(merged_at.values())))
 
@@ -217,7 +217,8 @@ def test_review_session_in_the_browser(page, alice, project, storage_dir, redis_
             # Backspace goes back to the window just answered (undoing its answer); answer again.
             page.keyboard.press("Backspace")
             page.wait_for_function(
-                "([x, y]) => { const c = reviewQueue.current(); return c.x === x && c.y === y; }",
+                "([x, y]) => { const c = reviewQueue.current();"
+                " return c && c.x === x && c.y === y; }",
                 arg=[item["x"], item["y"]],
             )
             expect(page.locator("#review-count")).to_have_text("4")

@@ -110,13 +110,13 @@ def test_feed_and_metrics_pages_report_the_runs_thresholds(alice_client, project
     coco = run.metrics["coco"]
     assert f'<td class="ap">{coco["ap50"]:.3f}</td>' in metrics
     assert f'<td class="ap">{coco["ap"]:.3f}</td>' in metrics
-    assert "car 0.62, boat 0.70" in metrics and "calibrated" in metrics
+    assert "car 0.620, boat 0.700" in metrics and "calibrated" in metrics
     f1 = run.metrics["object"]["overall"]["f1"]
     assert f'<td class="f1 headline">{f1:.3f}</td>' in metrics
 
     dashboard = alice_client.get(reverse("project-dashboard", args=[project.pk]))
     html = dashboard.content.decode()
-    assert "car 0.62, boat 0.70" in html
+    assert "car 0.620, boat 0.700" in html
     assert f"{coco['ap50']:.3f} / {coco['ap']:.3f}" in html
 
 
