@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy before torch is imported)
 
 PYTHONS = {
     "torch": REPO / ".venv" / "bin" / "python",

@@ -38,6 +38,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy before torch is imported)
 
 SCENES = {"mona_lisa": "collage-mona_lisa", "heldout": "collage-rocket"}
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}

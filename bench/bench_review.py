@@ -39,6 +39,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy before torch is imported)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collage_app.settings")
 
 PROJECT_NAME = "bench_review"

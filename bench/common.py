@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy before any benchmark imports torch)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 PYTHON = REPO / ".venv" / "bin" / "python"

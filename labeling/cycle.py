@@ -19,7 +19,8 @@ from django.utils import timezone
 from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import ACTIVE, QueueUnavailable, enqueue, reconcile
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
-from mlcore.profiles import TRAIN_PROFILES
+from mlcore import starting_model
+from mlcore.profiles import TRAIN_PROFILES, profile_config, profile_start
 
 CYCLE_KIND = "retrain_cycle"
 IN_FLIGHT = ("pending", "training", "scoring")
@@ -182,15 +183,30 @@ def running_cycle(project):
     return (records[0] if records else None), version
 
 
-def train_config_for(project, profile: str = "quick", overrides=None, finetune=False) -> dict:
+def train_config_for(
+    project, profile: str = "quick", overrides=None, finetune=False, start=False
+) -> dict:
+    """The training options of a version: the profile's (its fine-tune overrides for a
+    fine-tune, its ``from_start`` ones for a first model from the starting model), the
+    project's window and step, then ``overrides``."""
     if profile not in TRAIN_PROFILES:
         raise ValueError(f"unknown training profile {profile!r}; use one of {list(TRAIN_PROFILES)}")
-    config = dict(TRAIN_PROFILES[profile]["config"])
-    if finetune:
-        config.update(TRAIN_PROFILES[profile]["finetune"])
+    config = profile_config(profile, finetune=finetune, start=start)
     config.update({"window": project.window_size, "step": project.train_step})
     config.update(overrides or {})
     return config
+
+
+def first_model_start(project, profile: str, from_scratch: bool = False) -> dict:
+    """What a project's new first model starts from: the starting model (its name, card
+    figures and sha256, recorded on the version) or scratch. MXNet projects, the tiny profile,
+    the project's "start from scratch" setting and ``from_scratch`` train from random weights.
+    A missing or corrupt starting model raises StartingModelError (the cycle is refused)."""
+    scratch = from_scratch or project.start_from_scratch or project.engine != "torch"
+    if profile_start(profile, scratch) == "scratch":
+        return dict(starting_model.SCRATCH)
+    starting_model.starting_checkpoint(project.window_size)  # refuse a bad file now, not later
+    return starting_model.describe()
 
 
 def start_cycle(
@@ -198,13 +214,15 @@ def start_cycle(
     user=None,
     profile: str = "quick",
     config: dict | None = None,
+    new_model: bool = False,
     from_scratch: bool = False,
 ) -> JobRecord:
     """Start a retrain cycle: a new model version (pending) and its job on the `train` queue.
 
     Raises CycleAlreadyRunning while another cycle of the project is in flight. Without a
-    current model (or with ``from_scratch``) the model is trained from scratch, else fine-tuned
-    from the current one."""
+    current model (or with ``new_model``) a new first model is trained, from the starting
+    model or (``from_scratch``, or the project's setting) from random weights (see
+    :func:`first_model_start`); else the current one is fine-tuned."""
     try:
         with transaction.atomic():
             # The project row lock serialises two clicks arriving together.
@@ -215,7 +233,14 @@ def start_cycle(
             if cycle_process_running(project.pk):  # e.g. a horse that outlived its worker
                 raise CycleAlreadyRunning(project, process_only=True)
             parent = project.current_model()
-            finetune = parent is not None and not from_scratch
+            finetune = parent is not None and not new_model
+            start = None if finetune else first_model_start(project, profile, from_scratch)
+            from_start = start is not None and start["kind"] == "starting-model"
+            config = train_config_for(project, profile, config, finetune, from_start)
+            if finetune:
+                started_from = {"kind": "fine-tune", "name": f"v{parent.number}"}
+            else:
+                started_from = start
             number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
             version = ModelVersion.objects.create(
                 project=project,
@@ -224,8 +249,12 @@ def start_cycle(
                 parent=parent,
                 status="pending",
                 classes=project.class_names,
-                train_config=train_config_for(project, profile, config, finetune)
-                | {"profile": profile, "finetune_from": parent.number if finetune else None},
+                train_config=config
+                | {
+                    "profile": profile,
+                    "finetune_from": parent.number if finetune else None,
+                    "started_from": started_from,
+                },  # fmt: skip
             )
             # The job is pushed to Redis when this block commits (labeling.jobs.enqueue).
             record = enqueue(

@@ -95,6 +95,7 @@ class ProjectForm(forms.ModelForm):
             "score_step",
             "threshold",
             "engine",
+            "start_from_scratch",
         ]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         help_texts = {
@@ -102,6 +103,8 @@ class ProjectForm(forms.ModelForm):
             "train_step": "Pixels between training windows (at most the window size).",
             "score_step": "Pixels between scored windows (at most the window size).",
             "threshold": "Probability above which a window counts as a detection.",
+            "start_from_scratch": "Off (default): the first model starts from the shipped "
+            "starting model (CIFAR-10 scene model) and is fine-tuned; on: random weights.",
         }
 
     def __init__(self, *args, classes=None, **kwargs):

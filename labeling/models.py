@@ -86,6 +86,9 @@ class Project(models.Model):
     # How much more often a correction canvas is sampled than an original one in training. 50, not
     # 5: at 5 a few hundred corrections were ~3% of the samples and moved F1 by < 0.02 (docs/).
     correction_weight = models.FloatField(default=50.0)
+    # A first model starts from the shipped starting model (mlcore.starting_model) and is
+    # fine-tuned on the project's canvases; on: from random weights, as before it existed.
+    start_from_scratch = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -266,6 +269,18 @@ class ModelVersion(models.Model):
                 name="one_current_model_per_project",
             ),
         ]
+
+    @property
+    def started_from(self) -> dict:
+        """What its training started from: {"kind": "starting-model" | "scratch" | "fine-tune",
+        "name", ...} (versions from before starting models: fine-tune of the parent, or
+        scratch)."""
+        recorded = (self.train_config or {}).get("started_from")
+        if recorded:
+            return recorded
+        if self.train_config.get("finetune_from") and self.parent_id:
+            return {"kind": "fine-tune", "name": f"v{self.parent.number}"}
+        return {"kind": "scratch", "name": "scratch (random weights)"}
 
     def __str__(self):
         return f"{self.project} v{self.number} ({self.engine})"

@@ -69,7 +69,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                      "classes": {"type": "array", "items": {"type": "object"}},
                      "negative_class": {"type": "string"}, "window_size": {"type": "integer"},
                      "train_step": {"type": "integer"}, "score_step": {"type": "integer"},
-                     "threshold": {"type": "number"}, "engine": {"type": "string"}},
+                     "threshold": {"type": "number"}, "engine": {"type": "string"},
+                     "start_from_scratch": {"type": "boolean"}},
                      required=["name"]),
                  "responses": _ok("the project", "201")},
     },
@@ -118,7 +119,6 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                      "y": {"type": "integer"}}, required=("scene", "x", "y")),
                  "responses": _ok("{\"released\": true|false} (false: not leased to you)")},
     },
-    "api-export": {
     "api-queue-skip": {
         "post": {"summary": "Skip a window you are not sure about: recorded as a skip (never a "
                             "label, never trained on); the queue hands it out again after "
@@ -128,6 +128,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                      "y": {"type": "integer"}}, required=("scene", "x", "y")),
                  "responses": _ok("{skipped: id, scene, x, y, returns_after}", "201")},
     },
+    "api-export": {
         "get": {"summary": "Export the project's annotations (effective labels, or the whole "
                            "history with history=1)", "tags": ["review"],
                 "parameters": [_q("format", "file format", enum=["coco", "csv"]),

@@ -96,7 +96,8 @@ def coverage_map(label_map: np.ndarray, window: int) -> np.ndarray:
         )  # fmt: skip
         sel = centre == value
         share[sel] = boxes[sel]
-    out[half : half + ny, half : half + nx] = np.rint(share * (FULL_COVERAGE / window**2))
+    # Rounded down, so "share >= t" never admits a window below t (exact when 255 t is whole).
+    out[half : half + ny, half : half + nx] = np.floor(share * (FULL_COVERAGE / window**2))
     return out
 
 

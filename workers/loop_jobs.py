@@ -20,9 +20,11 @@ from django.utils import timezone
 from labeling import cycle
 from labeling.models import Dataset, ModelVersion, Project, ScoringRun, TrainingCanvas
 from labeling.storage import get_storage, model_prefix, project_prefix
+from mlcore import starting_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.onnx"
+NO_SCENE_YET = "done: no scene to score yet (scenes added later are scored by this model)"
 
 
 class Phases:
@@ -319,11 +321,14 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
     config = {
         k: v
         for k, v in version.train_config.items()
-        if k not in ("profile", "finetune_from", "engine")
+        if k not in ("profile", "finetune_from", "engine", "started_from")
     }
     init_from = None
     if version.train_config.get("finetune_from") and version.parent:
         init_from = _local_model_file(version.parent.checkpoint_key)
+    elif (version.train_config.get("started_from") or {}).get("kind") == "starting-model":
+        init_from = starting_model.starting_checkpoint(project.window_size)
+        ctx.log(f"starting from the starting model {starting_model.starting_model_dir()}")
     windows = {c: cset.n_windows(project.window_size, project.train_step, c) for c in cset.classes}
     counts = {
         "windows": windows,
@@ -430,7 +435,8 @@ def _retrain_cycle(ctx, version_id: int):
     else:
         cycle.advance(version, "scoring", allowed=("pending", "training"))
         runs = cycle.enqueue_scoring(version)
-    phases("scoring")(1, 1, f"{len(runs)} scene(s) queued for scoring")
+    queued = f"{len(runs)} scene(s) queued for scoring" if runs else NO_SCENE_YET
+    phases("scoring")(1, 1, queued)
     if not runs:
         version.refresh_from_db()
         if not cycle.promote(version):

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from labeling import cycle
 from labeling.job_progress import JobFailed, follow_cycle, follow_job
 from labeling.local_services import ServiceError, workers_for
+from mlcore.starting_model import StartingModelError
 
 
 class LabelingCommand(BaseCommand):
@@ -62,16 +63,21 @@ class CycleCommand(ProjectJobCommand):
     corrections) on the train and score workers and follow it to the promoted version."""
 
     queues = ("train", "score")
-    from_scratch = True
+    new_model = True  # train: a new first model; retrain: a fine-tune of the current one
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
         parser.add_argument("--profile", default="quick", help="tiny, quick or full")
         parser.add_argument("--steps", type=int, default=None, help="Override the step count")
+        if self.new_model:
+            parser.add_argument(
+                "--from-scratch", action="store_true",
+                help="random weights instead of the shipped starting model",
+            )  # fmt: skip
 
     def handle(self, *args, **opts):
         project = get_project(opts["project"])
-        if not self.from_scratch:
+        if not self.new_model:
             pending = len(cycle.pending_annotations(project))
             self.stdout.write(f"{pending} pending annotation(s)")
         profile = opts["profile"]
@@ -81,9 +87,11 @@ class CycleCommand(ProjectJobCommand):
         overrides = {"steps": opts["steps"]} if opts.get("steps") else None
         with self.workers(opts):
             try:
-                record = cycle.start_cycle(project, None, profile=profile, config=overrides,
-                                           from_scratch=self.from_scratch)  # fmt: skip
-            except cycle.CycleAlreadyRunning as exc:
+                record = cycle.start_cycle(
+                    project, None, profile=profile, config=overrides, new_model=self.new_model,
+                    from_scratch=opts.get("from_scratch", False),
+                )  # fmt: skip
+            except (cycle.CycleAlreadyRunning, StartingModelError) as exc:
                 raise CommandError(str(exc)) from None
             if opts["no_wait"]:
                 number = record.params["version_id"]

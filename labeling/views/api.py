@@ -127,6 +127,7 @@ def api_project(request, project_id):
                     "status": v.status,
                     "is_current": v.is_current,
                     "engine": v.engine,
+                    "started_from": v.started_from,
                     "metrics": v.metrics,
                     "thresholds": v.thresholds,  # calibrated, from the model file
                     "created_at": v.created_at.isoformat(),
@@ -342,7 +343,6 @@ def api_queue_release(request, project_id):
 
 
 @_api
-@_api
 @require_http_methods(["POST"])
 def api_queue_skip(request, project_id):
     """Skip a window ("not sure"): recorded as a skip, never as a label; the queue hands it out
@@ -363,6 +363,7 @@ def api_queue_skip(request, project_id):
     )  # fmt: skip
 
 
+@_api
 @require_http_methods(["GET"])
 def api_export(request, project_id):
     project = project_for(request.user, project_id)

@@ -132,6 +132,7 @@ def project_json(project: Project) -> dict:
         "score_step": project.score_step,
         "threshold": project.threshold,
         "engine": project.engine,
+        "start_from_scratch": project.start_from_scratch,
         "members": [u.username for u in project.members.all()],
         "url": f"/projects/{project.pk}/",
     }

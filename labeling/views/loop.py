@@ -21,6 +21,7 @@ from labeling.jobs import job_state
 from labeling.models import JobRecord, ModelVersion
 from labeling.parsing import parse_int
 from labeling.views.common import json_api, json_body
+from mlcore.starting_model import StartingModelError
 
 JOBS_LIMIT_MAX = 200
 
@@ -54,6 +55,7 @@ def version_json(version: ModelVersion) -> dict:
         "status": version.status,
         "is_current": version.is_current,
         "parent": version.parent.number if version.parent_id else None,
+        "started_from": version.started_from,
         "metrics": version.metrics,
         "thresholds": version.thresholds,  # calibrated, from the model file
         "error": version.error,
@@ -105,6 +107,11 @@ def api_retrain(request, project_id):
         raise BadRequest(text)
     try:
         record = start_cycle(project, request.user, profile=profile)
+    except StartingModelError as exc:  # the server's starting model is missing or corrupt
+        if not as_json:
+            messages.error(request, str(exc))
+            return _back(request, project)
+        return JsonResponse({"error": str(exc)}, status=409)
     except CycleAlreadyRunning as exc:
         if not as_json:
             messages.warning(request, str(exc))

@@ -46,6 +46,10 @@ class Command(BaseCommand):
         parser.add_argument("--score-step", type=int, default=16, help="Scoring step (px)")
         parser.add_argument("--threshold", type=float, default=0.9, help="Detection threshold")
         parser.add_argument("--engine", choices=[e for e, _ in Project.ENGINES], default="torch")
+        parser.add_argument(
+            "--from-scratch", action="store_true",
+            help="First model from random weights instead of the shipped starting model",
+        )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="Print the project as JSON")
 
     def handle(self, *args, **opts):
@@ -61,6 +65,7 @@ class Command(BaseCommand):
                 "score_step": opts["score_step"],
                 "threshold": opts["threshold"],
                 "engine": opts["engine"],
+                "start_from_scratch": opts["from_scratch"],
             },
             classes=classes,
         )

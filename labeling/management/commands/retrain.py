@@ -8,4 +8,4 @@ from labeling.management.command_support import CycleCommand
 
 class Command(CycleCommand):
     help = "Run one retrain cycle (fine-tune on the pending corrections) and follow it."
-    from_scratch = False
+    new_model = False

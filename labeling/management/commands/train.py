@@ -1,5 +1,6 @@
-"""manage.py train <project>: train a model version from scratch on the project's canvases, then
-export and score it like any cycle (the version becomes current only when all of it worked)."""
+"""manage.py train <project>: train a new first model version on the project's canvases (from the
+shipped starting model, or with --from-scratch from random weights), then export and score it
+like any cycle (the version becomes current only when all of it worked)."""
 
 from __future__ import annotations
 
@@ -7,4 +8,4 @@ from labeling.management.command_support import CycleCommand
 
 
 class Command(CycleCommand):
-    help = "Train a new model version from scratch (then export, score, promote)."
+    help = "Train a new first model version (then export, score, promote)."
