@@ -716,13 +716,19 @@ class _BuildPlan:
 def split_calibration(
     images: LabelledImages, fraction: float, seed: int = 0, min_per_class: int = 20
 ) -> tuple[LabelledImages, LabelledImages | None]:
-    """(training images, held-out images or None): ``fraction`` of every class, seeded."""
+    """(training images, held-out images or None): ``fraction`` of every class, seeded.
+
+    Drawn per *source* class where the images know theirs, so a project of CIFAR-10 mapped to
+    car / boat / negative holds out exactly the images the starting model held out (drawn per
+    CIFAR-10 class with the same seed): its calibration scene is never seen in pretraining."""
     if not 0 <= fraction < 1:
         raise CanvasError(f"calibration_fraction must be in [0, 1), got {fraction}")
     rng = np.random.default_rng([seed, 7])
     held = []
-    for label in range(len(images.class_names)):
-        members = np.flatnonzero(images.labels == label)
+    by_source = images.sources is not None
+    groups = images.source_labels if by_source else images.labels
+    for label in range(len(images.sources if by_source else images.class_names)):
+        members = np.flatnonzero(groups == label)
         n = int(round(fraction * len(members)))
         if n >= min_per_class and n < len(members):
             held.append(rng.choice(members, n, replace=False))

@@ -228,3 +228,17 @@ def test_pretrain_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert "Aligned tiles" in (out / "CARD.md").read_text()
     # the folder works as a starting model as it is
     assert read_checkpoint(verified_file("checkpoint.pt", out))["classes"] == CIFAR10
+
+
+def test_a_mapped_project_holds_out_the_images_the_starting_model_held_out():
+    from mlcore.canvases import split_calibration
+    from mlcore.datasets import ClassMapping, LabelledImages, apply_mapping
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 4000)
+    images = LabelledImages(np.zeros((4000, 4, 4, 3), np.uint8), labels, CIFAR10,
+                            [f"i{k}" for k in range(4000)])  # fmt: skip
+    mapped = apply_mapping(images, ClassMapping.cifar_default())
+    _, held_ten = split_calibration(images, 0.05, seed=0)
+    _, held_three = split_calibration(mapped, 0.05, seed=0)
+    assert len(held_ten) > 150 and held_ten.ids == held_three.ids
