@@ -37,7 +37,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "labeling.middleware.RequestBodyLimit",  # a JSON 400 before anything reads a huge body
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "labeling.middleware.SessionMiddleware",  # Django's, noting a save lost to a cut connection
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Before CSRF: a logged-out API call hears 401 JSON, not a CSRF 403 page.

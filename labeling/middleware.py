@@ -1,6 +1,7 @@
 """Request-level guards: login on every page and API (401 JSON for the API), a bounded request
-body, 503 JSON while Redis (the job queue) is down, and one transparent retry of a request whose
-database connection the server cut (a failover, a restart, pg_terminate_backend)."""
+body, 503 JSON while Redis (the job queue) is down, and transparent retries of a request whose
+database connection the server cut (a failover, a restart, pg_terminate_backend), also when the
+cut hit the session's save."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpResponse, JsonResponse
@@ -121,12 +124,45 @@ def _note_lost_connection(sender, request=None, **kwargs):
 got_request_exception.connect(_note_lost_connection, dispatch_uid="labeling-lost-db-connection")
 
 
+def reconnect_if_cut() -> None:
+    """Before a request's writes, after slow work that left the connection idle (the login's
+    password hash, about 0.3 s): a connection the server cut meanwhile is closed here, so the
+    writes run on a new one instead of failing. Outside a transaction only (there a new
+    connection would lose what the transaction did)."""
+    if connection.connection is not None and not connection.in_atomic_block:
+        if not connection.is_usable():
+            connection.close()
+
+
+def _caused_by_lost_connection(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's, noting a session save that failed on a cut connection: Django answers that with
+    a 400 SessionInterrupted (a SuspiciousOperation, which sends no got_request_exception), so the
+    retry below would not know the request hit a lost connection."""
+
+    def process_response(self, request, response):
+        try:
+            return super().process_response(request, response)
+        except SessionInterrupted as exc:
+            if _caused_by_lost_connection(exc):
+                request._database_connection_lost = True
+            raise
+
+
 class RetryLostDatabaseConnection:
     """Outermost: a request that failed because its database connection died is run once more
     on a new connection, when that cannot repeat a write: a safe method, a request that changed
     nothing before it failed, or one its view declared idempotent (``request.idempotent``, e.g.
-    an annotation with a client_id). Otherwise the API answers 503 JSON. Connections are also
-    health-checked before reuse (CONN_HEALTH_CHECKS), so one cut while idle costs nothing."""
+    an annotation with a client_id, a login). Otherwise the API answers 503 JSON and a page 503
+    text, never a 500 page. Connections are also health-checked before reuse
+    (CONN_HEALTH_CHECKS), so one cut while idle costs nothing."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -148,5 +184,8 @@ class RetryLostDatabaseConnection:
             if not retry:
                 break
         if _is_api(request):
-            return JsonResponse({"error": DATABASE_DOWN}, status=503)
+            response = JsonResponse({"error": DATABASE_DOWN}, status=503)
+        else:
+            response = HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain")
+        response["Retry-After"] = "1"
         return response

@@ -1,11 +1,25 @@
-"""Pages every user sees first: the project list and the health page."""
+"""Pages every user sees first: the login, the project list and the health page."""
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import render
 
 from labeling.access import projects_for
 from labeling.health import health_report
+from labeling.middleware import reconnect_if_cut
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, surviving a database connection cut by the server: checking the password
+    takes long enough for a cut to land while the connection is idle, so it is replaced if so
+    before the session is written; and what follows may be rerun whole (another session row, the
+    same user logged in), so the retry middleware reruns a login that failed after writing."""
+
+    def form_valid(self, form):
+        self.request.idempotent = True
+        reconnect_if_cut()
+        return super().form_valid(form)
 
 
 @login_required
