@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from labeling.access import projects_for
 from labeling.health import health_report
@@ -16,6 +17,8 @@ class LoginView(auth_views.LoginView):
     before the session is written; and what follows may be rerun whole (another session row, the
     same user logged in), so the retry middleware reruns a login that failed after writing."""
 
+    http_method_names = ["get", "head", "post", "options"]  # FormView would take PUT as POST
+
     def form_valid(self, form):
         self.request.idempotent = True
         reconnect_if_cut()
@@ -23,6 +26,7 @@ class LoginView(auth_views.LoginView):
 
 
 @login_required
+@require_safe
 def project_list(request):
     projects = projects_for(request.user).prefetch_related("scenes", "model_versions")
     return render(request, "labeling/project_list.html", {"projects": projects})
@@ -43,6 +47,7 @@ def csrf_failure(request, reason=""):
 
 
 @login_required
+@require_safe
 def health(request):
     report = health_report()
     status = 200 if report["ok"] else 503

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from labeling.access import project_for
 from labeling.demo_data import demo_target_path, demo_tiles_path
@@ -183,6 +183,7 @@ def dataset_new(request, project_id):
     )
 
 
+@require_safe
 def dataset_detail(request, project_id, dataset_id):
     project = project_for(request.user, project_id)
     dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
@@ -291,6 +292,7 @@ def scene_new(request, project_id):
     )
 
 
+@require_safe
 def scene_import(request, project_id, scene_id):
     """Progress of a scene's preparation (pixels, deep-zoom tiles, first scoring)."""
     project = project_for(request.user, project_id)

@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from labeling.access import project_for, scene_for
 from labeling.cycle import (
@@ -184,6 +184,7 @@ def cycle_effect(rows: list[dict]) -> dict | None:
     return None
 
 
+@require_safe
 def project_dashboard(request, project_id):
     project = project_for(request.user, project_id)
     reconcile_versions(project)  # a version whose worker died reads failed, not "training"
@@ -278,6 +279,7 @@ def _latest_job_state(project, kind, **params) -> dict | None:
 # -- scene viewer --------------------------------------------------------------------------------
 
 
+@require_safe
 def scene_viewer(request, scene_id):
     scene = scene_for(request.user, scene_id)
     project = scene.project
@@ -332,6 +334,7 @@ def class_mix(project, pending=None) -> list[dict]:
     return [{"name": c, "count": n, "color": colours.get(c, "#9e9e9e")} for c, n in counts.items()]
 
 
+@require_safe
 def review_queue(request, project_id):
     project = project_for(request.user, project_id)
     scenes = list(project.scenes.all())
@@ -380,6 +383,7 @@ def review_queue(request, project_id):
 # -- metrics -------------------------------------------------------------------------------------
 
 
+@require_safe
 def project_metrics(request, project_id):
     project = project_for(request.user, project_id)
     rows = version_rows(project)
