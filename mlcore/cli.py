@@ -100,12 +100,12 @@ def cmd_build_canvases(args) -> dict:
     }
 
 
-def _tiles(path: str):
-    from mlcore.datasets import ClassMapping, LabelledImages, apply_mapping, load_dataset
+def _tiles(path: str, mapping_spec: str | None = None, negative: str = "negative"):
+    from mlcore.datasets import LabelledImages, apply_mapping, load_dataset
 
     if path.endswith(".npz"):
         return LabelledImages.load_npz(path)
-    return apply_mapping(load_dataset(path, split="test"), ClassMapping.cifar_default())
+    return apply_mapping(load_dataset(path, split="test"), _mapping(mapping_spec, negative))
 
 
 def cmd_collage(args) -> dict:
@@ -114,7 +114,7 @@ def cmd_collage(args) -> dict:
     started = time.perf_counter()
     collage = make_collage(
         args.target,
-        _tiles(args.tiles),
+        _tiles(args.tiles, getattr(args, "map", None), getattr(args, "negative", "negative")),
         cols=args.cols,
         mode=args.mode,
         seed=args.seed,
@@ -133,6 +133,20 @@ def cmd_collage(args) -> dict:
         "ground truth": gt_path,
         "seconds": f"{time.perf_counter() - started:.1f}",
     }
+
+
+def _settings(items: list[str] | None) -> dict:
+    """``--set key=value`` training options (values as JSON where they parse, else text)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set takes key=value (e.g. lr=0.05), got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def start_of(args, window: int = 32):
@@ -158,6 +172,7 @@ def cmd_train(args) -> dict:
         args.profile,
         finetune=args.init is not None,
         start=started_from["kind"] == "starting-model",
+        **_settings(getattr(args, "set", None)),
         steps=args.steps,
         depth=args.depth,
         width=args.width,
@@ -407,6 +422,7 @@ def cmd_demo(args) -> dict:
         "canvases": out / "canvases", "out": model_dir, "profile": args.profile,
         "init": None, "steps": args.steps, "depth": None, "width": None, "batch_size": None,
         "device": None, "seed": args.seed, "calibrate": True, "from_scratch": args.from_scratch,
+        "set": args.set,
     })  # fmt: skip
     meta = read_metadata(model)
     if not meta["thresholds"]:
@@ -531,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output picture (.png)")
     p.add_argument("--ground-truth", help="ground truth JSON (default: OUT with .json)")
     p.add_argument("--cols", type=int, default=80)
+    p.add_argument("--map", help="source:project classes of the tiles (default automobile:car,"
+                   "ship:boat)")  # fmt: skip
+    p.add_argument("--negative", default="negative", help="class for every unmapped tile class")
     p.add_argument("--mode", default="collage", choices=["collage", "grid"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_collage)
@@ -542,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="fine-tune from this checkpoint")
     p.add_argument("--from-scratch", action="store_true",
                    help="random weights instead of the shipped starting model")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a training option (TrainConfig field), e.g. lr=0.05")  # fmt: skip
     p.add_argument("--steps", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--width", type=int)
@@ -622,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--from-scratch", action="store_true",
                    help="first model from random weights, not the starting model")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a training option of the first model, e.g. lr=0.05")  # fmt: skip
     p.add_argument("--json", help="also write the demo's figures to this JSON file")
     p.set_defaults(func=cmd_demo)
     return parser
