@@ -159,9 +159,13 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                 | {"304": {"description": "not modified (If-None-Match)"}}},
     },
     "api-annotations": {
-        "get": {"summary": "Annotations of a scene: effective (newest per place, after undo) "
-                           "and the whole history", "tags": ["review"],
-                "responses": _ok("{effective: [...], history: [...]}")},
+        "get": {"summary": "Annotations of a scene, a page at a time, newest first: the "
+                           "history and its rows in effect (newest per place, after undo, over "
+                           "the whole history)", "tags": ["review"],
+                "parameters": [_q("limit", "rows per page, 1-5000, default 1000", "integer"),
+                               _q("cursor", "the previous page's next_cursor", "integer")],
+                "responses": _ok("{effective: [...], history: [...], limit, next_cursor, "
+                                 "next: the following page's URL or null}")},
         "post": {"summary": "Add an annotation (idempotent by client_id)", "tags": ["review"],
                  "requestBody": _json_body("the annotation", {
                      "client_id": {"type": "string", "maxLength": 64},

@@ -586,3 +586,55 @@ def test_openapi_flags_an_undocumented_route(settings):
     finally:
         clear_url_caches()
         del sys.modules["tests_extra_urls"]
+
+
+def test_annotations_are_listed_a_page_at_a_time(alice_client, alice, scored):
+    """Following `next` gives every row once, newest first, and the pages' effective rows are
+    the scene's (undo and newer-per-place decided over the whole history, across pages)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    scene, _ = scored
+    start = timezone.now()
+    rows = [
+        Annotation(project=scene.project, scene=scene, user=alice, kind="false_negative",
+                   label="car", x=8 * (i % 9), y=0, w=32, h=32,
+                   created_at=start + timedelta(seconds=i // 2))  # two at each instant
+        for i in range(30)
+    ]  # fmt: skip
+    Annotation.objects.bulk_create(rows)
+    first = Annotation.objects.filter(scene=scene).order_by("created_at", "id").first()
+    annotations.undo(first, alice)
+    url = reverse("api-annotations", args=[scene.pk])
+    whole = alice_client.get(url, {"limit": 5000}).json()
+    assert len(whole["history"]) == 31 and whole["next"] is None and whole["next_cursor"] is None
+    assert len(whole["effective"]) == 9  # nine places; the undone row is not among them
+    history, effective, page = [], [], alice_client.get(url, {"limit": 7}).json()
+    while True:
+        assert len(page["history"]) <= 7 and page["limit"] == 7
+        history += page["history"]
+        effective += page["effective"]
+        if page["next"] is None:
+            break
+        assert page["next_cursor"] == page["history"][-1]["id"]
+        page = alice_client.get(page["next"]).json()
+    assert [a["id"] for a in history] == [a["id"] for a in whole["history"]]
+    assert [a["id"] for a in effective] == [a["id"] for a in whole["effective"]]
+    assert alice_client.get(url).json()["limit"] == annotations.PAGE_DEFAULT
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ({"limit": 0}, "limit must be between 1 and 5000"),
+        ({"limit": 5001}, "limit must be between 1 and 5000"),
+        ({"limit": "²"}, "limit must be an integer"),
+        ({"cursor": "x"}, "cursor must be an integer"),
+        ({"cursor": 99999999}, "cursor 99999999 is not an annotation of this scene"),
+    ],
+)
+def test_annotation_pages_refuse_bad_limits_and_cursors(alice_client, scored, query, message):
+    scene, _ = scored
+    r = alice_client.get(reverse("api-annotations", args=[scene.pk]), query)
+    assert r.status_code == 400 and message in r.json()["error"], r.content

@@ -4,6 +4,7 @@ undo (append-only: history is kept), the JSON of one annotation and a scene's an
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labeling.cycle import effective_annotations
@@ -205,11 +206,29 @@ def annotation_json(a: Annotation) -> dict:
     }
 
 
-def scene_annotations(scene) -> tuple[list[Annotation], list[Annotation]]:
-    """(effective, history) of a scene, newest first."""
-    history = list(
-        Annotation.objects.filter(scene=scene)
-        .select_related("user", "consumed_by", "detection")
-        .order_by("-created_at", "-id")
-    )
-    return effective_annotations(history), history
+# One page of a scene's annotations (43,500 of them were 20.7 MB in one answer).
+PAGE_DEFAULT, PAGE_MAX = 1000, 5000
+# What labeling.cycle.effective_annotations reads of a row.
+_EFFECT_FIELDS = ("id", "created_at", "kind", "undoes", "scene", "x", "y", "w", "h")
+
+
+def scene_annotations(scene, limit: int = PAGE_DEFAULT, after: int | None = None):
+    """One page of the scene's history, newest first, after the annotation ``after`` (the previous
+    page's cursor): (effective, history, next cursor or None). ``effective`` are the page's rows
+    in effect (decided over the whole history: the pages' lists together are the scene's)."""
+    rows = Annotation.objects.filter(scene=scene).order_by("-created_at", "-id")
+    if after is not None:
+        last = rows.filter(pk=after).values_list("created_at", flat=True).first()
+        if last is None:
+            raise ReviewError(f"cursor {after} is not an annotation of this scene")
+        rows = rows.filter(Q(created_at__lt=last) | Q(created_at=last, id__lt=after))
+    history = list(rows.select_related("user", "consumed_by", "detection")[: limit + 1])
+    more = len(history) > limit
+    history = history[:limit]
+    if after is None and not more:  # the page is the whole history
+        whole = history
+    else:
+        whole = Annotation.objects.filter(scene=scene).only(*_EFFECT_FIELDS)
+    in_effect = {a.pk for a in effective_annotations(whole)}
+    effective = [a for a in history if a.pk in in_effect]
+    return effective, history, (history[-1].pk if more else None)

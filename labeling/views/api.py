@@ -7,12 +7,13 @@ from __future__ import annotations
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from labeling.access import project_for, projects_for, scene_for
 from labeling.cycle import pending_annotations, reconcile_versions
 from labeling.models import Annotation, ScoringRun
-from labeling.parsing import parse_id
+from labeling.parsing import parse_id, parse_int
 from labeling.review import annotations, crops, exports, feed, queue
 from labeling.review.common import ReviewError, dumps, pixel_int
 from labeling.views.common import json_api, json_body
@@ -247,19 +248,31 @@ def api_detections(request, scene_id):
 # -- annotations ----------------------------------------------------------------------------------
 
 
+def _annotations_page(request, scene) -> dict:
+    """?limit= (1..PAGE_MAX, default PAGE_DEFAULT) and ?cursor= (the previous page's
+    next_cursor); `next` is the following page's URL, null on the last page."""
+    limit = parse_int(request.GET.get("limit", annotations.PAGE_DEFAULT), "limit", ReviewError,
+                      low=1, high=annotations.PAGE_MAX)  # fmt: skip
+    cursor = request.GET.get("cursor")
+    after = parse_id(cursor, "cursor", ReviewError) if cursor not in (None, "") else None
+    effective, history, next_cursor = annotations.scene_annotations(scene, limit, after)
+    following = urlencode({"limit": limit, "cursor": next_cursor or ""})
+    return {
+        "scene": scene.pk,
+        "effective": [annotations.annotation_json(a) for a in effective],
+        "history": [annotations.annotation_json(a) for a in history],
+        "limit": limit,
+        "next_cursor": next_cursor,
+        "next": f"{request.path}?{following}" if next_cursor else None,
+    }
+
+
 @_api
 @require_http_methods(["GET", "POST"])
 def api_annotations(request, scene_id):
     scene = scene_for(request.user, scene_id)
     if request.method == "GET":
-        effective, history = annotations.scene_annotations(scene)
-        return JsonResponse(
-            {
-                "scene": scene.pk,
-                "effective": [annotations.annotation_json(a) for a in effective],
-                "history": [annotations.annotation_json(a) for a in history],
-            }
-        )
+        return JsonResponse(_annotations_page(request, scene))
     body = _json_body(request)
     # With a client_id a repeat returns the first row: safe to rerun after a lost connection.
     request.idempotent = bool(body.get("client_id"))
