@@ -354,6 +354,23 @@ def _decode_image(data: bytes, tile_size: tuple[int, int] | None) -> tuple[np.nd
         return np.asarray(im, dtype=np.uint8), resized
 
 
+# Skipped members named one by one, then one line with the count of the rest: a junk zip of
+# 50,000 files wrote 100,000 lines to the worker log. LabelledImages.skipped keeps them all.
+SKIPPED_NAMED = 20
+
+
+def _warn_skipped(source: str, skipped: list[tuple[str, str]]) -> None:
+    lines = [f"{source}: skipped {m}: {reason}" for m, reason in skipped[:SKIPPED_NAMED]]
+    if len(skipped) > SKIPPED_NAMED:
+        lines.append(
+            f"{source}: skipped {len(skipped) - SKIPPED_NAMED:,} more members "
+            f"({len(skipped):,} in all; the dataset's skipped list names each with its reason)"
+        )
+    for line in lines:
+        warnings.warn(line, stacklevel=4)
+        log.warning("%s", line)
+
+
 def _load_image_members(
     members: list[str],
     read: callable,
@@ -417,9 +434,7 @@ def _load_image_members(
         ids.append(m)
         if k % 1000 == 0 or k + 1 == total:
             report(progress, k + 1, total, "decoding images")
-    for m, reason in skipped:
-        warnings.warn(f"{source}: skipped {m}: {reason}", stacklevel=3)
-        log.warning("%s: skipped %s: %s", source, m, reason)
+    _warn_skipped(source, skipped)
     if resized:
         log.info("%s: resized %d images to %s", source, resized, tile_size)
     if not images:

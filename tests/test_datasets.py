@@ -270,3 +270,26 @@ def test_oversized_members_are_skipped_before_they_are_inflated(tmp_path):
     reasons = dict(ds.skipped)
     assert "too large for a labelled tile" in reasons["train/car/huge.png"]
     assert "bytes uncompressed is too large" in reasons["train/boat/bomb.png"]
+
+
+def test_a_junk_zip_names_twenty_skipped_members_then_counts_the_rest(tmp_path, caplog):
+    """50 junk members among 2 images: 20 named in the log (and as warnings), one line for the
+    other 30, while the dataset's skipped list keeps all 50 with their reasons."""
+    import logging
+
+    path = tmp_path / "junk.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(2):
+            zf.writestr(f"cat/ok{i}.png", png_bytes(np.full((32, 32, 3), 40 * i, np.uint8)))
+        for i in range(50):
+            zf.writestr(f"cat/junk{i:02d}.jpg", b"not a picture %d" % i)
+    with caplog.at_level(logging.WARNING, logger="mlcore.datasets"):
+        with pytest.warns(UserWarning) as record:
+            ds = load_dataset(path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlcore.datasets"]
+    assert [str(w.message) for w in record] == lines and len(lines) == 21
+    assert all("skipped cat/junk" in line for line in lines[:20])
+    assert lines[20].endswith("skipped 30 more members (50 in all; the dataset's skipped list "
+                              "names each with its reason)")  # fmt: skip
+    assert len(ds) == 2 and len(ds.skipped) == 50
+    assert all("readable image" in reason for _, reason in ds.skipped)
