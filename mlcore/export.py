@@ -3,6 +3,11 @@
 Input ``images``: uint8 (N, window, window, 3), dynamic N. Output ``probs``: float32 (N, C)
 softmax. Normalisation is inside the graph. metadata_props: ``classes`` (JSON list), ``window``,
 ``mean``, ``std`` (JSON lists, [0, 1] units), ``engine``, plus any caller ``meta``.
+
+A model with a box head returns a dict from ``forward`` instead of logits: ``{"logits": (N, H),
+"boxes": (N, 4), "centredness": (N,) or (N, 1)}`` (boxes and centredness each optional; boxes are
+x0, y0, x1, y1 in pixels from the window's origin, centredness already in [0, 1]). The file then
+has the outputs ``boxes`` and ``centredness`` after ``probs``.
 """
 
 from __future__ import annotations
@@ -17,10 +22,49 @@ import torch
 from mlcore.model import ProbabilityModel
 
 OPSET = 17
+REFINEMENT_OUTPUTS = ("boxes", "centredness")
+
+
+class RefinedProbabilityModel(torch.nn.Module):
+    """ProbabilityModel for a model whose forward returns a dict (logits, boxes, centredness):
+    gives (probs, *refinements) in the order of ``outputs[1:]``."""
+
+    def __init__(self, model: torch.nn.Module, refinements: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.refinements = refinements
+
+    def forward(self, images: torch.Tensor):
+        out = self.model(images)
+        logits = out["logits"]
+        if hasattr(self.model, "class_probs"):
+            probs = self.model.class_probs(logits)
+        else:
+            probs = torch.softmax(logits.float(), dim=1)
+        extra = [out[name].float() for name in self.refinements]
+        if "centredness" in self.refinements:
+            at = self.refinements.index("centredness")
+            extra[at] = extra[at].reshape(-1)
+        return (probs, *extra)
+
+
+def _wrap(model, example) -> tuple[torch.nn.Module, tuple[str, ...]]:
+    with torch.no_grad():
+        out = model(example)
+    if not isinstance(out, dict):
+        return ProbabilityModel(model).eval(), ("probs",)
+    if "logits" not in out:
+        raise ValueError(f"a model returning a dict must give 'logits', got {sorted(out)}")
+    unknown = sorted(set(out) - {"logits", *REFINEMENT_OUTPUTS})
+    if unknown:
+        raise ValueError(f"unknown model outputs {unknown}: known are {REFINEMENT_OUTPUTS}")
+    refinements = tuple(n for n in REFINEMENT_OUTPUTS if n in out)
+    return RefinedProbabilityModel(model, refinements).eval(), ("probs", *refinements)
 
 
 def export_onnx(model, path, classes, window: int = 32, meta: dict | None = None) -> Path:
-    """Write ``model`` (a logits model taking uint8 NHWC) as an ONNX file, atomically."""
+    """Write ``model`` (a logits model taking uint8 NHWC, or one returning a dict with a box
+    head: see the module docstring) as an ONNX file, atomically."""
     import onnx
 
     path = Path(path)
@@ -28,17 +72,18 @@ def export_onnx(model, path, classes, window: int = 32, meta: dict | None = None
     classes = list(classes)
     was_training = model.training
     model = model.cpu().eval()
-    wrapped = ProbabilityModel(model).eval()
     example = torch.zeros((2, window, window, 3), dtype=torch.uint8)
+    wrapped, outputs = _wrap(model, example)
     with torch.no_grad():
-        n_out = wrapped(example).shape[1]
+        probs = wrapped(example)
+        n_out = (probs[0] if isinstance(probs, tuple) else probs).shape[1]
     if n_out != len(classes):
         raise ValueError(f"the model predicts {n_out} classes but {len(classes)} names were given")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         # The TorchScript exporter is used: for this plain CNN it is fast and deterministic, and
         # it writes one self-contained file (the dynamo exporter needs seconds more per export).
-        _torch_export(wrapped, example, tmp)
+        _torch_export(wrapped, example, tmp, outputs)
         proto = onnx.load(str(tmp))
         norm = getattr(model, "normalisation", None) or {}
         props = {
@@ -67,8 +112,9 @@ def _rounded(values):
     return None if values is None else [round(float(v), 6) for v in values]
 
 
-def _torch_export(wrapped, example, tmp: Path) -> None:
-    common = dict(input_names=["images"], output_names=["probs"], opset_version=OPSET)
+def _torch_export(wrapped, example, tmp: Path, outputs=("probs",)) -> None:
+    common = dict(input_names=["images"], output_names=list(outputs), opset_version=OPSET)
+    batch_axes = {name: {0: "batch"} for name in ("images", *outputs)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -76,7 +122,7 @@ def _torch_export(wrapped, example, tmp: Path) -> None:
                 wrapped,
                 (example,),
                 str(tmp),
-                dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}},
+                dynamic_axes=batch_axes,
                 dynamo=False,
                 **common,
             )

@@ -4,6 +4,10 @@ Windows are copied straight from the scene strip into one preallocated uint8 bat
 model normalises inside its graph), the batch is carried across strips so every batch but the last
 is full, and the next strip is read in a background thread while the current one is scored. Peak
 memory is one or two strips plus the (small) probability grid, whatever the scene size.
+
+Besides ``probs`` a model file may output ``boxes`` and ``centredness`` (ARCHITECTURE.md, "model
+file"); they are scored alongside and land in the grid. A model without them gives a grid
+without them, which post-processing reads as "box = the window, centredness = 1".
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from mlcore.progress import Progress, report
 from mlcore.windows import full_window_view, grid_positions
 
 STRIP_BYTES = 64 * 1024 * 1024  # automatic strip height: about this many pixel bytes per strip
+# The outputs a model file may have beyond "probs", and the shape of one window's value.
+REFINEMENTS = {"boxes": (4,), "centredness": ()}
 
 
 @runtime_checkable
@@ -30,6 +36,19 @@ class Scorer(Protocol):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, window, window, 3) -> float32 probabilities (B, len(classes))."""
+
+
+def scorer_outputs(scorer) -> tuple[str, ...]:
+    """The outputs a scorer gives: "probs", then those of REFINEMENTS it has (a scorer without
+    ``outputs``, e.g. another engine's, gives probs only)."""
+    return tuple(getattr(scorer, "outputs", ("probs",)))
+
+
+def predict_outputs(scorer, images: np.ndarray) -> dict[str, np.ndarray]:
+    """{output name: float32 (B, ...)} of one batch, for every output of ``scorer``."""
+    if hasattr(scorer, "predict_all"):
+        return scorer.predict_all(images)
+    return {"probs": scorer.predict(images)}
 
 
 class OnnxScorer:
@@ -67,7 +86,10 @@ class OnnxScorer:
                 f"{[(i.name, i.type) for i in inputs]}"
             )
         self.input_name = inputs[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        # "probs" by name; an older file's first output whatever its name.
+        self.output_name = "probs" if "probs" in names else names[0]
+        self.outputs = ("probs", *(n for n in REFINEMENTS if n in names))
         if "classes" not in meta:
             raise ValueError(f"{self.path} has no 'classes' metadata: export it with mlcore.export")
         self.classes = list(json.loads(meta["classes"]))
@@ -79,6 +101,27 @@ class OnnxScorer:
         self.providers = self.session.get_providers()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        self._check(images)
+        out = self.session.run([self.output_name], {self.input_name: images})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def predict_all(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """{"probs": (B, C), and where the model has them "boxes": (B, 4) x0, y0, x1, y1 in
+        pixels from the window's origin, "centredness": (B,)}, all float32, in one run."""
+        self._check(images)
+        names = [self.output_name, *self.outputs[1:]]
+        values = self.session.run(names, {self.input_name: images})
+        out = {"probs": np.asarray(values[0], dtype=np.float32)}
+        for name, value in zip(self.outputs[1:], values[1:]):
+            shape = (len(images), *REFINEMENTS[name])
+            value = np.asarray(value, dtype=np.float32)
+            if value.size != int(np.prod(shape)):
+                raise ValueError(f"{self.path}: output {name!r} has shape {value.shape}, "
+                                 f"expected {shape}")  # fmt: skip
+            out[name] = value.reshape(shape)  # a (B, 1) centredness becomes (B,)
+        return out
+
+    def _check(self, images: np.ndarray) -> None:
         if (
             images.dtype != np.uint8
             or images.ndim != 4
@@ -93,8 +136,6 @@ class OnnxScorer:
                 f"expected uint8 windows (B, {self.window}, {self.window}, 3), "
                 f"got {images.dtype} {images.shape}"
             )
-        out = self.session.run([self.output_name], {self.input_name: images})[0]
-        return np.asarray(out, dtype=np.float32)
 
 
 def load_scorer(path, **kwargs) -> Scorer:
@@ -110,7 +151,9 @@ def load_scorer(path, **kwargs) -> Scorer:
 
 @dataclass
 class ScoreGrid:
-    """Probabilities of every window: ``probs[i, j]`` is the window at (ys[i], xs[j])."""
+    """Probabilities of every window: ``probs[i, j]`` is the window at (ys[i], xs[j]). From a
+    model with refinements also ``boxes[i, j]`` (x0, y0, x1, y1 of its object in pixels from
+    the window's origin) and ``centredness[i, j]``; None where the model has none."""
 
     ys: np.ndarray
     xs: np.ndarray
@@ -118,6 +161,8 @@ class ScoreGrid:
     classes: list[str]
     window: int
     step: int
+    boxes: np.ndarray | None = None  # float32 (R, K, 4)
+    centredness: np.ndarray | None = None  # float32 (R, K)
 
     def __post_init__(self):
         self.ys = np.asarray(self.ys, dtype=np.int64)
@@ -127,6 +172,18 @@ class ScoreGrid:
         expected = (len(self.ys), len(self.xs), len(self.classes))
         if self.probs.shape != expected:
             raise ValueError(f"probs has shape {self.probs.shape}, expected {expected}")
+        for name, tail in REFINEMENTS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(value, dtype=np.float32)
+            if value.shape != expected[:2] + tail:
+                raise ValueError(f"{name} has shape {value.shape}, expected {expected[:2] + tail}")
+            setattr(self, name, value)
+
+    def refinements(self) -> dict[str, np.ndarray]:
+        """{name: array} of the refinements this grid has."""
+        return {n: getattr(self, n) for n in REFINEMENTS if getattr(self, n) is not None}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -145,6 +202,7 @@ class ScoreGrid:
             classes=np.array(json.dumps(self.classes)),
             window=np.int64(self.window),
             step=np.int64(self.step),
+            **self.refinements(),
         )
         os.replace(tmp, path)
         return path
@@ -156,6 +214,8 @@ class ScoreGrid:
             raise FileNotFoundError(f"score grid {path} does not exist")
         try:
             with np.load(path, allow_pickle=False) as data:
+                # A grid saved before refinements existed has none.
+                refinements = {n: data[n] for n in REFINEMENTS if n in data.files}
                 return cls(
                     data["ys"],
                     data["xs"],
@@ -163,26 +223,45 @@ class ScoreGrid:
                     json.loads(str(data["classes"])),
                     int(data["window"]),
                     int(data["step"]),
+                    **refinements,
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable score grid: {exc}") from exc
 
     def to_rows(self) -> dict[str, np.ndarray]:
         """Columns for Parquet egress, one entry per window in row-major order:
-        ``y, x, p_<class>..., label`` (label = the most probable class)."""
+        ``y, x, p_<class>..., label`` (label = the most probable class), then where the grid has
+        them ``box_x0, box_y0, box_x1, box_y1`` and ``centredness``."""
         yy, xx = np.meshgrid(self.ys, self.xs, indexing="ij")
         flat = self.probs.reshape(-1, len(self.classes))
         columns: dict[str, np.ndarray] = {"y": yy.ravel(), "x": xx.ravel()}
         for k, name in enumerate(self.classes):
             columns[f"p_{name}"] = flat[:, k]
         columns["label"] = np.asarray(self.classes, dtype=object)[flat.argmax(1)]
+        return columns | self.refinement_columns()
+
+    def refinement_columns(self) -> dict[str, np.ndarray]:
+        """``box_x0, box_y0, box_x1, box_y1, centredness`` (those the grid has), row-major."""
+        columns = {}
+        if self.boxes is not None:
+            flat = self.boxes.reshape(-1, 4)
+            for k, name in enumerate(("box_x0", "box_y0", "box_x1", "box_y1")):
+                columns[name] = flat[:, k]
+        if self.centredness is not None:
+            columns["centredness"] = self.centredness.reshape(-1)
         return columns
 
 
-class _Batcher:
-    """Fills one preallocated uint8 batch from strips; results land in ``out[dest]``."""
+def output_arrays(scorer, n: int) -> dict[str, np.ndarray]:
+    """Empty float32 results for ``n`` windows, one array per output of ``scorer``."""
+    tails = {"probs": (len(scorer.classes),)} | REFINEMENTS
+    return {name: np.empty((n, *tails[name]), dtype=np.float32) for name in scorer_outputs(scorer)}
 
-    def __init__(self, scorer: Scorer, batch_size: int, out: np.ndarray):
+
+class _Batcher:
+    """Fills one preallocated uint8 batch from strips; each output lands in ``out[name][dest]``."""
+
+    def __init__(self, scorer: Scorer, batch_size: int, out: dict[str, np.ndarray]):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         w = scorer.window
@@ -216,7 +295,13 @@ class _Batcher:
 
     def flush(self) -> None:
         if self.fill:
-            self.out[self.dest[: self.fill]] = self.scorer.predict(self.buffer[: self.fill])
+            dest = self.dest[: self.fill]
+            if len(self.out) == 1:  # probs only: the one call every scorer has
+                self.out["probs"][dest] = self.scorer.predict(self.buffer[: self.fill])
+            else:
+                results = predict_outputs(self.scorer, self.buffer[: self.fill])
+                for name, values in self.out.items():
+                    values[dest] = results[name]
             self.fill = 0
 
 
@@ -251,23 +336,32 @@ def score_strip(
 ) -> np.ndarray:
     """Score the windows at (row_starts x xs) of ``strip`` (pixel rows ``[row_starts[0],
     row_starts[-1] + window)`` of the scene; ``row_starts`` absolute). Returns float32 (R, K, C)."""
+    return score_strip_outputs(scorer, strip, row_starts, xs, batch_size)["probs"]
+
+
+def score_strip_outputs(
+    scorer: Scorer, strip: np.ndarray, row_starts, xs, batch_size: int = 512
+) -> dict[str, np.ndarray]:
+    """:func:`score_strip` for every output of the scorer: {"probs": (R, K, C), and where the
+    model has them "boxes": (R, K, 4), "centredness": (R, K)}, float32."""
     row_starts = np.asarray(row_starts, dtype=np.int64)
     xs = np.asarray(xs, dtype=np.int64)
     w = scorer.window
     _check_strip(strip, w)
+    shape = (len(row_starts), len(xs))
     if len(row_starts) == 0 or len(xs) == 0:
-        return np.zeros((len(row_starts), len(xs), len(scorer.classes)), dtype=np.float32)
+        return {n: a.reshape(*shape, *a.shape[1:]) for n, a in output_arrays(scorer, 0).items()}
     local = row_starts - row_starts[0]
     if strip.shape[0] < local[-1] + w or xs.min() < 0 or xs.max() + w > strip.shape[1]:
         raise ValueError(
             f"strip of {strip.shape[0]}x{strip.shape[1]} px does not hold windows at rows "
             f"{row_starts[0]}..{row_starts[-1]} and columns {xs.min()}..{xs.max()} (window {w})"
         )
-    out = np.empty((len(row_starts) * len(xs), len(scorer.classes)), dtype=np.float32)
+    out = output_arrays(scorer, len(row_starts) * len(xs))
     batcher = _Batcher(scorer, batch_size, out)
     batcher.add_strip(strip, local, xs, 0)
     batcher.flush()
-    return out.reshape(len(row_starts), len(xs), -1)
+    return {name: a.reshape(*shape, *a.shape[1:]) for name, a in out.items()}
 
 
 def auto_rows_per_strip(width: int, window: int, step: int) -> int:
@@ -294,7 +388,7 @@ def score_scene(
     ys = grid_positions(int(reader.height), w, step)
     xs = grid_positions(int(reader.width), w, step)
     rows = rows_per_strip or auto_rows_per_strip(int(reader.width), w, step)
-    out = np.empty((len(ys) * len(xs), len(scorer.classes)), dtype=np.float32)
+    out = output_arrays(scorer, len(ys) * len(xs))
     batcher = _Batcher(scorer, batch_size, out)
     chunks = [(i, min(i + rows, len(ys))) for i in range(0, len(ys), rows)]
 
@@ -318,4 +412,5 @@ def score_scene(
             del strip
             report(progress, b, len(ys), f"scored {b} of {len(ys)} window rows")
     batcher.flush()
-    return ScoreGrid(ys, xs, out.reshape(len(ys), len(xs), -1), scorer.classes, w, step)
+    shaped = {name: a.reshape(len(ys), len(xs), *a.shape[1:]) for name, a in out.items()}
+    return ScoreGrid(ys, xs, shaped.pop("probs"), scorer.classes, w, step, **shaped)
