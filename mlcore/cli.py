@@ -276,6 +276,7 @@ def _metric_rows(metrics: dict) -> dict:
 
 def cmd_evaluate(args) -> dict:
     from mlcore.collage import load_ground_truth
+    from mlcore.postprocess import PUBLISHED_THRESHOLD
     from mlcore.scoring import ScoreGrid
 
     model_thresholds = None
@@ -283,16 +284,29 @@ def cmd_evaluate(args) -> dict:
         from mlcore.export import read_metadata
 
         model_thresholds = read_metadata(args.model)["thresholds"]
+    grid = ScoreGrid.load(args.grid)
+    thresholds = _thresholds_arg(args.threshold, model_thresholds)
     metrics = evaluate_grid(
-        ScoreGrid.load(args.grid),
-        load_ground_truth(args.ground_truth),
-        _thresholds_arg(args.threshold, model_thresholds),
-        args.iou,
-        args.negative,
+        grid, load_ground_truth(args.ground_truth), thresholds, args.iou, args.negative
     )
+    # Say which thresholds made these figures: a number is every positive class's threshold.
+    positives = [c for c in grid.classes if c != args.negative]
+    if not isinstance(thresholds, dict):
+        thresholds = dict.fromkeys(positives, float(thresholds))
+    if args.threshold not in (None, "calibrated"):
+        source = f"--threshold {args.threshold}"
+    elif model_thresholds:
+        source = f"calibrated, stored in {args.model}"
+    elif args.model:
+        source = f"published {PUBLISHED_THRESHOLD} ({args.model} has no calibrated thresholds)"
+    else:
+        source = f"published {PUBLISHED_THRESHOLD} (no --model given)"
+    metrics["thresholds"] = {c: float(thresholds.get(c, PUBLISHED_THRESHOLD)) for c in positives}
+    metrics["thresholds_source"] = source
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
-    return _metric_rows(metrics)
+    shown = ", ".join(f"{c} {t:.3f}" for c, t in metrics["thresholds"].items())
+    return {"thresholds": f"{shown}  ({source})"} | _metric_rows(metrics)
 
 
 def cmd_upload(args) -> dict:
@@ -341,7 +355,15 @@ def cmd_ceiling(args) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     rows = {"step": args.step, "NMS IoU": f"{result['nms_iou']:.3f}", "windows": result["windows"]}
-    return rows | _metric_rows(result)
+    rows |= _metric_rows(result)
+    # The three oracles side by side: only the ranked ones bound COCO AP (evaluation.ORACLES).
+    for name, oracle in result["oracles"].items():
+        o, coco = oracle["object"]["overall"], oracle["coco"]
+        rows[f"oracle {name}"] = (
+            f"P {o['precision']:.3f}  R {o['recall']:.3f}  F1 {o['f1']:.3f}  "
+            f"AP@0.5 {coco['ap50']:.3f}  AP@[.5:.95] {coco['ap']:.3f}  ({oracle['description']})"
+        )
+    return rows
 
 
 def cmd_pretrain(args) -> dict:
@@ -600,7 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("ceiling", help="object P/R/F1 of a perfect window classifier (oracle)")
+    p = sub.add_parser(
+        "ceiling", help="object P/R/F1 and COCO AP of perfect window classifiers (three oracles)"
+    )
     p.add_argument("ground_truth", help="ground truth JSON of a scene (e.g. a collage's)")
     p.add_argument("--step", type=int, default=16)
     p.add_argument("--window", type=int, default=32)

@@ -7,7 +7,16 @@ tile pasted over a car hides it: see :func:`mlcore.metrics.window_truth`).
 
 ``oracle_grid`` is a perfect window classifier: each window gets, one-hot, the class of the
 top-most tile under its centre. Pushed through the same post-processing and metrics it measures
-the ceiling of the design (what no model can beat), see ``python -m mlcore ceiling``.
+the ceiling of the design (what no model can beat), see ``python -m mlcore ceiling``, in three
+flavours (``ORACLES``):
+
+- ``one_hot``: probabilities only. Every window holding a tile's centre ties at 1, so NMS keeps
+  the first one in raster order, rarely the best-centred one: its COCO AP is an artefact of the
+  tie, not a bound;
+- ``ranked``: also a centredness, the window's IoU with the tile under its centre, so NMS keeps
+  the best-centred window (what a model's centredness output can reach);
+- ``regressed``: ranked, and each window's box is its tile's true box (perfect box regression,
+  what a box head can reach at best).
 numpy only.
 """
 
@@ -16,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlcore.coco_eval import coco_ap
-from mlcore.metrics import grid_window_metrics, object_metrics, window_truth
+from mlcore.metrics import centre_tiles, grid_window_metrics, object_metrics, window_truth
 from mlcore.postprocess import default_negative, default_nms_iou, detections, ranked_detections
 from mlcore.windows import grid_positions
 
@@ -63,6 +72,13 @@ def scene_size(truth: list[dict]) -> tuple[int, int]:
     return height, width
 
 
+ORACLES = {
+    "one_hot": "one-hot classifier (ties at 1: NMS keeps the first window in raster order)",
+    "ranked": "ranked by centring (centredness = the window's IoU with its tile)",
+    "regressed": "ranked by centring + perfect box regression (box = the true tile)",
+}
+
+
 def oracle_grid(
     truth: list[dict],
     classes,
@@ -70,10 +86,14 @@ def oracle_grid(
     step: int,
     window: int = 32,
     size: tuple[int, int] | None = None,
+    oracle: str = "one_hot",
 ):
-    """A ScoreGrid whose every window is the one-hot of its true class (centre rule)."""
+    """A ScoreGrid whose every window is the one-hot of its true class (centre rule); with
+    ``oracle`` "ranked" also its centredness, with "regressed" also its tile's box (ORACLES)."""
     from mlcore.scoring import ScoreGrid
 
+    if oracle not in ORACLES:
+        raise ValueError(f"oracle must be one of {', '.join(ORACLES)}, got {oracle!r}")
     classes = list(classes)
     height, width = size if size is not None else scene_size(truth)
     ys, xs = grid_positions(height, window, step), grid_positions(width, window, step)
@@ -81,7 +101,30 @@ def oracle_grid(
     if (label < 0).any():
         raise ValueError("an oracle needs a negative class for windows on no box")
     probs = np.eye(len(classes), dtype=np.float32)[label]
-    return ScoreGrid(ys, xs, probs, classes, window, step)
+    if oracle == "one_hot":
+        return ScoreGrid(ys, xs, probs, classes, window, step)
+    boxes = _tile_boxes(ys, xs, window, truth)
+    inter = np.clip(np.minimum(boxes[..., 2:], window) - np.maximum(boxes[..., :2], 0), 0, None)
+    inter = inter.prod(-1)
+    area = (boxes[..., 2:] - boxes[..., :2]).prod(-1)
+    centredness = inter / (window * window + area - inter)
+    refined = boxes if oracle == "regressed" else None
+    return ScoreGrid(ys, xs, probs, classes, window, step, refined, centredness)
+
+
+def _tile_boxes(ys, xs, window: int, truth: list[dict]) -> np.ndarray:
+    """(R, K, 4) x0, y0, x1, y1 of the tile under each window's centre, from the window's
+    origin; the window itself where no tile is."""
+    tiles = centre_tiles(ys, xs, window, truth)
+    table = np.array(
+        [[b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]] for b in truth], dtype=np.float64
+    ).reshape(-1, 4)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    origin = np.stack([xx, yy, xx, yy], -1).astype(np.float64)
+    on_tile = tiles >= 0
+    boxes = np.tile(np.array([0.0, 0.0, window, window]), (*tiles.shape, 1))
+    boxes[on_tile] = table[tiles[on_tile]] - origin[on_tile]
+    return boxes
 
 
 def ceiling(
@@ -93,13 +136,25 @@ def ceiling(
     iou: float | None = None,
     size: tuple[int, int] | None = None,
 ) -> dict:
-    """Metrics of the oracle window classifier through the shipped post-processing.
-
-    Its COCO AP shows what the window grid's boxes allow: a box on the step grid often overlaps
-    its randomly placed tile by IoU under 0.5 (object F1 matches at 0.3), and every oracle score
-    ties at 1, so the oracle's AP@0.5 is low although its F1 is near 1."""
-    grid = oracle_grid(truth, classes, negative, step, window, size)
-    result = evaluate_grid(grid, truth, thresholds=0.5, negative=negative, iou=iou)
+    """Metrics of the oracle window classifier through the shipped post-processing: the one-hot
+    oracle's full metrics (as always), and under ``oracles`` each of ORACLES' object metrics and
+    COCO AP. The one-hot oracle's AP is low although its F1 is near 1: its scores tie, so NMS
+    keeps the first window of an object, not the best-centred one; the ranked oracles show what
+    a centredness and a box head can reach."""
+    result: dict = {}
+    oracles: dict = {}
+    for name, description in ORACLES.items():
+        grid = oracle_grid(truth, classes, negative, step, window, size, oracle=name)
+        metrics = evaluate_grid(grid, truth, thresholds=0.5, negative=negative, iou=iou)
+        oracles[name] = {
+            "description": description,
+            "object": metrics["object"],
+            "coco": metrics["coco"],
+            "detections": metrics["detections"],
+        }
+        if name == "one_hot":
+            result = metrics
+    result["oracles"] = oracles
     result["step"] = step
     result["windows"] = int(grid.probs.shape[0] * grid.probs.shape[1])
     return result

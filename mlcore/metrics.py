@@ -43,25 +43,34 @@ def _box(gt) -> tuple[float, float, float, float]:
     return float(gt["x"]), float(gt["y"]), float(gt["w"]), float(gt["h"])
 
 
-def window_truth(ys, xs, window: int, gt_boxes, classes, negative: str | None) -> np.ndarray:
-    """True class index of every window (R, K) by the centre rule; -1 where unknown (a window on
-    no box when there is no negative class)."""
-    classes = list(classes)
-    index = {c: i for i, c in enumerate(classes)}
-    neg = index[negative] if negative is not None else -1
+def centre_tiles(ys, xs, window: int, gt_boxes) -> np.ndarray:
+    """Index into ``gt_boxes`` of the top-most box (highest ``order``) holding each window's
+    centre, (R, K); -1 where no box does."""
+    gt_boxes = list(gt_boxes)
     ys, xs = np.asarray(ys), np.asarray(xs)
     # Sorted origins make each box one slice; any order is accepted and given back as asked.
     oy, ox = np.argsort(ys, kind="stable"), np.argsort(xs, kind="stable")
     cy, cx = ys[oy] + window / 2.0, xs[ox] + window / 2.0
-    ordered = np.full((len(ys), len(xs)), neg, dtype=np.int64)
-    for gt in sorted(gt_boxes, key=lambda g: g.get("order", 0)):
-        x, y, w, h = _box(gt)
+    ordered = np.full((len(ys), len(xs)), -1, dtype=np.int64)
+    for k in sorted(range(len(gt_boxes)), key=lambda i: gt_boxes[i].get("order", 0)):
+        x, y, w, h = _box(gt_boxes[k])
         r0, r1 = np.searchsorted(cy, [y, y + h], side="left")
         c0, c1 = np.searchsorted(cx, [x, x + w], side="left")
-        ordered[r0:r1, c0:c1] = index.get(gt["label"], neg)
-    truth = np.empty_like(ordered)
-    truth[np.ix_(oy, ox)] = ordered
-    return truth
+        ordered[r0:r1, c0:c1] = k
+    tiles = np.empty_like(ordered)
+    tiles[np.ix_(oy, ox)] = ordered
+    return tiles
+
+
+def window_truth(ys, xs, window: int, gt_boxes, classes, negative: str | None) -> np.ndarray:
+    """True class index of every window (R, K) by the centre rule; -1 where unknown (a window on
+    no box when there is no negative class)."""
+    gt_boxes = list(gt_boxes)
+    index = {c: i for i, c in enumerate(classes)}
+    neg = index[negative] if negative is not None else -1
+    # The class of each box, then of "no box" (index -1 picks the last entry).
+    label_of = np.array([index.get(g["label"], neg) for g in gt_boxes] + [neg], dtype=np.int64)
+    return label_of[centre_tiles(ys, xs, window, gt_boxes)]
 
 
 def window_metrics(truth, predicted, classes) -> dict:

@@ -17,6 +17,13 @@ object is hit by several overlapping windows (at step 16 a 32 px object is typic
   ``python -m mlcore ceiling``); ``"union"`` is their bounding box. The score is the cluster's
   top score.
 
+A model may also refine each window (ARCHITECTURE.md, "probability grid"): a box of its object
+and a centredness (the predicted IoU of the window with its object). Then a hit still needs its
+class probability to reach the threshold, but it is ranked (NMS order, AP) by probability x
+centredness, so the best-centred window of an object wins, and its box is the refined one.
+Clusters are still formed on the windows (the geometry the NMS IoU follows from), so a grid
+without refinements gives exactly the detections it always did.
+
 numpy only.
 """
 
@@ -83,7 +90,10 @@ def resolve_thresholds(classes, thresholds=None, negative: str | None = None) ->
 
 @dataclass
 class Hits:
-    """Window hits as arrays (x, y, w, h in scene pixels; label = class index; score)."""
+    """Window hits as arrays (x, y, w, h: the box in scene pixels; label = class index; score:
+    the rank). From a grid with refinements also ``prob`` (the class probability the threshold
+    applies to) and ``windows`` ((N, 4) x, y, w, h of the window each hit comes from); None: the
+    score is the probability and the box is the window."""
 
     x: np.ndarray
     y: np.ndarray
@@ -92,9 +102,27 @@ class Hits:
     label: np.ndarray
     score: np.ndarray
     classes: list[str]
+    prob: np.ndarray | None = None
+    windows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def probability(self) -> np.ndarray:
+        return self.score if self.prob is None else self.prob
+
+    def window_boxes(self) -> np.ndarray:
+        """(N, 4) x, y, w, h of each hit's window."""
+        if self.windows is not None:
+            return self.windows
+        return np.column_stack([self.x, self.y, self.w, self.h]).reshape(-1, 4)
+
+    def take(self, index) -> Hits:
+        """The hits at ``index`` (an index array or a boolean mask)."""
+        pick = [a[index] for a in (self.x, self.y, self.w, self.h, self.label, self.score)]
+        prob = None if self.prob is None else self.prob[index]
+        windows = None if self.windows is None else self.windows[index]
+        return Hits(*pick, list(self.classes), prob, windows)
 
     def to_detections(self, kind: str = "window") -> list[Detection]:
         return [
@@ -113,16 +141,23 @@ def window_hits(grid, thresholds=None, negative: str | None = "auto") -> Hits:
     score = passing[np.arange(len(passing)), label]
     keep = np.flatnonzero(score >= 0)
     rows, cols = np.divmod(keep, len(grid.xs))
+    x, y = grid.xs[cols].astype(np.float64), grid.ys[rows].astype(np.float64)
     size = np.full(len(keep), float(grid.window))
-    return Hits(
-        grid.xs[cols].astype(np.float64),
-        grid.ys[rows].astype(np.float64),
-        size,
-        size.copy(),
-        label[keep],
-        score[keep].astype(np.float64),
-        list(grid.classes),
-    )
+    prob = score[keep].astype(np.float64)
+    boxes, centredness = getattr(grid, "boxes", None), getattr(grid, "centredness", None)
+    if boxes is None and centredness is None:
+        return Hits(x, y, size, size.copy(), label[keep], prob, list(grid.classes))
+    windows = np.column_stack([x, y, size, size])
+    rank = prob
+    if centredness is not None:
+        rank = prob * np.clip(centredness.reshape(-1)[keep].astype(np.float64), 0.0, 1.0)
+    w, h = size, size.copy()
+    if boxes is not None:
+        b = boxes.reshape(-1, 4)[keep].astype(np.float64)  # x0, y0, x1, y1 from the origin
+        # At least a pixel: an inverted box from a model has no area, and IoU would divide by 0.
+        x, y = x + b[:, 0], y + b[:, 1]
+        w, h = np.maximum(b[:, 2] - b[:, 0], 1.0), np.maximum(b[:, 3] - b[:, 1], 1.0)
+    return Hits(x, y, w, h, label[keep], rank, list(grid.classes), prob, windows)
 
 
 def iou_one_to_many(box, x, y, w, h) -> np.ndarray:
@@ -152,21 +187,25 @@ def default_nms_iou(window: int, step: int) -> float:
 
 
 def nms(hits: Hits, iou: float, merge: str = DEFAULT_MERGE) -> Hits:
-    """Greedy per-class NMS that merges each cluster into one box (see module docstring)."""
+    """Greedy per-class NMS that merges each cluster into one box (see module docstring):
+    ranked by score, clustered on the windows, merged from the boxes."""
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
     if not 0 < iou <= 1:
         raise ValueError(f"iou must be in (0, 1], got {iou}")
     out: list[tuple] = []
+    kept: list[int] = []  # index into hits of each cluster's top hit
+    all_windows = hits.window_boxes()
     for c in np.unique(hits.label):
         idx = np.flatnonzero(hits.label == c)
         idx = idx[np.argsort(-hits.score[idx], kind="stable")]
         x, y, w, h, s = (a[idx] for a in (hits.x, hits.y, hits.w, hits.h, hits.score))
+        wx, wy, ww, wh = all_windows[idx].T
         alive = np.ones(len(idx), dtype=bool)
         for i in range(len(idx)):
             if not alive[i]:
                 continue
-            overlap = iou_one_to_many((x[i], y[i], w[i], h[i]), x, y, w, h)
+            overlap = iou_one_to_many((wx[i], wy[i], ww[i], wh[i]), wx, wy, ww, wh)
             members = np.flatnonzero(alive & (overlap >= iou))
             members = np.union1d(members, [i])
             alive[members] = False
@@ -180,11 +219,15 @@ def nms(hits: Hits, iou: float, merge: str = DEFAULT_MERGE) -> Hits:
             else:
                 box = [float(x[i]), float(y[i]), float(w[i]), float(h[i])]
             out.append((*box, int(c), float(s[i])))
-    out.sort(key=lambda r: -r[5])
-    cols = np.array(out, dtype=np.float64).reshape(-1, 6)
+            kept.append(int(idx[i]))
+    order = sorted(range(len(out)), key=lambda r: -out[r][5])
+    cols = np.array([out[r] for r in order], dtype=np.float64).reshape(-1, 6)
+    top = np.array([kept[r] for r in order], dtype=np.int64)
     return Hits(
         cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4].astype(np.int64), cols[:, 5],
         list(hits.classes),
+        None if hits.prob is None else hits.prob[top],
+        None if hits.windows is None else hits.windows[top],
     )  # fmt: skip
 
 
@@ -225,8 +268,7 @@ def ranked_detections(
         idx = np.flatnonzero(hits.label == c)
         keep.append(idx[np.argsort(-hits.score[idx], kind="stable")[:max_windows]])
     keep = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
-    columns = (hits.x, hits.y, hits.w, hits.h, hits.label, hits.score)
-    hits = Hits(*(a[keep] for a in columns), list(hits.classes))
+    hits = hits.take(keep)
     return nms(hits, default_nms_iou(grid.window, grid.step) if iou is None else iou)
 
 
