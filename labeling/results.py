@@ -2,7 +2,12 @@
 the database (raw windows and NMS-merged boxes, at the model version's calibrated thresholds:
 labeling.thresholds) and its metrics. Called by the `score` job after
 the Spark driver returns the grid; one transaction, so a run is either done with all of it or
-not done at all."""
+not done at all.
+
+From a model with a box head (mlcore.postprocess) a merged detection's box is the refined box of
+the window NMS kept; its stored score stays the class probability, the number the thresholds,
+the viewer's slider and its "class score" label compare (the ranking score, probability x
+centredness, orders the detections and COCO AP). Raw window rows are the windows themselves."""
 
 from __future__ import annotations
 
@@ -142,7 +147,9 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
     metrics = compute_metrics(project, scene, grid, merged, thresholds, source)
 
     # Probabilities of each raw window, looked up in one vectorised step (ys, xs are sorted).
-    at = grid.probs[np.searchsorted(grid.ys, raw.y), np.searchsorted(grid.xs, raw.x)]
+    windows = raw.window_boxes()
+    wx, wy = windows[:, 0], windows[:, 1]
+    at = grid.probs[np.searchsorted(grid.ys, wy), np.searchsorted(grid.xs, wx)]
     probs = [dict(zip(grid.classes, values)) for values in np.round(at, 4).tolist()]
 
     rows = [
@@ -151,7 +158,7 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
             x=int(x), y=int(y), w=int(w), h=int(h), probs=p,
         )
         for x, y, w, h, lab, score, p in zip(
-            raw.x, raw.y, raw.w, raw.h, raw.label, raw.score, probs, strict=True
+            wx, wy, windows[:, 2], windows[:, 3], raw.label, raw.probability(), probs, strict=True
         )
     ] + [
         Detection(
@@ -159,7 +166,7 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
             x=int(round(x)), y=int(round(y)), w=int(round(w)), h=int(round(h)),
         )
         for x, y, w, h, lab, score in zip(
-            merged.x, merged.y, merged.w, merged.h, merged.label, merged.score, strict=True
+            merged.x, merged.y, merged.w, merged.h, merged.label, merged.probability(), strict=True
         )
     ]  # fmt: skip
     with transaction.atomic():

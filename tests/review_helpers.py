@@ -71,9 +71,12 @@ def scene_pixels(height: int, width: int, seed: int = 0, objects: int | None = N
     return pixels, truth
 
 
-def make_scored_scene(project, height: int = 512, width: int = 512, seed: int = 0, name=None):
+def make_scored_scene(
+    project, height: int = 512, width: int = 512, seed: int = 0, name=None, model=None
+):
     """A Scene with pixels and ground truth in storage, scored by a ModelVersion of the project
     through ONNX Runtime, its result stored by labeling.results.store_scoring_result.
+    ``model(path, classes, window) -> path`` writes the model file (default: the colour model).
     Returns (scene, run)."""
     from django.db.models import Max
 
@@ -111,7 +114,8 @@ def make_scored_scene(project, height: int = 512, width: int = 512, seed: int = 
             project=project, number=number, status="ready", is_current=True, classes=classes
         )
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = colour_onnx_model(Path(tmp) / "model.onnx", classes, project.window_size)
+        write_model = model or colour_onnx_model
+        model_path = write_model(Path(tmp) / "model.onnx", classes, project.window_size)
         if not version.model_key:
             version.model_key = f"{model_prefix(version)}/model.onnx"
             storage.write(version.model_key, model_path.read_bytes())

@@ -79,6 +79,27 @@ def test_spark_scores_equal_single_process(spark, scene_store, model_path):
     assert all(done <= total for done, total in reports)
 
 
+def test_spark_carries_a_box_heads_outputs_bit_for_bit(spark, scene_store, tmp_path):
+    from helpers_boxes import export_box_model
+
+    model = export_box_model(tmp_path / "refined.onnx", classes=["negative", "car", "boat"])
+    scorer = load_scorer(model)
+    expected = score_scene(scorer, NpyScene(scene_store, "scenes/s.npy"), STEP, batch_size=64)
+    grid, info = score_scene_on_spark(
+        scene_store.root_url, "scenes/s.npy", str(model), STEP, master=MASTER, batch_size=50,
+        partitions=5,
+    )  # fmt: skip
+    assert info.n_partitions == 5 and expected.boxes is not None
+    for name in ("probs", "boxes", "centredness"):
+        np.testing.assert_array_equal(getattr(grid, name), getattr(expected, name))
+    write_scores_parquet(grid, scene_store, "scores/refined.parquet")
+    frame = pd.read_parquet(scene_store.local_path("scores/refined.parquet"))
+    boxes = ["box_x0", "box_y0", "box_x1", "box_y1"]
+    assert list(frame.columns) == ["y", "x", "p_negative", "p_car", "p_boat", "label", *boxes,
+                                   "centredness"]  # fmt: skip
+    np.testing.assert_array_equal(frame["centredness"].to_numpy(), grid.centredness.ravel())
+
+
 def test_partitions_are_balanced_and_contiguous(spark, scene_store, model_path):
     for rows, parts in [(12, 5), (250, 8), (7, 20), (1, 4)]:
         ranges = balanced_partitions(rows, parts)

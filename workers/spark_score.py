@@ -4,7 +4,8 @@ The math is :func:`mlcore.scoring.score_strip`; this module cuts the scene's win
 balanced contiguous partitions (many more than executors, so no executor waits on one long
 remainder strip), ships the ONNX model once (``sc.addFile``) and the repo's ``mlcore`` and
 ``workers`` packages as a zip (``sc.addPyFile``), and assembles the probability grid from the
-compact float32 blocks the tasks return.
+compact float32 blocks the tasks return (one per model output: probs, and the boxes and
+centredness of a model that has them).
 
 Each task opens the scene itself (``storage_from_url`` on the executor) and reads only its strip
 plus the window overlap. Credentials never travel in the task closure: the storage URL carries
@@ -223,9 +224,10 @@ def _executor_scorer(model_name: str, threads: int):
 
 
 def _score_partition(task: dict, done_counter):
-    """Runs on an executor: read this partition's strip, score it, return float32 bytes."""
+    """Runs on an executor: read this partition's strip, score it, return float32 bytes per
+    model output ({name: (shape, bytes)})."""
     from mlcore.scenes import NpyScene
-    from mlcore.scoring import score_strip
+    from mlcore.scoring import score_strip_outputs
     from mlcore.storage import storage_from_url
 
     start = time.perf_counter()
@@ -235,9 +237,11 @@ def _score_partition(task: dict, done_counter):
     window = task["window"]
     scene = NpyScene(storage_from_url(task["storage_url"]), task["scene_key"])
     strip = scene.read_rows(int(ys[0]), int(ys[-1]) + window)
-    probs = np.ascontiguousarray(
-        score_strip(scorer, strip, ys, xs, task["batch_size"]), dtype=np.float32
-    )
+    outputs = score_strip_outputs(scorer, strip, ys, xs, task["batch_size"])
+    blocks = {}
+    for name, values in outputs.items():
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        blocks[name] = (values.shape, values.tobytes())
     seconds = time.perf_counter() - start
     done_counter.add(len(ys) * len(xs))
     timing = {
@@ -247,7 +251,7 @@ def _score_partition(task: dict, done_counter):
         "seconds": seconds,
         "host": f"{socket.gethostname()}:{os.getpid()}",
     }
-    return task["partition"], probs.shape, probs.tobytes(), timing
+    return task["partition"], blocks, timing
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,15 +403,19 @@ def score_scene_on_spark(
         finished.set()
         reporter.join()
 
-    probs = np.empty((len(ys), len(xs), len(classes)), dtype=np.float32)
+    outputs: dict[str, np.ndarray] = {}
     timings = []
-    for index, shape, payload, timing in results:
+    for index, blocks, timing in results:
         lo, hi = ranges[index]
-        probs[lo:hi] = np.frombuffer(payload, dtype=np.float32).reshape(shape)
+        for name, (shape, data) in blocks.items():
+            if name not in outputs:
+                outputs[name] = np.empty((len(ys), len(xs), *shape[2:]), dtype=np.float32)
+            outputs[name][lo:hi] = np.frombuffer(data, dtype=np.float32).reshape(shape)
         timings.append(timing)
     if progress:
         progress(total, total, "scored on Spark")
-    grid = ScoreGrid(ys=ys, xs=xs, probs=probs, classes=classes, window=window, step=step)
+    probs = outputs.pop("probs")
+    grid = ScoreGrid(ys, xs, probs, classes, window, step, **outputs)
     info = SparkRunInfo(
         partition_timings=sorted(timings, key=lambda t: t["partition"]),
         spark_ui_url=sc.uiWebUrl,
@@ -439,7 +447,9 @@ def _explain_task_failure(exc: Exception, url: str, key: str) -> str:
 
 
 def scores_table(grid):
-    """The probability grid as an Arrow table: y, x, p_<class>..., label (one row per window)."""
+    """The probability grid as an Arrow table: y, x, p_<class>..., label (one row per window),
+    then where the grid has them box_x0, box_y0, box_x1, box_y1 (pixels from the window's
+    origin) and centredness."""
     import pyarrow as pa
 
     ys, xs = np.meshgrid(np.asarray(grid.ys), np.asarray(grid.xs), indexing="ij")
@@ -455,6 +465,8 @@ def scores_table(grid):
         pa.array(probs.argmax(axis=1).astype(np.int32)), pa.array([str(c) for c in grid.classes])
     )
     columns["label"] = labels.cast(pa.string())
+    for name, values in grid.refinement_columns().items():
+        columns[name] = pa.array(np.asarray(values, dtype=np.float32))
     return pa.table(columns)
 
 
