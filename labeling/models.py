@@ -211,6 +211,10 @@ class Scene(models.Model):
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     ground_truth_key = models.CharField(max_length=500, blank=True)
     dzi_key = models.CharField(max_length=500, blank=True, help_text="Deep-zoom descriptor")
+    georef = models.JSONField(
+        null=True, blank=True,
+        help_text="A GeoTIFF's georeferencing (mlcore.georef: geotransform, crs); null: none",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -382,6 +386,8 @@ class Annotation(models.Model):
         indexes = [
             models.Index(fields=["scene", "x", "y"]),
             models.Index(fields=["project", "consumed_by"]),
+            # The review queue's newest answers (skips come back after N of them).
+            models.Index(fields=["project", "created_at"]),
         ]
 
     def __str__(self):
@@ -476,6 +482,7 @@ class QueueSkip(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "created_at"])]
 
     def __str__(self):
         return f"skipped ({self.x}, {self.y}) of scene {self.scene_id} by {self.user}"

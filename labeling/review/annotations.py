@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from labeling.cycle import effective_annotations
 from labeling.models import Annotation, Detection
+from labeling.review.answered import place_changed
 from labeling.review.common import ReviewError, pixel_int
 
 ANNOTATION_KINDS = [k for k, _ in Annotation.KINDS]
@@ -163,6 +164,8 @@ def record_annotation(
         if existing is None:
             raise
         return existing, False
+    # The review queue's answered windows (Redis) follow, after the commit.
+    place_changed(scene.pk, x, y, w, h)
     return row, True
 
 

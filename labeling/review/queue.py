@@ -4,15 +4,14 @@ strategy (cached), the next window handed out under a Redis lease, or given back
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 
-from labeling.cycle import effective_annotations
 from labeling.formatting import fixed3
 from labeling.models import Annotation, QueueSkip, ScoringRun
+from labeling.review.answered import Walk, get_redis, place_changed, place_is_answered
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError
 from labeling.thresholds import hit_class, run_thresholds
@@ -56,6 +55,22 @@ class RankedRun:
     window: int
     order: np.ndarray  # flat indices, best first
     priority: np.ndarray  # (R * K,)
+    rank: np.ndarray  # position of each flat index in order
+    step: int
+    row_of: dict  # origin y -> grid row
+    col_of: dict  # origin x -> grid column
+
+    def origin(self, flat: int) -> tuple[int, int]:
+        """(y, x) of a flat window index."""
+        k = len(self.xs)
+        return int(self.ys[flat // k]), int(self.xs[flat % k])
+
+    def flat_of(self, x: int, y: int, w: int, h: int) -> int | None:
+        """The flat index of the window at exactly this place, or None (not a grid window)."""
+        if w != self.window or h != self.window:
+            return None
+        i, j = self.row_of.get(y), self.col_of.get(x)
+        return None if i is None or j is None else i * len(self.xs) + j
 
 
 def normalise_strategy(strategy: str) -> str:
@@ -66,7 +81,8 @@ def normalise_strategy(strategy: str) -> str:
 
 def ranked_run(run: ScoringRun, strategy: str) -> RankedRun:
     """The run's windows ranked by ``strategy``, cached in process memory per (run, strategy):
-    the grid is read and sorted once, later calls only filter the order."""
+    the grid is read and sorted once; which windows are answered lives in Redis
+    (labeling.review.answered)."""
     name = normalise_strategy(strategy)
     key = (run.pk, run.grid_key, name)
     return cached(key, lambda: _rank(run, name))
@@ -79,6 +95,9 @@ def _rank(run: ScoringRun, name: str) -> RankedRun:
     # random: seeded by the run, so every reviewer walks the same shuffle and leases spread it.
     prio = priorities(grid, name, seed=run.pk, negative=run.scene.project.negative_class)
     prio = np.asarray(prio, dtype=np.float64).ravel()
+    order = np.argsort(-prio, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
     return RankedRun(
         run_id=run.pk,
         scene_id=run.scene_id,
@@ -87,15 +106,13 @@ def _rank(run: ScoringRun, name: str) -> RankedRun:
         probs=grid.probs.reshape(-1, len(grid.classes)),
         classes=list(grid.classes),
         window=int(grid.window),
-        order=np.argsort(-prio, kind="stable"),
+        order=order,
         priority=prio,
+        rank=rank,
+        step=int(grid.step),
+        row_of={int(v): i for i, v in enumerate(grid.ys)},
+        col_of={int(v): i for i, v in enumerate(grid.xs)},
     )
-
-
-def get_redis():
-    import django_rq
-
-    return django_rq.get_connection("default")
 
 
 def lease_key(project_id: int, scene_id: int, x: int, y: int) -> str:
@@ -110,64 +127,32 @@ def skip_returns_after() -> int:
     return int(getattr(settings, "REVIEW_SKIP_RETURNS_AFTER", SKIP_RETURNS_AFTER))
 
 
-def _annotated_mask(ranked: RankedRun, places: set) -> np.ndarray:
-    """Windows of the grid whose exact place (x, y, window, window) has an effective annotation."""
-    mask = np.zeros(len(ranked.ys) * len(ranked.xs), dtype=bool)
-    if not places:
-        return mask
-    row_of = {int(v): i for i, v in enumerate(ranked.ys)}
-    col_of = {int(v): i for i, v in enumerate(ranked.xs)}
-    k = len(ranked.xs)
-    for x, y, w, h in places:
-        if w == ranked.window and h == ranked.window and y in row_of and x in col_of:
-            mask[row_of[y] * k + col_of[x]] = True
-    return mask
-
-
-class _Row:
-    """The fields labeling.cycle.effective_annotations reads, without a model instance (the
-    queue reads every annotation of the project on each call)."""
-
-    __slots__ = ("pk", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
-    FIELDS = ("id", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
-
-    def __init__(self, values):
-        (self.pk, self.scene_id, self.kind, self.undoes_id, self.created_at, self.x, self.y,
-         self.w, self.h) = values  # fmt: skip
-
-
-def _light_rows(queryset) -> list[_Row]:
-    return [_Row(v) for v in queryset.values_list(*_Row.FIELDS)]
-
-
-def _annotated_places(project, scene_ids) -> dict[int, set]:
-    rows = _light_rows(Annotation.objects.filter(project=project, scene_id__in=scene_ids))
-    out: dict[int, set] = {s: set() for s in scene_ids}
-    for a in effective_annotations(rows):
-        out[a.scene_id].add((a.x, a.y, a.w, a.h))
-    return out
-
-
 def _held_back_places(project, scene_ids) -> dict[int, set]:
     """Skipped windows still held back: fewer than skip_returns_after() answers or skips of the
-    project came after their newest skip."""
-    skips = list(
-        QueueSkip.objects.filter(project=project, scene_id__in=scene_ids)
-        .order_by("created_at", "id")
-        .values_list("scene_id", "x", "y", "w", "h", "created_at")
-    )
+    project came after their newest skip.
+
+    A skip at time t is held back exactly when t is no older than the need-th newest answer or
+    skip, so only the need newest of each are read (index on (project, created_at)), however
+    many the project has."""
+    need = skip_returns_after()
     out: dict[int, set] = {s: set() for s in scene_ids}
+    skips = list(
+        QueueSkip.objects.filter(project=project)
+        .order_by("-created_at", "-id")
+        .values_list("scene_id", "x", "y", "w", "h", "created_at")[:need]
+    )
     if not skips:
         return out
-    since = skips[0][5]
-    answers = Annotation.objects.filter(project=project, created_at__gt=since).exclude(kind="undo")
-    times = sorted(list(answers.values_list("created_at", flat=True)) + [row[5] for row in skips])
-    newest = {}
-    for scene_id, x, y, w, h, at in skips:  # oldest first: the newest skip of a place wins
-        newest[(scene_id, x, y, w, h)] = at
-    need = skip_returns_after()
-    for (scene_id, x, y, w, h), at in newest.items():
-        if len(times) - bisect_right(times, at) < need:
+    answers = (
+        Annotation.objects.filter(project=project)
+        .exclude(kind="undo")
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:need]
+    )
+    times = sorted([row[5] for row in skips] + list(answers), reverse=True)
+    oldest_held = times[need - 1] if len(times) >= need else None
+    for scene_id, x, y, w, h, at in skips:
+        if scene_id in out and (oldest_held is None or at >= oldest_held):
             out[scene_id].add((x, y, w, h))
     return out
 
@@ -197,21 +182,6 @@ def skip_window(project, scene, user, x, y) -> QueueSkip:
     return row
 
 
-def _answered_meanwhile(scene_id: int, item: dict) -> bool:
-    """Whether the window now has an effective annotation (one may have been committed between
-    the snapshot of annotated places and taking the lease)."""
-    rows = _light_rows(
-        Annotation.objects.filter(
-            scene_id=scene_id, x=item["x"], y=item["y"], w=item["w"], h=item["h"]
-        )
-    )
-    if not rows:
-        return False
-    # An undo may point at an annotation of this place from another place's row set: undo rows
-    # copy their target's place, so every row that matters is here.
-    return bool(effective_annotations(rows))
-
-
 def _queue_runs(project, scene=None) -> list[ScoringRun]:
     scenes = [scene] if scene is not None else list(project.scenes.all())
     runs = []
@@ -235,7 +205,12 @@ def next_queue_window(
 
     Windows whose place already has an effective annotation are skipped. The lease is a Redis
     key per project + scene + window set with NX and an expiry: two reviewers asking at once never
-    get the same window, and a window left unanswered comes back after ``lease_seconds``."""
+    get the same window, and a window left unanswered comes back after ``lease_seconds``.
+
+    The work does not grow with the project's annotations: the answered windows are a Redis set
+    per run and each strategy's walk starts at a cursor past the answered top of its ranking
+    (labeling.review.answered); the database is read for the runs, the newest skips and the one
+    place handed out."""
     name = normalise_strategy(strategy)
     if scene is not None and scene.project_id != project.pk:
         raise ReviewError(f"scene {scene.pk} does not belong to project {project.name!r}")
@@ -243,68 +218,85 @@ def next_queue_window(
     runs = _queue_runs(project, scene)
     if not runs:
         return None
-    scene_ids = [r.scene_id for r in runs]
-    places = _annotated_places(project, scene_ids)
-    held = _held_back_places(project, scene_ids)
-    ttl = lease_seconds()
-    owner = str(getattr(user, "pk", "") or "anonymous")
-    # Per run: the ranked order without the annotated windows, the skipped ones held back.
-    pools, later = [], []
-    remaining = 0
+    held = _held_back_places(project, [r.scene_id for r in runs])
+    walks, held_flats = [], []
     for run in runs:
         ranked = ranked_run(run, name)
-        annotated = _annotated_mask(ranked, places[run.scene_id])
-        skipped = _annotated_mask(ranked, held[run.scene_id]) & ~annotated
-        free = ranked.order[~(annotated | skipped)[ranked.order]]
-        remaining += len(free) + int(skipped.sum())
-        if len(free):
-            pools.append((run, ranked, free))
-        if skipped.any():
-            later.append((run, ranked, ranked.order[skipped[ranked.order]]))
-    # Skipped windows come back only when nothing else is left.
-    for group in (pools, later):
-        item = _lease_first(project, group, redis, owner, ttl, remaining)
+        walks.append(Walk(run, ranked, name, redis))
+        flats = (ranked.flat_of(*place) for place in held[run.scene_id])
+        held_flats.append({f for f in flats if f is not None})
+    remaining = sum(w.remaining for w in walks)
+    ttl = lease_seconds()
+    owner = str(getattr(user, "pk", "") or "anonymous")
+    lease = _Leaser(project, redis, owner, ttl, remaining)
+    # Loose windows (undone, or skipped and passed by the cursor) first: they may rank above
+    # the cursor; then the ranking from the cursor, further down while everything is leased.
+    tried = [set() for _ in walks]
+    candidates = []
+    for i, walk in enumerate(walks):
+        candidates += [(i, f) for f in walk.loose_free(held_flats[i])]
+    want = 64
+    while True:
+        for i, walk in enumerate(walks):
+            candidates += [(i, f) for f in walk.scan(want, held_flats[i])]
+        candidates = [(i, f) for i, f in dict.fromkeys(candidates) if f not in tried[i]]
+        if not candidates:
+            break
+        item = lease.first(walks, candidates)
         if item is not None:
             return item
-    return None
-
-
-def _lease_first(project, pools, redis, owner, ttl, remaining) -> dict | None:
-    """The best window of ``pools`` [(run, ranked, free flat indices)] nobody holds, leased."""
-    batch = 64
-    while pools:
-        # The best `batch` candidates of each run, merged by priority (stable: scene order).
+        for i, f in candidates:
+            tried[i].add(f)
         candidates = []
-        for i, (_run, ranked, free) in enumerate(pools):
-            for flat in free[:batch]:
-                candidates.append((-ranked.priority[flat], i, int(flat)))
-        candidates.sort(key=lambda c: (c[0], c[1]))
+        want *= 2
+    # Skipped windows come back only when nothing else is left.
+    later = []
+    for i, walk in enumerate(walks):
+        flats = sorted(held_flats[i], key=lambda f: walk.ranked.rank[f])
+        later += [(i, f) for f, a in zip(flats, walk.is_answered(flats), strict=True) if not a]
+    return lease.first(walks, later)
+
+
+class _Leaser:
+    """Takes the lease of the best candidate nobody holds."""
+
+    def __init__(self, project, redis, owner, ttl, remaining):
+        self.project, self.redis, self.owner = project, redis, owner
+        self.ttl, self.remaining = ttl, remaining
+
+    def first(self, walks, candidates) -> dict | None:
+        """``candidates`` [(walk index, flat)]: best priority first (stable: scene order, then
+        rank), the first one free in Redis and still unanswered in the database, leased."""
+        candidates = sorted(
+            candidates,
+            key=lambda c: (-walks[c[0]].ranked.priority[c[1]], c[0], walks[c[0]].ranked.rank[c[1]]),
+        )
+        if not candidates:
+            return None
         keys = []
-        for _, i, flat in candidates:
-            run, ranked, _ = pools[i]
-            k = len(ranked.xs)
-            y, x = int(ranked.ys[flat // k]), int(ranked.xs[flat % k])
-            keys.append(lease_key(project.pk, run.scene_id, x, y))
-        taken = redis.mget(keys)
-        for (_, i, flat), key, holder in zip(candidates, keys, taken, strict=True):
-            if holder is not None:
+        for i, flat in candidates:
+            ranked = walks[i].ranked
+            y, x = ranked.origin(flat)
+            keys.append(lease_key(self.project.pk, ranked.scene_id, x, y))
+        for (i, flat), key, holder in zip(candidates, keys, self.redis.mget(keys), strict=True):
+            if holder is not None or not self.redis.set(key, self.owner, nx=True, ex=self.ttl):
                 continue
-            if redis.set(key, owner, nx=True, ex=ttl):
-                run, ranked, _ = pools[i]
-                item = _queue_item(project, run, ranked, flat, ttl, remaining)
-                if _answered_meanwhile(run.scene_id, item):
-                    # Annotated (and its lease let go) after the snapshot above: skip it.
-                    continue
-                return item
-        # Everything in this batch is leased by someone: look further down each run.
-        pools = [(r, rk, free[batch:]) for r, rk, free in pools if len(free) > batch]
-        batch *= 2
-    return None
+            walk = walks[i]
+            y, x = walk.ranked.origin(flat)
+            place = (x, y, walk.ranked.window, walk.ranked.window)
+            if place_is_answered(walk.run.scene_id, *place):
+                # Answered after its annotation reached Redis, or while Redis was unreachable:
+                # note it (so it is not looked at again) and let the lease go.
+                place_changed(walk.run.scene_id, *place, redis=self.redis)
+                self.redis.delete(key)
+                self.remaining -= 1
+                continue
+            return _queue_item(self.project, walk.run, walk.ranked, flat, self.ttl, self.remaining)
+        return None
 
 
 def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining: int) -> dict:
-    k = len(ranked.xs)
-    y, x = int(ranked.ys[flat // k]), int(ranked.xs[flat % k])
+    y, x = ranked.origin(flat)
     p = ranked.probs[flat]
     # The guess follows the run's detection rule at its (calibrated) thresholds, as the viewer.
     thresholds = run_thresholds(run)
