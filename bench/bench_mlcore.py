@@ -4,6 +4,8 @@ CPU figures (``run``):
 
 * scoring: ``mlcore.scoring.score_scene`` (strip reading, window gathering, batching, results)
   vs the bare ONNX Runtime session on ready-made batches of the same size, same session;
+* scoring cost per window of a model with a box head (the ``boxes`` and ``centredness``
+  outputs) vs the same backbone without it, both through ``score_scene``;
 * peak RSS scoring a 20,000 x 20,000 scene ``.npy`` from disk, in a child process (VmHWM),
   vs the bytes of the scene itself (what loading it whole would cost at least);
 * canvas preparation of the published-size training set (2.3 million windows at step 8 from
@@ -120,6 +122,98 @@ def bench_scoring(work: Path, quick: bool) -> list[dict]:
             ours / base >= 0.90,
             f"ResNet-20, {height}x{width} random scene, step {step}, batch {batch}, best of "
             f"{rounds} interleaved runs each",
+        )
+    ]
+
+
+# -- scoring cost of the box outputs --------------------------------------------------------------
+
+
+def box_head_resnet(backbone):
+    """``backbone`` (a WindowResNet) with a box head on its pooled features: two small linear
+    layers giving ``boxes`` and ``centredness`` (random weights: speed does not depend on them).
+    What a box-regressing model adds to scoring; the trained head is the training side's."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class BoxHeadResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            self.box = nn.Linear(backbone.fc.in_features, 4)
+            self.centred = nn.Linear(backbone.fc.in_features, 1)
+
+        def class_probs(self, logits):
+            return self.backbone.class_probs(logits)
+
+        def forward(self, images):
+            # WindowResNet.forward up to its pooled features (the head needs them, not logits).
+            b = self.backbone
+            x = ((images.float() - b.mean) * b.inv_std).permute(0, 3, 1, 2)
+            features = F.adaptive_avg_pool2d(b.layers(b.stem(x)), 1).flatten(1)
+            return {
+                "logits": b.fc(features),
+                "boxes": self.box(features),
+                "centredness": torch.sigmoid(self.centred(features)),
+            }
+
+    return BoxHeadResNet()
+
+
+def bench_box_outputs(work: Path, quick: bool) -> list[dict]:
+    import os
+
+    import torch
+
+    from mlcore.export import export_onnx
+    from mlcore.model import build_model
+    from mlcore.scenes import ArrayScene
+    from mlcore.scoring import OnnxScorer, score_scene
+
+    batch, step = 1024, 16
+    cols = 32 if quick else 64
+    height, width = 32 + 63 * step, 32 + (cols - 1) * step
+    scene = np.random.default_rng(2).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    backbone = build_model(len(CLASSES)).eval()
+    plain = OnnxScorer(export_onnx(backbone, work / "plain.onnx", CLASSES))
+    boxed = OnnxScorer(export_onnx(box_head_resnet(backbone), work / "boxed.onnx", CLASSES))
+    if boxed.outputs != ("probs", "boxes", "centredness"):
+        raise RuntimeError(f"the box model's file has outputs {boxed.outputs}")
+
+    def scorer_run(scorer):
+        def once() -> int:
+            grid = score_scene(scorer, ArrayScene(scene), step, batch)
+            return grid.probs.shape[0] * grid.probs.shape[1]
+
+        return once
+
+    runs = {"plain": scorer_run(plain), "boxed": scorer_run(boxed)}
+    for once in runs.values():
+        once()  # warm-up: ORT allocations for this batch shape
+    rounds = 3 if quick else 6
+    rates: dict[str, list[float]] = {"plain": [], "boxed": []}
+    load_before = os.getloadavg()[0]
+    for _ in range(rounds):  # interleaved, best of each (see bench_scoring)
+        for name, once in runs.items():
+            rates[name].append(median_rate(once, repeats=1))
+    load_after = os.getloadavg()[0]
+    per_window = {name: 1e6 / max(values) for name, values in rates.items()}
+    ratio = per_window["boxed"] / per_window["plain"]
+    return [
+        row(
+            "CPU scoring cost per window, with box outputs vs without",
+            per_window["boxed"],
+            "us/window",
+            "the same ResNet-20 backbone without the box head (probs only), same path",
+            per_window["plain"],
+            "<= 1.20x",
+            ratio <= 1.20,
+            f"score_scene, {height}x{width} random scene, step {step}, batch {batch}, best of "
+            f"{rounds} interleaved runs each; box head: boxes (4) + centredness (1) on the "
+            f"pooled features; 1-min load average {load_before:.1f} before, {load_after:.1f} "
+            "after",
         )
     ]
 
@@ -303,6 +397,7 @@ def run(quick: bool = False) -> list[dict]:
     try:
         for name, fn in (
             ("CPU scoring", bench_scoring),
+            ("box outputs scoring cost", bench_box_outputs),
             ("peak RSS", bench_peak_rss),
             ("canvas preparation", bench_canvases),
         ):
