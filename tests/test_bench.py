@@ -72,6 +72,13 @@ def test_gpu_scoring_bench_runs_on_cpu(tmp_path):
     assert all(r["value"] > 0 and r["met"] is None for r in rows)
 
 
+def test_box_outputs_bench_exports_a_resnet_with_a_box_head_and_compares_it(tmp_path):
+    (r,) = bench_mlcore.bench_box_outputs(tmp_path, quick=True)
+    assert r["unit"] == "us/window" and r["value"] > 0 and r["baseline_value"] > 0
+    assert r["ratio"] == r["value"] / r["baseline_value"] and r["target"] == "<= 1.20x"
+    assert "load average" in r["note"]  # timings on a shared machine say how loaded it was
+
+
 def test_flops_and_peaks():
     flops = bench_mlcore.training_flops_per_window()
     assert 150e6 < flops < 400e6  # ResNet-20 at 32x32: ~41M multiply-adds forward, x2 x3
