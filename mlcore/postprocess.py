@@ -238,8 +238,9 @@ def detections(
     iou: float | None = None,
     merge: str = DEFAULT_MERGE,
 ) -> list[Detection]:
-    """Merged detections (kind "merged") of a ScoreGrid, highest score first. ``iou`` None: the
-    IoU that follows from the grid's window and step (:func:`default_nms_iou`)."""
+    """Merged detections (kind "merged") of a ScoreGrid, highest score first (the probability,
+    times the centredness where the grid has one). ``iou`` None: the IoU that follows from the
+    grid's window and step (:func:`default_nms_iou`)."""
     if iou is None:
         iou = default_nms_iou(grid.window, grid.step)
     return nms(window_hits(grid, thresholds, negative), iou, merge).to_detections("merged")
