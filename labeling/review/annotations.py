@@ -165,7 +165,7 @@ def record_annotation(
             raise
         return existing, False
     # The review queue's answered windows (Redis) follow, after the commit.
-    place_changed(scene.pk, x, y, w, h)
+    place_changed(scene.pk, x, y, w, h, answered=True if kind != "undo" else None)
     return row, True
 
 

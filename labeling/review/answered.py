@@ -69,10 +69,20 @@ return 1
 """
 
 
-def get_redis():
-    import django_rq
+_clients: dict = {}
 
-    return django_rq.get_connection("default")
+
+def get_redis():
+    """The default queue's Redis, one client (and connection pool) per process and config:
+    django_rq.get_connection makes a new pool, so a new TCP connection, on every call."""
+    import django_rq
+    from django_rq.settings import QUEUES
+
+    key = repr(sorted(QUEUES["default"].items()))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients.setdefault(key, django_rq.get_connection("default"))
+    return client
 
 
 def answered_seconds() -> int:
@@ -127,12 +137,12 @@ def flat_of_geometry(geom: str, x: int, y: int, w: int, h: int):
     return None if i is None or j is None else i * cols + j
 
 
-def _lock(shared: bool, *keys) -> None:
+def _lock(sql: str, *keys) -> None:
+    """Advisory locks held until the transaction ends."""
     if connection.vendor != "postgresql":
         return  # SQLite: one writer at a time anyway; the narrow races stay (single machine)
-    name = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {name}(%s, %s)", list(keys))
+        cursor.execute(sql, list(keys))
 
 
 def _place_lock_id(scene_id: int, x: int, y: int, w: int, h: int) -> int:
@@ -161,9 +171,11 @@ def place_is_answered(scene_id: int, x: int, y: int, w: int, h: int) -> bool:
     return bool(rows) and bool(effective_annotations(rows))
 
 
-def place_changed(scene_id: int, x: int, y: int, w: int, h: int, redis=None) -> None:
+def place_changed(scene_id: int, x: int, y: int, w: int, h: int, answered=None, redis=None):
     """Bring the answered sets of the scene's runs up to date with the place's annotations, after
-    one was recorded (committed). Redis being down loses nothing the database has: the queue
+    one was recorded (committed). ``answered``: True for a new answer (the newest row of its
+    place, and only undoing it, once its id is known, can change that), None to read the place
+    from the database (an undo). Redis being down loses nothing the database has: the queue
     checks a window's place in the database before handing it out, and the set is rebuilt from
     the database when it expires."""
     from redis.exceptions import RedisError
@@ -173,12 +185,15 @@ def place_changed(scene_id: int, x: int, y: int, w: int, h: int, redis=None) -> 
         with transaction.atomic():
             # A rebuild of the scene waits for us (or we for it); updates of this place run one
             # at a time, each reading the place after the previous one's commit.
-            _lock(True, SCENE_LOCK, scene_id)
-            _lock(False, PLACE_LOCK, _place_lock_id(scene_id, x, y, w, h))
+            _lock(
+                "SELECT pg_advisory_xact_lock_shared(%s, %s), pg_advisory_xact_lock(%s, %s)",
+                *(SCENE_LOCK, scene_id, PLACE_LOCK, _place_lock_id(scene_id, x, y, w, h)),
+            )
             runs = redis.hgetall(_registry_key(scene_id))
             if not runs:
                 return
-            answered = place_is_answered(scene_id, x, y, w, h)
+            if answered is None:
+                answered = place_is_answered(scene_id, x, y, w, h)
             idents = [k.decode() for k in runs]
             gens = redis.mget([_gen_key(i) for i in idents])
             sync = redis.register_script(_SYNC)
@@ -242,7 +257,7 @@ class Walk:
         """Read the scene's effective places once and write a new generation of the set."""
         run, ranked, redis = self.run, self.ranked, self.redis
         with transaction.atomic():
-            _lock(False, SCENE_LOCK, run.scene_id)
+            _lock("SELECT pg_advisory_xact_lock(%s, %s)", SCENE_LOCK, run.scene_id)
             gen = redis.get(_gen_key(self.ident))
             if gen is not None and redis.sismember(_keys(self.ident, gen.decode())[0], SENTINEL):
                 return gen.decode()  # another request built it while we waited
