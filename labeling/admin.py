@@ -126,3 +126,10 @@ class SimulationRunAdmin(admin.ModelAdmin):
     list_display = ("project", "strategy", "per_cycle", "profile", "finished")
     search_fields = ("project__name", "strategy", "scene_name")
     list_filter = ("strategy", "finished", "project")
+
+
+@admin.register(models.QueueSkip)
+class QueueSkipAdmin(admin.ModelAdmin):
+    list_display = ("project", "scene", "x", "y", "user", "created_at")
+    search_fields = ("project__name", "scene__name", "user__username")
+    list_filter = ("project",)

@@ -163,9 +163,16 @@
 
   function loadAnnotations() {
     if (!cfg.urls.annotations) { $("save-status").textContent = "Annotations are not available."; return Promise.resolve(); }
-    return api.get(cfg.urls.annotations).then(function (data) {
+    // The list comes a page at a time (newest first): follow `next` until the last page.
+    function allPages(url, history) {
+      return api.get(url).then(function (data) {
+        history = history.concat(data.history || []);
+        return data.next ? allPages(data.next, history) : history;
+      });
+    }
+    return allPages(cfg.urls.annotations, []).then(function (history) {
       const byId = new Map();
-      const rows = (data.history || []).map(function (r) { return fromServer(r, byId); });
+      const rows = history.map(function (r) { return fromServer(r, byId); });
       for (const a of rows) if (a.undoesId) a.target = byId.get(a.undoesId) || {id: a.undoesId};
       order = rows.reduce(function (m, a) { return Math.max(m, a.order); }, 0);
       state.annotations = rows.concat(state.annotations);  // keep anything added meanwhile
