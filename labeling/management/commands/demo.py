@@ -25,6 +25,7 @@ from django.core.management.base import CommandError
 from labeling.job_progress import output_stream
 from labeling.local_services import Services
 from labeling.management.command_support import LabelingCommand, enqueue_canvases, run_metrics_line
+from mlcore.starting_model import StartingModelError
 
 DEMO_PROJECT = "Mona Lisa cars and boats"
 DEMO_USER = "demo"
@@ -276,16 +277,23 @@ class Command(LabelingCommand):
 
     def ensure_model(self, project, user, profile):
         from labeling.cycle import running_cycle, start_cycle
+        from labeling.models import ModelVersion
 
         current = project.current_model()
         if current is not None:
-            self.say(f"   reusing model v{current.number}")
+            self.say(f"   reusing model v{current.number} (started from "
+                     f"{current.started_from['name']})")  # fmt: skip
             return current
         running = running_cycle(project)
         if running is not None and running[0] is not None:
             record = running[0]
         else:
-            record = start_cycle(project, user, profile=profile)
+            try:
+                record = start_cycle(project, user, profile=profile)
+            except StartingModelError as exc:
+                raise CommandError(str(exc)) from None
+        version = ModelVersion.objects.get(pk=record.params["version_id"])
+        self.say(f"   starting from: {version.started_from['name']}")
         return self.follow_cycle(record)
 
     def ensure_collage(self, project):
