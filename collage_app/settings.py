@@ -116,9 +116,13 @@ SPARK_MASTER = os.environ.get("SPARK_MASTER", "local[*]")
 STORAGE_URL = storage_url()
 # Uploads: big scenes stream to a temporary file, never into memory.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
-SCENE_MAX_PIXELS = env_int("SCENE_MAX_PIXELS", 150_000_000)  # a 100-megapixel scene fits
+# Scenes stream into their scoring file and tiles, never held whole: 2.5 gigapixels (7.5 GB of
+# pixels) is what one machine scores strip by strip and stores; bombs are refused by the header.
+SCENE_MAX_PIXELS = env_int("SCENE_MAX_PIXELS", 2_500_000_000)
+# A collage is built in memory (uint8 RGB): 150 megapixels is 450 MB.
+COLLAGE_MAX_PIXELS = env_int("COLLAGE_MAX_PIXELS", 150_000_000)
 # Boxes in one ground-truth file (a scene's CSV or COCO JSON); 200,000 tiles of 32 px is a
-# scene of 200 megapixels, above SCENE_MAX_PIXELS.
+# scene of 200 megapixels.
 GROUND_TRUTH_MAX_BOXES = env_int("GROUND_TRUTH_MAX_BOXES", 200_000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [

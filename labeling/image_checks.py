@@ -1,21 +1,31 @@
-"""Checks an uploaded picture must pass before it is decoded in full.
+"""Checks an uploaded picture must pass before it is decoded in full (the upload request never
+decodes it: the import job streams it, mlcore.scenes.image_to_npy).
 
 A JPEG whose header declares 12000 x 12000 pixels but whose compressed data is a few hundred
 bytes decodes without an error: libjpeg pads what is missing with grey and only warns, and PIL
 does not surface that warning. Such a file would turn a 600-byte upload into a 432 MB scene.
 Huffman-coded JPEG spends at least one bit per 8x8 block (the DC code of its first scan), so
 compressed data shorter than blocks / 8 bytes cannot cover the image: it is refused as truncated
-before anything is decoded or stored. Arithmetic-coded JPEG has no such floor and is refused."""
+before anything is decoded or stored. Arithmetic-coded JPEG has no such floor and is refused. A
+JPEG that stops before its end-of-image marker is refused as truncated.
+
+A PNG is walked chunk by chunk (no pixel is inflated): a chunk running past the end of the file,
+a missing IEND or image data too short to inflate to the declared size (deflate cannot compress
+more than 1032:1) is refused. TIFF tiles and strips are checked by mlcore.tiff_bands."""
 
 from __future__ import annotations
 
 import mmap
+import struct
 from pathlib import Path
 
 # Start-of-frame markers: Huffman (C0-C3, C5-C7) and arithmetic (C9-CB, CD-CF) coding.
 HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}
 ARITHMETIC_FRAMES = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DEFLATE_MAX_RATIO = 1032
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 
 
 class ImageCheckError(ValueError):
@@ -23,18 +33,60 @@ class ImageCheckError(ValueError):
 
 
 def check_picture(path: Path, name: str) -> None:
-    """Refuse a JPEG whose data cannot cover its declared size (other formats: no-op here;
-    PIL reports their truncation itself)."""
+    """Refuse a JPEG or PNG whose bytes cannot cover its declared size or that stops early
+    (other formats: no-op here)."""
     with open(path, "rb") as f:
-        if f.read(2) != b"\xff\xd8":
+        start = f.read(8)
+        if start.startswith(PNG_SIGNATURE):
+            _check_png(f, Path(path).stat().st_size, name)
+            return
+        if not start.startswith(b"\xff\xd8"):
             return
         f.seek(0)
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             _check_jpeg(data, name)
 
 
+def _check_png(f, size: int, name: str) -> None:
+    """Walk the chunks after the signature: lengths and types only, the data is skipped."""
+    pos, header, coded = 8, None, 0
+    while True:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            raise ImageCheckError(
+                f"{name} is corrupt or truncated: its PNG data stops at byte {pos:,} without the "
+                "IEND chunk"
+            )
+        length, kind = struct.unpack(">I4s", head)
+        end = pos + 12 + length
+        if end > size:
+            raise ImageCheckError(
+                f"{name} is corrupt or truncated: its {kind.decode('latin1')!r} chunk needs "
+                f"bytes up to {end:,} but the file has {size:,}"
+            )
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBB", f.read(10))
+        elif kind == b"IDAT":
+            coded += length
+        elif kind == b"IEND":
+            break
+        pos = end
+    if header is None:
+        raise ImageCheckError(f"{name} is corrupt: a PNG without its IHDR header chunk")
+    width, height, depth, colour = header
+    channels = PNG_CHANNELS.get(colour, 4)
+    raw = height * (1 + -(-width * channels * depth // 8))  # a filter byte per row
+    if coded * DEFLATE_MAX_RATIO < raw:
+        raise ImageCheckError(
+            f"{name} is truncated: its {coded:,} bytes of image data cannot inflate to the "
+            f"{width}x{height} pixels its header declares (that needs at least "
+            f"{-(-raw // DEFLATE_MAX_RATIO):,} bytes)"
+        )
+
+
 def _check_jpeg(data, name: str) -> None:
-    frame, coded, pos, end = None, 0, 2, len(data)
+    frame, coded, pos, end, complete = None, 0, 2, len(data), False
     while pos < end:
         if data[pos] != 0xFF:
             raise ImageCheckError(f"{name} is corrupt: a JPEG marker was expected at byte {pos}")
@@ -44,6 +96,7 @@ def _check_jpeg(data, name: str) -> None:
             break
         marker, pos = data[pos], pos + 1
         if marker == 0xD9:  # end of image
+            complete = True
             break
         if marker in STANDALONE or marker == 0xD8:
             continue
@@ -77,7 +130,12 @@ def _check_jpeg(data, name: str) -> None:
                 break
             coded += pos - start
     if frame is None:
-        return  # no frame header: PIL refuses the file with its own message
+        return  # no frame header: the decoder refuses the file with its own message
+    if not complete:
+        raise ImageCheckError(
+            f"{name} is corrupt or truncated: its JPEG data stops at byte {end:,} before the "
+            "end-of-image marker"
+        )
     width, height = frame
     if height == 0:
         raise ImageCheckError(

@@ -248,16 +248,18 @@ SCENE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF"}
 
 
 def check_scene_image(path: Path, name: str) -> tuple[int, int, str]:
-    """Fully decode an image file; refuse non-images, corrupt or truncated files, formats other
-    than PNG/JPEG/TIFF and pixel counts above SCENE_MAX_PIXELS (decompression bombs included)."""
+    """Check an image file from its header and structure, never decoding it (the import job
+    streams the pixels and refuses damage inside the compressed data); refuse non-images,
+    truncated files, formats other than PNG/JPEG/TIFF and pixel counts above SCENE_MAX_PIXELS
+    (decompression bombs included)."""
     from labeling.image_checks import check_picture
     from mlcore.scenes import validate_scene_image
 
     try:
-        # First the cheap structural check: a JPEG whose data cannot cover its declared size
-        # is refused before it is decoded (which would allocate all of the declared pixels).
-        check_picture(path, name)
+        # The header first (a bomb is refused by its declared size), then the structure: data
+        # that cannot cover the declared size, or that stops early, is refused as truncated.
         width, height, fmt = validate_scene_image(path, settings.SCENE_MAX_PIXELS)
+        check_picture(path, name)
     except Exception as exc:  # SceneError, PIL's bomb error, odd decoder errors: all bad input
         error = _image_error(exc, name)
         # The messages name the file the user gave, never a temporary path on the server.
@@ -509,16 +511,17 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 
 def _check_collage_size(project, tiles: str, target_hw: tuple[int, int], cols: int) -> None:
-    """Refuse a collage above SCENE_MAX_PIXELS before anything is stored or queued (the job
-    checks again with the tiles it loads). A dataset's tiles are the project's window size."""
+    """Refuse a collage above COLLAGE_MAX_PIXELS (it is built in memory) before anything is
+    stored or queued (the job checks again with the tiles it loads). A dataset's tiles are the
+    project's window size."""
     from mlcore.collage import CollageError, check_collage_size
 
     window = project.window_size
     tile_hw = DEMO_TILE_SIZE if tiles == "demo" else (window, window)
     try:
-        check_collage_size(target_hw, tile_hw, cols, settings.SCENE_MAX_PIXELS)
+        check_collage_size(target_hw, tile_hw, cols, settings.COLLAGE_MAX_PIXELS)
     except CollageError as exc:
-        raise UploadError(f"{exc} (SCENE_MAX_PIXELS)") from None
+        raise UploadError(f"{exc} (COLLAGE_MAX_PIXELS)") from None
 
 
 def add_collage_scene(project, *, tiles="demo", target=None, target_path=None, cols=80,

@@ -1,22 +1,20 @@
-"""Deep Zoom (DZI) pyramids of scenes, as OpenSeadragon reads them.
+"""Deep Zoom (DZI) pyramids of scenes, as OpenSeadragon reads them, written by libvips' dzsave.
 
 Output: ``<name>.dzi`` (XML: TileSize, Overlap, Format, Size) and tiles
 ``<name>_files/<level>/<col>_<row>.<format>``. Level ``L = ceil(log2(max(W, H)))`` is the full
 image, each lower level halves it (rounding up), down to level 0 (1x1). A tile of nominal size
 ``tile_size`` carries ``overlap`` extra pixels on every side that has a neighbour.
 
-Memory stays bounded for huge scenes: the full-size level is read from the scene reader one band
-of tile rows at a time (``read_rows``, so a ``.npy`` scene is never loaded whole); each band is
-cut into tiles and halved into the next level, which is kept in memory when small and otherwise in
-a temporary ``.npy`` memmap on disk; lower levels are processed the same way from there.
-
-Tiles go through ``write(key, data)`` (so the app can target any storage) or into a directory;
-the ``.dzi`` descriptor is written last, so a pyramid with a descriptor is complete.
+dzsave reads the scene's ``.npy`` as a stream (a TIFF header in front of its pixel bytes, read a
+strip at a time), shrinks each level by 2x2 means and encodes tiles on every core, so memory
+stays a few strips of tiles whatever the scene's size; a scene in remote storage is read by byte
+ranges. It writes into a scratch folder; the tiles then go through ``write(key, data)`` (so the
+app can target any storage) or into a directory, and the ``.dzi`` descriptor goes last, so a
+pyramid with a descriptor is complete.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import tempfile
@@ -25,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import pyvips
+import tifffile
 
 from .progress import Progress, report
-from .scenes import ArrayScene, open_scene
+from .scenes import NPY_MAGIC, ArrayScene, NpyScene, open_scene
 
-FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}
-IN_MEMORY_LEVEL_BYTES = 256 * 1024 * 1024
+FORMATS = {"jpg": "jpg", "jpeg": "jpg", "png": "png"}
 Writer = Callable[[str, bytes], None]
 
 
@@ -118,23 +116,84 @@ def storage_writer(storage, prefix: str = "") -> Writer:
     return write
 
 
-def _halve(band: np.ndarray) -> np.ndarray:
-    """2x2 mean (rounded) of an (h, w, 3) band with even h; an odd width repeats the last column."""
-    if band.shape[1] % 2:
-        band = np.concatenate([band, band[:, -1:]], axis=1)
-    b = band.astype(np.uint16)
-    s = b[0::2, 0::2] + b[1::2, 0::2] + b[0::2, 1::2] + b[1::2, 1::2]
-    return ((s + 2) // 4).astype(np.uint8)
+STRIP_BYTES = 4 * 1024 * 1024  # what libvips asks the scene for at a time
 
 
-def _encode(tile: np.ndarray, pil_format: str, quality: int) -> bytes:
-    buf = io.BytesIO()
-    im = Image.fromarray(np.ascontiguousarray(tile))
-    if pil_format == "JPEG":
-        im.save(buf, "JPEG", quality=quality)
-    else:
-        im.save(buf, "PNG", compress_level=3)
-    return buf.getvalue()
+def _tiff_header(width: int, height: int, scratch: Path) -> tuple[bytes, int]:
+    """The header of an uncompressed, striped RGB BigTIFF of this size (tifffile writes it; the
+    pixel data it leaves out would follow at the returned offset) and its rows per strip."""
+    rows = max(1, STRIP_BYTES // (width * 3))
+    path = scratch / "header.tif"
+    # Without data tifffile writes the header and leaves the pixels a hole (a sparse file).
+    tifffile.imwrite(path, shape=(height, width, 3), dtype=np.uint8, photometric="rgb",
+                     bigtiff=True, rowsperstrip=rows)  # fmt: skip
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        start = int(page.dataoffsets[0])
+        if (
+            page.is_contiguous is None
+            or int(page.dataoffsets[-1]) + int(page.databytecounts[-1])
+            != start + height * width * 3
+        ):  # pragma: no cover - tifffile lays strips out in order
+            raise DeepZoomError("unexpected TIFF layout for the scene's pixels")
+    with open(path, "rb") as f:
+        header = f.read(start)
+    path.unlink()
+    return header, rows
+
+
+def _npy_source(scene: NpyScene, scratch: Path) -> pyvips.SourceCustom:
+    """The ``.npy`` scene as a stream libvips reads like a TIFF file: a TIFF header, then the
+    scene's pixel bytes as they lie (same row order). libvips maps a raw file whole, which would
+    put every page of the scene in this process's memory; a stream costs a strip at a time."""
+    header, _rows = _tiff_header(scene.width, scene.height, scratch)
+    size = len(header) + scene.height * scene.row_bytes
+    local = scene.path
+    if local is None and hasattr(scene.storage, "local_path"):
+        local = scene.storage.local_path(scene.key)  # None for remote storage
+    handle = open(local, "rb") if local is not None else None  # noqa: SIM115
+    state = {"pos": 0}
+
+    def read(length: int) -> bytes:
+        pos = state["pos"]
+        if pos < len(header):
+            data = header[pos : pos + length]
+        else:
+            offset = scene.header.data_offset + pos - len(header)
+            length = min(length, size - pos)
+            if handle is not None:
+                handle.seek(offset)
+                data = handle.read(length)
+            else:
+                data = scene.storage.read_range(scene.key, offset, length) if length else b""
+        state["pos"] = pos + len(data)
+        return data
+
+    def seek(offset: int, whence: int) -> int:
+        base = {0: 0, 1: state["pos"], 2: size}[whence]
+        state["pos"] = base + offset
+        return state["pos"]
+
+    source = pyvips.SourceCustom()
+    source.on_read(read)
+    source.on_seek(seek)
+    source.handle = handle  # closed with the source
+    return source
+
+
+def _vips_image(source, scratch: Path) -> tuple[pyvips.Image, object]:
+    """(libvips image, the object that must outlive it) for a scene source."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            is_npy = f.read(6) == NPY_MAGIC
+        source = NpyScene(source) if is_npy else open_scene(source)
+    if isinstance(source, NpyScene):
+        stream = _npy_source(source, scratch)
+        return pyvips.Image.new_from_source(stream, "", access="sequential"), stream
+    if not isinstance(source, np.ndarray):
+        source = source.read_rows(0, source.height) if hasattr(source, "read_rows") else source
+    arr = np.ascontiguousarray(ArrayScene(source).array)
+    return pyvips.Image.new_from_array(arr, interpretation="srgb"), arr
 
 
 def generate_dzi(
@@ -151,9 +210,9 @@ def generate_dzi(
     """Write the DZI pyramid of ``source`` and return its ``DziInfo``.
 
     ``source``: a scene reader (``.height``, ``.width``, ``.read_rows``) such as ``NpyScene``, a
-    uint8 (H, W, 3) array, a PIL image, or a path to a ``.npy`` or picture file.
+    uint8 (H, W, 3) array, or a path to a ``.npy`` or picture file.
     ``out``: ``write(key, data)`` or a directory. Keys: ``<name>.dzi`` and
-    ``<name>_files/<level>/<col>_<row>.<fmt>``. ``tmp_dir`` holds the memmaps of big levels.
+    ``<name>_files/<level>/<col>_<row>.<fmt>``. ``tmp_dir`` holds the scratch pyramid.
     """
     if fmt.lower() not in FORMATS:
         raise DeepZoomError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
@@ -163,63 +222,37 @@ def generate_dzi(
         )
     if "/" in name or name in ("", ".", ".."):
         raise DeepZoomError(f"name must be a plain file name, got {name!r}")
-    pil_format = FORMATS[fmt.lower()]
+    suffix = FORMATS[fmt.lower()]
+    options = f"[Q={int(quality)}]" if suffix == "jpg" else "[compression=3]"
     write: Writer = out if callable(out) else directory_writer(out)
-    reader = open_scene(source)
-    width, height = reader.width, reader.height
-    sizes = level_sizes(width, height)
-    top = len(sizes) - 1
-    total = sum(math.ceil(w / tile_size) * math.ceil(h / tile_size) for w, h in sizes)
-    done = 0
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="dzi-") as scratch:
-        level_reader = reader
-        for level in range(top, -1, -1):
-            w, h = sizes[level]
-            nxt = None
-            if level > 0:
-                nw, nh = sizes[level - 1]
-                if nw * nh * 3 <= IN_MEMORY_LEVEL_BYTES:
-                    nxt = np.empty((nh, nw, 3), dtype=np.uint8)
-                else:
-                    nxt = np.lib.format.open_memmap(
-                        Path(scratch) / f"level-{level - 1}.npy", "w+", np.uint8, (nh, nw, 3)
-                    )
-            n_cols, n_rows = math.ceil(w / tile_size), math.ceil(h / tile_size)
-            pending = np.empty((0, w, 3), dtype=np.uint8)  # an odd row carried to the next band
-            out_row = 0
-            for row in range(n_rows):
-                band_y0 = max(0, row * tile_size - overlap)
-                band_y1 = min(h, (row + 1) * tile_size + overlap)
-                band = level_reader.read_rows(band_y0, band_y1)
-                for col in range(n_cols):
-                    x0, y0, x1, y1 = tile_bounds(col, row, w, h, tile_size, overlap)
-                    tile = band[y0 - band_y0 : y1 - band_y0, x0:x1]
-                    write(
-                        f"{name}_files/{level}/{col}_{row}.{fmt}",
-                        _encode(tile, pil_format, quality),
-                    )
-                done += n_cols
-                report(progress, done, total, f"level {level}, tile row {row + 1}/{n_rows}")
-                if nxt is not None:
-                    core_y0, core_y1 = row * tile_size, min(h, (row + 1) * tile_size)
-                    core = band[core_y0 - band_y0 : core_y1 - band_y0]
-                    rows = np.concatenate([pending, core]) if len(pending) else core
-                    last = row == n_rows - 1
-                    if last and len(rows) % 2:
-                        rows = np.concatenate([rows, rows[-1:]])  # odd height: repeat last row
-                    even = len(rows) - len(rows) % 2
-                    halved = _halve(rows[:even])
-                    nxt[out_row : out_row + len(halved)] = halved
-                    out_row += len(halved)
-                    pending = rows[even:].copy()
-            if nxt is not None:
-                if out_row != len(nxt):  # pragma: no cover - guards the band bookkeeping
-                    raise RuntimeError(f"level {level - 1}: wrote {out_row} rows of {len(nxt)}")
-                if isinstance(nxt, np.memmap):
-                    nxt.flush()
-                level_reader = ArrayScene(nxt)
-    write(f"{name}.dzi", dzi_xml(width, height, tile_size, overlap, fmt).encode())
-    return DziInfo(name, width, height, tile_size, overlap, fmt, len(sizes), total)
+        scratch = Path(scratch)
+        image, keep_alive = _vips_image(source, scratch)
+        width, height = image.width, image.height
+        image.set_progress(True)
+        image.signal_connect(
+            "eval", lambda _im, p: report(progress, int(p.percent), 200, "making the tiles")
+        )
+        try:
+            image.dzsave(
+                os.fspath(scratch / name), suffix=f".{suffix}{options}", tile_size=tile_size,
+                overlap=overlap, depth="onepixel", layout="dz", keep="none",
+            )  # fmt: skip
+        except pyvips.Error as exc:
+            raise DeepZoomError(f"libvips could not write the pyramid: {exc}") from None
+        finally:
+            if getattr(keep_alive, "handle", None) is not None:
+                keep_alive.handle.close()
+        files = sorted(p for p in (scratch / f"{name}_files").rglob(f"*.{suffix}"))
+        for i, path in enumerate(files):
+            write(path.relative_to(scratch).as_posix(), path.read_bytes())
+            path.unlink()  # scratch shrinks as storage fills
+            if i % 256 == 0 or i == len(files) - 1:
+                done = 100 + (100 * (i + 1)) // len(files)
+                report(progress, done, 200, f"storing tile {i + 1:,} of {len(files):,}")
+        write(f"{name}.dzi", dzi_xml(width, height, tile_size, overlap, suffix).encode())
+    levels = level_count(width, height)
+    return DziInfo(name, width, height, tile_size, overlap, suffix, levels, len(files))
 
 
 def read_dzi(xml: str | bytes) -> dict:

@@ -4,8 +4,9 @@ A scene is stored for scoring as ``.npy`` uint8 (H, W, 3) in C order: a band of 
 contiguous byte range, so a scoring task reads exactly its strip (plus the window overlap) from
 local disk or from remote storage, without decoding the whole picture.
 
-* ``image_to_npy`` converts an uploaded picture (JPEG, PNG, TIFF...) into that format;
-* ``validate_scene_image`` checks an upload before anything is stored;
+* ``image_to_npy`` streams a picture (JPEG, PNG, TIFF, BigTIFF, tiled or pyramidal TIFF) into that
+  format a band at a time (``mlcore.scene_decode``), so memory does not grow with the picture;
+* ``validate_scene_image`` checks an upload from its header, before anything is stored;
 * ``ArrayScene`` / ``NpyScene`` are the readers (``.height``, ``.width``, ``.read_rows(y0, y1)``)
   that ``scoring.score_scene`` and ``deepzoom.generate_dzi`` consume.
 """
@@ -14,17 +15,29 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import struct
-import threading
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from .progress import report
+from .scene_decode import (
+    BAND_BYTES,
+    DecodeError,
+    Header,
+    check_structure,
+    iter_bands,
+    read_header,
+)
+
 NPY_MAGIC = b"\x93NUMPY"
-DEFAULT_MAX_PIXELS = 1_000_000_000  # 1 gigapixel (3 GB as uint8 RGB): far above PIL's default
-_PIL_LIMIT_LOCK = threading.Lock()
+# 2.5 gigapixels (7.5 GB as uint8 RGB): what one machine scores strip by strip and stores.
+DEFAULT_MAX_PIXELS = 2_500_000_000
 
 
 class SceneError(ValueError):
@@ -32,37 +45,7 @@ class SceneError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Decoding uploads
-
-
-def _open_image(src, max_pixels: int | None) -> Image.Image:
-    """Open ``src`` with PIL, enforcing ``max_pixels`` with our own clear error.
-
-    PIL's own decompression-bomb guard uses the global ``Image.MAX_IMAGE_PIXELS``; it is lifted for
-    the ``open`` call (under a lock) so that our explicit limit is the one that applies.
-    """
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
-    with _PIL_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            im = Image.open(src)
-        except Image.UnidentifiedImageError as exc:
-            raise SceneError(
-                f"{_name(src)} is not an image PIL can read (JPEG, PNG, TIFF, WebP, BMP...)"
-            ) from exc
-        except OSError as exc:
-            raise SceneError(f"{_name(src)} cannot be opened: {exc}") from exc
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-    pixels = im.width * im.height
-    if pixels > limit:
-        im.close()
-        raise SceneError(
-            f"{_name(src)} is {im.width}x{im.height} = {pixels:,} pixels, above the limit of "
-            f"{limit:,}; cut it into smaller scenes or raise the limit (max_pixels)"
-        )
-    return im
+# Checking and converting pictures, never holding one whole
 
 
 def _name(src) -> str:
@@ -71,59 +54,79 @@ def _name(src) -> str:
     return getattr(src, "name", "the image")
 
 
-def _load_fully(im: Image.Image, src) -> None:
+def _header(path, name: str, max_pixels: int | None) -> Header:
+    """The picture's header with the pixel limit applied (a decompression bomb stops here)."""
     try:
-        im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        # PIL reports truncation as OSError("image file is truncated ...").
-        raise SceneError(f"{_name(src)} is corrupt or truncated: {exc}") from exc
-    if im.format in ("JPEG", "MPO"):
-        _refuse_decoder_fill(im, src)
+        header = read_header(path, name)
+    except DecodeError as exc:
+        raise SceneError(str(exc)) from None
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    pixels = header.width * header.height
+    if pixels > limit:
+        raise SceneError(
+            f"{name} is {header.width}x{header.height} = {pixels:,} pixels, above the limit of "
+            f"{limit:,}; cut it into smaller scenes or raise the limit (max_pixels)"
+        )
+    return header
 
 
 # libjpeg decodes the blocks a scan does not cover (its data ran into a marker or ended early, as
 # junk scan data does) as all-zero coefficients: exactly mid-grey, 128 in every channel (127 for
-# inverted Adobe CMYK), and only warns; PIL does not pass the warning on.
+# inverted Adobe CMYK), and only warns.
 JPEG_FILL = (127, 128)
 FILL_BAND_ROWS = 256
 
 
-def _refuse_decoder_fill(im: Image.Image, src) -> None:
+def _refuse_decoder_fill(scene: NpyScene, name: str) -> None:
     """Refuse a JPEG whose bottom half or more is exactly the decoder's grey fill: it is corrupt
     or padded. A 600-byte header declaring 12000x12000 followed by 300 kB of random (byte-stuffed)
     scan data passes the bytes-per-block check and decodes to 145 rows of noise over 11,855 rows
     of grey, 432 MB of pixels. (A genuine picture that is mostly flat mid-grey is refused too; it
     is no scene to detect anything in.)"""
-    fill_from = _decoder_fill_start(im)
-    if fill_from <= im.height // 2:
+    fill_from = _decoder_fill_start(scene)
+    if fill_from <= scene.height // 2:
         raise SceneError(
-            f"{_name(src)} is corrupt or padded: rows {fill_from} to {im.height - 1} of its "
-            f"{im.width}x{im.height} pixels are the flat grey a JPEG decoder fills in where the "
-            "compressed data is missing or broken; save the picture again from its original"
+            f"{name} is corrupt or padded: rows {fill_from} to {scene.height - 1} of its "
+            f"{scene.width}x{scene.height} pixels are the flat grey a JPEG decoder fills in where "
+            "the compressed data is missing or broken; save the picture again from its original"
         )
 
 
-def _decoder_fill_start(im: Image.Image) -> int:
-    """The first row of the run of fill rows at the bottom (``im.height``: none). Read from the
-    bottom up a band at a time; a real picture stops at its last row."""
-    corner = np.asarray(im.crop((im.width - 1, im.height - 1, im.width, im.height))).reshape(-1)
+def _decoder_fill_start(scene: NpyScene) -> int:
+    """The first row of the run of fill rows at the bottom (``scene.height``: none). Read from
+    the bottom up a band at a time; a real picture stops at its last row."""
+    height = scene.height
+    corner = scene.read_rows(height - 1, height)[0, -1]
     if not np.isin(corner, JPEG_FILL).all():
-        return im.height
-    fill_row = np.tile(corner, im.width)
-    for y1 in range(im.height, 0, -FILL_BAND_ROWS):
+        return height
+    for y1 in range(height, 0, -FILL_BAND_ROWS):
         y0 = max(0, y1 - FILL_BAND_ROWS)
-        band = np.asarray(im.crop((0, y0, im.width, y1))).reshape(y1 - y0, -1)
-        is_fill = (band == fill_row).all(axis=1)
+        is_fill = (scene.read_rows(y0, y1) == corner).all(axis=(1, 2))
         if not is_fill.all():
             return y0 + int(np.flatnonzero(~is_fill)[-1]) + 1
     return 0
 
 
-def validate_scene_image(path, max_pixels: int | None = None) -> tuple[int, int, str]:
-    """Decode ``path`` (or a binary file object) fully and return (width, height, format).
+@contextmanager
+def _as_path(src):
+    """A path for ``src``: itself, or a temporary copy of a binary file object."""
+    if isinstance(src, (str, os.PathLike)):
+        yield Path(src)
+        return
+    with tempfile.NamedTemporaryFile(prefix="scene-src-") as tmp:
+        src.seek(0)
+        shutil.copyfileobj(src, tmp, 8 * 1024 * 1024)
+        tmp.flush()
+        yield Path(tmp.name)
 
-    Raises ``SceneError`` naming the problem for non-images, corrupt or truncated files and
-    images above ``max_pixels``. A ``.npy`` scene is checked by its header and size.
+
+def validate_scene_image(path, max_pixels: int | None = None) -> tuple[int, int, str]:
+    """Check ``path`` from its header and return (width, height, format); nothing is decoded.
+
+    Raises ``SceneError`` for non-images, TIFFs whose tiles lie past the end of the file (or
+    whose bytes cannot hold the declared pixels) and images above ``max_pixels``. Damage inside
+    compressed data shows only when decoding: ``image_to_npy`` refuses it then. A ``.npy``
+    scene is checked by its header and size.
     """
     if isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(".npy"):
         with open(path, "rb") as f:
@@ -132,13 +135,12 @@ def validate_scene_image(path, max_pixels: int | None = None) -> tuple[int, int,
         if Path(path).stat().st_size < expected:
             raise SceneError(f"{path} is truncated: {expected} bytes expected")
         return header.width, header.height, "NPY"
-    im = _open_image(path, max_pixels)
+    header = _header(path, _name(path), max_pixels)
     try:
-        fmt = im.format or "unknown"
-        _load_fully(im, path)
-        return im.width, im.height, fmt
-    finally:
-        im.close()
+        check_structure(path, _name(path))
+    except DecodeError as exc:
+        raise SceneError(str(exc)) from None
+    return header.width, header.height, header.format
 
 
 def _write_npy_header(f: BinaryIO, height: int, width: int) -> None:
@@ -147,42 +149,53 @@ def _write_npy_header(f: BinaryIO, height: int, width: int) -> None:
     )
 
 
+def _stream_to_npy(path: Path, name: str, header: Header, out: Path, progress, band_bytes) -> None:
+    with open(out, "wb") as f:
+        _write_npy_header(f, header.height, header.width)
+        done = 0
+        try:
+            for band in iter_bands(path, name, band_bytes):
+                f.write(np.ascontiguousarray(band).data)
+                done += len(band)
+                report(progress, done, header.height, f"rows {done:,} of {header.height:,}")
+        except DecodeError as exc:
+            raise SceneError(str(exc)) from None
+    if done != header.height:
+        raise SceneError(f"{name} is truncated: {done:,} of its {header.height:,} rows decoded")
+    if header.format == "JPEG":
+        _refuse_decoder_fill(NpyScene(out), name)
+
+
 def image_to_npy(
-    src, dst, max_pixels: int | None = None, rows_per_chunk: int = 1024
+    src, dst, max_pixels: int | None = None, progress=None, band_bytes: int = BAND_BYTES
 ) -> tuple[int, int]:
-    """Decode the picture ``src`` (path or binary file) into a scoring ``.npy`` at ``dst``.
+    """Stream the picture ``src`` (path or binary file) into a scoring ``.npy`` at ``dst``.
 
-    ``dst`` is a path (written under a temporary name, then renamed) or a writable binary file.
-    The image is converted to RGB (alpha dropped, greyscale and palette expanded) and written
-    as a header followed by rows, a band at a time, so no second full copy is held in memory.
-    Returns (width, height).
+    The picture is decoded a band of rows at a time and each band written out at once, so peak
+    memory does not grow with the picture. ``dst`` is a path (written under a temporary name,
+    then renamed; removed on any failure) or a writable binary file. ``band_bytes``: about how
+    many bytes of RGB a band holds (a TIFF's band is a row of its tiles or strips). Converted
+    to RGB: alpha dropped, grey and palette expanded, 16-bit scaled to 8. Returns (width,
+    height).
     """
-    im = _open_image(src, max_pixels)
-    try:
-        _load_fully(im, src)
-        rgb = im if im.mode == "RGB" else im.convert("RGB")
-        width, height = rgb.size
-
-        def write(f: BinaryIO) -> None:
-            _write_npy_header(f, height, width)
-            for y0 in range(0, height, rows_per_chunk):
-                y1 = min(height, y0 + rows_per_chunk)
-                f.write(rgb.crop((0, y0, width, y1)).tobytes())
-
+    name = _name(src)
+    with _as_path(src) as path:
+        header = _header(path, name, max_pixels)
         if isinstance(dst, (str, os.PathLike)):
             dst = Path(dst)
             tmp = dst.with_name(f".{dst.name}.tmp")
             try:
-                with open(tmp, "wb") as f:
-                    write(f)
+                _stream_to_npy(path, name, header, tmp, progress, band_bytes)
                 os.replace(tmp, dst)
             finally:
                 tmp.unlink(missing_ok=True)
         else:
-            write(dst)
-        return width, height
-    finally:
-        im.close()
+            with tempfile.TemporaryDirectory(prefix="scene-") as scratch:
+                tmp = Path(scratch) / "pixels.npy"
+                _stream_to_npy(path, name, header, tmp, progress, band_bytes)
+                with open(tmp, "rb") as f:
+                    shutil.copyfileobj(f, dst, 8 * 1024 * 1024)
+    return header.width, header.height
 
 
 def array_to_npy(array: np.ndarray, dst) -> None:
@@ -345,7 +358,7 @@ class NpyScene:
 
 def open_scene(source, key: str | None = None):
     """A reader for ``source``: a reader as is, an array, a ``.npy`` (path or storage + key),
-    or any picture file (decoded into memory)."""
+    or any picture file (decoded into memory: for small pictures)."""
     if hasattr(source, "read_rows"):
         return source
     if isinstance(source, np.ndarray):
@@ -359,12 +372,10 @@ def open_scene(source, key: str | None = None):
         is_npy = f.read(6) == NPY_MAGIC
     if is_npy:
         return NpyScene(path)
-    im = _open_image(path, None)
     try:
-        _load_fully(im, path)
-        return ArrayScene(np.asarray(im.convert("RGB")))
-    finally:
-        im.close()
+        return ArrayScene(np.concatenate(list(iter_bands(path))))
+    except DecodeError as exc:
+        raise SceneError(str(exc)) from None
 
 
 __all__ = [

@@ -319,13 +319,13 @@ def test_a_collage_above_the_pixel_limit_is_refused_before_it_is_queued(
         )
 
     tall = scene_png(1, 300)
-    assert_400(collage(400, tall), "12800x3840000 = 49,152,000,000 pixels", "SCENE_MAX_PIXELS")
+    assert_400(collage(400, tall), "12800x3840000 = 49,152,000,000 pixels", "COLLAGE_MAX_PIXELS")
     assert_400(collage(400), "12800x19744 = 252,723,200 pixels", "at most 308 column")
-    settings.SCENE_MAX_PIXELS = 1_000_000
+    settings.COLLAGE_MAX_PIXELS = 1_000_000
     assert_400(collage(2, tall), "64x19200 = 1,228,800 pixels", "above the limit of 1,000,000")
     assert not Scene.objects.exists() and not JobRecord.objects.exists()
     assert storage_files(storage_dir) == []
-    settings.SCENE_MAX_PIXELS = 150_000_000
+    settings.COLLAGE_MAX_PIXELS = 150_000_000
     assert collage(308).status_code == 202
 
 
@@ -342,13 +342,18 @@ def padded_jpeg(width: int, height: int, junk: int, progressive: bool = False) -
     return header[:scan] + noise.replace(b"\xff", b"\xff\x00") + b"\xff\xd9"
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("progressive", [False, True])
 def test_a_padded_jpeg_is_refused_not_stored_as_grey(alice_client, project, storage_dir,
                                                      progressive):  # fmt: skip
-    """300 kB that would decode to 432 MB of pixels, nearly all of them the decoder's grey."""
+    """300 kB that would decode to 432 MB of pixels, nearly all of them the decoder's grey. The
+    upload request reads only the header and the structure (which this file passes); the import
+    job streams the pixels, refuses the grey with the reason and leaves nothing behind."""
     from django.core.files.uploadedfile import SimpleUploadedFile
+    from helpers_data import run_worker_burst
 
     from labeling.image_checks import check_picture
+    from labeling.models import Scene as SceneModel
 
     data = padded_jpeg(12000, 12000, 300_000, progressive)
     assert 300_000 < len(data) < 305_000
@@ -359,15 +364,29 @@ def test_a_padded_jpeg_is_refused_not_stored_as_grey(alice_client, project, stor
         f"/api/projects/{project.pk}/scenes",
         {"image": SimpleUploadedFile("padded.jpg", data, "image/jpeg")},
     )
-    assert_400(r, "padded.jpg is corrupt or padded", "of its 12000x12000 pixels", "flat grey")
-    assert not Scene.objects.exists() and not JobRecord.objects.exists()
+    assert r.status_code == 202, r.content
+    run_worker_burst()
+    r = alice_client.get(f"/api/projects/{project.pk}/scenes/{r.json()['id']}/import")
+    error = r.json()["job"]["error"]
+    assert r.status_code == 410
+    if progressive:  # libjpeg itself stops at the broken progressive scan
+        assert "padded.jpg is corrupt or truncated: VipsJpeg: Corrupt JPEG data" in error
+    else:
+        for words in ("padded.jpg is corrupt or padded", "of its 12000x12000", "flat grey"):
+            assert words in error
+    assert str(storage_dir) not in error and "/tmp" not in error
+    assert not SceneModel.objects.exists()
     assert storage_files(storage_dir) == []
 
 
 def test_jpegs_pass_unless_their_bottom_half_is_decoder_grey(tmp_path):
     """Only a run of exactly mid-grey rows reaching the bottom counts, and only over half the
     image (a genuine picture that is mostly flat mid-grey is refused too, by design)."""
-    from mlcore.scenes import SceneError, validate_scene_image
+    from mlcore.scenes import SceneError, image_to_npy
+
+    def validate_scene_image(path):
+        size = image_to_npy(path, tmp_path / "grey.npy")
+        return (*size, "JPEG")
 
     def grey_jpeg(coloured_rows: tuple[int, int]) -> Path:
         picture = Image.new("RGB", (800, 608), (128, 128, 128))

@@ -70,6 +70,11 @@ def top_places(run, count):
     return places
 
 
+def open_walk(run, redis_conn):
+    ranked = queue.ranked_run(run, "uncertainty")
+    return answered.open_walks([(run, ranked)], "least_confidence", redis_conn)[0]
+
+
 def test_queue_request_reads_the_same_at_a_few_and_at_thousands_of_annotations(
     project, alice, scored, redis_conn
 ):
@@ -134,7 +139,7 @@ def test_the_answered_set_agrees_with_the_database(project, alice, bob, scored, 
         made.append(row)
 
     def redis_set():
-        walk = answered.Walk(run, ranked, "margin", redis_conn)
+        walk = answered.open_walks([(run, ranked)], "margin", redis_conn)[0]
         return {int(v) for v in redis_conn.smembers(walk.answered_key)} - {answered.SENTINEL}
 
     rows = Annotation.objects.filter(scene=scene)
@@ -156,7 +161,7 @@ def test_an_undone_window_behind_the_cursor_comes_back(project, alice, scored, r
         )  # fmt: skip
         queue.release_lease(project, item["scene"], item["x"], item["y"], alice, redis_conn)
         got.append((item, row))
-    walk = answered.Walk(run, queue.ranked_run(run, "uncertainty"), "least_confidence", redis_conn)
+    walk = open_walk(run, redis_conn)
     assert walk.cursor == 5, "the walk starts past the answered top of the ranking"
     first, first_row = got[0]
     annotations.undo(first_row, alice)
@@ -182,7 +187,7 @@ def test_a_skipped_window_the_cursor_passed_returns_after_n_answers(
         )  # fmt: skip
         queue.release_lease(project, item["scene"], item["x"], item["y"], alice, redis_conn)
     assert (skipped["x"], skipped["y"]) not in seen
-    walk = answered.Walk(run, queue.ranked_run(run, "uncertainty"), "least_confidence", redis_conn)
+    walk = open_walk(run, redis_conn)
     assert (
         walk.cursor >= 3
         and walk.ranked.flat_of(skipped["x"], skipped["y"], skipped["w"], skipped["h"])

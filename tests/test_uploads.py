@@ -86,12 +86,33 @@ def test_size_limit_names_the_limit_and_the_way_out(settings):
     assert "UPLOAD_MAX_BYTES" in str(err.value)
 
 
-def test_default_limits_let_100_megapixels_in_and_keep_bombs_out(settings):
-    from PIL import Image
-
-    assert settings.SCENE_MAX_PIXELS >= 100_000_000
-    assert settings.SCENE_MAX_PIXELS < 4 * Image.MAX_IMAGE_PIXELS  # a bomb stays a bomb
+def test_default_limits_let_gigapixels_in_and_keep_bombs_out(settings, tmp_path):
+    assert settings.SCENE_MAX_PIXELS >= 2_000_000_000  # a 32k x 32k scene and twice more
     assert settings.UPLOAD_MAX_BYTES >= 300_000_000  # a 100 MP PNG fits
+    # A 60 kB PNG declaring 60,000 x 60,000 pixels (3.6 gigapixels): refused by its header.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_declaring(60_000, 60_000))
+    with pytest.raises(UploadError, match="3,600,000,000 pixels, above the limit of 2,500,000,000"):
+        check_scene_image(path, "bomb.png")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR is rewritten to declare width x height (CRC fixed up)."""
+    import struct
+    import zlib
+
+    data = bytearray(scene_png(64, 64))
+    struct.pack_into(">II", data, 16, width, height)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_a_png_whose_data_cannot_cover_its_size_is_refused_before_decoding(tmp_path):
+    """Within the pixel limit, but its image data could not inflate to the declared size."""
+    path = tmp_path / "lying.png"
+    path.write_bytes(png_declaring(40_000, 40_000))
+    with pytest.raises(UploadError, match="lying.png is truncated: its .* bytes of image data"):
+        check_scene_image(path, "lying.png")
 
 
 def test_a_good_image_passes(tmp_path):
@@ -103,7 +124,7 @@ def test_a_good_image_passes(tmp_path):
 def test_a_truncated_image_is_refused_with_the_reason(tmp_path):
     path = tmp_path / "cut.png"
     path.write_bytes(truncated(scene_png(200, 200)))
-    with pytest.raises(UploadError, match="corrupt or truncated"):
+    with pytest.raises(UploadError, match="cut.png is corrupt or truncated: its 'IDAT' chunk"):
         check_scene_image(path, "cut.png")
 
 

@@ -1,8 +1,8 @@
 """Jobs of the data area (run by workers.runner.execute; `def f(ctx, **params)`).
 
 import_dataset      uploaded/stored dataset -> project classes -> .npz in storage + counts
-import_scene        stored image -> pixels.npy (scoring format); then DZI + first scoring queued
-generate_dzi        pixels.npy -> deep-zoom pyramid under the scene's dzi/ folder
+import_scene        stored image -> pixels.npy (scoring format, streamed); then DZI + first scoring
+generate_dzi        pixels.npy -> deep-zoom pyramid (libvips dzsave) under the scene's dzi/ folder
 make_collage_scene  target picture + tile library -> collage scene with its ground truth
 
 A job that fails leaves nothing half made: its storage objects are deleted, a scene row that never
@@ -171,13 +171,25 @@ def _write_npy(key: str, write_to_path) -> None:
             get_storage().write(key, handle)
 
 
-def import_scene(ctx, scene_id: int):
-    """Stored image -> validated -> pixels.npy; then the DZI job and the first scoring.
+def _check_disk(scene: Scene, width: int, height: int) -> None:
+    """Refuse before converting when the scene's files would not fit on the disk."""
+    from mlcore.disk_space import check_free_space
 
-    An upload was fully decoded and checked before it was stored (it has its sha256 already);
-    an image named in the storage is checked here, with the same rules."""
+    local = get_storage().local_path(keys.scene_prefix(scene))  # None: remote storage
+    check_free_space(width, height, tempfile.gettempdir(), local)
+
+
+def import_scene(ctx, scene_id: int):
+    """Stored image -> checked -> pixels.npy, streamed a band at a time; the GeoTIFF's
+    georeferencing kept; then the DZI job and the first scoring.
+
+    An upload had its header and structure checked before it was stored (it has its sha256
+    already); an image named in the storage is checked here, with the same rules. Damage inside
+    the compressed data shows while streaming: the job fails with the reason, nothing stays."""
     from labeling.uploads import check_scene_image
+    from mlcore.georef import read_geotiff
     from mlcore.scenes import image_to_npy
+    from mlcore.tiff_bands import is_tiff
 
     scene = Scene.objects.select_related("project").get(pk=scene_id)
     try:
@@ -193,21 +205,29 @@ def import_scene(ctx, scene_id: int):
                 "project; open that one instead"
             )
         with local_copy(scene.image_key) as path:
-            if not scene.image_key.startswith(keys.scene_prefix(scene) + "/"):
-                # Named in the storage: not checked yet (an upload was, before it was stored).
-                check_scene_image(path, Path(scene.image_key).name)
+            uploaded = scene.image_key.startswith(keys.scene_prefix(scene) + "/")
+            name = scene.name if uploaded else Path(scene.image_key).name  # as the user named it
+            # Named in the storage: not checked yet (an upload was, before it was stored).
+            width, height, _fmt = check_scene_image(path, name)
+            _check_disk(scene, width, height)
+            scene.georef = read_geotiff(path) if is_tiff(path) else None
             ctx.progress(1, 3, "converting to the scoring format")
             key = pixels_key(scene)
             size = {}
 
             def convert(dst):
-                size["wh"] = image_to_npy(path, dst, settings.SCENE_MAX_PIXELS)
+                size["wh"] = image_to_npy(path, dst, settings.SCENE_MAX_PIXELS, progress=ctx)
 
-            _write_npy(key, convert)
+            try:
+                _write_npy(key, convert)
+            except ValueError as exc:  # name the user's file, not where it lies on the server
+                raise ValueError(str(exc).replace(str(path), name)) from None
             width, height = size["wh"]
             ctx.log(f"{scene.image_key}: {width}x{height}")
+            if scene.georef:
+                ctx.log(f"georeferenced: {scene.georef['crs'] or 'unnamed CRS'}")
         scene.width, scene.height, scene.pixels_key = width, height, key
-        scene.save(update_fields=["width", "height", "pixels_key", "sha256"])
+        scene.save(update_fields=["width", "height", "pixels_key", "sha256", "georef"])
         ctx.progress(2, 3, "queueing deep-zoom tiles and scoring")
         follow_up = queue_follow_up(scene)
         ctx.progress(3, 3, "scene ready")
@@ -292,7 +312,7 @@ def make_collage_scene(
         with local_copy(target_key) if target_key else _demo_target() as target:
             collage = make_collage(
                 target, library, cols=int(cols), seed=int(seed), progress=ctx,
-                max_pixels=settings.SCENE_MAX_PIXELS,
+                max_pixels=settings.COLLAGE_MAX_PIXELS,
             )  # fmt: skip
         ctx.log(f"collage {collage.width}x{collage.height}, {len(collage.ground_truth)} tiles")
         buf = io.BytesIO()

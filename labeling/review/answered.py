@@ -4,7 +4,7 @@ costs the same at 0 and at 100,000 annotations.
 Per run (and per rebuild, its generation ``g``):
 
 * ``answered``: the set of flat window indices whose place has an effective annotation, plus a
-  sentinel (-1) saying it was built. Built once from the database (:func:`open_walk`), then kept
+  sentinel (-1) saying it was built. Built once from the database (:func:`open_walks`), then kept
   up to date by :func:`place_changed`, which every recorded annotation calls. It expires after
   ``REVIEW_ANSWERED_SECONDS`` (an hour) and is rebuilt then, so anything it missed while Redis
   was unreachable is repaired.
@@ -223,27 +223,85 @@ def forget_scenes(scene_ids, redis=None) -> None:
         redis.delete(_registry_key(scene_id))
 
 
-class Walk:
-    """One request's view of a run's queue state: the cursor of its strategy, the loose windows,
-    how many are answered; ``scan`` walks the ranking from the cursor."""
+def open_walks(pairs, strategy: str, redis) -> list[Walk]:
+    """Walks of the runs in ``pairs`` [(run, ranked)]: two round trips to Redis for them all,
+    and a rebuild from the database for a run whose answered set is missing."""
+    idents = [run_ident(run) for run, _ in pairs]
+    gens = [g.decode() if g else None for g in redis.mget([_gen_key(i) for i in idents])]
+    states = _read_states(idents, gens, strategy, redis)
+    for k, (run, ranked) in enumerate(pairs):
+        if states[k] is None:
+            gens[k] = _rebuild(run, ranked, idents[k], redis)
+            states[k] = _read_states([idents[k]], [gens[k]], strategy, redis)[0]
+    return [
+        Walk(run, ranked, strategy, redis, _keys(ident, gen), *state)
+        for (run, ranked), ident, gen, state in zip(pairs, idents, gens, states, strict=True)
+    ]
 
-    def __init__(self, run, ranked, strategy: str, redis):
+
+def _read_states(idents, gens, strategy: str, redis) -> list:
+    """(cursor, loose members, set size) per run, or None where the set is not built."""
+    pipe = redis.pipeline(transaction=False)
+    for ident, gen in zip(idents, gens, strict=True):
+        if gen is not None:
+            answered_key, walk_key, loose_key = _keys(ident, gen)
+            pipe.sismember(answered_key, SENTINEL)
+            pipe.hget(walk_key, strategy)
+            pipe.smembers(loose_key)
+            pipe.scard(answered_key)
+    results = iter(pipe.execute())
+    states = []
+    for gen in gens:
+        if gen is None:
+            states.append(None)
+            continue
+        built, cursor, loose, count = (next(results) for _ in range(4))
+        states.append((int(cursor or 0), loose, count) if built else None)
+    return states
+
+
+def _rebuild(run, ranked, ident: str, redis) -> str:
+    """Read the scene's effective places once and write a new generation of the set."""
+    with transaction.atomic():
+        _lock("SELECT pg_advisory_xact_lock(%s, %s)", SCENE_LOCK, run.scene_id)
+        gen = redis.get(_gen_key(ident))
+        if gen is not None and redis.sismember(_keys(ident, gen.decode())[0], SENTINEL):
+            return gen.decode()  # another request built it while we waited
+        window = ranked.window
+        rows = light_rows(Annotation.objects.filter(scene_id=run.scene_id, w=window, h=window))
+        flats = {ranked.flat_of(a.x, a.y, a.w, a.h) for a in effective_annotations(rows)}
+        flats.discard(None)
+        new = str(redis.incr(_gen_key(ident)))
+        answered_key, walk_key, loose_key = _keys(ident, new)
+        pipe = redis.pipeline(transaction=True)
+        pipe.delete(answered_key, walk_key, loose_key)
+        members = [SENTINEL, *sorted(flats)]
+        for start in range(0, len(members), 10000):
+            pipe.sadd(answered_key, *members[start : start + 10000])
+        pipe.expire(answered_key, answered_seconds())
+        registry = _registry_key(run.scene_id)
+        pipe.hset(registry, ident, geometry(ranked))
+        # Older runs of the scene are out of the queue: their sets need no more updates.
+        older = [k for k in redis.hkeys(registry) if int(k.split(b".")[0]) < run.pk]
+        if older:
+            pipe.hdel(registry, *older)
+        if gen is not None:
+            pipe.delete(*_keys(ident, gen.decode()))
+        pipe.execute()
+        return new
+
+
+class Walk:
+    """One request's view of a run's queue state (:func:`open_walks`): the cursor of its
+    strategy, the loose windows, how many are answered; ``scan`` walks the ranking from the
+    cursor."""
+
+    def __init__(self, run, ranked, strategy: str, redis, keys, cursor: int, loose, count: int):
         self.run, self.ranked, self.strategy, self.redis = run, ranked, strategy, redis
-        self.ident = run_ident(run)
+        self.answered_key, self.walk_key, self.loose_key = keys
         self.ttl = 2 * answered_seconds()
-        gen = redis.get(_gen_key(self.ident))
-        if gen is None or not redis.sismember(_keys(self.ident, gen.decode())[0], SENTINEL):
-            gen = self._rebuild()
-        else:
-            gen = gen.decode()
-        self.answered_key, self.walk_key, self.loose_key = _keys(self.ident, gen)
-        pipe = redis.pipeline(transaction=False)
-        pipe.hget(self.walk_key, strategy)
-        pipe.smembers(self.loose_key)
-        pipe.scard(self.answered_key)
-        cursor, loose, count = pipe.execute()
-        self.cursor = int(cursor or 0)
-        self.pos = self.cursor  # where scan goes on
+        self.cursor = cursor
+        self.pos = cursor  # where scan goes on
         self.advancing = True  # scan is still in the answered run that starts at the cursor
         self.loose = sorted((int(v) for v in loose), key=lambda f: ranked.rank[f])
         self.answered_count = max(0, count - 1)
@@ -252,37 +310,6 @@ class Walk:
     @property
     def remaining(self) -> int:
         return len(self.ranked.order) - self.answered_count
-
-    def _rebuild(self) -> str:
-        """Read the scene's effective places once and write a new generation of the set."""
-        run, ranked, redis = self.run, self.ranked, self.redis
-        with transaction.atomic():
-            _lock("SELECT pg_advisory_xact_lock(%s, %s)", SCENE_LOCK, run.scene_id)
-            gen = redis.get(_gen_key(self.ident))
-            if gen is not None and redis.sismember(_keys(self.ident, gen.decode())[0], SENTINEL):
-                return gen.decode()  # another request built it while we waited
-            window = ranked.window
-            rows = light_rows(Annotation.objects.filter(scene_id=run.scene_id, w=window, h=window))
-            flats = {ranked.flat_of(a.x, a.y, a.w, a.h) for a in effective_annotations(rows)}
-            flats.discard(None)
-            new = str(redis.incr(_gen_key(self.ident)))
-            answered_key, walk_key, loose_key = _keys(self.ident, new)
-            pipe = redis.pipeline(transaction=True)
-            pipe.delete(answered_key, walk_key, loose_key)
-            members = [SENTINEL, *sorted(flats)]
-            for start in range(0, len(members), 10000):
-                pipe.sadd(answered_key, *members[start : start + 10000])
-            pipe.expire(answered_key, answered_seconds())
-            registry = _registry_key(run.scene_id)
-            pipe.hset(registry, self.ident, geometry(ranked))
-            # Older runs of the scene are out of the queue: their sets need no more updates.
-            older = [k for k in redis.hkeys(registry) if int(k.split(b".")[0]) < run.pk]
-            if older:
-                pipe.hdel(registry, *older)
-            if gen is not None:
-                pipe.delete(*_keys(self.ident, gen.decode()))
-            pipe.execute()
-            return new
 
     def is_answered(self, flats) -> list[bool]:
         if not len(flats):

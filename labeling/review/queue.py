@@ -11,7 +11,7 @@ from django.conf import settings
 
 from labeling.formatting import fixed3
 from labeling.models import Annotation, QueueSkip, ScoringRun
-from labeling.review.answered import Walk, get_redis, place_changed, place_is_answered
+from labeling.review.answered import get_redis, open_walks, place_changed, place_is_answered
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError
 from labeling.thresholds import hit_class, run_thresholds
@@ -183,18 +183,20 @@ def skip_window(project, scene, user, x, y) -> QueueSkip:
 
 
 def _queue_runs(project, scene=None) -> list[ScoringRun]:
-    scenes = [scene] if scene is not None else list(project.scenes.all())
-    runs = []
-    for s in scenes:
-        run = (
-            s.scoring_runs.filter(status="done")
-            .select_related("model_version")
-            .order_by("-finished_at")
-            .first()
-        )
-        if run is not None and run.grid_key:
-            runs.append(run)
-    return runs
+    """The latest done run of each scene (of ``scene`` only, when given) that has a grid, in
+    scene order: one query."""
+    runs = (
+        ScoringRun.objects.filter(status="done")
+        .select_related("model_version", "scene")
+        .defer("partitions", "timings")
+        .order_by("scene_id", "-finished_at")
+    )
+    runs = runs.filter(scene=scene) if scene is not None else runs.filter(scene__project=project)
+    latest: dict[int, ScoringRun] = {}
+    for run in runs:
+        latest.setdefault(run.scene_id, run)
+    ordered = sorted(latest.values(), key=lambda r: (r.scene.name, r.scene_id))
+    return [r for r in ordered if r.grid_key]
 
 
 def next_queue_window(
@@ -219,11 +221,10 @@ def next_queue_window(
     if not runs:
         return None
     held = _held_back_places(project, [r.scene_id for r in runs])
-    walks, held_flats = [], []
-    for run in runs:
-        ranked = ranked_run(run, name)
-        walks.append(Walk(run, ranked, name, redis))
-        flats = (ranked.flat_of(*place) for place in held[run.scene_id])
+    walks = open_walks([(run, ranked_run(run, name)) for run in runs], name, redis)
+    held_flats = []
+    for walk in walks:
+        flats = (walk.ranked.flat_of(*place) for place in held[walk.run.scene_id])
         held_flats.append({f for f in flats if f is not None})
     remaining = sum(w.remaining for w in walks)
     ttl = lease_seconds()
