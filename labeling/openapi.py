@@ -142,6 +142,18 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                            "colours, threshold", "tags": ["review"],
                 "responses": _ok("scene")},
     },
+    "api-scene-geojson": {
+        "get": {"summary": "The scene's merged detections (latest done run) and its effective "
+                           "reviewed annotations as GeoJSON polygons in the scene's coordinate "
+                           "system: a GeoTIFF's CRS (named in the crs member, with its "
+                           "geotransform), else scene pixels (coordinates: pixels)",
+                "tags": ["review"],
+                "parameters": [_q("run", "a scoring run id instead of the latest", "integer")],
+                "responses": _ok("{type: FeatureCollection, crs?, coordinates: crs|pixels, "
+                                 "geotransform?, features: [{geometry: Polygon, properties: "
+                                 "{source: detection|annotation, label, score?, pixel_box}}]} "
+                                 "(attachment)")},
+    },
     "api-detections": {
         "get": {"summary": "Columnar detections feed of the latest done run (gzip, ETag)",
                 "tags": ["review"],

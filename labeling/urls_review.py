@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.views import api, coco
+from labeling.views import api, coco, geo
 
 urlpatterns = [
     path("api/openapi.json", api.api_openapi, name="api-openapi"),
@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/scenes/<int:scene_id>", api.api_scene, name="api-scene"),
     path("api/scenes/<int:scene_id>/detections", api.api_detections, name="api-detections"),
     path("api/scenes/<int:scene_id>/annotations", api.api_annotations, name="api-annotations"),
+    path("api/scenes/<int:scene_id>/geojson", geo.api_scene_geojson, name="api-scene-geojson"),
     path("api/scenes/<int:scene_id>/window.png", api.api_window_image, name="api-window-image"),
     path(
         "api/annotations/<int:annotation_id>/undo",
