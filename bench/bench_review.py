@@ -6,14 +6,22 @@ configured database (PostgreSQL: set DATABASE_URL) and Redis:
   also the raw-window feed and an ETag revalidation (304);
 * size of the detections feed, raw and gzipped, next to a naive row-per-object JSON baseline;
 * p50/p95 latency of POSTing an annotation with 20 concurrent clients (threads, one session and
-  one keep-alive connection each), next to one client alone; and of fetching the review queue.
+  one keep-alive connection each), next to one client alone;
+* the review loop as annotations accumulate: the project's annotations cleared, then loaded to
+  10,000 and 100,000 (COPY; most of them on the queue's top windows, as reviewers answering
+  the queue leave them, the rest boxes drawn anywhere); at each level one reviewer, then 20
+  concurrent reviewers, take the next window (queue GET) and answer it (annotation POST), p50
+  and p95 of each, the 20 as a busy team (each looks at a window for 1-2 s) and back to back
+  (saturation); the first GET after a load apart (it builds the answered set from the database
+  once; at the first level it also ranks the runs in that server process); every window handed
+  out is counted: twice, or already answered, is a failure.
 
 Scenes: the demo collage's size (2560 x 3968, 80 x 124 tiles of 32 px) and a scene ten times
 larger (8096 x 12544). Their probability grids are synthetic (tiles of car/boat/negative, the
 window's probabilities follow how much of each class it covers, plus noise) and go through the
 real labeling.results.store_scoring_result, so the rows the API reads are the real ones.
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/bench_review.py [--quick]
+    DATABASE_URL=postgres://... .venv/bin/python bench/bench_review.py [--quick] [--only-queue]
 
 ``run(quick)`` returns rows {"name", "value", "unit", "baseline", "baseline_value", "ratio"} for
 bench/run_all.py.
@@ -310,45 +318,269 @@ def post_latency(port: int, cookies, scene, clients: int, per_client: int, seed:
             "n": len(latencies), "per_s": len(latencies) / wall}  # fmt: skip
 
 
-def queue_latency(port: int, cookies, project, clients: int, per_client: int) -> dict:
-    """Each client fetches the next window and answers it (the review loop), timing the GET."""
-    latencies: list[float] = []
-    seen: list[tuple] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients)
+LEVELS = (0, 10_000, 100_000)
+QUICK_LEVELS = (0, 10_000)
+# Of a level's annotations, this share answers the queue's top windows (in its own order: what
+# reviewers leave behind), the rest are boxes drawn anywhere in the viewer.
+QUEUE_SHARE = 0.8
+QUEUE_STRATEGY = "uncertainty"
+# A busy team: each reviewer looks at a window for 1 to 2 s before answering.
+THINK = (1.0, 2.0)
 
-    def work(i):
-        api = Api(port, cookies[i])
-        barrier.wait()
-        mine, places = [], []
-        for _ in range(per_client):
-            started = time.perf_counter()
-            status, headers, body = api.get(
-                f"/api/projects/{project.pk}/queue?strategy=uncertainty"
-            )
-            mine.append(time.perf_counter() - started)
-            item = json.loads(decoded(headers, body))
-            assert status == 200 and not item["done"], item
-            places.append((item["scene"], item["x"], item["y"]))
-            status, _ = api.post(
-                f"/api/scenes/{item['scene']}/annotations",
-                {"client_id": uuid.uuid4().hex, "kind": "review", "label": item["guess"],
-                 "x": item["x"], "y": item["y"], "w": item["w"], "h": item["h"],
-                 "source": "queue"},
-            )  # fmt: skip
-            assert status == 201
-        with lock:
-            latencies.extend(mine)
-            seen.extend(places)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if len(set(seen)) != len(seen):
-        raise RuntimeError("the queue handed the same window to two reviewers")
-    return {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "n": len(seen)}
+def clear_annotations(project, scene_ids) -> None:
+    """An empty project again: its annotations and skips gone (plain SQL: the model refuses to
+    delete an annotation), the queue's Redis state and leases with them."""
+    from django.db import connection
+
+    from labeling.review import answered
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM labeling_annotation WHERE project_id = %s", [project.pk])
+        cursor.execute("DELETE FROM labeling_queueskip WHERE project_id = %s", [project.pk])
+    redis = answered.get_redis()
+    answered.forget_scenes(scene_ids, redis)
+    leases = list(redis.scan_iter(f"review:lease:{project.pk}:*", count=1000))
+    if leases:
+        redis.delete(*leases)
+
+
+def queue_top_places(project, runs, count: int) -> list[tuple]:
+    """The queue's first ``count`` windows over all the project's runs, (scene, x, y, w, h)."""
+    from labeling.review import queue
+
+    ranked = [queue.ranked_run(r, QUEUE_STRATEGY) for r in runs]
+    prio = np.concatenate([rk.priority[rk.order] for rk in ranked])
+    which = np.concatenate([np.full(len(rk.order), i) for i, rk in enumerate(ranked)])
+    rank = np.concatenate([np.arange(len(rk.order)) for rk in ranked])
+    best = np.lexsort((rank, which, -prio))[:count]  # the queue's merge: priority, scene, rank
+    places = []
+    for b in best:
+        rk = ranked[which[b]]
+        y, x = rk.origin(int(rk.order[rank[b]]))
+        places.append((rk.scene_id, x, y, rk.window, rk.window))
+    return places
+
+
+def load_annotations(project, scenes, places, user, seed: int) -> float:
+    """COPY one 'review' annotation per place (seconds taken); Redis forgets the scenes' answered
+    windows (the next queue request rebuilds them from the database)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from labeling.review import answered
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    labels = ["car", "boat", "negative"]
+    now = timezone.now()
+    columns = "project_id, scene_id, user_id, created_at, kind, label, x, y, w, h, source"
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY labeling_annotation ({columns}) FROM STDIN") as copy:
+            for scene_id, x, y, w, h in places:
+                copy.write_row((project.pk, scene_id, user.pk, now, "review",
+                                labels[int(rng.integers(0, 3))], x, y, w, h, "api"))  # fmt: skip
+        cursor.execute("ANALYZE labeling_annotation")
+    answered.forget_scenes([s.pk for s in scenes], answered.get_redis())
+    return time.perf_counter() - started
+
+
+def level_places(project, runs, scenes, answered: set, have: int, want: int, seed: int):
+    """Places of the annotations that take the project from ``have`` to ``want``: the queue's
+    next top windows nobody answered yet (QUEUE_SHARE of the level) and boxes drawn at random
+    places of random scenes."""
+    top = int(round(want * QUEUE_SHARE)) - int(round(have * QUEUE_SHARE))
+    rng = np.random.default_rng(seed)
+    places = []
+    if top > 0:
+        ranked = queue_top_places(project, runs, top + len(answered))
+        places = [p for p in ranked if p not in answered][:top]
+    for _ in range(want - have - len(places)):
+        scene = scenes[int(rng.integers(0, len(scenes)))]
+        w, h = (int(v) for v in rng.integers(12, 64, 2))
+        x, y = int(rng.integers(0, scene.width - w)), int(rng.integers(0, scene.height - h))
+        places.append((scene.pk, x, y, w, h))
+    return places
+
+
+class ReviewLoop:
+    """Reviewers taking the next window (GET) and answering it (POST); every window handed out
+    is kept, to count the ones handed out twice or though already answered."""
+
+    def __init__(self, port: int, cookies, project):
+        self.port, self.cookies, self.project = port, cookies, project
+        self.handed: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def take(self, api: Api) -> tuple[float, dict]:
+        started = time.perf_counter()
+        status, headers, body = api.get(
+            f"/api/projects/{self.project.pk}/queue?strategy={QUEUE_STRATEGY}"
+        )
+        took = time.perf_counter() - started
+        item = json.loads(decoded(headers, body))
+        assert status == 200 and not item["done"], item
+        with self.lock:
+            self.handed.append((item["scene"], item["x"], item["y"], item["w"], item["h"]))
+        return took, item
+
+    def answer(self, api: Api, item: dict) -> float:
+        started = time.perf_counter()
+        status, body = api.post(
+            f"/api/scenes/{item['scene']}/annotations",
+            {"client_id": uuid.uuid4().hex, "kind": "review", "label": item["guess"],
+             "x": item["x"], "y": item["y"], "w": item["w"], "h": item["h"], "source": "queue"},
+        )  # fmt: skip
+        assert status == 201, body[:300]
+        return time.perf_counter() - started
+
+    def release(self, api: Api, item: dict) -> None:
+        where = {"scene": item["scene"], "x": item["x"], "y": item["y"]}
+        status, body = api.post(f"/api/projects/{self.project.pk}/queue/release", where)
+        assert status == 200, body[:300]
+
+    def run(self, clients: int, per_client: int, think=None) -> dict:
+        """Each client takes and answers ``per_client`` windows, back to back or, with ``think``
+        (low, high seconds), looking at each window for a random while first."""
+        gets: list[float] = []
+        posts: list[float] = []
+        barrier = threading.Barrier(clients)
+        errors: list[BaseException] = []
+
+        def work(i):
+            try:
+                api = Api(self.port, self.cookies[i])
+                rng = np.random.default_rng(i)
+                barrier.wait()
+                if think:  # the reviewers do not start in step
+                    time.sleep(float(rng.uniform(0, think[1])))
+                mine_get, mine_post = [], []
+                for _ in range(per_client):
+                    took, item = self.take(api)
+                    mine_get.append(took)
+                    if think:
+                        time.sleep(float(rng.uniform(*think)))
+                    mine_post.append(self.answer(api, item))
+                with self.lock:
+                    gets.extend(mine_get)
+                    posts.extend(mine_post)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise RuntimeError(f"review loop failed: {errors[0]!r}")
+        wall = time.perf_counter() - started
+        return {"get_p50": percentile(gets, 50), "get_p95": percentile(gets, 95),
+                "post_p50": percentile(posts, 50), "post_p95": percentile(posts, 95),
+                "n": len(gets), "per_s": len(gets) / wall, "load": os.getloadavg()[0]}  # fmt: skip
+
+    def warm_up(self, clients: int) -> float:
+        """Every server worker ranks the runs once (process cache): concurrent GETs, their
+        windows given back. Returns the slowest GET."""
+        apis = [Api(self.port, self.cookies[i]) for i in range(clients)]
+        got: list = [None] * clients
+
+        def work(i):
+            got[i] = self.take(apis[i])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for api, (_, item) in zip(apis, got, strict=True):
+            self.release(api, item)
+        with self.lock:
+            del self.handed[-clients:]  # given back unanswered: they may be handed out again
+        return max(took for took, _ in got)
+
+
+def review_scaling(port: int, cookies, project, scenes, quick: bool) -> tuple[list, dict]:
+    """The review loop at 0, 10k and 100k annotations (quick: 0 and 10k), 1 and 20 reviewers."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from labeling.models import Annotation
+
+    runs = [run_ for _, run_ in scenes]
+    scene_rows = [scene for scene, _ in scenes]
+    loader = get_user_model().objects.get(username="bench_review_0")
+    clear_annotations(project, [s.pk for s in scene_rows])
+    loop = ReviewLoop(port, cookies, project)
+    answered_before = 0  # windows handed out although answered before the level started
+    per_single, per_many, per_paced = (8, 3, 3) if quick else (20, 8, 10)
+    results, have = {}, 0
+    for i, level in enumerate(QUICK_LEVELS if quick else LEVELS):
+        seconds = None
+        answered = set(loop.handed)  # answered by the loop at earlier levels
+        if level > have:
+            places = level_places(project, runs, scene_rows, answered, have, level, seed=i)
+            seconds = load_annotations(project, scene_rows, places, loader, seed=i)
+            answered.update(places)
+        handed_before = len(loop.handed)
+        count = Annotation.objects.filter(project=project).count()
+        connection.close()
+        # The first GET after a load builds the answered set from the database (once).
+        first, item = loop.take(Api(port, cookies[0]))
+        loop.release(Api(port, cookies[0]), item)
+        loop.handed.pop()
+        # New connections land on any server process: a few rounds reach them all.
+        warm = max(loop.warm_up(CLIENTS) for _ in range(3))
+        single = loop.run(1, per_single)
+        many = loop.run(CLIENTS, per_many)
+        paced = loop.run(CLIENTS, per_paced, think=THINK)
+        answered_before += len(set(loop.handed[handed_before:]) & answered)
+        have = Annotation.objects.filter(project=project).count()
+        connection.close()
+        results[level] = {"count": count, "load_s": seconds, "first": first, "warm_up": warm,
+                          "single": single, "many": many, "paced": paced}  # fmt: skip
+        print(f"  review loop at {count} annotations: GET p95 1 / {CLIENTS} paced / {CLIENTS} "
+              f"back to back {single['get_p95'] * 1e3:.1f} / {paced['get_p95'] * 1e3:.1f} / "
+              f"{many['get_p95'] * 1e3:.1f} ms, POST p95 {single['post_p95'] * 1e3:.1f} / "
+              f"{paced['post_p95'] * 1e3:.1f} / {many['post_p95'] * 1e3:.1f} ms, "
+              f"load average {many['load']:.2f}", file=sys.stderr)  # fmt: skip
+    twice = len(loop.handed) - len(set(loop.handed))
+    rows = []
+    for level, r in results.items():
+        label = f"{level // 1000}k annotations" if level else "empty project"
+        single, many, paced = r["single"], r["many"], r["paced"]
+        team = f"{CLIENTS} reviewers each answering every {THINK[0]:g}-{THINK[1]:g} s"
+        rush = f"{CLIENTS} reviewers back to back"
+        for what, key in (("queue GET", "get"), ("answer POST", "post")):
+            for who, res in ((team, paced), (rush, many)):
+                rows += [
+                    row(f"review loop, {label} ({r['count']}): {what} p50, {who}",
+                        res[f"{key}_p50"] * 1e3, "ms", "1 reviewer", single[f"{key}_p50"] * 1e3),
+                    row(f"review loop, {label}: {what} p95, {who}", res[f"{key}_p95"] * 1e3,
+                        "ms", "1 reviewer", single[f"{key}_p95"] * 1e3),
+                ]  # fmt: skip
+        rows += [
+            row(f"review loop, {label}: windows answered per s, {rush}", many["per_s"], "1/s",
+                "1 reviewer", single["per_s"]),
+            row(f"review loop, {label}: first queue GET (builds the answered set)",
+                r["first"] * 1e3, "ms"),
+            row(f"review loop, {label}: load average while {CLIENTS} reviewers ran",
+                many["load"], ""),
+        ]  # fmt: skip
+        if r["load_s"] is not None:
+            rows.append(row(f"review loop, {label}: loading the annotations (COPY)",
+                            r["load_s"], "s"))  # fmt: skip
+    rows += [
+        row("review loop: windows handed out", len(loop.handed), "windows"),
+        row("review loop: windows handed out twice", twice, "windows"),
+        row("review loop: windows handed out though answered before", answered_before, "windows"),
+    ]
+    if twice or answered_before:
+        print_table(rows)
+        raise RuntimeError(f"the queue handed out {twice} windows twice and {answered_before} "
+                           "answered ones")  # fmt: skip
+    return rows, results
 
 
 def row(name, value, unit, baseline="", baseline_value=None):
@@ -377,7 +609,7 @@ def drop_project() -> None:
         shutil.rmtree(local, ignore_errors=True)
 
 
-def run(quick: bool = False, rebuild: bool = False) -> list[dict]:
+def run(quick: bool = False, rebuild: bool = False, only_queue: bool = False) -> list[dict]:
     setup_django()
     from django.conf import settings
     from django.db import connection
@@ -402,10 +634,14 @@ def run(quick: bool = False, rebuild: bool = False) -> list[dict]:
         api = Api(server.port, cookies[0])
         results = {}
         for key, (scene, _) in scenes.items():
+            if only_queue:
+                break
             fb = first_boxes(api, scene, repeats)
             wf = window_feed(api, scene, repeats)
             results[key] = (fb, wf)
         for key, (scene, run_) in scenes.items():
+            if only_queue:
+                break
             fb, wf = results[key]
             merged_raw = fb["raw"]
             naive_raw, naive_gz = naive_size(fb["feed"])
@@ -434,24 +670,23 @@ def run(quick: bool = False, rebuild: bool = False) -> list[dict]:
             if built[key] is not None:
                 rows.append(row(f"{label}: store_scoring_result (detections to DB)",
                                 built[key], "s"))  # fmt: skip
-        demo_scene = scenes["demo"][0]
-        single = post_latency(server.port, cookies, demo_scene, 1, per_client, seed=1)
-        many = post_latency(server.port, cookies, demo_scene, CLIENTS, per_client, seed=2)
-        queue = queue_latency(server.port, cookies, project, CLIENTS, max(3, per_client // 5))
-    rows += [
-        row(f"POST annotation p50, {CLIENTS} concurrent clients", many["p50"] * 1e3, "ms",
-            "1 client", single["p50"] * 1e3),
-        row(f"POST annotation p95, {CLIENTS} concurrent clients", many["p95"] * 1e3, "ms",
-            "1 client", single["p95"] * 1e3),
-        row(f"POST annotation throughput, {CLIENTS} clients", many["per_s"], "req/s",
-            "1 client", single["per_s"]),
-        row(f"review queue GET p50, {CLIENTS} concurrent reviewers", queue["p50"] * 1e3, "ms"),
-        row(f"review queue GET p95, {CLIENTS} concurrent reviewers", queue["p95"] * 1e3, "ms"),
-    ]  # fmt: skip
+        if not only_queue:
+            demo_scene = scenes["demo"][0]
+            single = post_latency(server.port, cookies, demo_scene, 1, per_client, seed=1)
+            many = post_latency(server.port, cookies, demo_scene, CLIENTS, per_client, seed=2)
+            rows += [
+                row(f"POST annotation p50, {CLIENTS} concurrent clients", many["p50"] * 1e3,
+                    "ms", "1 client", single["p50"] * 1e3),
+                row(f"POST annotation p95, {CLIENTS} concurrent clients", many["p95"] * 1e3,
+                    "ms", "1 client", single["p95"] * 1e3),
+                row(f"POST annotation throughput, {CLIENTS} clients", many["per_s"], "req/s",
+                    "1 client", single["per_s"]),
+            ]  # fmt: skip
+        loop_rows, _ = review_scaling(server.port, cookies, project, list(scenes.values()), quick)
+        rows += loop_rows
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     print(f"\nbench_review: gunicorn 3 workers x 8 threads on localhost, database {engine}, "
-          f"{os.cpu_count()} CPUs, {many['n']} + {single['n']} POSTs, "
-          f"{queue['n']} queue answers")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
     print_table(rows)
     return rows
 
@@ -473,8 +708,10 @@ def main(argv=None):
     parser.add_argument("--rebuild", action="store_true",
                         help="drop the bench project and build its scenes again (also times "
                         "store_scoring_result)")  # fmt: skip
+    parser.add_argument("--only-queue", action="store_true",
+                        help="only the review loop at 0 / 10k / 100k annotations")  # fmt: skip
     args = parser.parse_args(argv)
-    rows = run(args.quick, args.rebuild)
+    rows = run(args.quick, args.rebuild, args.only_queue)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

@@ -236,7 +236,7 @@ def next_queue_window(
     candidates = []
     for i, walk in enumerate(walks):
         candidates += [(i, f) for f in walk.loose_free(held_flats[i])]
-    want = 64
+    want = 32  # per run; more only while everything looked at is leased
     while True:
         for i, walk in enumerate(walks):
             candidates += [(i, f) for f in walk.scan(want, held_flats[i])]
