@@ -460,6 +460,9 @@ class ReviewLoop:
                     mine_get.append(took)
                     if think:
                         time.sleep(float(rng.uniform(*think)))
+                        # gunicorn closes a keep-alive connection idle for 2 s: so would a
+                        # reviewer's browser find it, and open a new one.
+                        api.conn.close()
                     mine_post.append(self.answer(api, item))
                 with self.lock:
                     gets.extend(mine_get)

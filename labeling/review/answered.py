@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import logging
 import zlib
+from functools import reduce
+from operator import or_
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, Q
 
 from labeling.cycle import effective_annotations
 from labeling.models import Annotation
@@ -171,6 +174,22 @@ def place_is_answered(scene_id: int, x: int, y: int, w: int, h: int) -> bool:
     return bool(rows) and bool(effective_annotations(rows))
 
 
+def _answered_squares(scene_id: int, size: int) -> list[tuple[int, int]]:
+    """(x, y) of the scene's size x size places with an effective annotation. A place without
+    undo rows has one as soon as it has a row, so the database groups those (one small row per
+    place); only places with an undo have their rows read and sorted out here."""
+    squares = Annotation.objects.filter(scene_id=scene_id, w=size, h=size)
+    undos = Count("id", filter=Q(kind="undo"))
+    groups = squares.order_by().values_list("x", "y").annotate(undos=undos)
+    answered, undone = [], []
+    for x, y, undos in groups:
+        (undone if undos else answered).append((x, y))
+    if undone:
+        rows = light_rows(squares.filter(reduce(or_, (Q(x=x, y=y) for x, y in undone))))
+        answered += [(a.x, a.y) for a in effective_annotations(rows)]
+    return answered
+
+
 def place_changed(scene_id: int, x: int, y: int, w: int, h: int, answered=None, redis=None):
     """Bring the answered sets of the scene's runs up to date with the place's annotations, after
     one was recorded (committed). ``answered``: True for a new answer (the newest row of its
@@ -267,9 +286,8 @@ def _rebuild(run, ranked, ident: str, redis) -> str:
         gen = redis.get(_gen_key(ident))
         if gen is not None and redis.sismember(_keys(ident, gen.decode())[0], SENTINEL):
             return gen.decode()  # another request built it while we waited
-        window = ranked.window
-        rows = light_rows(Annotation.objects.filter(scene_id=run.scene_id, w=window, h=window))
-        flats = {ranked.flat_of(a.x, a.y, a.w, a.h) for a in effective_annotations(rows)}
+        flats = {ranked.flat_of(x, y, ranked.window, ranked.window) for x, y in
+                 _answered_squares(run.scene_id, ranked.window)}  # fmt: skip
         flats.discard(None)
         new = str(redis.incr(_gen_key(ident)))
         answered_key, walk_key, loose_key = _keys(ident, new)
