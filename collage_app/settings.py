@@ -121,6 +121,10 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
 SCENE_MAX_PIXELS = env_int("SCENE_MAX_PIXELS", 2_500_000_000)
 # A collage is built in memory (uint8 RGB): 150 megapixels is 450 MB.
 COLLAGE_MAX_PIXELS = env_int("COLLAGE_MAX_PIXELS", 150_000_000)
+# The viewer loads a scene's raw windows whole up to this size, else by blocks of the area in
+# view once zoomed in (a gigapixel scene has about a million).
+VIEWER_RAW_WINDOWS_WHOLE_PIXELS = env_int("VIEWER_RAW_WINDOWS_WHOLE_PIXELS", 150_000_000)
+VIEWER_RAW_WINDOWS_BLOCK = env_int("VIEWER_RAW_WINDOWS_BLOCK", 2048)
 # Boxes in one ground-truth file (a scene's CSV or COCO JSON); 200,000 tiles of 32 px is a
 # scene of 200 megapixels.
 GROUND_TRUTH_MAX_BOXES = env_int("GROUND_TRUTH_MAX_BOXES", 200_000)

@@ -85,8 +85,20 @@ def _check_png(f, size: int, name: str) -> None:
         )
 
 
+# The scan is read once, front to back: pages already read are given back every 64 MiB, so a
+# 1 GiB upload does not become 1 GiB of this web worker's resident memory.
+RELEASE_BYTES = 64 * 1024 * 1024
+
+
+def _release(data: mmap.mmap, start: int, pos: int) -> int:
+    stop = pos - pos % mmap.PAGESIZE
+    data.madvise(mmap.MADV_DONTNEED, start, stop - start)
+    return stop
+
+
 def _check_jpeg(data, name: str) -> None:
     frame, coded, pos, end, complete = None, 0, 2, len(data), False
+    released = 0
     while pos < end:
         if data[pos] != 0xFF:
             raise ImageCheckError(f"{name} is corrupt: a JPEG marker was expected at byte {pos}")
@@ -123,6 +135,8 @@ def _check_jpeg(data, name: str) -> None:
                 if pos < 0 or pos + 1 >= end:
                     pos = end
                     break
+                if pos - released > RELEASE_BYTES:
+                    released = _release(data, released, pos)
                 nxt = data[pos + 1]
                 if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:  # stuffed byte or restart marker
                     pos += 2

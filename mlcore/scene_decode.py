@@ -20,7 +20,7 @@ from . import tiff_bands
 # retried, a test) would come back as the old pixels.
 pyvips.cache_set_max(0)
 
-BAND_BYTES = 32 * 1024 * 1024  # rows handed out per band: about this many bytes of RGB
+BAND_BYTES = 1024 * 1024  # rows per band: about this many bytes of RGB (libvips holds ~40x, wide)
 VIPS_FORMATS = {"jpegload": "JPEG", "pngload": "PNG", "tiffload": "TIFF", "gifload": "GIF",
                 "webpload": "WEBP", "heifload": "HEIF", "jp2kload": "JPEG2000"}  # fmt: skip
 
@@ -36,12 +36,21 @@ class Header:
     format: str  # "JPEG", "PNG", "TIFF", ... (what the upload checks compare against)
 
 
-def _vips_open(path, name: str) -> pyvips.Image:
+def _vips_open(path, name: str) -> tuple[pyvips.Image, object]:
+    """(image, the stream it reads): libvips maps a file it opens itself, which would make the
+    whole compressed file resident in this process; a stream of reads costs a buffer."""
+    handle = open(path, "rb")  # noqa: SIM115 - lives as long as the image reads it
+    source = pyvips.SourceCustom()
+    source.on_read(handle.read)
+    source.on_seek(lambda offset, whence: handle.seek(offset, whence))
+    source.handle = handle
     try:
-        return pyvips.Image.new_from_file(os.fspath(path), access="sequential", fail_on="truncated")
+        image = pyvips.Image.new_from_source(source, "", access="sequential", fail_on="truncated")
+        return image, source
     except pyvips.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        if "is not a known file format" in str(exc):
+        handle.close()
+        reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unreadable"
+        if "is not a known file format" in str(exc) or "not in a known format" in str(exc):
             raise DecodeError(
                 f"{name} is not an image that can be read (JPEG, PNG, TIFF, WebP...)"
             ) from None
@@ -57,8 +66,10 @@ def read_header(path, name: str | None = None) -> Header:
         except tiff_bands.TiffSceneError as exc:
             raise DecodeError(str(exc)) from None
         return Header(width, height, "TIFF")
-    image = _vips_open(path, name)
+    image, source = _vips_open(path, name)
     loader = image.get("vips-loader") if image.get_typeof("vips-loader") else ""
+    source.handle.close()
+    loader = loader.removesuffix("_source")
     return Header(image.width, image.height, VIPS_FORMATS.get(loader, loader or "unknown"))
 
 
@@ -87,7 +98,8 @@ def _vips_rgb8(image: pyvips.Image) -> pyvips.Image:
 
 
 def _vips_bands(path, name: str, rows: int) -> Iterator[np.ndarray]:
-    image = _vips_rgb8(_vips_open(path, name))
+    opened, source = _vips_open(path, name)
+    image = _vips_rgb8(opened)
     width, height = image.width, image.height
     # One region fetched top to bottom: what sequential access allows (a new pipeline per band
     # would ask the decoder for rows it has already passed).
@@ -100,6 +112,7 @@ def _vips_bands(path, name: str, rows: int) -> Iterator[np.ndarray]:
             reason = str(exc).strip().splitlines()[-1].strip()
             raise DecodeError(f"{name} is corrupt or truncated: {reason}") from None
         yield np.frombuffer(data, np.uint8).reshape(h, width, 3)
+    source.handle.close()
 
 
 def iter_bands(path, name: str | None = None, band_bytes: int = BAND_BYTES) -> Iterator[np.ndarray]:

@@ -9,6 +9,7 @@ import posixpath
 import shlex
 from functools import lru_cache
 
+from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 from django.templatetags.static import static
@@ -95,6 +96,14 @@ def thumbnail_url(scene) -> str | None:
         level -= 1
     stem = files[1].rsplit(".", 1)[0]
     return reverse("scene-dzi", args=[scene.pk, f"{stem}_files/{level}/0_0.{info['format']}"])
+
+
+def raw_window_loading() -> dict:
+    """How the viewer loads raw windows: whole up to ``whole_pixels`` of scene, else by blocks
+    of ``block`` scene pixels in view once the view is at most ``max_view`` wide."""
+    block = int(settings.VIEWER_RAW_WINDOWS_BLOCK)
+    return {"whole_pixels": int(settings.VIEWER_RAW_WINDOWS_WHOLE_PIXELS), "block": block,
+            "max_view": 3 * block, "max_blocks": 24}  # fmt: skip
 
 
 @require_GET
@@ -294,6 +303,7 @@ def scene_viewer(request, scene_id):
         **viewer_thresholds(project, run, request.GET.get("threshold")),
         "window": project.window_size,
         "run": {"id": run.pk, "model_version": run.model_version.number} if run else None,
+        "raw_windows": raw_window_loading(),
         "dzi_url": reverse("scene-dzi", args=[scene.pk, files[1]]) if files else None,
         "osd_images": static(VIEWER_IMAGES),
         "urls": {

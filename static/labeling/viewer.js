@@ -111,8 +111,68 @@
     return f.score[i] >= cut(name) - 1e-9 && !state.hidden.has(name);
   }
 
+  /* Raw windows of a big scene (cfg.raw_windows.whole_pixels and more) come by region: the
+     blocks of the scene in view, once the view's longer side is at most max_view scene pixels;
+     the newest max_blocks blocks are kept. A smaller scene's come whole, at once. */
+  const rawCfg = cfg.raw_windows || {whole_pixels: Infinity, block: 2048, max_view: 6144, max_blocks: 24};
+  const rawByRegion = SCENE_W * SCENE_H > rawCfg.whole_pixels;
+  const rawBlocks = {data: new Map(), loading: new Set()};
+
+  function rawViewTooWide() {
+    if (!rawByRegion || !tiled) return false;
+    const v = visibleRect(transform());
+    return Math.max(v.x1 - v.x0, v.y1 - v.y0) > rawCfg.max_view;
+  }
+
+  /* One feed of every loaded block's windows (a window on a block edge comes in each). */
+  function mergedBlocks() {
+    const out = {count: 0, kind: "window", run: null, classes: [], id: [], x: [], y: [], w: [], h: [], label: [], score: [], probs: []};
+    const seen = new Set();
+    for (const data of rawBlocks.data.values()) {
+      out.run = data.run; out.classes = data.classes;
+      for (let i = 0; i < data.count; i++) {
+        if (seen.has(data.id[i])) continue;
+        seen.add(data.id[i]);
+        for (const col of ["id", "x", "y", "w", "h", "label", "score", "probs"]) out[col].push(data[col][i]);
+      }
+    }
+    out.count = out.id.length;
+    return out;
+  }
+
+  function loadRawInView() {
+    const tooWide = rawViewTooWide();
+    $("raw-hint").hidden = !(tooWide && state.kind === "window");
+    if (!cfg.run || !tiled || tooWide) return Promise.resolve(state.feeds.window);
+    const v = visibleRect(transform()), size = rawCfg.block, wanted = [];
+    for (let by = Math.max(0, Math.floor(v.y0 / size)); by * size < Math.min(SCENE_H, v.y1); by++) {
+      for (let bx = Math.max(0, Math.floor(v.x0 / size)); bx * size < Math.min(SCENE_W, v.x1); bx++) {
+        const key = bx + "," + by;
+        if (!rawBlocks.data.has(key) && !rawBlocks.loading.has(key)) wanted.push([bx * size, by * size, key]);
+      }
+    }
+    if (!wanted.length) return Promise.resolve(state.feeds.window);
+    return Promise.all(wanted.map(function (b) {
+      rawBlocks.loading.add(b[2]);
+      const region = [b[0], b[1], Math.min(SCENE_W, b[0] + size), Math.min(SCENE_H, b[1] + size)].join(",");
+      return api.get(cfg.urls.detections + "?kind=window&region=" + region).then(function (data) {
+        rawBlocks.data.delete(b[2]);
+        rawBlocks.data.set(b[2], data);  // newest last
+        while (rawBlocks.data.size > rawCfg.max_blocks) rawBlocks.data.delete(rawBlocks.data.keys().next().value);
+      }).catch(function (err) {
+        showViewerError("Could not load the raw windows here: " + err.message);
+      }).finally(function () { rawBlocks.loading.delete(b[2]); });
+    })).then(function () {
+      state.feeds.window = buildFeed(mergedBlocks());
+      if (state.kind === "window") updateLegend();
+      schedule();
+      return state.feeds.window;
+    });
+  }
+
   function loadFeed(kind) {
     if (!cfg.run || !cfg.urls.detections) return Promise.resolve(null);
+    if (kind === "window" && rawByRegion) return loadRawInView();
     if (state.feeds[kind]) return Promise.resolve(state.feeds[kind]);
     if (state.loading[kind]) return state.loading[kind];
     state.loading[kind] = api.get(cfg.urls.detections + "?kind=" + kind).then(function (data) {
@@ -438,6 +498,7 @@
   function setKind(kind) {
     state.kind = kind;
     $("kind-" + kind).checked = true;
+    $("raw-hint").hidden = !(kind === "window" && rawViewTooWide());
     closePopup();
     loadFeed(kind);
     updateLegend(); schedule();
@@ -592,7 +653,8 @@
     const hit = pick(p);
     if (hit && hit.source === "feed" && !text) text = hit.label + " " + api.fixed3(hit.score) + (hit.kindOf === "merged" ? " (merged box)" : "");
     if (hit && hit.source === "annotation") text = "your correction: " + describe(hit.a) + (text ? " — " + text : "");
-    if (!text && raw) text = "no window scores 0.5 or more here";
+    if (!text && rawViewTooWide()) text = "zoom in to see the windows' probabilities";
+    else if (!text && raw) text = "no window scores 0.5 or more here";
     info.textContent = text || "Hover a box to see the model's probabilities.";
     if (text) {
       const r = $("viewer-wrap").getBoundingClientRect();
@@ -648,7 +710,9 @@
       tiled = viewer.world.getItemAt(0);
       $("osd").dataset.ready = "1";
       schedule();
+      if (rawByRegion) loadRawInView();
     });
+    if (rawByRegion) viewer.addHandler("animation-finish", function () { loadRawInView(); });
     viewer.addHandler("open-failed", function (e) { showViewerError("The deep-zoom tiles could not be opened: " + e.message); });
     ["update-viewport", "animation", "resize"].forEach(function (name) { viewer.addHandler(name, schedule); });
     viewer.addHandler("canvas-key", function (e) {
@@ -742,7 +806,8 @@
     setThreshold(state.perClass ? lowestThreshold : cfg.threshold, state.perClass);
     if (!cfg.dzi_url) { waitForTiles(); return; }
     startViewer();
-    loadFeed("merged").then(function () { return loadFeed("window"); });  // raw windows: hover probabilities
+    // Raw windows: hover probabilities (a big scene's: those in view, once zoomed in).
+    loadFeed("merged").then(function () { return loadFeed("window"); });
     loadAnnotations();
     updateLegend();
   }
