@@ -76,15 +76,28 @@ _clients: dict = {}
 
 
 def get_redis():
-    """The default queue's Redis, one client (and connection pool) per process and config:
-    django_rq.get_connection makes a new pool, so a new TCP connection, on every call."""
+    """The default queue's Redis, one client (and connection pool) per process and config
+    (django_rq.get_connection makes a new pool, so a new TCP connection, on every call). It
+    tries a command twice, not ten times with backoff: with Redis down, an annotation is still
+    recorded at once and the queue answers 503 at once."""
     import django_rq
+    import redis
     from django_rq.settings import QUEUES
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    key = repr(sorted(QUEUES["default"].items()))
+    config = QUEUES["default"]
+    key = repr(sorted(config.items()))
     client = _clients.get(key)
     if client is None:
-        client = _clients.setdefault(key, django_rq.get_connection("default"))
+        if "URL" in config and not config.get("SSL"):
+            client = redis.Redis.from_url(
+                config["URL"], db=config.get("DB"), retry=Retry(NoBackoff(), 1),
+                socket_connect_timeout=2, socket_timeout=10,
+            )  # fmt: skip
+        else:
+            client = django_rq.get_connection("default")
+        client = _clients.setdefault(key, client)
     return client
 
 
