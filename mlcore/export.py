@@ -55,7 +55,7 @@ def _wrap(model, example) -> tuple[torch.nn.Module, tuple[str, ...]]:
         return ProbabilityModel(model).eval(), ("probs",)
     if "logits" not in out:
         raise ValueError(f"a model returning a dict must give 'logits', got {sorted(out)}")
-    unknown = sorted(set(out) - {"logits", *REFINEMENT_OUTPUTS})
+    unknown = sorted(set(out) - {"logits", "box_raw", *REFINEMENT_OUTPUTS})  # box_raw: losses
     if unknown:
         raise ValueError(f"unknown model outputs {unknown}: known are {REFINEMENT_OUTPUTS}")
     refinements = tuple(n for n in REFINEMENT_OUTPUTS if n in out)

@@ -53,6 +53,7 @@ class WindowResNet(nn.Module):
         mean=CIFAR_MEAN,
         std=CIFAR_STD,
         head_classes=None,
+        box_head: bool = False,
     ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -87,6 +88,13 @@ class WindowResNet(nn.Module):
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(in_planes, len(head_classes))
+        # Box head (FCOS-like): where the window's object lies (4 offsets, in windows, from the
+        # window's edges) and how well the window is centred on it (its IoU with the object).
+        self.box_head = bool(box_head)
+        self.box = nn.Linear(in_planes, 5) if box_head else None
+        if self.box is not None:
+            nn.init.zeros_(self.box.weight)
+            nn.init.zeros_(self.box.bias)  # starts at "the window is the box", IoU 0.5
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -103,12 +111,23 @@ class WindowResNet(nn.Module):
         std = (1.0 / (self.inv_std.flatten() * 255.0)).tolist()
         return {"mean": mean, "std": std}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor):
+        """Head logits (N, H); with a box head a dict: ``logits``, ``boxes`` (N, 4) x0, y0, x1,
+        y1 in pixels from the window's origin, ``centredness`` (N,) in [0, 1], and
+        ``box_raw`` (N, 5), what the losses read (mlcore.export writes the first three)."""
         x = (images.float() - self.mean) * self.inv_std  # (N, H, W, 3) float
         x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
         x = self.layers(self.stem(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        return self.fc(x)
+        logits = self.fc(x)
+        if self.box is None:
+            return logits
+        raw = self.box(x).float()
+        size = float(images.shape[1])
+        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=raw.device)
+        boxes = (raw[:, :4] + unit) * size
+        return {"logits": logits, "boxes": boxes, "centredness": torch.sigmoid(raw[:, 4]),
+                "box_raw": raw}  # fmt: skip
 
     def class_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) from head logits (N, H)."""
@@ -130,10 +149,15 @@ class ProbabilityModel(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)
+        logits = logits_of(self.model(images))
         if hasattr(self.model, "class_probs"):
             return self.model.class_probs(logits)
         return torch.softmax(logits.float(), dim=1)
+
+
+def logits_of(output):
+    """The head logits of a model's output (a tensor, or the dict of a model with a box head)."""
+    return output["logits"] if isinstance(output, dict) else output
 
 
 def build_model(num_classes: int = 3, depth: int = 20, width: int = 16, **kw) -> WindowResNet:

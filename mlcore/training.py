@@ -16,12 +16,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from mlcore.model import WindowResNet, build_model
+from mlcore.model import WindowResNet, build_model, logits_of
 from mlcore.progress import Progress, report
 from mlcore.windows import FULL_COVERAGE, NO_HEAD, SPLITS, WindowSampler, coverage_weights
 
@@ -82,6 +83,11 @@ class TrainConfig:
     # "none" trains on all (as before). Measured: README, "Training on the question asked".
     coverage: str = "drop"
     min_coverage: float = 0.4
+    # A box head beside the classes (mlcore.model): the object's box relative to the window
+    # (smooth L1) and the window's IoU with it (centredness, cross-entropy), learnt on every
+    # window of a mixed canvas whose top tile is known; post-processing ranks by p x IoU.
+    box_head: bool = False
+    box_loss_weight: float = 1.0
     val_fraction: float = 0.1
     val_windows: int = 2048
     log_every: int = 10
@@ -183,6 +189,14 @@ class TorchWindowGather:
         self.flat_labels = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
         self.flat_heads = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
         self.flat_coverage = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        # Tile origins (y, x) per pixel for box targets; -1 where unknown (not a mixed canvas).
+        self.flat_tiles = torch.full((2, int(sum(sizes)) // 3), -1, dtype=torch.int16,
+                                     device=device)  # fmt: skip
+        for origins, offset, size in zip(sampler.tile_origins, offsets, sizes):
+            if origins is not None:
+                pixels = slice(int(offset) // 3, (int(offset) + size) // 3)
+                self.flat_tiles[:, pixels].copy_(torch.from_numpy(origins.reshape(2, -1)))
+        self.tile_h, self.tile_w = sampler.tile_size
         layers = zip(
             sampler.arrays, sampler.label_maps, sampler.head_maps, sampler.coverage_maps,
             offsets, sizes,
@@ -216,9 +230,9 @@ class TorchWindowGather:
 
     def sample_batch(
         self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> WindowBatch:
         """:meth:`sample` plus each window's loss weight (its coverage, by the sampler's rule:
-        a jittered window can move off the centre of its tile)."""
+        a jittered window can move off the centre of its tile) and its box targets."""
         t = self.tables[split]
         if t["n"] == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
@@ -244,7 +258,37 @@ class TorchWindowGather:
         weights = coverage_weights(share, self.sampler.coverage, self.sampler.min_coverage)
         base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
         index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
-        return self.flat[index], labels, heads, weights
+        box_target, box_weight = self._box_targets(centre, y, x)
+        return WindowBatch(self.flat[index], labels, heads, weights, box_target, box_weight)
+
+    def _box_targets(self, centre, y, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 5) targets of the box head, in window units: the top tile's edges minus the
+        window's (x0, y0, x1 - 1, y1 - 1, as the head predicts them) and the window's IoU with
+        the tile; (B,) weight, 1 where the tile is known."""
+        ty = self.flat_tiles[0, centre].long()
+        tx = self.flat_tiles[1, centre].long()
+        known = ty >= 0
+        w, th, tw = float(self.window), self.tile_h, self.tile_w
+        x0, y0 = (tx - x).float() / w, (ty - y).float() / w
+        x1, y1 = (tx + tw - x).float() / w - 1, (ty + th - y).float() / w - 1
+        inter_w = (torch.minimum(tx + tw, x + self.window) - torch.maximum(tx, x)).clamp(min=0)
+        inter_h = (torch.minimum(ty + th, y + self.window) - torch.maximum(ty, y)).clamp(min=0)
+        inter = (inter_w * inter_h).float()
+        iou = inter / (self.window**2 + th * tw - inter)
+        target = torch.stack([x0, y0, x1, y1, iou], 1)
+        return torch.where(known.view(-1, 1), target, 0.0), known.float()
+
+
+class WindowBatch(NamedTuple):
+    """One training batch: uint8 windows, class and head labels, the coverage rule's loss
+    weights and the box head's targets (see TorchWindowGather._box_targets)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    heads: torch.Tensor
+    weights: torch.Tensor
+    box_target: torch.Tensor
+    box_weight: torch.Tensor
 
 
 def _flat_tensor(array: np.ndarray) -> torch.Tensor:
@@ -271,6 +315,25 @@ def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generato
         x = (x - mean) * (1 + config.contrast * u[0]) + mean + config.brightness * 255 * u[1]
         x = x.clamp_(0, 255)
     return x
+
+
+def augment_batch(batch: WindowBatch, config: TrainConfig, generator: torch.Generator):
+    """:func:`augment` of the windows, with the box targets flipped along with them."""
+    if config.hflip or config.vflip:
+        x = batch.images.float()
+        n, dev = x.shape[0], x.device
+        target = batch.box_target.clone()
+        for axis, on in ((2, config.hflip), (1, config.vflip)):
+            if not on:
+                continue
+            flip = torch.rand(n, generator=generator, device=dev) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(axis), x)
+            a, b = (0, 2) if axis == 2 else (1, 3)  # x0/x1 or y0/y1, in window units
+            swapped = torch.stack([-target[:, b], -target[:, a]], 1)
+            target[:, [a, b]] = torch.where(flip.view(n, 1), swapped, target[:, [a, b]])
+        plain = TrainConfig.from_dict(config.to_dict() | {"hflip": False, "vflip": False})
+        return augment(x, plain, generator), batch._replace(box_target=target)
+    return augment(batch.images, config, generator), batch
 
 
 def head_loss(model: WindowResNet, smoothing: float):
@@ -300,10 +363,24 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (losses * weights).sum() / weights.sum().clamp(min=1e-6)
 
 
-def _forward_backward(net, x, labels, heads, weights, loss_fn, optimizer, device, autocast):
+def box_loss(raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Smooth L1 on the box offsets plus cross-entropy of the centredness with the IoU, both
+    per window, averaged over the windows whose tile is known."""
+    raw = raw.float()
+    edges = nn.functional.smooth_l1_loss(raw[:, :4], target[:, :4], beta=0.1,
+                                         reduction="none").sum(1)  # fmt: skip
+    centred = nn.functional.binary_cross_entropy_with_logits(raw[:, 4], target[:, 4],
+                                                             reduction="none")  # fmt: skip
+    return weighted_mean(edges + centred, weight)
+
+
+def _forward_backward(net, x, batch, loss_fn, optimizer, device, autocast, box_weight=1.0):
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = net(x)
-    loss = weighted_mean(loss_fn(logits.float(), labels, heads), weights)
+        out = net(x)
+    logits = logits_of(out)
+    loss = weighted_mean(loss_fn(logits.float(), batch.labels, batch.heads), batch.weights)
+    if isinstance(out, dict) and box_weight > 0:
+        loss = loss + box_weight * box_loss(out["box_raw"], batch.box_target, batch.box_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss
@@ -366,6 +443,8 @@ def follow_init_architecture(
         return config
     arch = payload.get("architecture", {})
     updates = {k: int(arch[k]) for k in ("depth", "width") if arch.get(k) is not None}
+    if arch.get("box_head"):  # a box head once learnt is kept
+        updates["box_head"] = True
     heads = arch.get("heads") or []
     if heads and list(heads) != list(classes):
         updates["source_heads"] = True
@@ -391,7 +470,11 @@ def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) ->
     missing = [k for k in own if k not in state and k != "head_to_class"]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
-    if unexpected or wrong or [k for k in missing if not k.startswith("fc.")]:
+    if missing and all(k.startswith(("fc.", "box.")) for k in missing):
+        if any(k.startswith("box.") for k in missing):
+            log("a new box head (the start has none)")
+        missing = []
+    if unexpected or wrong or missing:
         raise ValueError(
             "the initial state does not fit this model (different depth or width?): "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, other shape {wrong[:5]}"
@@ -425,7 +508,7 @@ def evaluate(
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start : start + batch_size]).to(device)
-            logits = model(x)
+            logits = logits_of(model(x))
             if hasattr(model, "class_probs"):
                 logits = model.class_probs(logits)
             pred = logits.argmax(1).cpu().numpy()
@@ -484,7 +567,8 @@ def run_training(
     norm = {k: v for k, v in (("mean", config.mean), ("std", config.std)) if v is not None}
     use_heads = config.source_heads and sampler.fine
     head_classes = sampler.head_classes if use_heads else None
-    model = build_model(len(classes), config.depth, config.width, head_classes=head_classes, **norm)
+    model = build_model(len(classes), config.depth, config.width, head_classes=head_classes,
+                        box_head=config.box_head, **norm)  # fmt: skip
     model.heads = list(sampler.heads) if use_heads else list(classes)
     if init_state is not None:
         load_init_state(model, init_state, log)
@@ -527,8 +611,11 @@ def run_training(
     model.train()
     for step in range(1, total + 1):
         batch = gather.sample_batch(local_batch, generator, "train", config.jitter)
-        x = augment(batch[0], config, generator)
-        args = (x, *batch[1:], loss_fn, optimizer, device, autocast)
+        if config.box_head:  # flips move the box targets too
+            x, batch = augment_batch(batch, config, generator)
+        else:
+            x = augment(batch.images, config, generator)
+        args = (x, batch, loss_fn, optimizer, device, autocast, config.box_loss_weight)
         try:
             loss = _forward_backward(net, *args)
         except Exception as exc:  # noqa: BLE001 - compiler missing/broken: train eagerly
@@ -593,6 +680,7 @@ def save_checkpoint(path, model: WindowResNet, classes, config: TrainConfig, his
             "width": model.width,
             "head_classes": model.head_classes,
             "heads": list(getattr(model, "heads", []) or []),
+            "box_head": bool(getattr(model, "box_head", False)),
         },  # fmt: skip
         "normalisation": model.normalisation,
         "history": list(history or []),
@@ -626,7 +714,7 @@ def load_checkpoint(path, device: str = "cpu") -> tuple[WindowResNet, dict]:
     arch, norm = payload["architecture"], payload["normalisation"]
     model = build_model(
         len(payload["classes"]), arch["depth"], arch["width"],
-        head_classes=arch.get("head_classes"), **norm,
+        head_classes=arch.get("head_classes"), box_head=arch.get("box_head", False), **norm,
     )  # fmt: skip
     model.heads = arch.get("heads") or list(payload["classes"])
     state = dict(payload["state_dict"])

@@ -200,6 +200,10 @@ class WindowSampler:
         self.label_maps: list[np.ndarray] = []
         self.head_maps: list[np.ndarray] = []
         self.coverage_maps: list[np.ndarray] = []
+        # Per pixel, the origin (y, x) of the tile on top there (-1: unknown): box targets.
+        self.tile_origins: list[np.ndarray | None] = []
+        tile_size = tuple(getattr(canvas_set, "tile_size", None) or (self.window, self.window))
+        self.tile_size = (int(tile_size[0]), int(tile_size[1]))
         parts: dict[str, list] = {s: [] for s in SPLITS}
         for ci, canvas in enumerate(self.canvases):
             array = canvas.array
@@ -213,6 +217,7 @@ class WindowSampler:
                 self.coverage_maps.append(coverage_map(self.label_maps[-1], self.window))
             else:
                 self.coverage_maps.append(np.full(array.shape[:2], FULL_COVERAGE, np.uint8))
+            self.tile_origins.append(self._tile_origins(canvas, layout, tile_size))
             source_map = getattr(canvas, "source_map", None)
             if layout == "mixed" and source_map is not None:
                 self.head_maps.append(head_lut[np.asarray(source_map)])
@@ -252,6 +257,22 @@ class WindowSampler:
         """Head (source class) of the windows at these origins, -1 where only the class is known."""
         out = self._at_centres(self.head_maps, canvas_idx, ys, xs)
         return np.where(out == NO_HEAD, -1, out)
+
+    @staticmethod
+    def _tile_origins(canvas, layout, tile_size) -> np.ndarray | None:
+        """int16 (2, H, W): y and x of the top tile's origin at every pixel of a mixed canvas
+        (pasted again in order from its placements), -1 where no tile lies; None otherwise."""
+        placements = getattr(canvas, "placements", None) or []
+        if layout != "mixed" or not placements:
+            return None
+        height, width = canvas.array.shape[:2]
+        th, tw = tile_size
+        origins = np.full((2, height, width), -1, dtype=np.int16)
+        for placement in sorted(placements, key=lambda p: p[3]):
+            y, x = int(placement[1]), int(placement[2])
+            origins[0, y : y + th, x : x + tw] = y
+            origins[1, y : y + th, x : x + tw] = x
+        return origins
 
     def _label_map(self, ci, canvas, layout, set_classes) -> np.ndarray:
         """uint8 (H, W) label of every pixel in ``self.classes`` order."""
