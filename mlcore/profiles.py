@@ -21,14 +21,14 @@ TRAIN_PROFILES: dict[str, dict] = {
                    "log_every": 20, "threads": 2, "negative_share": 0.5},
         "finetune": {"steps": 400, "lr": 0.02, "warmup_fraction": 0.1},
         "start": "starting-model",
-        "from_start": {"lr": 0.05, "warmup_fraction": 0.1},
+        "from_start": {"lr": 0.05, "warmup_fraction": 0.1, "box_head": True},
     },
     "full": {
         "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 12000,
                    "val_windows": 4096, "log_every": 50, "negative_share": 0.5},
         "finetune": {"steps": 3000, "lr": 0.02, "warmup_fraction": 0.1},
         "start": "starting-model",
-        "from_start": {"lr": 0.05, "warmup_fraction": 0.1},
+        "from_start": {"lr": 0.05, "warmup_fraction": 0.1, "box_head": True},
     },
     "pretrain": {
         "config": {"depth": 20, "width": 16, "batch_size": 256, "steps": 6000,
