@@ -303,6 +303,8 @@ def _rebuild(run, ranked, ident: str, redis) -> str:
                  _answered_squares(run.scene_id, ranked.window)}  # fmt: skip
         flats.discard(None)
         new = str(redis.incr(_gen_key(ident)))
+        # Outlives the set it names (rebuilt hourly); a run that left the queue leaves nothing.
+        redis.expire(_gen_key(ident), 3 * answered_seconds())
         answered_key, walk_key, loose_key = _keys(ident, new)
         pipe = redis.pipeline(transaction=True)
         pipe.delete(answered_key, walk_key, loose_key)
