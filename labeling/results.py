@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from mlcore.scoring import ScoreGrid
 # Raw windows below this score are not stored as rows (the grid keeps every window anyway);
 # the viewer's threshold slider can still go down to it.
 WINDOW_FLOOR = 0.5
+DETECTION_BATCH = 2000  # rows per INSERT (and model objects alive at once)
 # COCO AP ranks every box down to this score (the usual floor of COCO submissions), from at most
 # this many windows per class (COCO's maxDets in spirit: NMS is quadratic in the windows, and a
 # 10x scene at a timid model would otherwise hand it hundreds of thousands).
@@ -149,29 +151,46 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
     # Probabilities of each raw window, looked up in one vectorised step (ys, xs are sorted).
     windows = raw.window_boxes()
     wx, wy = windows[:, 0], windows[:, 1]
-    at = grid.probs[np.searchsorted(grid.ys, wy), np.searchsorted(grid.xs, wx)]
-    probs = [dict(zip(grid.classes, values)) for values in np.round(at, 4).tolist()]
+    at = np.round(grid.probs[np.searchsorted(grid.ys, wy), np.searchsorted(grid.xs, wx)], 4)
 
-    rows = [
-        Detection(
-            run=run, kind="window", label=raw.classes[int(lab)], score=float(score),
-            x=int(x), y=int(y), w=int(w), h=int(h), probs=p,
-        )
-        for x, y, w, h, lab, score, p in zip(
-            wx, wy, windows[:, 2], windows[:, 3], raw.label, raw.probability(), probs, strict=True
-        )
-    ] + [
-        Detection(
-            run=run, kind="merged", label=merged.classes[int(lab)], score=float(score),
-            x=int(round(x)), y=int(round(y)), w=int(round(w)), h=int(round(h)),
-        )
+    def window_rows():
+        for i, (x, y, w, h, lab, score) in enumerate(
+            zip(wx, wy, windows[:, 2], windows[:, 3], raw.label, raw.probability(), strict=True)
+        ):
+            yield Detection(
+                run=run,
+                kind="window",
+                label=raw.classes[int(lab)],
+                score=float(score),
+                x=int(x),
+                y=int(y),
+                w=int(w),
+                h=int(h),
+                probs=dict(zip(grid.classes, at[i].tolist(), strict=True)),
+            )
+
+    def merged_rows():
         for x, y, w, h, lab, score in zip(
             merged.x, merged.y, merged.w, merged.h, merged.label, merged.probability(), strict=True
-        )
-    ]  # fmt: skip
+        ):
+            yield Detection(
+                run=run,
+                kind="merged",
+                label=merged.classes[int(lab)],
+                score=float(score),
+                x=int(round(x)),
+                y=int(round(y)),
+                w=int(round(w)),
+                h=int(round(h)),
+            )
+
     with transaction.atomic():
         run.detections.all().delete()  # a retried run replaces its own rows, nothing else
-        Detection.objects.bulk_create(rows, batch_size=2000)
+        # In batches made as they are written: a gigapixel run has about a million rows, which
+        # as model objects all at once took 1.5 GB.
+        for rows in (window_rows(), merged_rows()):
+            while batch := list(islice(rows, DETECTION_BATCH)):
+                Detection.objects.bulk_create(batch)
         run.grid_key = key
         run.metrics = metrics
         run.timings = dict(run.timings) | dict(timings or {})

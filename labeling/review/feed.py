@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from django.db.models import F
 
 from labeling.models import Detection, ScoringRun
 from labeling.parsing import parse_fraction
@@ -36,13 +37,26 @@ def _feed_columns(run: ScoringRun, kind: str) -> dict:
     return cached(key, lambda: _build_feed_columns(run, kind))
 
 
-def _build_feed_columns(run: ScoringRun, kind: str) -> dict:
+def _region_columns(run: ScoringRun, kind: str, region) -> dict:
+    """The detections overlapping ``region`` read from the database alone: a gigapixel run has
+    about a million raw windows, which as cached columns cost a web worker over 1 GB; the
+    viewer asks for them one block of the area in view at a time."""
+    x0, y0, x1, y1 = region
+    rows = (
+        Detection.objects.filter(run=run, kind=kind, x__lt=x1, y__lt=y1)
+        .alias(x_end=F("x") + F("w"), y_end=F("y") + F("h"))
+        .filter(x_end__gt=x0, y_end__gt=y0)
+    )
+    return _build_feed_columns(run, kind, rows)
+
+
+def _build_feed_columns(run: ScoringRun, kind: str, rows=None) -> dict:
     fields = ["id", "x", "y", "w", "h", "label", "score"]
     if kind == "window":
         fields.append("probs")
-    rows = list(
-        Detection.objects.filter(run=run, kind=kind).order_by("-score", "id").values_list(*fields)
-    )
+    if rows is None:
+        rows = Detection.objects.filter(run=run, kind=kind)
+    rows = list(rows.order_by("-score", "id").values_list(*fields))
     classes = list(run.model_version.classes or run.scene.project.class_names)
     index = {c: i for i, c in enumerate(classes)}
     for r in rows:  # a class unknown to the model's list gets appended, never dropped
@@ -87,7 +101,11 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
     if kind not in FEED_KINDS:
         raise ReviewError(f"kind must be one of {', '.join(FEED_KINDS)}, got {kind!r}")
     project = scene.project
-    cols = _feed_columns(run, kind)
+    box = None
+    if region not in (None, ""):
+        box = parse_region(region) if isinstance(region, str) else region
+    # Raw windows of a region: only those rows (the viewer's blocks of a big scene).
+    cols = _region_columns(run, kind, box) if kind == "window" and box else _feed_columns(run, kind)
     classes = cols["classes"]
     keep = np.ones(len(cols["id"]), dtype=bool)
     if label not in (None, ""):
@@ -97,8 +115,8 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
     threshold = parse_fraction(min_score, "min_score", ReviewError)
     if threshold is not None:
         keep &= cols["score"] >= threshold
-    if region not in (None, ""):
-        x0, y0, x1, y1 = parse_region(region) if isinstance(region, str) else region
+    if box is not None:
+        x0, y0, x1, y1 = box
         # Boxes that overlap the region.
         keep &= (cols["x"] < x1) & (cols["x"] + cols["w"] > x0)
         keep &= (cols["y"] < y1) & (cols["y"] + cols["h"] > y0)
