@@ -7,8 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-# Deep-zoom JPEG tiles (Q 90, every level) as a share of the scene's raw RGB bytes; 0.16 was
-# measured on the gigapixel bench's collage (README "Gigapixel scenes"), noise would need more.
+# Deep-zoom JPEG tiles (Q 90, every level) as a share of the scene's raw RGB bytes: 0.17 on the
+# gigapixel bench's scene (grey noise and squares, README "Gigapixel scenes"); busier pictures
+# take more, so twice that is asked for.
 PYRAMID_SHARE = 0.35
 RESERVE_BYTES = 1024**3  # left free for everything else on the machine
 

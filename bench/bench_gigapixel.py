@@ -1,0 +1,433 @@
+"""A gigapixel scene from file to reviewed detections on this machine (README "Gigapixel scenes").
+
+Steps, each in its own Python process so that its peak RSS is its own (os.wait4; for the steps
+that start other processes, Spark's JVM and Python workers or the web server, the largest process
+of the tree and the tree's sum, sampled every 0.2 s):
+
+1. ``make``: a 32,768 x 32,768 scene (3.2 GB of pixels) written tile by tile as a tiled,
+   JPEG-compressed BigTIFF: grey noise with ~130,000 red and green 32-pixel squares (objects);
+   also the same picture as a baseline JPEG (libvips, streamed).
+2. ``check``: what the upload request does (labeling.uploads.check_scene_image): header and
+   structure, no decoding.
+3. ``ingest-tiff`` / ``ingest-jpeg``: the import job's conversion, mlcore.scenes.image_to_npy,
+   streaming into the scoring ``.npy``.
+4. ``pyramid-vips`` / ``pyramid-ours``: the deep-zoom pyramid by mlcore.deepzoom (libvips dzsave)
+   and by the numpy + Pillow writer it replaced (bench/baseline_deepzoom.py), same scene.
+5. ``score``: Spark ``local[2]`` (workers.spark_score.score_scene_on_spark, partitions reading
+   only their strips) with a colour window classifier (ONNX, onnx.helper; it finds the squares).
+6. ``detections``: labeling.results.store_scoring_result: NMS-merged boxes and raw windows into
+   PostgreSQL, the grid into storage.
+7. ``queue``: the review queue's ranking of every window (labeling.review.queue.ranked_run) and
+   the first window handed out (next_queue_window), cold.
+8. ``viewer``: gunicorn + headless Chromium: log in, open the scene; time to first boxes, the
+   feed's size, and a frame's draw time at the home view and zoomed in.
+
+    nice -n 19 env DATABASE_URL=postgres://... REDIS_URL=redis://.../11 \\
+        .venv/bin/python bench/bench_gigapixel.py --work /work/gigapixel-bench [--side 32768]
+
+Writes bench/results/gigapixel.json and prints the table; ``--clean`` deletes the work folder
+at the end (the scene and its copies are ~10 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy first)
+
+TILE = 256
+OBJECT = 32
+PROJECT = "bench_gigapixel"
+STEP = 16
+STEPS = ["make", "check", "ingest-tiff", "ingest-jpeg", "pyramid-vips", "pyramid-ours",
+         "score", "detections", "queue", "viewer"]  # fmt: skip
+
+
+# -- the steps (run in a child process: --step NAME) ------------------------------------------
+
+
+def scene_tile(ty: int, tx: int):
+    """Tile (ty, tx): grey noise and, in each 64-pixel cell, a red or green square half the
+    time. Deterministic per tile."""
+    import numpy as np
+
+    rng = np.random.default_rng(ty * 100_003 + tx)
+    tile = rng.integers(110, 146, (TILE, TILE, 3), dtype=np.uint8)
+    for cy in range(0, TILE, 64):
+        for cx in range(0, TILE, 64):
+            if rng.random() < 0.5:
+                y, x = cy + int(rng.integers(0, 32)), cx + int(rng.integers(0, 32))
+                colour = (220, 40, 40) if rng.random() < 0.5 else (40, 200, 40)
+                tile[y : y + OBJECT, x : x + OBJECT] = colour
+    return tile
+
+
+def step_make(work: Path, side: int) -> dict:
+    import pyvips
+    import tifffile
+
+    n = side // TILE
+    tifffile.imwrite(
+        work / "scene.tif", (scene_tile(ty, tx) for ty in range(n) for tx in range(n)),
+        shape=(side, side, 3), dtype="uint8", tile=(TILE, TILE), photometric="rgb",
+        compression="jpeg", compressionargs={"level": 90}, bigtiff=True, maxworkers=2,
+    )  # fmt: skip
+    image = pyvips.Image.new_from_file(str(work / "scene.tif"), access="sequential")
+    image.jpegsave(str(work / "scene.jpg"), Q=90)
+    return {"tiff_bytes": (work / "scene.tif").stat().st_size,
+            "jpeg_bytes": (work / "scene.jpg").stat().st_size}  # fmt: skip
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collage_app.settings")
+    import django
+
+    django.setup()
+
+
+def step_check(work: Path, side: int) -> dict:
+    setup_django()
+    from labeling.uploads import check_scene_image
+
+    out = {}
+    for name in ("scene.tif", "scene.jpg"):
+        start = time.perf_counter()
+        out[name] = [*check_scene_image(work / name, name), time.perf_counter() - start]
+    return out
+
+
+def step_ingest(work: Path, name: str) -> dict:
+    from mlcore.scenes import image_to_npy
+
+    dst = work / "storage" / PROJECT / "pixels.npy"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    width, height = image_to_npy(work / name, dst)
+    return {"width": width, "height": height, "npy_bytes": dst.stat().st_size}
+
+
+def step_pyramid(work: Path, which: str) -> dict:
+    from mlcore.scenes import NpyScene
+
+    if which == "vips":
+        from mlcore.deepzoom import generate_dzi
+    else:
+        sys.path.insert(0, str(REPO / "bench"))
+        from baseline_deepzoom import generate_dzi
+    out = work / f"dzi-{which}"
+    shutil.rmtree(out, ignore_errors=True)
+    info = generate_dzi(NpyScene(work / "storage" / PROJECT / "pixels.npy"), out, tmp_dir=work)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"tiles": info.n_tiles, "levels": info.levels, "bytes": size}
+
+
+def colour_model(path: Path, classes=("car", "boat", "negative"), window=32) -> Path:
+    """uint8 NHWC images -> probs: softmax of the window's mean colour (red -> car, green ->
+    boat, grey -> negative), in the project's ONNX format."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((3, 3), np.float32)
+    w[0, 0], w[2, 0], w[1, 1], w[2, 1] = 0.05, -0.05, 0.05, -0.05
+    b = np.array([0.0, 0.0, 2.0], np.float32)
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("GlobalAveragePool", ["nchw"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "colour", [helper.make_tensor_value_info("images", TensorProto.UINT8,
+                                                         ["N", window, window, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    meta = {"classes": json.dumps(list(classes)), "window": str(window), "mean": "[0, 0, 0]",
+            "std": "[1, 1, 1]", "engine": "onnx.helper colour bench model"}  # fmt: skip
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def step_score(work: Path, side: int) -> dict:
+    from mlcore.storage import LocalStorage
+    from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
+
+    model = colour_model(work / "colour.onnx")
+    url = LocalStorage(work / "storage").root_url
+    spark = get_spark("local[2]", conf={"spark.ui.enabled": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        start = time.perf_counter()
+        grid, info = score_scene_on_spark(url, f"{PROJECT}/pixels.npy", str(model), STEP,
+                                          master="local[2]", batch_size=1024)  # fmt: skip
+        seconds = time.perf_counter() - start
+    finally:
+        stop_spark(spark)
+    grid.save(work / "grid.npz")
+    windows = int(grid.probs.shape[0] * grid.probs.shape[1])
+    return {"windows": windows, "seconds": seconds, "windows_per_s": windows / seconds,
+            "partitions": getattr(info, "partitions", None)}  # fmt: skip
+
+
+def step_detections(work: Path, side: int) -> dict:
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from labeling.models import Detection, ModelVersion, Project, Scene, ScoringRun
+    from labeling.results import store_scoring_result
+    from labeling.storage import get_storage
+    from mlcore.scoring import ScoreGrid
+
+    call_command("migrate", verbosity=0, interactive=False)
+    Project.objects.filter(name=PROJECT).delete()
+    user = get_user_model().objects.filter(username="bench").first()
+    if user is None:
+        user = get_user_model().objects.create_user("bench", password="pw-bench")
+    project = Project.objects.create(name=PROJECT)  # car, boat and negative by default
+    project.members.add(user)
+    storage = get_storage()
+    version = ModelVersion.objects.create(project=project, number=1, status="ready",
+                                          is_current=True, classes=project.class_names)  # fmt: skip
+    version.model_key = f"{PROJECT}/colour.onnx"
+    storage.write(version.model_key, (work / "colour.onnx").read_bytes())
+    version.save(update_fields=["model_key"])
+    pixels = f"{PROJECT}/pixels.npy"
+    scene = Scene.objects.create(project=project, name="gigapixel", image_key=pixels,
+                                 pixels_key=pixels, width=side, height=side,
+                                 dzi_key=f"{PROJECT}/dzi/scene.dzi")  # fmt: skip
+    dzi = work / "storage" / PROJECT / "dzi"
+    if not dzi.exists():
+        (work / "dzi-vips").rename(dzi)
+    run = ScoringRun.objects.create(scene=scene, model_version=version, status="running")
+    grid = ScoreGrid.load(work / "grid.npz")
+    start = time.perf_counter()
+    store_scoring_result(run, grid, {"bench": "gigapixel"})
+    seconds = time.perf_counter() - start
+    counts = {k: Detection.objects.filter(run=run, kind=k).count() for k in ("merged", "window")}
+    (work / "ids.json").write_text(json.dumps({"project": project.pk, "scene": scene.pk,
+                                               "run": run.pk}))  # fmt: skip
+    return {"seconds": seconds, **counts}
+
+
+def step_queue(work: Path, side: int) -> dict:
+    setup_django()
+    from django.contrib.auth import get_user_model
+
+    from labeling.models import Project, ScoringRun
+    from labeling.review.queue import DEFAULT_STRATEGY, next_queue_window, ranked_run
+
+    ids = json.loads((work / "ids.json").read_text())
+    project, run = Project.objects.get(pk=ids["project"]), ScoringRun.objects.get(pk=ids["run"])
+    start = time.perf_counter()
+    ranked_run(run, DEFAULT_STRATEGY)
+    rank_s = time.perf_counter() - start
+    user = get_user_model().objects.get(username="bench")
+    start = time.perf_counter()
+    item = next_queue_window(project, user)
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    next_queue_window(project, user)
+    second_s = time.perf_counter() - start
+    from labeling.review import cache
+
+    held = sum(size for _value, size in cache._cache.items.values())
+    return {"rank_s": rank_s, "first_window_s": first_s, "next_window_s": second_s,
+            "strategy": DEFAULT_STRATEGY, "got": bool(item), "cached_bytes": held,
+            "cache_budget_bytes": cache.CACHE_BYTES, "windows": run.n_windows}  # fmt: skip
+
+
+def step_viewer(work: Path, side: int) -> dict:
+    """gunicorn in a child, Chromium driven from here."""
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    ids = json.loads((work / "ids.json").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "collage_app.wsgi:application", "--bind",
+         f"127.0.0.1:{port}", "--workers", "1", "--threads", "4", "--worker-class", "gthread",
+         "--timeout", "600", "--log-level", "warning"], cwd=REPO,
+    )  # fmt: skip
+    (work / "server.pid").write_text(str(server.pid))
+    try:
+        time.sleep(4)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.set_default_timeout(600_000)
+            base = f"http://127.0.0.1:{port}"
+            page.goto(f"{base}/login/")
+            page.fill("#id_username", "bench")
+            page.fill("#id_password", "pw-bench")
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/login" not in url)
+            feed = {}
+            page.on("response", lambda r: feed.setdefault("bytes", int(
+                r.headers.get("content-length", 0))) if "/detections?kind=merged" in r.url
+                else None)  # fmt: skip
+            start = time.perf_counter()
+            page.goto(f"{base}/scenes/{ids['scene']}/")
+            page.wait_for_function("Number(document.body.dataset.firstBoxesMs) > 0")
+            first_s = time.perf_counter() - start
+            home = page.evaluate("sceneViewer.lastDraw()")
+            loaded = page.evaluate("sceneViewer.loaded('merged')")
+            raw_at_home = page.evaluate("sceneViewer.loaded('window')")
+            start = time.perf_counter()
+            page.evaluate("sceneViewer.zoomTo(16000, 16000, 1400, 900)")
+            page.wait_for_function("sceneViewer.loaded('window') > 0")
+            raw_s = time.perf_counter() - start
+            zoomed = page.evaluate("sceneViewer.lastDraw()")
+            page.evaluate("sceneViewer.setKind('window')")
+            page.wait_for_timeout(500)
+            zoomed_raw = page.evaluate("sceneViewer.lastDraw()")
+            windows = page.evaluate("sceneViewer.loaded('window')")
+            heap = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize : null")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"first_boxes_s": first_s, "merged_loaded": loaded, "home_draw": home,
+            "raw_windows_at_home": raw_at_home, "zoomed_draw": zoomed,
+            "raw_windows_in_view_s": raw_s, "raw_windows_loaded": windows,
+            "zoomed_raw_draw": zoomed_raw, "js_heap_bytes": heap,
+            "feed_gzip_bytes": feed.get("bytes")}  # fmt: skip
+
+
+def run_step(name: str, work: Path, side: int) -> dict:
+    if name == "make":
+        return step_make(work, side)
+    if name == "check":
+        return step_check(work, side)
+    if name.startswith("ingest-"):
+        return step_ingest(work, "scene.tif" if name == "ingest-tiff" else "scene.jpg")
+    if name.startswith("pyramid-"):
+        return step_pyramid(work, name.split("-", 1)[1])
+    return {"score": step_score, "detections": step_detections, "queue": step_queue,
+            "viewer": step_viewer}[name](work, side)  # fmt: skip
+
+
+# -- the parent: one child per step, its wall time and peak memory --------------------------------
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(name: str, work: Path, side: int) -> dict:
+    cmd = [sys.executable, __file__, "--step", name, "--work", str(work), "--side", str(side)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    peak = {"largest": 0, "tree": 0}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            sizes = [_rss(p) for p in _tree(proc.pid)]
+            peak["largest"] = max(peak["largest"], max(sizes, default=0))
+            peak["tree"] = max(peak["tree"], sum(sizes))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"step {name} failed ({proc.returncode})")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "step": name,
+        "wall_s": wall,
+        "peak_rss": usage.ru_maxrss * 1024,
+        "largest_process_rss": peak["largest"],
+        "tree_rss": peak["tree"],
+        "result": result,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "var" / "gigapixel-bench")
+    parser.add_argument("--side", type=int, default=32768)
+    parser.add_argument("--step", choices=STEPS)
+    parser.add_argument("--only", nargs="*", choices=STEPS, help="run these steps only")
+    parser.add_argument("--clean", action="store_true", help="delete the work folder at the end")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("STORAGE_URL", str(args.work / "storage"))
+    if args.step:
+        print(json.dumps(run_step(args.step, args.work, args.side)))
+        return
+    rows = []
+    load = os.getloadavg()
+    for name in args.only or STEPS:
+        row = measure(name, args.work, args.side)
+        row["load_before"] = load[0]
+        load = os.getloadavg()
+        row["load_after"] = load[0]
+        rows.append(row)
+        print(f"{name:14s} {row['wall_s']:8.1f} s  peak RSS {row['peak_rss'] / 2**20:7.0f} MiB"
+              f"  (largest process {row['largest_process_rss'] / 2**20:.0f} MiB, tree "
+              f"{row['tree_rss'] / 2**20:.0f} MiB)  load {row['load_before']:.1f}-"
+              f"{row['load_after']:.1f}  {json.dumps(row['result'])}", flush=True)  # fmt: skip
+    results = REPO / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    previous = {}
+    if (results / "gigapixel.json").exists():
+        previous = {r["step"]: r for r in json.loads((results / "gigapixel.json").read_text())}
+    previous.update({r["step"]: r for r in rows})
+    (results / "gigapixel.json").write_text(json.dumps(list(previous.values()), indent=1))
+    if args.clean:
+        shutil.rmtree(args.work)
+
+
+if __name__ == "__main__":
+    main()
