@@ -1,22 +1,21 @@
-"""A pyramidal TIFF brought by a user opens in the viewer (headless Chromium): uploaded through
-the API, streamed into the scene by the import job, its pyramid written by libvips dzsave, and
-OpenSeadragon draws the scene's own pixels from those tiles at the home view and zoomed in to
-the full-resolution level."""
+"""An 8k x 8k tiled BigTIFF and pyramidal TIFF brought by a user open in the viewer (headless
+Chromium): named by their storage key through the API, streamed into the scene by the import job,
+their pyramid written by libvips dzsave, and OpenSeadragon draws the scene's own pixels from
+those tiles at the home view and zoomed in to the full-resolution level."""
 
 from __future__ import annotations
 
 import pytest
 from browser_helpers import login, screenshot
-from django.core.files.uploadedfile import SimpleUploadedFile
 from helpers_data import run_worker_burst
-from tiff_helpers import pattern, write_pyramidal_tiff
+from tiff_helpers import pattern, write_pyramidal_tiff, write_tiled_bigtiff
 
 from labeling.models import Scene
 from mlcore.deepzoom import level_count
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-WIDTH, HEIGHT = 4096, 3072
+WIDTH = HEIGHT = 8192
 OSD_PIXEL = """([x, y]) => {
   const p = sceneViewer.pageXY(x, y);
   const c = document.querySelector('#osd .openseadragon-canvas canvas');
@@ -33,12 +32,19 @@ def shows(page, x: int, y: int, tolerance: int = 14) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(got[:3], want, strict=True))
 
 
-def test_a_pyramidal_tiff_opens_in_the_viewer(page, alice, project, storage_dir, client):
-    src = write_pyramidal_tiff(storage_dir.parent / "pyramid.tif", HEIGHT, WIDTH)
+@pytest.mark.parametrize("kind", ["tiled BigTIFF", "pyramidal TIFF"])
+def test_a_big_tiff_opens_in_the_viewer(page, alice, project, storage_dir, client, kind):
+    (storage_dir / "incoming").mkdir()
+    src = storage_dir / "incoming" / "scene.tif"
+    if kind == "tiled BigTIFF":
+        write_tiled_bigtiff(src, HEIGHT, WIDTH, compression="jpeg")
+    else:
+        write_pyramidal_tiff(src, HEIGHT, WIDTH)
     client.force_login(alice)
     r = client.post(
         f"/api/projects/{project.pk}/scenes",
-        {"image": SimpleUploadedFile("pyramid.tif", src.read_bytes(), "image/tiff")},
+        {"storage_key": "incoming/scene.tif"},
+        content_type="application/json",
     )
     assert r.status_code == 202, r.content
     run_worker_burst()
@@ -68,4 +74,4 @@ def test_a_pyramidal_tiff_opens_in_the_viewer(page, alice, project, storage_dir,
     )
     assert shows(page, x, y) and shows(page, x + 40, y + 30)
     assert any(top in url for url in tiles) and not failed
-    screenshot(page, "viewer-pyramidal-tiff.png")
+    screenshot(page, f"viewer-{kind.replace(' ', '-').lower()}.png")
