@@ -81,6 +81,7 @@ def pretrain(
 
     progress_for = progress_for or (lambda desc: null_progress)
     out_dir, started = Path(out_dir), time.perf_counter()
+    commit = git_commit()  # the code that runs: read now, the tree may move on meanwhile
     config = TrainConfig.from_dict(dict(config) | {"seed": seed})
     images = load_dataset(source, split="train", progress=progress_for("loading train split"))
     if limit_per_class:
@@ -133,7 +134,7 @@ def pretrain(
         },
         "command": command or "python -m mlcore pretrain",
         "seed": seed,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "steps": config.total_steps(1),
         "batch_size": config.batch_size,
         "windows_seen": config.total_steps(1) * config.batch_size,
@@ -209,6 +210,10 @@ def card_markdown(card: dict) -> str:
         + ", ".join(f"{c} {r:.3f}" for c, r in three["recall"].items()),
         f"- **Calibration scene** (held-out train images, car / boat, heads summed): object F1 "
         f"{calibration.get('f1')} at thresholds {calibration.get('thresholds')}",
+    ]
+    if card.get("note"):
+        lines.append(f"- **Note**: {card['note']}")
+    lines += [
         "",
         "| file | sha256 | bytes |",
         "| --- | --- | --- |",
