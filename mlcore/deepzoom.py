@@ -8,9 +8,9 @@ image, each lower level halves it (rounding up), down to level 0 (1x1). A tile o
 dzsave reads the scene's ``.npy`` as a stream (a TIFF header in front of its pixel bytes, read a
 strip at a time), shrinks each level by 2x2 means and encodes tiles on every core, so memory
 stays a few strips of tiles whatever the scene's size; a scene in remote storage is read by byte
-ranges. It writes into a scratch folder; the tiles then go through ``write(key, data)`` (so the
-app can target any storage) or into a directory, and the ``.dzi`` descriptor goes last, so a
-pyramid with a descriptor is complete.
+ranges. Into a folder (local storage) it writes in place; otherwise into a scratch folder, the
+tiles then going through ``write(key, data)`` (so the app can target any storage). Either way
+the ``.dzi`` descriptor comes last, so a pyramid with a descriptor is complete.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def storage_writer(storage, prefix: str = "") -> Writer:
     return write
 
 
-STRIP_BYTES = 4 * 1024 * 1024  # what libvips asks the scene for at a time
+STRIP_BYTES = 1024 * 1024  # what libvips asks the scene for at a time
 
 
 def _tiff_header(width: int, height: int, scratch: Path) -> tuple[bytes, int]:
@@ -224,9 +224,13 @@ def generate_dzi(
         raise DeepZoomError(f"name must be a plain file name, got {name!r}")
     suffix = FORMATS[fmt.lower()]
     options = f"[Q={int(quality)}]" if suffix == "jpg" else "[compression=3]"
-    write: Writer = out if callable(out) else directory_writer(out)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="dzi-") as scratch:
         scratch = Path(scratch)
+        # Into a folder: straight there (libvips writes the descriptor after the last tile);
+        # through a writer: into scratch, then tile by tile.
+        folder = None if callable(out) else Path(out)
+        target = folder if folder is not None else scratch
+        target.mkdir(parents=True, exist_ok=True)
         image, keep_alive = _vips_image(source, scratch)
         width, height = image.width, image.height
         image.set_progress(True)
@@ -235,7 +239,7 @@ def generate_dzi(
         )
         try:
             image.dzsave(
-                os.fspath(scratch / name), suffix=f".{suffix}{options}", tile_size=tile_size,
+                os.fspath(target / name), suffix=f".{suffix}{options}", tile_size=tile_size,
                 overlap=overlap, depth="onepixel", layout="dz", keep="none",
             )  # fmt: skip
         except pyvips.Error as exc:
@@ -243,16 +247,24 @@ def generate_dzi(
         finally:
             if getattr(keep_alive, "handle", None) is not None:
                 keep_alive.handle.close()
-        files = sorted(p for p in (scratch / f"{name}_files").rglob(f"*.{suffix}"))
-        for i, path in enumerate(files):
-            write(path.relative_to(scratch).as_posix(), path.read_bytes())
-            path.unlink()  # scratch shrinks as storage fills
-            if i % 256 == 0 or i == len(files) - 1:
-                done = 100 + (100 * (i + 1)) // len(files)
-                report(progress, done, 200, f"storing tile {i + 1:,} of {len(files):,}")
-        write(f"{name}.dzi", dzi_xml(width, height, tile_size, overlap, suffix).encode())
+        (target / f"{name}_files" / "vips-properties.xml").unlink(missing_ok=True)
+        descriptor = dzi_xml(width, height, tile_size, overlap, suffix).encode()
+        if folder is not None:
+            n_tiles = sum(1 for _ in (folder / f"{name}_files").rglob(f"*.{suffix}"))
+            directory_writer(folder)(f"{name}.dzi", descriptor)  # ours replaces libvips' own
+        else:
+            files = sorted((scratch / f"{name}_files").rglob(f"*.{suffix}"))
+            n_tiles = len(files)
+            for i, path in enumerate(files):
+                out(path.relative_to(scratch).as_posix(), path.read_bytes())
+                path.unlink()  # scratch shrinks as storage fills
+                if i % 256 == 0 or i == n_tiles - 1:
+                    done = 100 + (100 * (i + 1)) // n_tiles
+                    report(progress, done, 200, f"storing tile {i + 1:,} of {n_tiles:,}")
+            out(f"{name}.dzi", descriptor)
+    report(progress, 200, 200, f"{n_tiles:,} tiles")
     levels = level_count(width, height)
-    return DziInfo(name, width, height, tile_size, overlap, suffix, levels, len(files))
+    return DziInfo(name, width, height, tile_size, overlap, suffix, levels, n_tiles)
 
 
 def read_dzi(xml: str | bytes) -> dict:

@@ -264,9 +264,13 @@ def generate_dzi(ctx, scene_id: int):
     storage = get_storage()
     prefix = f"{keys.scene_prefix(scene)}/dzi"
     try:
+        # Local storage: libvips writes the tiles in place; remote: each through the storage.
+        folder = storage.local_path(prefix)
         info = deepzoom.generate_dzi(
             NpyScene(storage, scene.pixels_key),
-            lambda key, data: storage.write(f"{prefix}/{key}", data),
+            folder
+            if folder is not None
+            else lambda key, data: storage.write(f"{prefix}/{key}", data),
             name=DZI_NAME,
             progress=ctx,
         )
