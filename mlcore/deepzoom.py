@@ -223,7 +223,8 @@ def generate_dzi(
     if "/" in name or name in ("", ".", ".."):
         raise DeepZoomError(f"name must be a plain file name, got {name!r}")
     suffix = FORMATS[fmt.lower()]
-    options = f"[Q={int(quality)}]" if suffix == "jpg" else "[compression=3]"
+    # 4:2:0 chroma, as Pillow writes JPEG (libvips keeps full chroma from Q 90: 25% larger tiles)
+    options = f"[Q={int(quality)},subsample_mode=on]" if suffix == "jpg" else "[compression=3]"
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="dzi-") as scratch:
         scratch = Path(scratch)
         # Into a folder: straight there (libvips writes the descriptor after the last tile);
