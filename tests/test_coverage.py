@@ -81,7 +81,8 @@ def test_jittered_windows_that_become_ambiguous_get_weight_zero():
                             min_coverage=0.4, coverage="drop")  # fmt: skip
     gather = TorchWindowGather(sampler, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
-    images, labels, _, weights = gather.sample_batch(2000, generator, "train", jitter=8)
+    batch = gather.sample_batch(2000, generator, "train", jitter=8)
+    images, labels, weights = batch.images, batch.labels, batch.weights
     colours = np.array([[220, 30, 30], [30, 30, 220], [90, 150, 90]])
     zero = 0
     for img, label, weight in zip(images.numpy(), labels.numpy(), weights.numpy()):

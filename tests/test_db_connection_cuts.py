@@ -83,9 +83,9 @@ def server_under_test(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(f"{base}/login/", timeout=2).status_code == 200:
+                if requests.get(f"{base}/login/", timeout=10).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or a slow start
                 pass
             assert server.poll() is None and time.monotonic() < deadline, (
                 (tmp_path / "gunicorn.log").read_text()[-3000:])  # fmt: skip
