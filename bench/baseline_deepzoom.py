@@ -22,102 +22,28 @@ import io
 import math
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from mlcore.deepzoom import (  # the descriptor, the tile grid and the writers are shared
+    DeepZoomError,
+    DziInfo,
+    Writer,
+    directory_writer,
+    dzi_xml,
+    level_sizes,
+    read_dzi,
+    storage_writer,
+    tile_bounds,
+)
 from mlcore.progress import Progress, report
 from mlcore.scenes import ArrayScene, open_scene
 
 FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}
 IN_MEMORY_LEVEL_BYTES = 256 * 1024 * 1024
-Writer = Callable[[str, bytes], None]
-
-
-class DeepZoomError(ValueError):
-    """Bad pyramid parameters (the message says what and what to do)."""
-
-
-@dataclass
-class DziInfo:
-    """What ``generate_dzi`` wrote."""
-
-    name: str
-    width: int
-    height: int
-    tile_size: int
-    overlap: int
-    format: str
-    levels: int
-    n_tiles: int
-
-    @property
-    def dzi_key(self) -> str:
-        return f"{self.name}.dzi"
-
-    @property
-    def files_prefix(self) -> str:
-        return f"{self.name}_files"
-
-
-def level_count(width: int, height: int) -> int:
-    """Number of levels of the pyramid: ``ceil(log2(max(w, h))) + 1``."""
-    return max(0, math.ceil(math.log2(max(width, height, 1)))) + 1
-
-
-def level_sizes(width: int, height: int) -> list[tuple[int, int]]:
-    """(width, height) of every level, index = level number (0 is 1x1, the last is full size)."""
-    n = level_count(width, height)
-    sizes = []
-    for level in range(n):
-        scale = 2 ** (n - 1 - level)
-        sizes.append((max(1, math.ceil(width / scale)), max(1, math.ceil(height / scale))))
-    return sizes
-
-
-def tile_bounds(col: int, row: int, width: int, height: int, tile_size: int, overlap: int):
-    """Pixel box (x0, y0, x1, y1) of tile (col, row) of a width x height level, overlap included."""
-    x0 = max(0, col * tile_size - overlap)
-    y0 = max(0, row * tile_size - overlap)
-    x1 = min(width, (col + 1) * tile_size + overlap)
-    y1 = min(height, (row + 1) * tile_size + overlap)
-    return x0, y0, x1, y1
-
-
-def dzi_xml(width: int, height: int, tile_size: int, overlap: int, fmt: str) -> str:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
-        f'TileSize="{tile_size}" Overlap="{overlap}" Format="{fmt}">\n'
-        f'  <Size Width="{width}" Height="{height}"/>\n'
-        "</Image>\n"
-    )
-
-
-def directory_writer(root: str | os.PathLike) -> Writer:
-    """A ``write(key, data)`` that stores under ``root`` (each file via a temporary name)."""
-    root = Path(root)
-
-    def write(key: str, data: bytes) -> None:
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-    return write
-
-
-def storage_writer(storage, prefix: str = "") -> Writer:
-    """A ``write(key, data)`` that stores ``prefix + key`` via ``storage.write``."""
-
-    def write(key: str, data: bytes) -> None:
-        storage.write(prefix + key, data)
-
-    return write
+__all__ = ["generate_dzi", "read_dzi", "directory_writer", "storage_writer", "DeepZoomError"]
 
 
 def _halve(band: np.ndarray) -> np.ndarray:
@@ -222,20 +148,3 @@ def generate_dzi(
                 level_reader = ArrayScene(nxt)
     write(f"{name}.dzi", dzi_xml(width, height, tile_size, overlap, fmt).encode())
     return DziInfo(name, width, height, tile_size, overlap, fmt, len(sizes), total)
-
-
-def read_dzi(xml: str | bytes) -> dict:
-    """Parse a ``.dzi`` descriptor into {tile_size, overlap, format, width, height}."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(xml)
-    size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
-    if size is None:
-        raise DeepZoomError("not a DZI descriptor: no <Size> element")
-    return {
-        "tile_size": int(root.get("TileSize")),
-        "overlap": int(root.get("Overlap")),
-        "format": root.get("Format"),
-        "width": int(size.get("Width")),
-        "height": int(size.get("Height")),
-    }
