@@ -20,20 +20,15 @@ import struct
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from .progress import report
-from .scene_decode import (
-    BAND_BYTES,
-    DecodeError,
-    Header,
-    check_structure,
-    iter_bands,
-    read_header,
-)
+
+if TYPE_CHECKING:
+    from .scene_decode import Header
 
 NPY_MAGIC = b"\x93NUMPY"
 # 2.5 gigapixels (7.5 GB as uint8 RGB): what one machine scores strip by strip and stores.
@@ -42,6 +37,14 @@ DEFAULT_MAX_PIXELS = 2_500_000_000
 
 class SceneError(ValueError):
     """A scene image or file that cannot be used (the message says what and what to do)."""
+
+
+def _decode():
+    """mlcore.scene_decode, imported when a picture is decoded: it needs libvips and tifffile,
+    which Spark executors and the MXNet virtualenv (they read .npy strips only) do without."""
+    from . import scene_decode
+
+    return scene_decode
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,9 +59,10 @@ def _name(src) -> str:
 
 def _header(path, name: str, max_pixels: int | None) -> Header:
     """The picture's header with the pixel limit applied (a decompression bomb stops here)."""
+    decode = _decode()
     try:
-        header = read_header(path, name)
-    except DecodeError as exc:
+        header = decode.read_header(path, name)
+    except decode.DecodeError as exc:
         raise SceneError(str(exc)) from None
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     pixels = header.width * header.height
@@ -136,9 +140,10 @@ def validate_scene_image(path, max_pixels: int | None = None) -> tuple[int, int,
             raise SceneError(f"{path} is truncated: {expected} bytes expected")
         return header.width, header.height, "NPY"
     header = _header(path, _name(path), max_pixels)
+    decode = _decode()
     try:
-        check_structure(path, _name(path))
-    except DecodeError as exc:
+        decode.check_structure(path, _name(path))
+    except decode.DecodeError as exc:
         raise SceneError(str(exc)) from None
     return header.width, header.height, header.format
 
@@ -153,12 +158,13 @@ def _stream_to_npy(path: Path, name: str, header: Header, out: Path, progress, b
     with open(out, "wb") as f:
         _write_npy_header(f, header.height, header.width)
         done = 0
+        decode = _decode()
         try:
-            for band in iter_bands(path, name, band_bytes):
+            for band in decode.iter_bands(path, name, band_bytes or decode.BAND_BYTES):
                 f.write(np.ascontiguousarray(band).data)
                 done += len(band)
                 report(progress, done, header.height, f"rows {done:,} of {header.height:,}")
-        except DecodeError as exc:
+        except decode.DecodeError as exc:
             raise SceneError(str(exc)) from None
     if done != header.height:
         raise SceneError(f"{name} is truncated: {done:,} of its {header.height:,} rows decoded")
@@ -167,7 +173,7 @@ def _stream_to_npy(path: Path, name: str, header: Header, out: Path, progress, b
 
 
 def image_to_npy(
-    src, dst, max_pixels: int | None = None, progress=None, band_bytes: int = BAND_BYTES
+    src, dst, max_pixels: int | None = None, progress=None, band_bytes: int | None = None
 ) -> tuple[int, int]:
     """Stream the picture ``src`` (path or binary file) into a scoring ``.npy`` at ``dst``.
 
@@ -372,9 +378,10 @@ def open_scene(source, key: str | None = None):
         is_npy = f.read(6) == NPY_MAGIC
     if is_npy:
         return NpyScene(path)
+    decode = _decode()
     try:
-        return ArrayScene(np.concatenate(list(iter_bands(path))))
-    except DecodeError as exc:
+        return ArrayScene(np.concatenate(list(decode.iter_bands(path))))
+    except decode.DecodeError as exc:
         raise SceneError(str(exc)) from None
 
 
