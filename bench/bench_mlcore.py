@@ -179,8 +179,8 @@ def bench_box_outputs(work: Path, quick: bool) -> list[dict]:
     backbone = build_model(len(CLASSES)).eval()
     plain = OnnxScorer(export_onnx(backbone, work / "plain.onnx", CLASSES))
     boxed = OnnxScorer(export_onnx(box_head_resnet(backbone), work / "boxed.onnx", CLASSES))
-    if boxed.outputs != ("probs", "boxes", "centredness"):
-        raise RuntimeError(f"the box model's file has outputs {boxed.outputs}")
+    if boxed.output_names != ("probs", "boxes", "centredness"):
+        raise RuntimeError(f"the box model's file has outputs {boxed.output_names}")
 
     def scorer_run(scorer):
         def once() -> int:

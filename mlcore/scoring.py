@@ -40,8 +40,8 @@ class Scorer(Protocol):
 
 def scorer_outputs(scorer) -> tuple[str, ...]:
     """The outputs a scorer gives: "probs", then those of REFINEMENTS it has (a scorer without
-    ``outputs``, e.g. another engine's, gives probs only)."""
-    return tuple(getattr(scorer, "outputs", ("probs",)))
+    ``output_names``, e.g. another engine's, gives probs only)."""
+    return tuple(getattr(scorer, "output_names", ("probs",)))
 
 
 def predict_outputs(scorer, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ class OnnxScorer:
         names = [o.name for o in self.session.get_outputs()]
         # "probs" by name; an older file's first output whatever its name.
         self.output_name = "probs" if "probs" in names else names[0]
-        self.outputs = ("probs", *(n for n in REFINEMENTS if n in names))
+        self.output_names = ("probs", *(n for n in REFINEMENTS if n in names))
         if "classes" not in meta:
             raise ValueError(f"{self.path} has no 'classes' metadata: export it with mlcore.export")
         self.classes = list(json.loads(meta["classes"]))
@@ -109,10 +109,10 @@ class OnnxScorer:
         """{"probs": (B, C), and where the model has them "boxes": (B, 4) x0, y0, x1, y1 in
         pixels from the window's origin, "centredness": (B,)}, all float32, in one run."""
         self._check(images)
-        names = [self.output_name, *self.outputs[1:]]
+        names = [self.output_name, *self.output_names[1:]]
         values = self.session.run(names, {self.input_name: images})
         out = {"probs": np.asarray(values[0], dtype=np.float32)}
-        for name, value in zip(self.outputs[1:], values[1:]):
+        for name, value in zip(self.output_names[1:], values[1:]):
             shape = (len(images), *REFINEMENTS[name])
             value = np.asarray(value, dtype=np.float32)
             if value.size != int(np.prod(shape)):

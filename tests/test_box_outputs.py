@@ -54,7 +54,7 @@ def test_the_file_has_the_outputs_of_the_head(models, scene):
     windows = windows_of(scene, [0, 20], [0, 30])
     expected = expected_outputs(windows)
     scorer = load_scorer(models["refined"])
-    assert scorer.outputs == ("probs", "boxes", "centredness")
+    assert scorer.output_names == ("probs", "boxes", "centredness")
     out = scorer.predict_all(windows)
     assert {k: v.shape for k, v in out.items()} == {
         "probs": (4, 3), "boxes": (4, 4), "centredness": (4,)}  # fmt: skip
@@ -62,8 +62,8 @@ def test_the_file_has_the_outputs_of_the_head(models, scene):
     np.testing.assert_array_equal(out["boxes"], expected["boxes"])  # the known offset
     np.testing.assert_allclose(out["centredness"], expected["centredness"], atol=1e-6)
     np.testing.assert_array_equal(scorer.predict(windows), out["probs"])
-    assert load_scorer(models["boxes_only"]).outputs == ("probs", "boxes")
-    assert load_scorer(models["old"]).outputs == ("probs",)
+    assert load_scorer(models["boxes_only"]).output_names == ("probs", "boxes")
+    assert load_scorer(models["old"]).output_names == ("probs",)
 
 
 def test_scoring_fills_the_grid_and_the_grid_file_keeps_it(models, scene, tmp_path):
