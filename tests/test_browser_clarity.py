@@ -205,8 +205,9 @@ def test_queue_says_why_holds_keys_while_loading_and_skips(
     # It comes back after other windows (3 answers here), not at once.
     order = []
     for n in range(3, 12):
-        page.wait_for_function("reviewQueue.current() && !reviewQueue.loading()")
-        item = page.evaluate("() => reviewQueue.current()")
+        item = page.wait_for_function(
+            "() => !reviewQueue.loading() && reviewQueue.current()"
+        ).json_value()  # read as it is waited for: it is null again while the next one loads
         order.append((item["x"], item["y"]))
         if order[-1] == (skipped["x"], skipped["y"]):
             break

@@ -201,7 +201,8 @@ def test_review_session_in_the_browser(page, alice, project, storage_dir, redis_
     keys = ["Enter", "1", "2", "0", "n", "Enter", " ", "1", "2", "Enter"]
     answered = []
     for i, key in enumerate(keys):
-        item = page.evaluate("() => reviewQueue.current()")
+        # the window on screen (null while the next one loads: wait for it)
+        item = page.wait_for_function("() => reviewQueue.current()").json_value()
         expected_label = {
             "Enter": item["guess"], " ": item["guess"], "1": "car", "2": "boat",
             "0": "negative", "n": "negative",
