@@ -297,17 +297,20 @@ def _flat_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
 
 
-def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """Flips and brightness/contrast jitter of a uint8 NHWC batch; returns float in 0..255."""
+def augment(
+    images: torch.Tensor, config: TrainConfig, generator: torch.Generator, flips: bool = True
+) -> torch.Tensor:
+    """Flips (unless ``flips`` is off: the caller flipped) and brightness/contrast jitter of a
+    uint8 NHWC batch; returns float in 0..255."""
     x = images.float()
     n, dev = x.shape[0], x.device
 
     def coin() -> torch.Tensor:
         return (torch.rand(n, generator=generator, device=dev) < 0.5).view(n, 1, 1, 1)
 
-    if config.hflip:
+    if flips and config.hflip:
         x = torch.where(coin(), x.flip(2), x)
-    if config.vflip:
+    if flips and config.vflip:
         x = torch.where(coin(), x.flip(1), x)
     if config.contrast > 0 or config.brightness > 0:
         u = torch.rand(2, n, 1, 1, 1, generator=generator, device=dev) * 2 - 1
@@ -331,8 +334,7 @@ def augment_batch(batch: WindowBatch, config: TrainConfig, generator: torch.Gene
             a, b = (0, 2) if axis == 2 else (1, 3)  # x0/x1 or y0/y1, in window units
             swapped = torch.stack([-target[:, b], -target[:, a]], 1)
             target[:, [a, b]] = torch.where(flip.view(n, 1), swapped, target[:, [a, b]])
-        plain = TrainConfig.from_dict(config.to_dict() | {"hflip": False, "vflip": False})
-        return augment(x, plain, generator), batch._replace(box_target=target)
+        return augment(x, config, generator, flips=False), batch._replace(box_target=target)
     return augment(batch.images, config, generator), batch
 
 
@@ -548,8 +550,9 @@ def run_training(
     classes = list(classes)
     log = log or logger.info
     if init_state is not None:
-        init_state = init_payload(init_state) or init_state
-        config = follow_init_architecture(config, init_payload(init_state), classes, log)
+        payload = init_payload(init_state)  # a path is read once, here
+        init_state = payload or init_state
+        config = follow_init_architecture(config, payload, classes, log)
     device = device or resolve_device(config.device)
     if config.threads and device.type == "cpu":
         torch.set_num_threads(int(config.threads))

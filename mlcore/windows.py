@@ -180,6 +180,8 @@ class WindowSampler:
             raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
         self.coverage = coverage
         self.min_coverage = float(min_coverage)
+        # Coverage maps cost a pass per class over every mixed canvas: only when a rule reads them.
+        self._weighs_coverage = coverage == "linear" or (coverage == "drop" and min_coverage > 0)
         self.classes = list(classes)
         self.window = int(window)
         self.step = int(step)
@@ -213,7 +215,7 @@ class WindowSampler:
                 raise ValueError(f"canvas {ci} has a negative weight {weight}")
             layout = getattr(canvas, "layout", "scatter")
             self.label_maps.append(self._label_map(ci, canvas, layout, set_classes))
-            if layout == "mixed" and coverage != "none":
+            if layout == "mixed" and self._weighs_coverage:
                 self.coverage_maps.append(coverage_map(self.label_maps[-1], self.window))
             else:
                 self.coverage_maps.append(np.full(array.shape[:2], FULL_COVERAGE, np.uint8))

@@ -6,6 +6,7 @@ pretrain command runs end to end at a tiny size."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,11 +185,6 @@ def test_a_project_of_another_window_size_is_told_to_train_from_scratch(start_di
 
 
 def test_the_cli_reports_a_corrupt_starting_model_in_one_line(start_dir, tmp_path):
-    from mlcore.canvases import CanvasSet
-
-    cset = mixed_set(["automobile", "ship", "truck"], ["car", "boat", "negative"])
-    real = CanvasSet(cset.classes, heads=cset.heads)
-    real.canvases = []
     (start_dir / "model.onnx").write_bytes(b"x")
     (start_dir / "checkpoint.pt").write_bytes(b"not the file")
     canvases = tmp_path / "canvases"
@@ -197,7 +193,7 @@ def test_the_cli_reports_a_corrupt_starting_model_in_one_line(start_dir, tmp_pat
     out = subprocess.run(
         [sys.executable, "-m", "mlcore", "train", str(canvases), str(tmp_path / "m")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "MLCORE_STARTING_MODEL": str(start_dir)},
+        env={**os.environ, "MLCORE_STARTING_MODEL": str(start_dir)},
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "checkpoint.pt is corrupt or was replaced" in out.stderr
