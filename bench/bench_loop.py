@@ -1,33 +1,42 @@
-"""The measured loop: simulated review cycles, every strategy over several seeds, on the Mona Lisa
-collage, with a held-out collage (rocket.jpg) that the loop never labels.
+"""The measured loop: simulated review cycles from the project's first model, every strategy over
+paired seeds, on the Mona Lisa collage, with a held-out collage (rocket.jpg) the loop never labels.
 
-Built from the product's own pieces (mlcore, no web stack, so that N seeds x S strategies fit on
-a 2-core machine): the first model, its canvases and its calibration scene come from
-``python -m mlcore demo``; each cycle
+Built from the product's own pieces (mlcore, no web stack, so that seeds x strategies fit on a
+2-core machine): the first model, its canvases and its data come from ``python -m mlcore demo``
+(the quick profile fine-tuned from the shipped starting model); each cycle
 
-1. asks the strategy (``mlcore.sampling.select_batch``) for ``--per-cycle`` windows of the
-   current model's grid, skipping windows answered before;
+1. asks the strategy (``mlcore.sampling.select_batch``) for ``--per-cycle`` windows of the current
+   model's grid, skipping windows answered before;
 2. answers them with the simulated reviewer: the class under each window's centre
    (``mlcore.metrics.window_truth`` on all ground-truth boxes: the truth the metrics use);
-3. adds the reviewed windows to the canvases as exact samples (``CanvasSet.append(...,
-   layout="exact")``, weight ``--weight``) and fine-tunes the previous model on all canvases
-   (the ``quick`` profile's fine-tune settings; seed = the run's seed);
-4. exports, calibrates the thresholds on the calibration scene (as the app's export does),
-   rescores both collages and records object F1 at the calibrated thresholds.
+3. adds the reviewed windows to the canvases as exact samples (weight ``--weight``) and fine-tunes
+   the previous model on all canvases for ``--steps`` steps (the same budget for every strategy);
+4. exports, calibrates the thresholds on the calibration scene, rescores the collage and records
+   object F1 at those thresholds and **corrections stick**: the share of every window answered so
+   far that the new version decides as the reviewer answered (``mlcore.loop_figures``).
 
-Seed = the fine-tune seed and the strategy's random stream. The first model is shared by all runs.
+**Paired seeds**: seed k gives every strategy the same first model (one, shared, its sha256 is in
+the JSON), the same fine-tune seed and the same random stream for the strategy; so the paired
+difference per seed removes what the seeds share. Random continues to ``--random-cycles`` so that
+**labels saved** can be read off its curve: the answers random needs to reach the default's F1.
 
-    .venv/bin/python -m mlcore demo                      # the first model, once
-    .venv/bin/python bench/bench_loop.py --seeds 5 --strategies random diverse_uncertainty \
-        --json docs/loop_results.json --chart docs/loop_f1.png
-    .venv/bin/python bench/bench_loop.py --chart-only --json docs/loop_results.json
+The calibration scene holds each held-out image ``--calibration-copies`` times (the product's
+default, ``mlcore.canvases.CALIBRATION_COPIES``); each version is also calibrated on a corner of
+it as large as a one-copy scene, so the JSON compares the thresholds' spread of both. The default
+strategy is chosen on the calibration scene's F1 after 600 answers, never on the collages.
+
+    .venv/bin/python -m mlcore demo --out var/mlcore-demo             # the first model, once
+    .venv/bin/python bench/bench_loop.py --demo var/mlcore-demo --seeds 10 --workers 2
+    .venv/bin/python bench/bench_loop.py --chart-only                  # redraw from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import multiprocessing
 import platform
 import sys
 import tempfile
@@ -41,11 +50,17 @@ sys.path.insert(0, str(REPO))
 import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy before torch is imported)
 
 SCENES = {"mona_lisa": "collage-mona_lisa", "heldout": "collage-rocket"}
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+DEFAULT_STRATEGIES = ["random", "diverse_uncertainty", "diverse_margin", "mixed"]
+CALIBRATION_FRACTION = 0.05  # what `mlcore demo` holds out (cmd_demo)
+WINDOW, STEP = 32, 16
 
 
 def log(message: str) -> None:
     print(f"[bench_loop {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_scene(demo: Path, stem: str):
@@ -57,20 +72,81 @@ def load_scene(demo: Path, stem: str):
     return image, load_ground_truth(demo / f"{stem}.json")
 
 
-def score_and_measure(model_path: Path, scenes: dict) -> tuple[dict, dict]:
-    """(grids, object metrics at the model's calibrated thresholds) for every scene."""
-    from mlcore.evaluation import evaluate_grid
+# -- calibration ---------------------------------------------------------------------------------
+
+
+def calibration_scene(demo: Path, copies: int, cache: Path):
+    """(image, truth) of the calibration scene with ``copies`` pastes of each held-out image: the
+    demo's own when it was built so, else rebuilt from its images (the same held-out split)."""
+    from mlcore.canvases import CanvasSet, calibration_scene, split_calibration
+    from mlcore.datasets import LabelledImages
+
+    cset = CanvasSet.load(demo / "canvases")
+    if cset.calibration is not None and cset.meta.get("calibration_copies", 1) == copies:
+        return cset.calibration
+    image_path, truth_path = (
+        cache / f"calibration-x{copies}.npy",
+        cache / f"calibration-x{copies}.json",
+    )
+    if not image_path.exists():
+        images = LabelledImages.load_npz(demo / "train.npz")
+        _, held_out = split_calibration(images, CALIBRATION_FRACTION, cset.seed)
+        image, truth = calibration_scene(held_out, cset.seed, copies)
+        np.save(image_path, image)
+        truth_path.write_text(json.dumps(truth))
+    return np.load(image_path), json.loads(truth_path.read_text())
+
+
+def corner(grid, truth: list[dict], share: float):
+    """The top-left corner of ``grid`` holding ``share`` of its area, and the truth boxes in it."""
+    from mlcore.scoring import ScoreGrid
+
+    side = math.sqrt(share)
+    height = int(grid.ys[-1]) + grid.window
+    width = int(grid.xs[-1]) + grid.window
+    ylim, xlim = height * side, width * side
+    rows = grid.ys + grid.window <= ylim
+    cols = grid.xs + grid.window <= xlim
+    part = ScoreGrid(
+        grid.ys[rows], grid.xs[cols], grid.probs[np.ix_(rows, cols)], grid.classes, grid.window,
+        grid.step, **{k: v[np.ix_(rows, cols)] for k, v in grid.refinements().items()},
+    )  # fmt: skip
+    inside = [b for b in truth if b["x"] + b["w"] <= xlim and b["y"] + b["h"] <= ylim]
+    return part, inside
+
+
+def calibrate(model_path: Path, scene, copies: int, threads: int) -> dict:
+    """Thresholds of ``model_path`` on the calibration scene (written into the file, as the app's
+    export does) and, for the spread, on a corner the size of a one-copy scene."""
+    from mlcore.calibration import calibrate_thresholds
+    from mlcore.export import write_metadata
     from mlcore.scenes import ArrayScene
     from mlcore.scoring import OnnxScorer, score_scene
 
-    scorer = OnnxScorer(model_path)
-    grids, metrics = {}, {}
-    for name, (image, truth) in scenes.items():
-        grid = score_scene(scorer, ArrayScene(image), 16, batch_size=1024)
-        grids[name] = grid
-        result = evaluate_grid(grid, truth, thresholds=scorer.thresholds or 0.9, coco=False)
-        metrics[name] = result["object"]["overall"]
-    return grids, metrics
+    image, truth = scene
+    grid = score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
+    full = calibrate_thresholds(grid, truth)
+    part = calibrate_thresholds(*corner(grid, truth, 1.0 / copies)) if copies > 1 else full
+    write_metadata(model_path, {"thresholds": full["thresholds"]})
+    f1 = _overall_f1(grid, truth, full["thresholds"])
+    return {"thresholds": full["thresholds"], "thresholds_one_copy": part["thresholds"],
+            "objects": full["objects"], "f1": f1}  # fmt: skip
+
+
+def _overall_f1(grid, truth, thresholds) -> float:
+    from mlcore.evaluation import evaluate_grid
+
+    return round(evaluate_grid(grid, truth, thresholds, coco=False)["object"]["overall"]["f1"], 4)
+
+
+# -- one run: a strategy, a seed ----------------------------------------------------------------
+
+
+def score(model_path: Path, image, threads: int):
+    from mlcore.scenes import ArrayScene
+    from mlcore.scoring import OnnxScorer, score_scene
+
+    return score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
 
 
 def oracle_answers(grid, truth, picks) -> list[str]:
@@ -84,85 +160,221 @@ def oracle_answers(grid, truth, picks) -> list[str]:
     return [grid.classes[int(label[row[p.y], col[p.x]])] for p in picks]
 
 
-def run_one(demo: Path, strategy: str, seed: int, cycles: int, per_cycle: int, weight: float,
-            steps: int | None, scenes: dict, first: tuple) -> dict:  # fmt: skip
-    """One strategy, one seed: ``cycles`` rounds of review, fine-tune, recalibrate, rescore."""
-    from mlcore.calibration import calibrate_model_file
+def picks_digest(picks) -> str:
+    return hashlib.sha256(",".join(f"{p.y}:{p.x}" for p in picks).encode()).hexdigest()[:16]
+
+
+def strategy_seed(seed: int, cycle: int) -> int:
+    """The strategy's random stream in cycle ``cycle`` of seed ``seed``: the same for every
+    strategy (the pairing)."""
+    return seed * 1000 + cycle
+
+
+def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
+    """``cycles`` rounds of review, fine-tune, recalibrate, rescore for one strategy and seed."""
     from mlcore.canvases import CanvasSet
     from mlcore.export import export_onnx
+    from mlcore.loop_figures import corrections_stick
+    from mlcore.postprocess import decided_labels
     from mlcore.profiles import profile_config
     from mlcore.sampling import select_batch
-    from mlcore.training import read_checkpoint, train
+    from mlcore.scoring import ScoreGrid
+    from mlcore.training import train
 
-    grids, metrics = first
+    args, scenes, calib = setup["args"], setup["scenes"], setup["calibration"]
+    threads, demo = args["threads"], Path(args["demo"])
     cset = CanvasSet.load(demo / "canvases")
     cset.canvases = [c for c in cset.canvases if c.kind == "original"]
-    state = read_checkpoint(demo / "model" / "checkpoint.pt")["state_dict"]
-    config = profile_config("quick", finetune=True, seed=seed, steps=steps)
-    config["log_every"] = 10**6
-    curve = {name: [round(metrics[name]["f1"], 4)] for name in scenes}
-    answered: set = set()
-    mix = []
+    cset.calibration = calib
+    # A checkpoint file, as the app passes its parent: it carries the architecture (box head).
+    init = demo / "model" / "checkpoint.pt"
+    config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"])
+    config.update(log_every=10**6, threads=threads)
+    first = setup["first"]
+    grid = ScoreGrid.load(first["grid"])
     image, truth = scenes["mona_lisa"]
+    classes = grid.classes
+    answered = np.full(grid.shape, -1, dtype=np.int64)
+    row = {int(y): i for i, y in enumerate(grid.ys)}
+    col = {int(x): j for j, x in enumerate(grid.xs)}
+    done: set = set()
+    record = {
+        "seed": seed, "strategy": strategy, "first_model_sha256": first["sha256"],
+        "finetune_seed": config["seed"], "steps": config["steps"],
+        "f1": [first["f1"]["mona_lisa"]], "heldout_f1": {"0": first["f1"]["heldout"]},
+        "calibration_f1": [first["calibration"]["f1"]],
+        "thresholds": [first["calibration"]["thresholds"]],
+        "thresholds_one_copy": [first["calibration"]["thresholds_one_copy"]],
+        "stick": [], "stick_earlier": [], "answers": [], "picks": [], "seconds": [],
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for cycle in range(1, cycles + 1):
             started = time.perf_counter()
-            picks = select_batch(grids["mona_lisa"], strategy, per_cycle, exclude=answered,
-                                 seed=seed * 1000 + cycle)  # fmt: skip
-            labels = oracle_answers(grids["mona_lisa"], truth, picks)
-            answered |= {(p.y, p.x) for p in picks}
-            mix.append({c: labels.count(c) for c in grids["mona_lisa"].classes})
+            picks = select_batch(grid, strategy, args["per_cycle"], exclude=done,
+                                 seed=strategy_seed(seed, cycle))  # fmt: skip
+            labels = oracle_answers(grid, truth, picks)
+            earlier = answered.copy()
+            for p, label in zip(picks, labels):
+                done.add((p.y, p.x))
+                answered[row[p.y], col[p.x]] = classes.index(label)
+            record["answers"].append({c: labels.count(c) for c in classes})
+            record["picks"].append(picks_digest(picks))
             for label in sorted(set(labels)):
                 chosen = [p for p, lab in zip(picks, labels) if lab == label]
-                crops = np.stack([image[p.y : p.y + 32, p.x : p.x + 32] for p in chosen])
+                crops = np.stack([image[p.y : p.y + WINDOW, p.x : p.x + WINDOW] for p in chosen])
                 ids = [f"s{seed}c{cycle}:{p.y},{p.x}" for p in chosen]
-                cset.append(label, crops, ids, weight=weight, layout="exact")
-            result = train(cset, cset.classes, config, init_state=state)
-            state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+                cset.append(label, crops, ids, weight=args["weight"], layout="exact")
+            result = train(cset, cset.classes, config, init_state=init)
+            init = result.save_checkpoint(Path(tmp) / f"model-{cycle}.pt")
             model_path = Path(tmp) / f"model-{cycle}.onnx"
-            export_onnx(result.model, model_path, cset.classes, 32)
-            calibration = calibrate_model_file(model_path, cset)
-            grids, metrics = score_and_measure(model_path, scenes)
-            for name in scenes:
-                curve[name].append(round(metrics[name]["f1"], 4))
-            log(f"{strategy} seed {seed} cycle {cycle}: F1 "
-                f"{ {n: curve[n][-1] for n in scenes} } thresholds {calibration['thresholds']} "
-                f"answers {mix[-1]} ({time.perf_counter() - started:.0f}s)")  # fmt: skip
-    return {"curve": curve, "answers": mix}
+            export_onnx(result.model, model_path, cset.classes, WINDOW)
+            cal = calibrate(model_path, calib, args["calibration_copies"], threads)
+            grid = score(model_path, image, threads)
+            record["f1"].append(_overall_f1(grid, truth, cal["thresholds"]))
+            for key in ("thresholds", "thresholds_one_copy"):
+                record[key].append(cal[key])
+            record["calibration_f1"].append(cal["f1"])
+            decided = decided_labels(grid.probs, classes, cal["thresholds"], "negative")
+            record["stick"].append(corrections_stick(decided, answered))
+            record["stick_earlier"].append(corrections_stick(decided, earlier))
+            if cycle in setup["heldout_at"]:
+                held_image, held_truth = scenes["heldout"]
+                held = score(model_path, held_image, threads)
+                record["heldout_f1"][str(cycle)] = _overall_f1(held, held_truth, cal["thresholds"])
+            record["seconds"].append(round(time.perf_counter() - started, 1))
+            share = record["stick"][-1]["share"]
+            log(f"{strategy} seed {seed} cycle {cycle}: F1 {record['f1'][-1]} "
+                f"(held out {record['heldout_f1'].get(str(cycle), '-')}), stick {share:.3f}, "
+                f"thresholds {cal['thresholds']}, answers {record['answers'][-1]} "
+                f"({record['seconds'][-1]:.0f}s)")  # fmt: skip
+    return record
 
 
-def summarise(runs: list[dict], scene: str) -> dict:
-    curves = np.array([r["curve"][scene] for r in runs], dtype=np.float64)
-    n = len(curves)
-    mean = curves.mean(0)
-    if n > 1:
-        half = T95.get(n - 1, 1.96) * curves.std(0, ddof=1) / math.sqrt(n)
-    else:
-        half = np.full_like(mean, np.nan)
+_SETUP: dict = {}
+
+
+def _worker_init(setup: dict) -> None:
+    """A spawned worker imports this module, hence mlcore (its OpenMP policy) first."""
+    scenes = {name: load_scene(Path(setup["args"]["demo"]), stem) for name, stem in SCENES.items()}
+    calib = (np.load(setup["calibration_files"][0]),
+             json.loads(Path(setup["calibration_files"][1]).read_text()))  # fmt: skip
+    _SETUP.update(setup | {"scenes": scenes, "calibration": calib})
+
+
+def _worker_run(task: tuple) -> dict:
+    strategy, seed, cycles = task
+    return run_one(_SETUP, strategy, seed, cycles)
+
+
+# -- summaries -----------------------------------------------------------------------------------
+
+
+def summarise_curves(curves: list[list[float]]) -> dict:
+    from mlcore.loop_figures import mean_interval
+
+    arr = np.array(curves, dtype=np.float64)
+    stats = [mean_interval(arr[:, j]) for j in range(arr.shape[1])]
     return {
-        "object_f1_mean": [round(float(v), 4) for v in mean],
-        "object_f1_ci95": [
-            [round(float(m - h), 4), round(float(m + h), 4)] for m, h in zip(mean, half)
-        ],  # fmt: skip
-        "object_f1_runs": curves.round(4).tolist(),
+        "mean": [round(s["mean"], 4) for s in stats],
+        "ci95": [[round(v, 4) for v in s["ci95"]] for s in stats],
+        "runs": arr.round(4).tolist(),
     }
 
 
-def build_results(raw: dict, per_cycle: int, cycles: int, meta: dict) -> dict:
-    out = {"strategies": {}, "heldout": {"scene": "rocket", "strategies": {}}, "meta": meta}
-    labels = [per_cycle * k for k in range(cycles + 1)]
-    for strategy, runs in raw.items():
-        if not runs:
-            continue
-        base = {"labels": labels, "seeds": len(runs), "seed_list": [r["seed"] for r in runs]}
-        out["strategies"][strategy] = (
-            base | summarise(runs, "mona_lisa") | {"answers": [r["answers"] for r in runs]}
-        )
-        out["heldout"]["strategies"][strategy] = base | summarise(runs, "heldout")
-    finals = {s: v["object_f1_mean"][-1] for s, v in out["strategies"].items()}
-    non_random = {s: f for s, f in finals.items() if s != "random"}
-    out["default_strategy"] = max(non_random, key=non_random.get) if non_random else None
+def threshold_spread(runs: list[dict], key: str) -> dict:
+    """How much the calibrated thresholds move: the mean absolute change from one version to the
+    next within a run, and the standard deviation across seeds at each cycle (mean over cycles),
+    per class."""
+    classes = list(runs[0][key][0])
+    out = {}
+    for c in classes:
+        series = np.array([[t[c] for t in r[key]] for r in runs], dtype=np.float64)
+        steps = np.abs(np.diff(series, axis=1))
+        out[c] = {
+            "version_to_version_mean_abs": round(float(steps.mean()), 4),
+            "version_to_version_max_abs": round(float(steps.max()), 4),
+            "across_seeds_sd": round(float(series[:, 1:].std(axis=0, ddof=1).mean()), 4)
+            if len(series) > 1 else None,
+        }  # fmt: skip
     return out
+
+
+def build_results(records: list[dict], args: dict, meta: dict) -> dict:
+    from mlcore.loop_figures import labels_saved, paired_differences
+
+    per = args["per_cycle"]
+    by_strategy: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (r["strategy"], r["seed"])):
+        by_strategy.setdefault(r["strategy"], []).append(r)
+    out: dict = {"strategies": {}, "meta": meta}
+    for strategy, runs in by_strategy.items():
+        cycles = min(len(r["f1"]) for r in runs) - 1
+        held_points = sorted({int(k) for r in runs for k in r["heldout_f1"]})
+        held_points = [k for k in held_points if all(str(k) in r["heldout_f1"] for r in runs)]
+        stick = [[r["stick"][j]["share"] for r in runs] for j in range(cycles)]
+        earlier = [[r["stick_earlier"][j]["share"] for r in runs] for j in range(1, cycles)]
+        out["strategies"][strategy] = {
+            "labels": [per * k for k in range(cycles + 1)],
+            "seeds": [r["seed"] for r in runs],
+            "object_f1": summarise_curves([r["f1"][: cycles + 1] for r in runs]),
+            "heldout_labels": [per * k for k in held_points],
+            "heldout_object_f1": summarise_curves(
+                [[r["heldout_f1"][str(k)] for k in held_points] for r in runs]
+            ),
+            "calibration_f1": summarise_curves([r["calibration_f1"][: cycles + 1] for r in runs]),
+            "corrections_stick": {
+                "mean": [round(float(np.mean(v)), 4) for v in stick],
+                "min": [round(float(np.min(v)), 4) for v in stick],
+                "earlier_mean": [round(float(np.mean(v)), 4) for v in earlier],
+            },
+            "thresholds_spread": {
+                "calibration_scene": threshold_spread(runs, "thresholds"),
+                "one_copy_corner": threshold_spread(runs, "thresholds_one_copy"),
+            },
+            "answers": [r["answers"] for r in runs],
+            "minutes_per_run": round(float(np.mean([sum(r["seconds"]) for r in runs])) / 60, 1),
+        }
+    strategies = out["strategies"]
+    budget_cycle = args["cycles"]
+    if "random" in strategies:
+        rand_runs = {r["seed"]: r for r in by_strategy["random"]}
+        out["paired_vs_random"] = {}
+        for strategy, runs in by_strategy.items():
+            if strategy == "random":
+                continue
+            seeds = [r["seed"] for r in runs if r["seed"] in rand_runs]
+            if not seeds:
+                continue
+            mine = {r["seed"]: r for r in runs}
+            length = budget_cycle + 1
+            out["paired_vs_random"][strategy] = {
+                "seeds": seeds,
+                "object_f1": paired_differences(
+                    [mine[s]["f1"][:length] for s in seeds],
+                    [rand_runs[s]["f1"][:length] for s in seeds],
+                ),
+                "heldout_object_f1": paired_differences(
+                    [[mine[s]["heldout_f1"][k] for k in ("0", str(budget_cycle))] for s in seeds],
+                    [[rand_runs[s]["heldout_f1"][k] for k in ("0", str(budget_cycle))]
+                     for s in seeds],
+                ) | {"labels": [0, per * budget_cycle]},
+            }  # fmt: skip
+    # The default: the best calibration-scene F1 at the budget (the collages report, never choose).
+    candidates = {s: v["calibration_f1"]["mean"][budget_cycle] for s, v in strategies.items()
+                  if s != "random" and len(v["labels"]) > budget_cycle}  # fmt: skip
+    default = max(candidates, key=candidates.get) if candidates else None
+    out["default_strategy"] = default
+    out["default_chosen_on"] = "calibration-scene object F1 after the budget (mean over seeds)"
+    if default and "random" in strategies:
+        rand = strategies["random"]
+        reached = strategies[default]["object_f1"]["mean"][budget_cycle]
+        out["labels_saved"] = labels_saved(
+            rand["labels"], rand["object_f1"]["mean"], per * budget_cycle, reached
+        ) | {"strategy": default, "against": "random (mean curve over the same seeds)"}
+    return out
+
+
+# -- chart and table ----------------------------------------------------------------------------
 
 
 def draw_chart(results: dict, path: Path) -> None:
@@ -171,54 +383,124 @@ def draw_chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    blocks = (
-        ("Mona Lisa (labelled)", results["strategies"]),
-        ("rocket (held out)", results["heldout"]["strategies"]),
-    )
-    for ax, (title, block) in zip(axes, blocks):
-        for name, s in block.items():
-            x = np.array(s["labels"])
-            mean = np.array(s["object_f1_mean"])
-            ci = np.array(s["object_f1_ci95"], dtype=np.float64)
-            style = "--" if name == "random" else "-"
-            ax.plot(x, mean, style, marker="o", label=f"{name} (n={s['seeds']})")
-            ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.2)
-        ax.set_title(title)
-        ax.set_xlabel("labels answered")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    for name, s in results["strategies"].items():
+        style = "--" if name == "random" else "-"
+        n = len(s["seeds"])
+        for ax, xkey, ykey in ((axes[0], "labels", "object_f1"),
+                               (axes[1], "heldout_labels", "heldout_object_f1")):  # fmt: skip
+            x = np.array(s[xkey])
+            mean = np.array(s[ykey]["mean"])
+            ci = np.array(s[ykey]["ci95"], dtype=np.float64)
+            ax.plot(x, mean, style, marker="o", label=f"{name} (n={n})")
+            ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.15)
+    for name, d in results.get("paired_vs_random", {}).items():
+        x = np.array(results["strategies"][name]["labels"])
+        mean = np.array(d["object_f1"]["mean"])
+        ci = np.array(d["object_f1"]["ci95"], dtype=np.float64)
+        axes[2].plot(x, mean, marker="o", label=name)
+        axes[2].fill_between(x, ci[:, 0], ci[:, 1], alpha=0.15)
+    axes[2].axhline(0, color="grey", lw=1)
+    axes[0].set_title("Mona Lisa (labelled): object F1")
+    axes[1].set_title("rocket (held out): object F1")
+    axes[2].set_title("paired gain over random (Mona Lisa)")
+    for ax in axes:
+        ax.set_xlabel("answers")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("object F1 at calibrated thresholds")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Active-learning cycles: mean and 95% interval over seeds")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("Active-learning cycles from the starting model: mean and 95% interval over seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     print(f"chart: {path}")
 
 
+def _cell(mean: float, ci: list[float], with_ci: bool) -> str:
+    return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if with_ci else f"{mean:.3f}"
+
+
 def table(results: dict) -> str:
-    labels = next(iter(results["strategies"].values()))["labels"]
-    lines = ["| strategy | scene | seeds | " + " | ".join(f"F1 @ {n}" for n in labels) + " |"]
-    lines.append("|" + " --- |" * (3 + len(labels)))
-    for scene, block in (("Mona Lisa", results["strategies"]),
-                         ("rocket (held out)", results["heldout"]["strategies"])):  # fmt: skip
-        for name, s in block.items():
-            cells = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if s["seeds"] > 1 else f"{m:.3f}"
-                     for m, (lo, hi) in zip(s["object_f1_mean"], s["object_f1_ci95"])]  # fmt: skip
-            lines.append(f"| {name} | {scene} | {s['seeds']} | " + " | ".join(cells) + " |")
+    """Object F1 per cycle (mean [95% interval]), the held-out collage, corrections stick."""
+    longest = max((s["labels"] for s in results["strategies"].values()), key=len)
+    head = " | ".join(f"F1 @ {n}" for n in longest)
+    lines = [f"| strategy | seeds | {head} | rocket @ 0 / 600 | stick after each cycle |"]
+    lines.append("|" + " --- |" * (len(longest) + 4))
+    for name, s in results["strategies"].items():
+        f1 = s["object_f1"]
+        several = len(s["seeds"]) > 1
+        cells = [
+            _cell(m, ci, several and k > 0) for k, (m, ci) in enumerate(zip(f1["mean"], f1["ci95"]))
+        ]
+        cells += [""] * (len(longest) - len(cells))
+        held = " / ".join(f"{v:.3f}" for v in s["heldout_object_f1"]["mean"])
+        stick = " / ".join(f"{v:.1%}" for v in s["corrections_stick"]["mean"])
+        row = " | ".join(cells)
+        lines.append(f"| {name} | {len(s['seeds'])} | {row} | {held} | {stick} |")
     return "\n".join(lines)
+
+
+def paired_table(results: dict) -> str:
+    lines = ["| strategy - random | seeds | " + " | ".join(
+        f"@ {n}" for n in next(iter(results["strategies"].values()))["labels"][1:4]
+    ) + " | rocket @ 600 |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, d in results.get("paired_vs_random", {}).items():
+        o = d["object_f1"]
+        cells = [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] ({a}/{d['object_f1']['seeds']} ahead)"
+                 for m, (lo, hi), a in list(zip(o["mean"], o["ci95"], o["ahead"]))[1:]]  # fmt: skip
+        h = d["heldout_object_f1"]
+        held = f"{h['mean'][1]:+.3f} [{h['ci95'][1][0]:+.3f}, {h['ci95'][1][1]:+.3f}]"
+        lines.append(f"| {name} | {len(d['seeds'])} | " + " | ".join(cells) + f" | {held} |")
+    return "\n".join(lines)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def prepare(args, cache: Path) -> dict:
+    """The shared part of every run: the calibration scene, and the first model recalibrated on
+    it and scored on both collages (the same first model for every seed and strategy)."""
+    demo = Path(args.demo)
+    image, truth = calibration_scene(demo, args.calibration_copies, cache)
+    calib_files = (cache / "calibration.npy", cache / "calibration.json")
+    np.save(calib_files[0], image)
+    calib_files[1].write_text(json.dumps(truth))
+    first_model = cache / "first.onnx"
+    first_model.write_bytes((demo / "model" / "model.onnx").read_bytes())
+    log(f"calibrating the first model on the calibration scene ({image.shape[1]}x{image.shape[0]})")
+    cal = calibrate(
+        first_model, (image, truth), args.calibration_copies, args.threads * args.workers
+    )
+    f1 = {}
+    for name, stem in SCENES.items():
+        scene_image, scene_truth = load_scene(demo, stem)
+        grid = score(first_model, scene_image, args.threads * args.workers)
+        f1[name] = _overall_f1(grid, scene_truth, cal["thresholds"])
+        if name == "mona_lisa":
+            grid.save(cache / "first-grid.npz")
+    log(f"first model: F1 {f1}, thresholds {cal['thresholds']}")
+    return {
+        "grid": str(cache / "first-grid.npz"), "f1": f1, "calibration": cal,
+        "sha256": sha256(demo / "model" / "model.onnx"),
+        "calibration_files": [str(p) for p in calib_files],
+    }  # fmt: skip
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo", default=str(REPO / "var" / "mlcore-demo"),
                         help="output folder of `python -m mlcore demo`")  # fmt: skip
-    parser.add_argument("--strategies", nargs="+", default=["random", "diverse_uncertainty"])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=3, help="cycles of every strategy")
+    parser.add_argument("--random-cycles", type=int, default=6, help="random's (labels saved)")
     parser.add_argument("--per-cycle", type=int, default=200)
     parser.add_argument("--weight", type=float, default=50.0, help="weight of a reviewed window")
     parser.add_argument("--steps", type=int, default=None, help="fine-tune steps (profile's)")
+    parser.add_argument("--calibration-copies", type=int, default=None,
+                        help="pastes of each held-out image (default: the product's)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per run (2/workers)")
     parser.add_argument("--json", default=str(REPO / "docs" / "loop_results.json"))
     parser.add_argument("--chart", default=str(REPO / "docs" / "loop_f1.png"))
     parser.add_argument("--chart-only", action="store_true", help="redraw from --json")
@@ -227,46 +509,75 @@ def main(argv=None) -> int:
     if args.chart_only:
         results = json.loads(out.read_text())
         draw_chart(results, Path(args.chart))
-        print(table(results))
+        print(table(results) + "\n\n" + paired_table(results))
         return 0
+    from mlcore.canvases import CALIBRATION_COPIES
+    from mlcore.profiles import profile_config
+    from mlcore.sampling import STRATEGIES
+
     demo = Path(args.demo)
     if not (demo / "model" / "model.onnx").exists():
         print(f"error: {demo} holds no first model: run `python -m mlcore demo --out {demo}`",
               file=sys.stderr)  # fmt: skip
         return 2
-    from mlcore.sampling import STRATEGIES
-
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         print(f"error: unknown strategies {unknown}; choose from {list(STRATEGIES)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    scenes = {name: load_scene(demo, stem) for name, stem in SCENES.items()}
-    log("scoring the first model on both collages")
-    first = score_and_measure(demo / "model" / "model.onnx", scenes)
-    raw: dict = {s: [] for s in args.strategies}
+    args.calibration_copies = args.calibration_copies or CALIBRATION_COPIES
+    args.workers = max(1, args.workers)
+    args.threads = args.threads or max(1, 2 // args.workers)
+    cache = demo / "bench_loop"
+    cache.mkdir(exist_ok=True)
     started = time.perf_counter()
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    first = prepare(args, cache)
+    budget = args.cycles
+    setup = {
+        "args": vars(args) | {"demo": str(demo)}, "first": first,
+        "heldout_at": {budget, args.random_cycles}, "calibration_files": first["calibration_files"],
+    }  # fmt: skip
     # Seeds outside, strategies inside: an interrupted run still compares every strategy.
-    for seed in seeds:
-        for strategy in args.strategies:
-            run = run_one(demo, strategy, seed, args.cycles, args.per_cycle, args.weight,
-                          args.steps, scenes, first)  # fmt: skip
-            raw[strategy].append(run | {"seed": seed})
-            meta = {
-                "command": "bench/bench_loop.py " + " ".join(argv or sys.argv[1:]),
-                "machine": f"{platform.machine()}, {platform.node()}",
-                "date": time.strftime("%Y-%m-%d"),
-                "minutes": round((time.perf_counter() - started) / 60, 1),
-                "per_cycle": args.per_cycle, "cycles": args.cycles, "weight": args.weight,
-                "first_model": str(demo / "model"), "thresholds": "calibrated per version",
-            }  # fmt: skip
-            results = build_results(raw, args.per_cycle, args.cycles, meta)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2))
+    tasks = [(s, seed, args.random_cycles if s == "random" else budget)
+             for seed in range(args.first_seed, args.first_seed + args.seeds)
+             for s in args.strategies]  # fmt: skip
+    meta = {
+        "command": "bench/bench_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {platform.node()}, 2 cores",
+        "date": time.strftime("%Y-%m-%d"), "per_cycle": args.per_cycle, "cycles": budget,
+        "random_cycles": args.random_cycles, "weight": args.weight,
+        "steps": profile_config("quick", finetune=True, steps=args.steps)["steps"],
+        "calibration_copies": args.calibration_copies,
+        "first_model": {"path": str(demo / "model"), "sha256": first["sha256"],
+                        "f1": first["f1"], "thresholds": first["calibration"]["thresholds"]},
+        "thresholds": "calibrated per version on the calibration scene",
+    }  # fmt: skip
+    records: list[dict] = []
+    results: dict = {}
+
+    def collect(record: dict) -> None:
+        records.append(record)
+        meta["minutes"] = round((time.perf_counter() - started) / 60, 1)
+        meta["runs_done"] = f"{len(records)}/{len(tasks)}"
+        results.update(build_results(records, vars(args), meta))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results | {"records": records}, indent=1))
+
+    if args.workers == 1:
+        _worker_init(setup)
+        for task in tasks:
+            collect(_worker_run(task))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(args.workers, _worker_init, (setup,)) as pool:
+            for record in pool.imap(_worker_run, tasks):
+                collect(record)
     draw_chart(results, Path(args.chart))
-    print(table(results))
-    print(f"default strategy by this measurement: {results['default_strategy']}")
+    print(table(results) + "\n\n" + paired_table(results))
+    print(f"default strategy by this measurement: {results['default_strategy']} "
+          f"({results['default_chosen_on']})")  # fmt: skip
+    if results.get("labels_saved"):
+        print(f"labels saved: {results['labels_saved']}")
     return 0
 
 

@@ -108,7 +108,7 @@ RQ_SHOW_ADMIN_LINK = True
 # out instead of ending the worker (workers/rq_worker.py).
 RQ = {"WORKER_CLASS": "workers.rq_worker.Worker"}
 # How long a new retrain cycle waits for a process of an earlier cycle of its project to end
-# (labeling/cycle_lock.py) before it fails.
+# (labeling/loop/cycle_lock.py) before it fails.
 CYCLE_LOCK_WAIT_S = env_int("CYCLE_LOCK_WAIT_S", 120)
 
 # --- the pipeline -------------------------------------------------------------------------------

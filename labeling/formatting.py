@@ -5,7 +5,7 @@ the metrics page, the viewer and the review queue alike."""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 DECIMALS = 3
 
@@ -25,3 +25,15 @@ def signed3(value) -> str:
     """A change with its sign: "+0.043", "-0.012", "+0.000"."""
     text = fixed3(value)
     return text if text.startswith("-") or text == "—" else "+" + text
+
+
+def percent1(share) -> str:
+    """A share (0..1) as a percentage with one decimal, rounded down: "99.5%"; 100.0% only
+    when nothing is missing. "—" for None or anything that is not a number."""
+    try:
+        exact = Decimal(float(share)) * 100
+    except (TypeError, ValueError):
+        return "—"
+    if not exact.is_finite():
+        return "—"
+    return f"{exact.quantize(Decimal('0.1'), rounding=ROUND_FLOOR)}%"

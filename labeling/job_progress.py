@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from labeling.cycle import reconcile_job, reconcile_versions
+from labeling.loop.cycle import reconcile_job, reconcile_versions
 from labeling.models import JobRecord, ModelVersion, ScoringRun
 from mlcore.progress import terminal_progress
 
@@ -40,7 +40,8 @@ def failure(desc: str, record: JobRecord) -> JobFailed:
 def follow_job(record, desc: str, *, timeout: float | None = None, quiet: bool = False,
                stream=None, poll: float = 0.5, sleep=time.sleep) -> JobRecord:  # fmt: skip
     """Follow a queued JobRecord until it is done and return it; JobFailed when it failed (a dead
-    worker is noticed through labeling.cycle.reconcile_job) or took longer than ``timeout`` s."""
+    worker is noticed through labeling.loop.cycle.reconcile_job) or took longer than ``timeout``
+    s."""
     progress = terminal_progress(desc, output_stream(stream), quiet=quiet)
     started, checked, shown = time.monotonic(), 0.0, None
     try:

@@ -467,7 +467,7 @@ class SimulationRun(models.Model):
 
 class QueueSkip(models.Model):
     """A review-queue window a reviewer skipped ("not sure"). Kept apart from Annotation on
-    purpose: a skip is no label, and the training path (labeling.cycle.pending_annotations)
+    purpose: a skip is no label, and the training path (labeling.loop.cycle.pending_annotations)
     learns from every effective annotation whatever its kind. The queue holds a skipped window
     back until other windows were answered (labeling.review.queue.skip_window)."""
 

@@ -51,6 +51,7 @@ MANIFEST_FORMAT = "mlcore.canvases/1"
 KINDS = ("original", "correction")
 LAYOUTS = ("scatter", "mixed", "exact")
 MIXED = "mixed"  # class_name of a mixed canvas: its labels are in its label map
+CALIBRATION_COPIES = 4  # pastes of each held-out image in the calibration scene
 
 
 class CanvasError(ValueError):
@@ -624,6 +625,7 @@ def build_canvas_set(
     meta: Mapping | None = None,
     layout: str = "mixed",
     calibration_fraction: float = 0.05,
+    calibration_copies: int = CALIBRATION_COPIES,
 ) -> CanvasSet:
     """Training canvases of ``images`` (project class names, see ``datasets.apply_mapping``).
 
@@ -634,11 +636,14 @@ def build_canvas_set(
 
     ``calibration_fraction`` of each class's images (seeded) never reach a canvas: they form the
     set's calibration scene (``CanvasSet.calibration``, collage-like, with its ground truth), on
-    which thresholds are calibrated. Classes with under 20 held-out images hold none out.
+    which thresholds are calibrated (each image pasted ``calibration_copies`` times). Classes
+    with under 20 held-out images hold none out.
     """
     if layout not in ("mixed", "scatter"):
         raise CanvasError(f"layout must be 'mixed' or 'scatter', got {layout!r}")
     train_images, held_out = split_calibration(images, calibration_fraction, seed)
+    if held_out is not None:
+        meta = dict(meta or {}) | {"calibration_copies": int(calibration_copies)}
     plan = _BuildPlan.checked(
         train_images, classes, canvas_size, n_windows_target=n_windows_target,
         canvases_per_class=canvases_per_class, window=window, step=step, seed=seed,
@@ -648,7 +653,7 @@ def build_canvas_set(
     build = _build_mixed_canvases if layout == "mixed" else _build_scatter_canvases
     cset = build(train_images, plan)
     if held_out is not None:
-        cset.calibration = calibration_scene(held_out, seed)
+        cset.calibration = calibration_scene(held_out, seed, calibration_copies)
     return cset
 
 
@@ -753,13 +758,22 @@ def _paste_with_labels(tiles, labels, tile_index, ys, xs, height, width):
     return canvas, label_map, owner
 
 
-def calibration_scene(images: LabelledImages, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
-    """A collage-like scene of ``images`` (each pasted about once, overlapping like the demo
-    collage: pitch 0.75, 10% extras) and its ground truth ``{id, label, x, y, w, h, order,
-    visible}``."""
+def calibration_scene(
+    images: LabelledImages, seed: int = 0, copies: int = CALIBRATION_COPIES
+) -> tuple[np.ndarray, list[dict]]:
+    """A collage-like scene of ``images`` (each pasted about ``copies`` times, at different places
+    among different neighbours, overlapping like the demo collage: pitch 0.75, 10% extras) and
+    its ground truth ``{id, label, x, y, w, h, order, visible}``.
+
+    Copies because the held-out images are few (a CIFAR-10 project holds out 250 a class) and
+    whether an object is found depends as much on where it lands on the scoring grid and what
+    covers it as on the image: with one paste each, calibrated thresholds moved by up to 0.15
+    between versions (bench/bench_loop.py measures the spread with 1 and with ``copies``)."""
+    if copies < 1:
+        raise CanvasError(f"calibration copies must be >= 1, got {copies}")
     th, tw = images.tile_size
     rng = np.random.default_rng([seed, 11])
-    side_tiles = max(2, math.ceil(math.sqrt(len(images) / 1.1)))
+    side_tiles = max(2, math.ceil(math.sqrt(len(images) * copies / 1.1)))
     pitch = max(1, int(round(th * 0.75)))
     height = width = (side_tiles - 1) * pitch + th
     ys, xs = plan_positions(height, width, (th, tw), rng, 0.75, 0.1)

@@ -101,19 +101,14 @@ def window_metrics(truth, predicted, classes) -> dict:
 def grid_window_metrics(grid, gt_boxes, negative: str | None = "auto", thresholds=None) -> dict:
     """Window metrics of a ScoreGrid. Prediction = argmax class, or with ``thresholds`` the hit rule
     of :func:`mlcore.postprocess.window_hits` (below threshold: negative)."""
-    from mlcore.postprocess import default_negative, resolve_thresholds
+    from mlcore.postprocess import decided_labels, default_negative
 
     negative = default_negative(grid.classes) if negative == "auto" else negative
     truth = window_truth(grid.ys, grid.xs, grid.window, gt_boxes, grid.classes, negative)
-    probs = grid.probs
     if thresholds is None:
-        predicted = probs.argmax(-1)
+        predicted = grid.probs.argmax(-1)
     else:
-        if negative is None:
-            raise ValueError("thresholded window metrics need a negative class")
-        thr = resolve_thresholds(grid.classes, thresholds, negative)
-        passing = np.where(probs >= thr, probs, -1.0)
-        predicted = np.where(passing.max(-1) >= 0, passing.argmax(-1), grid.classes.index(negative))
+        predicted = decided_labels(grid.probs, grid.classes, thresholds, negative)
     return window_metrics(truth, predicted, grid.classes)
 
 

@@ -131,6 +131,21 @@ class Hits:
         ]
 
 
+def decided_labels(probs: np.ndarray, classes, thresholds=None, negative: str | None = "auto"):
+    """Class index per window (``probs``: (..., C)) by the hit rule: the most probable class whose
+    probability reaches its threshold, else the negative class (what a reviewer sees: a box, or
+    none). Needs a negative class."""
+    classes = list(classes)
+    negative = default_negative(classes) if negative == "auto" else negative
+    if negative is None:
+        raise ValueError("deciding windows by threshold needs a negative class")
+    thr = resolve_thresholds(classes, thresholds, negative)
+    passing = np.where(probs >= thr, probs, -1.0)  # negative class: threshold inf, never passes
+    return np.where(passing.max(-1) >= 0, passing.argmax(-1), classes.index(negative)).astype(
+        np.int64
+    )
+
+
 def window_hits(grid, thresholds=None, negative: str | None = "auto") -> Hits:
     """Every window whose best positive class reaches its threshold."""
     negative = default_negative(grid.classes) if negative == "auto" else negative

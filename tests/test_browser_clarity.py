@@ -18,9 +18,9 @@ import pytest
 from browser_helpers import ARTIFACTS, REPO, add_dzi, login, screenshot
 from review_helpers import colour_onnx_model, json_script, make_scored_scene
 
-from labeling import cycle
 from labeling.formatting import fixed3, signed3
-from labeling.metrics_view import version_rows
+from labeling.loop import cycle
+from labeling.loop.metrics_view import version_rows
 from labeling.models import Annotation, Detection, JobRecord, ModelVersion, QueueSkip, ScoringRun
 from labeling.review.annotations import record_annotation, undo
 from labeling.thresholds import run_thresholds

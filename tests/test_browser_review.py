@@ -14,7 +14,7 @@ import pytest
 from browser_helpers import ARTIFACTS, REPO, add_dzi, login, screenshot
 from review_helpers import make_scored_scene
 
-from labeling.cycle import effective_annotations
+from labeling.loop.cycle import effective_annotations
 from labeling.models import Annotation, Detection
 from labeling.results import load_grid
 

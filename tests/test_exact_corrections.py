@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_loop import TILE, build_small_project
 
-from labeling.cycle import training_label
+from labeling.loop.cycle import training_label
 from labeling.models import ModelVersion
 from labeling.review.annotations import record_annotation
 from labeling.storage import get_storage

@@ -11,7 +11,7 @@ import torch
 from helpers_starting import make_starting_model
 from test_loop import annotate, build_small_project, run_workers
 
-from labeling.cycle import start_cycle
+from labeling.loop.cycle import start_cycle
 from labeling.storage import get_storage
 from mlcore import starting_model
 from mlcore.starting_model import StartingModelError
@@ -85,7 +85,7 @@ def test_start_from_scratch_setting_and_the_tiny_profile_use_random_weights(
     assert project.current_model().started_from["kind"] == "scratch"
     project.start_from_scratch = True
     project.save()
-    from labeling.cycle import first_model_start
+    from labeling.loop.cycle import first_model_start
 
     assert first_model_start(project, "quick")["kind"] == "scratch"
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from rq import SimpleWorker
 
-from labeling.cycle import (
+from labeling.jobs import enqueue
+from labeling.loop.cycle import (
     CycleAlreadyRunning,
     effective_annotations,
     pending_annotations,
     set_current,
     start_cycle,
 )
-from labeling.jobs import enqueue
 from labeling.models import Annotation, Dataset, Scene, ScoringRun, TrainingCanvas
 from labeling.storage import get_storage, project_prefix
 
@@ -168,6 +168,10 @@ def test_a_whole_cycle_promotes_v2_and_consumes_the_annotations(
     assert run2.status == "done" and run2.metrics
     assert get_storage().exists(run2.parquet_key)
     assert v2.metrics["scenes"][scene.name] == run2.metrics
+    # The score job measured how many of the 4 answers v2 now decides as answered.
+    stick = ScoringRun.objects.get(pk=run2.pk).model_version.metrics["corrections_stick"]
+    assert stick["answered"] == 4 and 0 <= stick["kept"] <= 4
+    assert stick["scenes"][scene.name]["answered"] == 4
     assert set(
         Annotation.objects.filter(project=project).values_list("consumed_by", flat=True)
     ) == {v2.pk}

@@ -15,10 +15,10 @@ import time
 import pytest
 from test_loop import SPARK_MASTER, annotate, build_small_project, run_workers
 
-from labeling.cycle import pending_annotations, reconcile_versions, running_cycle, start_cycle
-from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import job_state
 from labeling.local_services import REPO, worker_env
+from labeling.loop.cycle import pending_annotations, reconcile_versions, running_cycle, start_cycle
+from labeling.loop.cycle_lock import cycle_process_running
 from labeling.models import Annotation, JobRecord, ModelVersion, TrainingCanvas
 
 

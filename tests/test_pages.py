@@ -12,7 +12,7 @@ from browser_helpers import add_dzi
 from django.urls import reverse
 from review_helpers import config_of, make_scored_scene
 
-from labeling.metrics_view import run_confusion, version_rows
+from labeling.loop.metrics_view import run_confusion, version_rows
 from labeling.models import Annotation, JobRecord, ModelVersion, Project
 from labeling.results import load_grid
 from labeling.review.annotations import record_annotation

@@ -10,9 +10,9 @@ import pytest
 from django.urls import reverse
 from review_helpers import json_script, make_scored_scene
 
-from labeling.learning_curve import learning_curve, simulation_series
+from labeling.loop.learning_curve import learning_curve, simulation_series
+from labeling.loop.metrics_view import version_rows
 from labeling.management.commands import simulate_review
-from labeling.metrics_view import version_rows
 from labeling.models import Annotation, ModelVersion, SimulationRun
 from labeling.review.annotations import record_annotation
 from labeling.review.queue import DEFAULT_STRATEGY, STRATEGIES

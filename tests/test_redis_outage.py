@@ -24,9 +24,9 @@ from helpers_data import scene_png, storage_files
 from review_helpers import make_scored_scene
 from test_loop import add_dataset, add_scene, annotate, run_workers
 
-from labeling.cycle import start_cycle
 from labeling.jobs import enqueue, reconcile
 from labeling.local_services import REPO, worker_env
+from labeling.loop.cycle import start_cycle
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene
 from labeling.review import cache
 
@@ -221,8 +221,8 @@ def test_a_job_that_never_reached_redis_is_failed_not_left_queued(redis_conn, pr
 
     from django.utils import timezone
 
-    from labeling.cycle import CycleAlreadyRunning, running_cycle
     from labeling.jobs import UNPUSHED_GRACE_S
+    from labeling.loop.cycle import CycleAlreadyRunning, running_cycle
 
     version = ModelVersion.objects.create(project=project, number=1, status="pending")
     stuck = JobRecord.objects.create(

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from labeling.cycle import effective_annotations
+from labeling.loop.cycle import effective_annotations
 from labeling.models import Annotation
 from labeling.results import load_grid
 from labeling.review import annotations, cache, common, queue

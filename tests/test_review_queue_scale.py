@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from labeling.cycle import effective_annotations
+from labeling.loop.cycle import effective_annotations
 from labeling.models import Annotation, QueueSkip
 from labeling.review import annotations, answered, cache, queue
 from tests.review_helpers import make_scored_scene

@@ -1,5 +1,5 @@
 """One window truth everywhere: the stored run metrics (labeling.results), the metrics page's
-confusion matrix (labeling.metrics_view.run_confusion) and the simulated reviewer
+confusion matrix (labeling.loop.metrics_view.run_confusion) and the simulated reviewer
 (simulate_review's Oracle) agree on a hand-made scene where tiles cover each other, and a
 negative tile pasted over a car's centre makes the windows there negative in all three."""
 
@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
+from labeling.loop.metrics_view import predicted_labels, run_confusion
 from labeling.management.commands.simulate_review import Oracle
-from labeling.metrics_view import predicted_labels, run_confusion
 from labeling.models import ModelVersion, Scene, ScoringRun
 from labeling.results import store_scoring_result
 from labeling.storage import get_storage, scene_prefix

@@ -20,10 +20,10 @@ import pytest
 from rq.job import Job
 from test_loop import add_dataset, add_scene, annotate, run_workers
 
-from labeling.cycle import pending_annotations, running_cycle, start_cycle
-from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import enqueue
 from labeling.local_services import REPO, worker_env
+from labeling.loop.cycle import pending_annotations, running_cycle, start_cycle
+from labeling.loop.cycle_lock import cycle_process_running
 from labeling.models import Annotation, JobRecord, ModelVersion
 
 LONG = {"steps": 1_000_000}  # a cycle that trains until it is killed

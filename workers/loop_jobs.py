@@ -17,7 +17,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from labeling import cycle
+from labeling.loop import cycle
 from labeling.models import Dataset, ModelVersion, Project, ScoringRun, TrainingCanvas
 from labeling.storage import get_storage, model_prefix, project_prefix
 from mlcore import starting_model
@@ -407,8 +407,8 @@ def export(ctx, project_id: int, version_id: int):
 def retrain_cycle(ctx, version_id: int, user_id: int | None = None):
     """The chain: feed corrections -> train -> export -> rescore every scene (score queue).
     The last scoring run to finish computes the metrics and promotes the version
-    (labeling.cycle.after_scoring); a project without scenes is promoted here."""
-    from labeling.cycle_lock import cycle_lock
+    (labeling.loop.cycle.after_scoring); a project without scenes is promoted here."""
+    from labeling.loop.cycle_lock import cycle_lock
 
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
     # One cycle of a project at a time, whatever happened to an earlier one's worker: wait

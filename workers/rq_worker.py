@@ -57,7 +57,7 @@ class Worker(RQWorker):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
         from django.db import close_old_connections, connections
 
-        from labeling.cycle import fail_killed
+        from labeling.loop.cycle import fail_killed
 
         how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else ret_val
         try:

@@ -3,19 +3,24 @@
 The Spark driver (workers.spark_score) computes the probability grid; this job writes the Parquet
 egress next to the scene, hands the grid to labeling.results.store_scoring_result (grid file,
 detections, metrics; marks the run done), records the per-partition timings and the Spark UI
-URL, and, when the run belongs to a retrain cycle, lets the cycle promote or fail its version.
+URL, and, when the run belongs to a retrain cycle, lets the cycle promote or fail its version
+and measures how many of the answers it learnt from it keeps (labeling.loop.corrections).
 A failure marks only this run failed, with the reason; earlier runs are never touched."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
 from django.utils import timezone
 
-from labeling import cycle
+from labeling.loop import cycle
+from labeling.loop.corrections import record_corrections_stick
 from labeling.models import ScoringRun
 from labeling.storage import get_storage, scores_parquet_key
+
+log = logging.getLogger(__name__)
 
 
 def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int | None = None):
@@ -84,6 +89,10 @@ def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int
         cycle.after_scoring(version)  # fails the cycle's version; no-op for a plain rescore
         raise
     state = cycle.after_scoring(version)
+    try:
+        record_corrections_stick(version)
+    except Exception:  # a figure on the metrics page must not fail a finished scoring run
+        log.exception("corrections stick of version %s could not be measured", version.pk)
     version.refresh_from_db()
     return {"run": run.pk, "windows": run.n_windows, "version_status": state,
             "current": version.is_current}  # fmt: skip

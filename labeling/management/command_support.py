@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling import cycle
 from labeling.job_progress import JobFailed, follow_cycle, follow_job
 from labeling.local_services import ServiceError, workers_for
+from labeling.loop import cycle
 from mlcore.starting_model import StartingModelError
 
 

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from labeling.cycle import effective_annotations
+from labeling.loop.cycle import effective_annotations
 from labeling.models import Annotation, Detection
 from labeling.review.answered import place_changed
 from labeling.review.common import ReviewError, pixel_int
@@ -211,7 +211,7 @@ def annotation_json(a: Annotation) -> dict:
 
 # One page of a scene's annotations (43,500 of them were 20.7 MB in one answer).
 PAGE_DEFAULT, PAGE_MAX = 1000, 5000
-# What labeling.cycle.effective_annotations reads of a row.
+# What labeling.loop.cycle.effective_annotations reads of a row.
 _EFFECT_FIELDS = ("id", "created_at", "kind", "undoes", "scene", "x", "y", "w", "h")
 
 

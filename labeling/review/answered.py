@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q
 
-from labeling.cycle import effective_annotations
+from labeling.loop.cycle import effective_annotations
 from labeling.models import Annotation
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 ANSWERED_SECONDS = 3600
 SENTINEL = -1
 # First halves of the two-int advisory lock keys ("rvsc", "rvpl" in ASCII), apart from
-# labeling.cycle_lock's.
+# labeling.loop.cycle_lock's.
 SCENE_LOCK = 0x72767363
 PLACE_LOCK = 0x7276706C
 # The most windows one round trip checks while walking past answered ones.
@@ -166,7 +166,7 @@ def _place_lock_id(scene_id: int, x: int, y: int, w: int, h: int) -> int:
 
 
 class _Light:
-    """The fields labeling.cycle.effective_annotations reads, without a model instance."""
+    """The fields labeling.loop.cycle.effective_annotations reads, without a model instance."""
 
     __slots__ = ("pk", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")
     FIELDS = ("id", "scene_id", "kind", "undoes_id", "created_at", "x", "y", "w", "h")

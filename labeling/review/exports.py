@@ -7,7 +7,7 @@ import io
 
 from django.utils import timezone
 
-from labeling.cycle import effective_annotations, training_label
+from labeling.loop.cycle import effective_annotations, training_label
 from labeling.models import Annotation
 
 

@@ -4,7 +4,7 @@ scene pixels."""
 
 from __future__ import annotations
 
-from labeling.cycle import effective_annotations, training_label
+from labeling.loop.cycle import effective_annotations, training_label
 from labeling.models import Annotation, Detection
 from mlcore.georef import feature_collection
 

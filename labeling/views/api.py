@@ -11,7 +11,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from labeling.access import project_for, projects_for, scene_for
-from labeling.cycle import pending_annotations, reconcile_versions
+from labeling.loop.cycle import pending_annotations, reconcile_versions
 from labeling.models import Annotation, ScoringRun
 from labeling.parsing import parse_id, parse_int
 from labeling.review import annotations, crops, exports, feed, queue

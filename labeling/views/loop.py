@@ -1,6 +1,6 @@
 """JSON API of the loop area: start a retrain cycle, switch the current model (rollback or
 promote), list a project's jobs and read one job with its log. Thin: the work is in
-labeling.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)."""
+labeling.loop.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
 from labeling.access import project_for, projects_for
-from labeling.cycle import (
+from labeling.jobs import job_state
+from labeling.loop.cycle import (
     TRAIN_PROFILES,
     CycleAlreadyRunning,
     reconcile_job,
     set_current,
     start_cycle,
 )
-from labeling.jobs import job_state
 from labeling.models import JobRecord, ModelVersion
 from labeling.parsing import parse_int
 from labeling.views.common import json_api, json_body

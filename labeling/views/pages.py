@@ -1,6 +1,6 @@
 """Pages of the review area: a project's dashboard, the deep-zoom scene viewer (and the tiles it
-reads), the review queue and the metrics page. Thin: the numbers come from labeling.cycle,
-labeling.metrics_view and labeling.jobs; the pages' JavaScript talks to the JSON API."""
+reads), the review queue and the metrics page. Thin: the numbers come from labeling.loop.cycle,
+labeling.loop.metrics_view and labeling.jobs; the pages' JavaScript talks to the JSON API."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_safe
 
 from labeling.access import project_for, scene_for
-from labeling.cycle import (
+from labeling.jobs import ACTIVE, job_state
+from labeling.loop.cycle import (
     CYCLE_KIND,
     f1_summary,
     pending_annotations,
     reconcile_versions,
     training_label,
 )
-from labeling.jobs import ACTIVE, job_state
-from labeling.learning_curve import learning_curve
-from labeling.metrics_view import run_confusion, version_rows
+from labeling.loop.learning_curve import learning_curve
+from labeling.loop.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun
 from labeling.review.queue import DEFAULT_STRATEGY, skip_returns_after
 from labeling.review.queue import STRATEGIES as QUEUE_STRATEGIES
@@ -175,7 +175,7 @@ def _change(before, after) -> dict | None:
 
 def cycle_effect(rows: list[dict]) -> dict | None:
     """What the newest finished cycle changed: object F1 and COCO AP of the newest ready version
-    made from another one, against that parent's (labeling.metrics_view.version_rows)."""
+    made from another one, against that parent's (labeling.loop.metrics_view.version_rows)."""
     by_number = {r["number"]: r for r in rows}
     for row in reversed(rows):
         parent = by_number.get(row["parent"])
@@ -334,7 +334,7 @@ def scene_viewer(request, scene_id):
 def class_mix(project, pending=None) -> list[dict]:
     """The class mix of what was answered in this cycle: per project class (negative last), how
     many of the project's pending annotations (effective, not yet consumed by a model:
-    labeling.cycle.pending_annotations) teach it, by their training label."""
+    labeling.loop.cycle.pending_annotations) teach it, by their training label."""
     pending = pending_annotations(project) if pending is None else pending
     counts = dict.fromkeys(project.class_names, 0)
     for a in pending:

@@ -276,7 +276,7 @@ class Command(LabelingCommand):
         self.say(f"   {n} training canvases")
 
     def ensure_model(self, project, user, profile):
-        from labeling.cycle import running_cycle, start_cycle
+        from labeling.loop.cycle import running_cycle, start_cycle
         from labeling.models import ModelVersion
 
         current = project.current_model()
@@ -321,7 +321,7 @@ class Command(LabelingCommand):
         return scene
 
     def ensure_scored(self, project, scene):
-        from labeling.cycle import enqueue_scoring
+        from labeling.loop.cycle import enqueue_scoring
         from labeling.models import JobRecord, ScoringRun
 
         version = project.current_model()

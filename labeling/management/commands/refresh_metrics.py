@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--run", type=int, help="Only this scoring run id")
 
     def handle(self, *args, **opts):
-        from labeling.cycle import f1_summary
+        from labeling.loop.cycle import f1_summary
         from labeling.models import ScoringRun
         from labeling.results import refresh_metrics
 

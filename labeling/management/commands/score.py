@@ -21,7 +21,7 @@ class Command(ProjectJobCommand):
         )
 
     def handle(self, *args, **opts):
-        from labeling.cycle import enqueue_scoring
+        from labeling.loop.cycle import enqueue_scoring
         from labeling.models import ModelVersion, Scene
 
         project = get_project(opts["project"])

@@ -63,7 +63,7 @@ def review_service():
 
 
 def run_summary(run, negative: str) -> dict:
-    from labeling.cycle import f1_summary
+    from labeling.loop.cycle import f1_summary
 
     summary = f1_summary(run.metrics, negative)
     if not summary:
@@ -178,7 +178,7 @@ def simulate(
             report(f"cycle {c}: the review queue is empty; stopping")
             break
         labels_used += answered
-        from labeling.cycle import start_cycle
+        from labeling.loop.cycle import start_cycle
 
         record = start_cycle(project, user, profile=profile)
         version = follow_cycle(record, quiet=quiet, timeout=timeout)
@@ -198,6 +198,8 @@ def simulate(
             ).count(),
             **run_summary(run, project.negative_class),
             "val_accuracy": version.metrics.get("val_accuracy"),
+            # Of every answer so far (the version learnt them all), the share it now keeps.
+            "corrections_stick": stick_of(version),
             "seconds": {
                 "annotate": round(annotate_s, 2),
                 "train_job": round(train_s, 2) if train_s is not None else None,
@@ -219,6 +221,15 @@ def simulate(
     }
 
 
+def stick_of(version) -> dict | None:
+    """The version's corrections stick: the score job stores it right after promoting the
+    version, which the cycle's follower may see first; then it is measured here (the same)."""
+    from labeling.loop.corrections import record_corrections_stick
+
+    version.refresh_from_db()
+    return version.metrics.get("corrections_stick") or record_corrections_stick(version)
+
+
 def simulation_point(row: dict) -> dict:
     """What a SimulationRun keeps of one cycle's row (the metrics page's learning curve)."""
     return {
@@ -227,6 +238,7 @@ def simulation_point(row: dict) -> dict:
         "labels_used": row["labels_used"],
         "object_f1": (row.get("object") or {}).get("f1"),
         "window_f1": (row.get("window") or {}).get("f1"),
+        "corrections_stick": (row.get("corrections_stick") or {}).get("share"),
     }
 
 
@@ -255,11 +267,13 @@ def record_simulation_cycles(record, rows, finished: bool = False) -> None:
 def format_row(row: dict, strategy: str) -> str:
     w, o = row["window"], row["object"]
     secs = row["seconds"].get("cycle")
+    stick = row.get("corrections_stick")
     return (
         f"[{strategy}] cycle {row['cycle']} v{row['version']}: labels {row['labels_used']:>4}  "
         f"window P {w['precision']:.3f} R {w['recall']:.3f} F1 {w['f1']:.3f}  "
         f"object P {o['precision']:.3f} R {o['recall']:.3f} F1 {o['f1']:.3f}"
         + (f"  AP@0.5 {row['coco']['ap50']:.3f}" if row.get("coco") else "")
+        + (f"  stick {stick['share']:.1%}" if stick else "")
         + (f"  {secs:.0f}s" if secs is not None else "")
     )
 

@@ -6,12 +6,12 @@ dies, however it dies (SIGKILL, out of memory, a lost host), and only then. So:
 
 * a new cycle's job waits for the lock before it feeds, trains or scores anything, and fails
   with a clear reason if an earlier cycle's process is still alive after ``wait_s``;
-* starting a cycle (labeling.cycle.start_cycle) asks the same lock without waiting, so a
+* starting a cycle (labeling.loop.cycle.start_cycle) asks the same lock without waiting, so a
   retrain is refused (409) while any process of an earlier cycle still runs, even one whose
   job was already declared failed.
 
 SQLite (the single-machine default) has no such lock; there the in-flight version checks of
-labeling.cycle are the guard."""
+labeling.loop.cycle are the guard."""
 
 from __future__ import annotations
 

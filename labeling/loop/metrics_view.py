@@ -17,11 +17,12 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 from django.db.models import Count
 
-from labeling.cycle import effective_annotations, rounded_prf, training_label
+from labeling.loop.cycle import effective_annotations, rounded_prf, training_label
 from labeling.models import Annotation, ScoringRun
 from labeling.results import load_grid, load_scene_ground_truth, project_thresholds
 from labeling.thresholds import run_threshold_source, run_thresholds
 from mlcore.metrics import window_metrics, window_truth
+from mlcore.postprocess import decided_labels
 
 _CACHE_SIZE = 32
 _cache: OrderedDict = OrderedDict()
@@ -32,16 +33,9 @@ def predicted_labels(grid, project, thresholds=None) -> np.ndarray:
     """Class index per window (R, K) by the hit rule: the best class whose probability reaches its
     threshold (the run's, labeling.thresholds.run_thresholds; default the project's), else the
     negative class (as labeling.results stores detections)."""
-    from mlcore.postprocess import resolve_thresholds
-
-    negative = project.negative_class
     if thresholds is None:
         thresholds = project_thresholds(project, grid.classes)
-    thresholds = resolve_thresholds(grid.classes, thresholds, negative)
-    passing = np.where(grid.probs >= thresholds, grid.probs, -1.0)
-    return np.where(
-        passing.max(-1) >= 0, passing.argmax(-1), list(grid.classes).index(negative)
-    ).astype(np.int64)
+    return decided_labels(grid.probs, grid.classes, thresholds, project.negative_class)
 
 
 def annotation_truth(grid, project, annotations) -> np.ndarray:
@@ -158,7 +152,8 @@ def latest_runs_by_version(project) -> dict[int, list[ScoringRun]]:
 def version_rows(project, with_annotations: bool = True) -> list[dict]:
     """One row per model version, oldest first: labels used (effective annotations the version
     learnt from) and the total learnt so far (the learning curve's x), window- and object-level
-    precision/recall/F1 micro-averaged over the positive classes of the scenes it scored."""
+    precision/recall/F1 micro-averaged over the positive classes of the scenes it scored, and
+    corrections stick (the share of the answers it learnt from that it decides as answered)."""
     negative = project.negative_class
     runs_of = latest_runs_by_version(project)
     consumed = defaultdict(int)
@@ -173,9 +168,10 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
     for version in project.model_versions.order_by("number"):
         data = version.data_counts or {}
         labels_used = int(data.get("annotations_used", 0) or 0)
-        # Effective labels only (what the cycle learnt from: labeling.cycle.pending_annotations):
-        # the consumed rows also hold undone and superseded answers and the undo rows. A version
-        # learnt its labels once it was promoted (ready), so the total is the sum over those.
+        # Effective labels only (what the cycle learnt from: labeling.loop.cycle.
+        # pending_annotations): the consumed rows also hold undone and superseded answers and
+        # the undo rows. A version learnt its labels once it was promoted (ready), so the total
+        # is the sum over those.
         if version.status == "ready":
             cumulative += labels_used
         window_gt = [0, 0, 0]
@@ -226,6 +222,8 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                 "object": rounded_prf(*object_gt) if has_object else None,
                 "window_annotations": rounded_prf(*window_ann) if scenes_ann else None,
                 "coco": mean_ap(coco),
+                # labeling.loop.corrections: the answers it learnt from that it now keeps.
+                "corrections_stick": (version.metrics or {}).get("corrections_stick"),
                 "calibrated_thresholds": dict(version.thresholds or {}),
                 "thresholds_used": used.get("thresholds"),
                 "threshold_source": used.get("source"),

@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.cycle_lock import cycle_process_running
 from labeling.jobs import ACTIVE, QueueUnavailable, enqueue, reconcile
+from labeling.loop.cycle_lock import cycle_process_running
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from mlcore import starting_model
 from mlcore.profiles import TRAIN_PROFILES, profile_config, profile_start

@@ -14,7 +14,7 @@ BASELINE = "random"
 
 
 def project_points(rows: list[dict]) -> list[dict]:
-    """The project's own cycles from labeling.metrics_view.version_rows: one point per model
+    """The project's own cycles from labeling.loop.metrics_view.version_rows: one point per model
     version with object-level figures, oldest first."""
     return [
         {
