@@ -74,6 +74,9 @@ class TrainConfig:
     class_shares: dict | None = None
     # Or just the negative class's share of the draws (the positives split the rest equally).
     negative_share: float | None = None
+    # The reviewed windows' (exact samples') share of the draws, whatever the canvases' size
+    # (mlcore.windows.WindowSampler); None: by their weight alone, as one window among all.
+    correction_share: float | None = None
     # One output head per source class of the dataset (truck apart from automobile) where the
     # canvases know them. Off by default: in the quick profile's budget it measured worse on the
     # calibration scene (object F1 0.54/0.55 vs 0.64/0.60, one seed each; README).
@@ -561,6 +564,7 @@ def run_training(
         canvas_set, classes, config.window, config.step, config.val_fraction, config.seed,
         class_shares=resolve_class_shares(config, classes),
         min_coverage=config.min_coverage, coverage=config.coverage,
+        correction_share=config.correction_share,
     )  # fmt: skip
     total = config.total_steps(sampler.n_windows("train"))
     if config.batch_size % world_size:

@@ -151,7 +151,12 @@ class WindowSampler:
 
     Sampling: each class present gets ``class_shares`` of the draws (default: equal shares);
     within a class a window is drawn in proportion to its canvas's ``weight``, so a correction
-    with weight 50 is drawn 50 times as often as one original window of its class.
+    with weight 50 is drawn 50 times as often as one original window of its class. With
+    ``correction_share`` the exact samples (reviewed windows) get that share of the draws
+    together, in proportion to their weights, and the canvases the rest by the rule above: what
+    a reviewer taught is then seen as often however large the canvases are (with weights alone,
+    200 answers among 330,000 canvas windows were about 2% of a batch, and a 50-step fine-tune
+    kept half of them).
 
     Coverage (mixed canvases): ``coverage="drop"`` leaves windows whose centre class covers
     less than ``min_coverage`` of them out of the tables, and :meth:`loss_weights` gives a
@@ -171,6 +176,7 @@ class WindowSampler:
         class_shares: dict | None = None,
         min_coverage: float = 0.0,
         coverage: str = "drop",
+        correction_share: float | None = None,
     ):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -178,6 +184,9 @@ class WindowSampler:
             raise ValueError(f"coverage must be one of {COVERAGE_MODES}, got {coverage!r}")
         if not 0.0 <= min_coverage <= 1.0:
             raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
+        if correction_share is not None and not 0.0 < correction_share < 1.0:
+            raise ValueError(f"correction_share must be in (0, 1), got {correction_share}")
+        self.correction_share = correction_share
         self.coverage = coverage
         self.min_coverage = float(min_coverage)
         # Coverage maps cost a pass per class over every mixed canvas: only when a rule reads them.
@@ -335,18 +344,31 @@ class WindowSampler:
                 a[keep] for a in (canvas, y, x, ylo, yhi, xlo, xhi, weight)
             )
         label = self.labels_at(canvas, y, x)
-        prob = np.zeros(len(canvas))
-        present = [c for c in np.unique(label) if weight[label == c].sum() > 0]
-        shares = np.array([float(self.class_shares.get(self.classes[c], 1.0)) for c in present])
-        shares = shares / shares.sum() if len(present) else shares
-        for c, share in zip(present, shares):
-            sel = label == c
-            prob[sel] = weight[sel] / weight[sel].sum() * share
+        exact = np.array([getattr(c, "layout", "scatter") == "exact" for c in self.canvases])
+        exact = exact[canvas] if len(canvas) else np.zeros(0, dtype=bool)
+        share = self.correction_share
+        if share is None or not weight[exact].sum() or not weight[~exact].sum():
+            prob = self._class_balanced(label, weight, np.ones(len(canvas), dtype=bool))
+        else:
+            prob = self._class_balanced(label, weight, ~exact) * (1.0 - share)
+            prob[exact] = weight[exact] / weight[exact].sum() * share
         as_int = lambda a: a.astype(np.int64)  # noqa: E731
         cdf = np.cumsum(prob)
         return OriginTable(
             canvas, y, x, label, as_int(ylo), as_int(yhi), as_int(xlo), as_int(xhi), prob, cdf
         )
+
+    def _class_balanced(self, label, weight, among) -> np.ndarray:
+        """Draw chances over the entries ``among`` (others 0): ``class_shares`` per class,
+        weight-proportional within a class; they sum to 1."""
+        prob = np.zeros(len(label))
+        present = [c for c in np.unique(label[among]) if weight[among & (label == c)].sum() > 0]
+        shares = np.array([float(self.class_shares.get(self.classes[c], 1.0)) for c in present])
+        shares = shares / shares.sum() if len(present) else shares
+        for c, share in zip(present, shares):
+            sel = among & (label == c)
+            prob[sel] = weight[sel] / weight[sel].sum() * share
+        return prob
 
     def labels_at(self, canvas_idx: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Label of the windows at these origins: the class under each window's centre."""

@@ -38,7 +38,8 @@ def tiny_demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     cset = build_canvas_set(_images(84, 0), canvas_size=128, seed=0, calibration_fraction=0.25)
     cset.save(root / "canvases")
-    assert cli.main(["train", str(root / "canvases"), str(root / "model"), "--profile", "tiny"]) == 0
+    trained = cli.main(["train", str(root / "canvases"), str(root / "model"), "--profile", "tiny"])
+    assert trained == 0
     for k, stem in enumerate(bench_loop.SCENES.values()):
         image, truth = calibration_scene(_images(12, 10 + k), seed=k, copies=1)
         Image.fromarray(image).save(root / f"{stem}.png")
@@ -92,10 +93,12 @@ def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_d
         stick = r["stick"][0]
         assert stick["answered"] == 12 and 0 <= stick["kept"] <= 12
     summary = results["strategies"][default]["corrections_stick"]
-    assert summary["mean"][0] == pytest.approx(np.mean([r["stick"][0]["share"] for r in records]))
+    assert summary["mean"][0] == pytest.approx(
+        np.mean([r["stick"][0]["share"] for r in records]), abs=1e-4
+    )
     saved = results["labels_saved"]
     assert saved["strategy"] == default and saved["budget"] == 12
     assert saved["baseline_max_labels"] == 24
     spread = results["strategies"]["random"]["thresholds_spread"]
-    assert set(spread) == {"calibration_scene", "one_copy_corner"}
+    assert set(spread) == {"calibration_scene", "one_copy_corner", "plateau_middle_measured_only"}
     assert (tmp_path / "loop.png").stat().st_size > 0

@@ -165,6 +165,23 @@ def test_class_shares_set_the_mix_of_a_batch():
     assert abs((labels == 2).mean() - 0.5) < 0.02 and abs((labels == 0).mean() - 0.25) < 0.02
 
 
+def test_correction_share_gives_the_reviewed_windows_that_share_of_the_draws():
+    cset, _ = _mixed_and_exact_set()
+    exact = len(cset.canvases) - 1
+    rng = np.random.default_rng(0)
+    by_weight = WindowSampler(cset, cset.classes, val_fraction=0.0)
+    canvas_idx, *_ = by_weight.sample_origins(20000, rng)
+    weighted = (canvas_idx == exact).mean()
+    shared = WindowSampler(cset, cset.classes, val_fraction=0.0, correction_share=0.25)
+    canvas_idx, _, _, labels = shared.sample_origins(20000, rng)
+    assert abs((canvas_idx == exact).mean() - 0.25) < 0.015 and weighted < 0.2
+    # The canvases keep their class balance in the rest of the draws.
+    rest = labels[canvas_idx != exact]
+    assert all(abs((rest == k).mean() - 1 / 3) < 0.03 for k in range(3))
+    with pytest.raises(ValueError, match="correction_share"):
+        WindowSampler(cset, cset.classes, correction_share=1.0)
+
+
 def test_torch_gather_draws_the_same_windows_and_labels_as_the_numpy_sampler():
     torch = pytest.importorskip("torch")
     from mlcore.training import TorchWindowGather
