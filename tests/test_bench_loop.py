@@ -102,3 +102,11 @@ def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_d
     spread = results["strategies"]["random"]["thresholds_spread"]
     assert set(spread) == {"calibration_scene", "one_copy_corner", "plateau_middle_measured_only"}
     assert (tmp_path / "loop.png").stat().st_size > 0
+    assert results["default_candidates"].keys() == {default}
+    # The summaries can be rebuilt from the records alone (an interrupted or merged run).
+    path = str(tmp_path / "loop.json")
+    argv = ["--chart-only", "--resummarise", "--json", path, "--chart", str(tmp_path / "c.png")]
+    assert bench_loop.main(argv) == 0
+    again = json.loads((tmp_path / "loop.json").read_text())
+    assert again["strategies"] == results["strategies"]
+    assert again["labels_saved"] == results["labels_saved"]

@@ -87,6 +87,10 @@ def test_demo_builds_everything_then_reuses_it(redis_conn, demo_env, client):
     assert "[uncertainty] cycle 1 v2: labels   30" in out.getvalue()
     for row in result["cycles"]:
         assert 0.0 <= row["window"]["f1"] <= 1.0 and 0.0 <= row["object"]["f1"] <= 1.0
+    # Corrections stick: v2 is judged on the 30 answers it learnt from.
+    stick = result["cycles"][1]["corrections_stick"]
+    assert stick["answered"] == 30 and 0 <= stick["kept"] <= 30
+    assert f"stick {stick['share']:.1%}" in out.getvalue()
     v2 = project.current_model()
     assert v2.number == 2 and v2.parent.number == 1
     answers = list(Annotation.objects.filter(project=project))

@@ -78,13 +78,15 @@ def test_simulate_review_records_each_cycle(project, scored):
     assert record.cycles == [simulate_review.simulation_point(rows[0])]
     assert not record.finished and record.simulated_project == ""
     rows.append({"cycle": 1, "version": 2, "labels_used": 200, "window": {"f1": 0.6},
-                 "object": {"f1": 0.45}})  # fmt: skip
+                 "object": {"f1": 0.45},
+                 "corrections_stick": {"answered": 200, "kept": 190, "share": 0.95}})  # fmt: skip
     simulate_review.record_simulation_cycles(record, rows, finished=True)
     record.refresh_from_db()
     assert record.finished and record.config == {"seed": 3}
     assert [p["object_f1"] for p in record.cycles] == [0.4, 0.45]
+    assert record.cycles[0]["corrections_stick"] is None  # the first model learnt no answer
     assert record.cycles[1] == {"cycle": 1, "version": 2, "labels_used": 200, "object_f1": 0.45,
-                                "window_f1": 0.6}  # fmt: skip
+                                "window_f1": 0.6, "corrections_stick": 0.95}  # fmt: skip
     # API names are stored as mlcore names
     other = simulate_review.record_simulation(
         project, project, scene, "top-score", 10, "", None, rows[:1]
