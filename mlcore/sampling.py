@@ -77,7 +77,7 @@ STRATEGIES = (
     "diverse_learnable",
 )
 # The strategy the review queue, the API and manage.py simulate_review use when none is named:
-# the best measured against random (bench/bench_loop.py, 5 seeds, 3 x 200 labels; README).
+# measured against random (bench/bench_loop.py, 10 paired seeds, 3 x 200 labels; README).
 DEFAULT_STRATEGY = "diverse_uncertainty"
 # Strategies that promise no two overlapping windows within a round (a batch).
 DIVERSE_STRATEGIES = (
