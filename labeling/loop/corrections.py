@@ -15,7 +15,7 @@ from collections import defaultdict
 from django.db import transaction
 
 from labeling.loop.cycle import effective_annotations
-from labeling.loop.metrics_view import annotation_truth, latest_runs_by_version, predicted_labels
+from labeling.loop.metrics_view import annotation_truth, predicted_labels
 from labeling.models import Annotation, ModelVersion
 from labeling.results import load_grid
 from labeling.thresholds import run_thresholds
@@ -66,10 +66,13 @@ def record_corrections_stick(version) -> dict | None:
     """Measure and store the figure once every scene the version scored has a done run (a
     scoring job calls it after each run). Returns what was stored, or None (not yet, or no
     answers to judge)."""
-    runs = latest_runs_by_version(version.project).get(version.pk, [])
-    if not runs or version.scoring_runs.exclude(status__in=("done", "failed")).exists():
+    if version.scoring_runs.exclude(status__in=("done", "failed")).exists():
         return None
-    stick = version_corrections_stick(version, runs)
+    latest = {}  # scene id -> this version's latest done run of it
+    done = version.scoring_runs.filter(status="done").select_related("scene")
+    for run in done.order_by("finished_at", "id"):
+        latest[run.scene_id] = run
+    stick = version_corrections_stick(version, list(latest.values()))
     if stick is None:
         return None
     with transaction.atomic():
