@@ -189,7 +189,8 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     """``cycles`` rounds of review, fine-tune, recalibrate, rescore for one strategy and seed."""
     from mlcore.canvases import CanvasSet
     from mlcore.export import export_onnx
-    from mlcore.loop_figures import corrections_stick
+    from mlcore.loop_figures import corrections_stick, stick_by_coverage
+    from mlcore.metrics import centre_class_coverage
     from mlcore.postprocess import decided_labels
     from mlcore.profiles import profile_config
     from mlcore.sampling import select_batch
@@ -203,7 +204,8 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     cset.calibration = calib
     # A checkpoint file, as the app passes its parent: it carries the architecture (box head).
     init = demo / "model" / "checkpoint.pt"
-    config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"])
+    config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"], lr=args["lr"],
+                            correction_share=args["correction_share"])  # fmt: skip
     config.update(log_every=10**6, threads=threads)
     first = setup["first"]
     grid = ScoreGrid.load(first["grid"])
@@ -213,15 +215,19 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     row = {int(y): i for i, y in enumerate(grid.ys)}
     col = {int(x): j for j, x in enumerate(grid.xs)}
     done: set = set()
+    coverage = centre_class_coverage(grid.ys, grid.xs, WINDOW, truth, image.shape, classes,
+                                     "negative")  # fmt: skip
     record = {
         "seed": seed, "strategy": strategy, "first_model_sha256": first["sha256"],
-        "finetune_seed": config["seed"], "steps": config["steps"],
+        "finetune_seed": config["seed"], "steps": config["steps"], "lr": config["lr"],
+        "correction_share": config.get("correction_share"),
         "f1": [first["f1"]["mona_lisa"]], "heldout_f1": {"0": first["f1"]["heldout"]},
         "calibration_f1": [first["calibration"]["f1"]],
         "thresholds": [first["calibration"]["thresholds"]],
         "thresholds_one_copy": [first["calibration"]["thresholds_one_copy"]],
         "thresholds_plateau": [first["calibration"]["thresholds_plateau"]],
-        "stick": [], "stick_earlier": [], "answers": [], "picks": [], "seconds": [],
+        "stick": [], "stick_earlier": [], "stick_by_coverage": [],
+        "answers": [], "picks": [], "seconds": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for cycle in range(1, cycles + 1):
@@ -253,6 +259,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
             decided = decided_labels(grid.probs, classes, cal["thresholds"], "negative")
             record["stick"].append(corrections_stick(decided, answered))
             record["stick_earlier"].append(corrections_stick(decided, earlier))
+            record["stick_by_coverage"].append(stick_by_coverage(decided, answered, coverage))
             if cycle in setup["heldout_at"]:
                 held_image, held_truth = scenes["heldout"]
                 held = score(model_path, held_image, threads)
@@ -315,6 +322,21 @@ def threshold_spread(runs: list[dict], key: str) -> dict:
     return out
 
 
+def stick_coverage_summary(runs: list[dict], cycles: int) -> list[dict] | None:
+    """Per coverage bin of the answers, kept / answered summed over the runs after the last
+    cycle (None for records from before the breakdown)."""
+    if not all(len(r.get("stick_by_coverage", [])) >= cycles for r in runs) or not cycles:
+        return None
+    bins = [b["coverage"] for b in runs[0]["stick_by_coverage"][cycles - 1]]
+    out = []
+    for i, span in enumerate(bins):
+        answered = sum(r["stick_by_coverage"][cycles - 1][i]["answered"] for r in runs)
+        kept = sum(r["stick_by_coverage"][cycles - 1][i]["kept"] for r in runs)
+        out.append({"coverage": span, "answered": answered, "kept": kept,
+                    "share": round(kept / answered, 4) if answered else None})  # fmt: skip
+    return out
+
+
 def build_results(records: list[dict], args: dict, meta: dict) -> dict:
     from mlcore.loop_figures import labels_saved, paired_differences
 
@@ -342,6 +364,7 @@ def build_results(records: list[dict], args: dict, meta: dict) -> dict:
                 "mean": [round(float(np.mean(v)), 4) for v in stick],
                 "min": [round(float(np.min(v)), 4) for v in stick],
                 "earlier_mean": [round(float(np.mean(v)), 4) for v in earlier],
+                "by_answer_coverage": stick_coverage_summary(runs, cycles),
             },
             "thresholds_spread": {
                 "calibration_scene": threshold_spread(runs, "thresholds"),
@@ -521,6 +544,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-cycle", type=int, default=200)
     parser.add_argument("--weight", type=float, default=50.0, help="weight of a reviewed window")
     parser.add_argument("--steps", type=int, default=None, help="fine-tune steps (profile's)")
+    parser.add_argument("--lr", type=float, default=None, help="fine-tune peak lr (profile's)")
+    parser.add_argument("--correction-share", type=float, default=None,
+                        help="reviewed windows' share of the draws (profile's)")  # fmt: skip
     parser.add_argument("--calibration-copies", type=int, default=None,
                         help="pastes of each held-out image (default: the product's)")  # fmt: skip
     parser.add_argument("--core", type=int, default=2,
@@ -581,7 +607,10 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {platform.node()}, 2 cores",
         "date": time.strftime("%Y-%m-%d"), "per_cycle": args.per_cycle, "cycles": budget,
         "random_cycles": args.random_cycles, "weight": args.weight,
-        "steps": profile_config("quick", finetune=True, steps=args.steps)["steps"],
+        "finetune": {k: v for k, v in profile_config(
+            "quick", finetune=True, steps=args.steps, lr=args.lr,
+            correction_share=args.correction_share).items()
+            if k in ("steps", "lr", "correction_share", "warmup_fraction")},
         "calibration_copies": args.calibration_copies,
         "first_model": {"path": str(demo / "model"), "sha256": first["sha256"],
                         "f1": first["f1"], "thresholds": first["calibration"]["thresholds"]},

@@ -57,6 +57,24 @@ def corrections_stick(decided: np.ndarray, answered: np.ndarray) -> dict:
     return {"answered": n, "kept": kept, "share": (kept / n) if n else None}
 
 
+def stick_by_coverage(
+    decided: np.ndarray, answered: np.ndarray, coverage: np.ndarray, edges=(0.4, 0.7)
+) -> list[dict]:
+    """Corrections stick split by how much of each answered window its answer's class covers
+    (``mlcore.metrics.centre_class_coverage``), in bins ``[0, e1), [e1, e2), ..., [ek, 1]``: the
+    windows the centre rule answers from a sliver are the ones a smooth model cannot keep."""
+    decided, answered, coverage = np.asarray(decided), np.asarray(answered), np.asarray(coverage)
+    if not decided.shape == answered.shape == coverage.shape:
+        raise ValueError("decided, answered and coverage must have the same shape")
+    bounds = [0.0, *edges, math.inf]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        inside = (coverage >= lo) & (coverage < hi)
+        figures = corrections_stick(decided, np.where(inside, answered, -1))
+        out.append({"coverage": [lo, min(hi, 1.0)]} | figures)
+    return out
+
+
 def labels_needed(labels: Sequence[float], curve: Sequence[float], target: float) -> float | None:
     """The answers a learning curve (F1 at ``labels`` answers, increasing) needs to first reach
     ``target``, linearly interpolated between its points; None if it never does."""

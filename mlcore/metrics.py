@@ -73,6 +73,25 @@ def window_truth(ys, xs, window: int, gt_boxes, classes, negative: str | None) -
     return label_of[centre_tiles(ys, xs, window, gt_boxes)]
 
 
+def centre_class_coverage(ys, xs, window: int, gt_boxes, shape, classes, negative) -> np.ndarray:
+    """Share (0..1) of each window (R, K) that shows the class of its centre pixel (the centre
+    rule's answer), the visible pixels of later pastes on top: how ambiguous the answer is. A
+    window whose centre class covers a sliver of it is one the training leaves out
+    (``TrainConfig.min_coverage``)."""
+    from mlcore.windows import FULL_COVERAGE, coverage_map
+
+    index = {c: i for i, c in enumerate(classes)}
+    neg = index[negative] if negative is not None else len(index)
+    label_map = np.full(tuple(shape[:2]), neg, dtype=np.uint8)
+    for g in sorted(gt_boxes, key=lambda b: b.get("order", 0)):
+        x, y, w, h = (int(round(v)) for v in _box(g))
+        label_map[max(y, 0) : y + h, max(x, 0) : x + w] = index.get(g["label"], neg)
+    cover = coverage_map(label_map, window)
+    half = window // 2
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    return cover[np.ix_(ys + half, xs + half)] / float(FULL_COVERAGE)
+
+
 def window_metrics(truth, predicted, classes) -> dict:
     """Accuracy, confusion matrix (rows: truth, columns: prediction) and per-class
     precision/recall/F1 over windows; entries with truth -1 are ignored."""

@@ -47,8 +47,8 @@ def tiny_demo(tmp_path_factory) -> Path:
     return root
 
 
-def _run(demo: Path, out: Path, strategies: list[str], seeds: int = 1) -> dict:
-    code = bench_loop.main([
+def _run(demo: Path, out: Path, strategies: list[str], seeds: int = 1, extra=()) -> dict:
+    code = bench_loop.main([*extra,
         "--demo", str(demo), "--strategies", *strategies, "--seeds", str(seeds),
         "--cycles", "1", "--random-cycles", "2", "--per-cycle", "12", "--steps", "2",
         "--json", str(out / "loop.json"), "--chart", str(out / "loop.png"),
@@ -92,10 +92,18 @@ def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_d
     for r in records:
         stick = r["stick"][0]
         assert stick["answered"] == 12 and 0 <= stick["kept"] <= 12
+        # The same answers split by how much of its window each answer's class covers.
+        bins = r["stick_by_coverage"][0]
+        assert sum(b["answered"] for b in bins) == 12
+        assert sum(b["kept"] for b in bins) == stick["kept"]
+    assert results["meta"]["finetune"]["steps"] == 2
+    assert records[0]["correction_share"] == 0.25 and records[0]["lr"] == 0.02
     summary = results["strategies"][default]["corrections_stick"]
     assert summary["mean"][0] == pytest.approx(
         np.mean([r["stick"][0]["share"] for r in records]), abs=1e-4
     )
+    by_coverage = summary["by_answer_coverage"]
+    assert sum(b["answered"] for b in by_coverage) == 12 * len(records)
     saved = results["labels_saved"]
     assert saved["strategy"] == default and saved["budget"] == 12
     assert saved["baseline_max_labels"] == 24
@@ -110,3 +118,16 @@ def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_d
     again = json.loads((tmp_path / "loop.json").read_text())
     assert again["strategies"] == results["strategies"]
     assert again["labels_saved"] == results["labels_saved"]
+
+
+def test_the_finetune_levers_reach_the_finetune_and_the_json(tiny_demo, tmp_path):
+    extra = ["--lr", "0.01", "--correction-share", "0.5"]
+    results = _run(tiny_demo, tmp_path, ["random"], extra=extra)
+    record = results["records"][0]
+    assert (record["lr"], record["correction_share"]) == (0.01, 0.5)
+    assert results["meta"]["finetune"] | {"steps": 2} == {
+        "steps": 2,
+        "lr": 0.01,
+        "correction_share": 0.5,
+        "warmup_fraction": 0.1,
+    }

@@ -16,8 +16,10 @@ from mlcore.loop_figures import (
     labels_saved,
     mean_interval,
     paired_differences,
+    stick_by_coverage,
     t95,
 )
+from mlcore.metrics import centre_class_coverage
 from mlcore.postprocess import decided_labels
 
 
@@ -119,3 +121,32 @@ def test_the_calibration_scene_holds_each_image_about_copies_times():
     assert set(pasted) == set(images.ids) and min(pasted.values()) >= 4
     with pytest.raises(ValueError, match="copies"):
         calibration_scene(images, copies=0)
+
+
+def test_centre_class_coverage_counts_the_visible_pixels_of_the_centre_class():
+    # A 32 px car at (0, 0) under a 16 x 32 px boat pasted later at (16, 0), on a 64 x 64 scene.
+    boxes = [{"label": "car", "x": 0, "y": 0, "w": 32, "h": 32, "order": 0},
+             {"label": "boat", "x": 16, "y": 0, "w": 16, "h": 32, "order": 1}]  # fmt: skip
+    cover = centre_class_coverage([0, 16, 32], [0, 16, 32], 32, boxes, (64, 64, 3),
+                                  ["car", "boat", "negative"], "negative")  # fmt: skip
+    assert cover.shape == (3, 3)
+    # Window (0, 0): centre (16, 16) on the boat, which fills half of it.
+    assert cover[0, 0] == pytest.approx(0.5, abs=1 / 255)
+    # Window (0, 16): centre (16, 32) on the background: x 32-47 of 16-47 is empty, all rows.
+    assert cover[0, 1] == pytest.approx(0.5, abs=1 / 255)
+    # Window (32, 32): nothing anywhere, the background fills it.
+    assert cover[2, 2] == pytest.approx(1.0)
+    # Window (16, 0): centre (32, 16) below both boxes: background on rows 32-47 of 16-47.
+    assert cover[1, 0] == pytest.approx(0.5, abs=1 / 255)
+
+
+def test_stick_by_coverage_splits_the_kept_answers_by_bin():
+    answered = np.array([0, 0, 1, 1, -1, 2])
+    decided = np.array([0, 1, 1, 2, 0, 2])
+    coverage = np.array([0.2, 0.3, 0.5, 0.6, 0.1, 1.0])
+    bins = stick_by_coverage(decided, answered, coverage, edges=(0.4, 0.7))
+    assert [b["coverage"] for b in bins] == [[0.0, 0.4], [0.4, 0.7], [0.7, 1.0]]
+    assert [(b["answered"], b["kept"]) for b in bins] == [(2, 1), (2, 1), (1, 1)]
+    assert bins[2]["share"] == 1.0
+    with pytest.raises(ValueError):
+        stick_by_coverage(decided, answered, coverage[:3])
