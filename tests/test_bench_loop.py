@@ -18,6 +18,7 @@ from bench import bench_loop  # noqa: E402
 from mlcore import cli  # noqa: E402
 from mlcore.canvases import build_canvas_set, calibration_scene  # noqa: E402
 from mlcore.datasets import LabelledImages  # noqa: E402
+from mlcore.profiles import profile_config  # noqa: E402
 
 COLOURS = {"car": (200, 30, 30), "boat": (30, 40, 200), "negative": (60, 160, 60)}
 
@@ -97,7 +98,9 @@ def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_d
         assert sum(b["answered"] for b in bins) == 12
         assert sum(b["kept"] for b in bins) == stick["kept"]
     assert results["meta"]["finetune"]["steps"] == 2
-    assert records[0]["correction_share"] == 0.25 and records[0]["lr"] == 0.02
+    finetune = profile_config("quick", finetune=True)
+    assert records[0]["correction_share"] == finetune["correction_share"]
+    assert records[0]["lr"] == finetune["lr"]
     summary = results["strategies"][default]["corrections_stick"]
     assert summary["mean"][0] == pytest.approx(
         np.mean([r["stick"][0]["share"] for r in records]), abs=1e-4
