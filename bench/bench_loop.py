@@ -190,7 +190,6 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     from mlcore.canvases import CanvasSet
     from mlcore.export import export_onnx
     from mlcore.loop_figures import corrections_stick, stick_by_coverage
-    from mlcore.metrics import centre_class_coverage
     from mlcore.postprocess import decided_labels
     from mlcore.profiles import profile_config
     from mlcore.sampling import select_batch
@@ -215,8 +214,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     row = {int(y): i for i, y in enumerate(grid.ys)}
     col = {int(x): j for j, x in enumerate(grid.xs)}
     done: set = set()
-    coverage = centre_class_coverage(grid.ys, grid.xs, WINDOW, truth, image.shape, classes,
-                                     "negative")  # fmt: skip
+    coverage = setup["answer_coverage"]
     record = {
         "seed": seed, "strategy": strategy, "first_model_sha256": first["sha256"],
         "finetune_seed": config["seed"], "steps": config["steps"], "lr": config["lr"],
@@ -278,10 +276,19 @@ _SETUP: dict = {}
 
 def _worker_init(setup: dict) -> None:
     """A spawned worker imports this module, hence mlcore (its OpenMP policy) first."""
+    from mlcore.metrics import centre_class_coverage
+    from mlcore.scoring import ScoreGrid
+
     scenes = {name: load_scene(Path(setup["args"]["demo"]), stem) for name, stem in SCENES.items()}
     calib = (np.load(setup["calibration_files"][0]),
              json.loads(Path(setup["calibration_files"][1]).read_text()))  # fmt: skip
-    _SETUP.update(setup | {"scenes": scenes, "calibration": calib})
+    # How much of each window of the labelled collage its centre's class covers: the same for
+    # every run, so once per worker.
+    image, truth = scenes["mona_lisa"]
+    grid = ScoreGrid.load(setup["first"]["grid"])
+    coverage = centre_class_coverage(grid.ys, grid.xs, WINDOW, truth, image.shape, grid.classes,
+                                     "negative")  # fmt: skip
+    _SETUP.update(setup | {"scenes": scenes, "calibration": calib, "answer_coverage": coverage})
 
 
 def _worker_run(task: tuple) -> dict:

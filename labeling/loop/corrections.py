@@ -15,7 +15,11 @@ from collections import defaultdict
 from django.db import transaction
 
 from labeling.loop.cycle import effective_annotations
-from labeling.loop.metrics_view import annotation_truth, predicted_labels
+from labeling.loop.metrics_view import (
+    annotation_truth,
+    latest_runs_by_version,
+    predicted_labels,
+)
 from labeling.models import Annotation, ModelVersion
 from labeling.results import load_grid
 from labeling.thresholds import run_thresholds
@@ -68,11 +72,8 @@ def record_corrections_stick(version) -> dict | None:
     answers to judge)."""
     if version.scoring_runs.exclude(status__in=("done", "failed")).exists():
         return None
-    latest = {}  # scene id -> this version's latest done run of it
-    done = version.scoring_runs.filter(status="done").select_related("scene")
-    for run in done.order_by("finished_at", "id"):
-        latest[run.scene_id] = run
-    stick = version_corrections_stick(version, list(latest.values()))
+    runs = latest_runs_by_version(version.project, version).get(version.pk, [])
+    stick = version_corrections_stick(version, runs)
     if stick is None:
         return None
     with transaction.atomic():

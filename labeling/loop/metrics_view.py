@@ -136,13 +136,12 @@ def mean_ap(coco_rows: list[dict]) -> dict | None:
     }
 
 
-def latest_runs_by_version(project) -> dict[int, list[ScoringRun]]:
-    """Per model version id: its latest done run of each scene."""
-    runs = (
-        ScoringRun.objects.filter(scene__project=project, status="done")
-        .select_related("scene", "model_version")
-        .order_by("finished_at", "id")
-    )
+def latest_runs_by_version(project, version=None) -> dict[int, list[ScoringRun]]:
+    """Per model version id (only ``version``'s when given): its latest done run of each scene."""
+    runs = ScoringRun.objects.filter(scene__project=project, status="done")
+    if version is not None:
+        runs = runs.filter(model_version=version)
+    runs = runs.select_related("scene", "model_version").order_by("finished_at", "id")
     per: dict[int, dict[int, ScoringRun]] = defaultdict(dict)
     for run in runs:
         per[run.model_version_id][run.scene_id] = run
