@@ -50,10 +50,11 @@ sys.path.insert(0, str(REPO))
 import mlcore  # noqa: E402, F401  (sets the OpenMP wait policy before torch is imported)
 
 SCENES = {"mona_lisa": "collage-mona_lisa", "heldout": "collage-rocket"}
-# Random, the default, and the two others most promising a priori: margin (the strongest simple
-# uncertainty in published comparisons) with diversity, and cluster-margin (Citovsky et al. 2021:
-# margin over k-means clusters, made for large batches).
-DEFAULT_STRATEGIES = ["random", "diverse_uncertainty", "diverse_margin", "cluster_margin"]
+# Random, the default (diverse margin: margin is the strongest simple uncertainty in published
+# comparisons), and the two others: diverse least-confidence (the default before this
+# measurement) and cluster-margin (Citovsky et al. 2021: margin over k-means clusters, made for
+# large batches).
+DEFAULT_STRATEGIES = ["random", "diverse_margin", "diverse_uncertainty", "cluster_margin"]
 CALIBRATION_FRACTION = 0.05  # what `mlcore demo` holds out (cmd_demo)
 WINDOW, STEP = 32, 16
 
@@ -204,7 +205,8 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     # A checkpoint file, as the app passes its parent: it carries the architecture (box head).
     init = demo / "model" / "checkpoint.pt"
     config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"], lr=args["lr"],
-                            correction_share=args["correction_share"])  # fmt: skip
+                            correction_share=args["correction_share"],
+                            parent_mix=args.get("parent_mix"))  # fmt: skip
     config.update(log_every=10**6, threads=threads)
     first = setup["first"]
     grid = ScoreGrid.load(first["grid"])
@@ -219,6 +221,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
         "seed": seed, "strategy": strategy, "first_model_sha256": first["sha256"],
         "finetune_seed": config["seed"], "steps": config["steps"], "lr": config["lr"],
         "correction_share": config.get("correction_share"),
+        "parent_mix": config.get("parent_mix", 0.0),
         "f1": [first["f1"]["mona_lisa"]], "heldout_f1": {"0": first["f1"]["heldout"]},
         "calibration_f1": [first["calibration"]["f1"]],
         "thresholds": [first["calibration"]["thresholds"]],
@@ -554,6 +557,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="fine-tune peak lr (profile's)")
     parser.add_argument("--correction-share", type=float, default=None,
                         help="reviewed windows' share of the draws (profile's)")  # fmt: skip
+    parser.add_argument("--parent-mix", type=float, default=None,
+                        help="parent's share of each fine-tune's weights (profile's)")  # fmt: skip
     parser.add_argument("--calibration-copies", type=int, default=None,
                         help="pastes of each held-out image (default: the product's)")  # fmt: skip
     parser.add_argument("--core", type=int, default=2,
@@ -616,8 +621,8 @@ def main(argv=None) -> int:
         "random_cycles": args.random_cycles, "weight": args.weight,
         "finetune": {k: v for k, v in profile_config(
             "quick", finetune=True, steps=args.steps, lr=args.lr,
-            correction_share=args.correction_share).items()
-            if k in ("steps", "lr", "correction_share", "warmup_fraction")},
+            correction_share=args.correction_share, parent_mix=args.parent_mix).items()
+            if k in ("steps", "lr", "correction_share", "warmup_fraction", "parent_mix")},
         "calibration_copies": args.calibration_copies,
         "first_model": {"path": str(demo / "model"), "sha256": first["sha256"],
                         "f1": first["f1"], "thresholds": first["calibration"]["thresholds"]},

@@ -77,6 +77,11 @@ class TrainConfig:
     # The reviewed windows' (exact samples') share of the draws, whatever the canvases' size
     # (mlcore.windows.WindowSampler); None: by their weight alone, as one window among all.
     correction_share: float | None = None
+    # A fine-tune's result is (1 - parent_mix) x its weights + parent_mix x its start's (weight
+    # averaging with the parent, WiSE-FT: Wortsman et al. 2022), to keep what the parent knew of
+    # scenes the reviewed ones do not show. 0: the fine-tuned weights alone. Heads the start
+    # lacks keep their trained weights.
+    parent_mix: float = 0.0
     # One output head per source class of the dataset (truck apart from automobile) where the
     # canvases know them. Off by default: in the quick profile's budget it measured worse on the
     # calibration scene (object F1 0.54/0.55 vs 0.64/0.60, one seed each; README).
@@ -460,10 +465,11 @@ def follow_init_architecture(
     return config
 
 
-def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) -> None:
+def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) -> dict:
     """Fine-tune start: copy the backbone; copy each output head whose name the start has too
     (a CIFAR-10 head of the starting model, a class of the parent), so a class made of source
-    classes starts as the sum of their heads; heads the start lacks are freshly initialised."""
+    classes starts as the sum of their heads; heads the start lacks are freshly initialised.
+    Returns what did not come from the start: {state key: None (all of it) or its fresh rows}."""
     payload = init_payload(init_state)
     state = payload["state_dict"] if payload is not None else init_state
     start_heads = list((payload or {}).get("architecture", {}).get("heads") or [])
@@ -475,9 +481,11 @@ def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) ->
     missing = [k for k in own if k not in state and k != "head_to_class"]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
+    fresh: dict = {}
     if missing and all(k.startswith(("fc.", "box.")) for k in missing):
         if any(k.startswith("box.") for k in missing):
             log("a new box head (the start has none)")
+        fresh.update({k: None for k in missing})
         missing = []
     if unexpected or wrong or missing:
         raise ValueError(
@@ -496,11 +504,34 @@ def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) ->
         new = [h for h in heads if h not in start_heads]
         if new:
             log(f"new output heads {new} (the start has {start_heads}); kept {kept}")
+            rows = [heads.index(h) for h in new]
+            fresh.update({"fc.weight": rows, "fc.bias": rows})
     elif "fc.weight" in state and own["fc.weight"].shape == state["fc.weight"].shape:
         own.update({k: v for k, v in state.items() if k.startswith("fc.")})
     else:
         log("fine-tune: the classifier head was re-initialised (the class list changed)")
+        fresh.update({k: None for k in own if k.startswith("fc.")})
     model.load_state_dict(own)
+    return fresh
+
+
+def mix_with_parent(model: nn.Module, parent: dict, share: float, fresh: dict) -> None:
+    """Weight averaging with the start: every float tensor becomes (1 - share) x its trained
+    value + share x the start's (BatchNorm statistics too, as WiSE-FT does); what ``fresh``
+    names (no start to return to) keeps its trained value."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"parent_mix must be in [0, 1), got {share}")
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, value in own.items():
+            if key not in parent or not value.is_floating_point() or fresh.get(key, 0) is None:
+                continue
+            start = parent[key].to(value.device, value.dtype)
+            mixed = value * (1.0 - share) + start * share
+            rows = fresh.get(key)
+            if rows:
+                mixed[rows] = value[rows]
+            value.copy_(mixed)
 
 
 def evaluate(
@@ -577,8 +608,11 @@ def run_training(
     model = build_model(len(classes), config.depth, config.width, head_classes=head_classes,
                         box_head=config.box_head, **norm)  # fmt: skip
     model.heads = list(sampler.heads) if use_heads else list(classes)
+    parent, fresh = None, {}
     if init_state is not None:
-        load_init_state(model, init_state, log)
+        fresh = load_init_state(model, init_state, log)
+        if config.parent_mix:
+            parent = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -657,6 +691,9 @@ def run_training(
     timed_steps = max(1, total - warmup)
     windows_per_s = timed_steps * config.batch_size / elapsed if total > 1 and elapsed > 0 else 0.0
 
+    if parent is not None:
+        mix_with_parent(model, parent, config.parent_mix, fresh)
+        log(f"weights averaged with the parent's ({config.parent_mix:g} of the parent)")
     val_accuracy = None
     if sampler.n_windows("val") > 0 and config.val_windows > 0:
         rng = np.random.default_rng(config.seed + 7919)  # the same validation set every run

@@ -134,6 +134,34 @@ def test_checkpoint_round_trip_and_fine_tune(trained, tmp_path):
     assert not torch.allclose(new_fc[len(CLASSES)], old_fc[0])
 
 
+def test_parent_mix_averages_the_fine_tune_with_its_start_and_keeps_fresh_heads(trained, tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.pt", trained.model, CLASSES, trained.config)
+    parent = {k: v.detach().clone() for k, v in trained.model.state_dict().items()}
+    config = TINY | {"steps": 3, "seed": 5}
+    alone = train(synthetic_set(1), CLASSES, TrainConfig(**config, device="cpu"), init_state=path)
+    logs = []
+    mixed = train(synthetic_set(1), CLASSES, TrainConfig(**config, parent_mix=0.25, device="cpu"),
+                  init_state=path, log=logs.append)  # fmt: skip
+    assert any("averaged with the parent" in line for line in logs)
+    tuned, averaged = alone.model.state_dict(), mixed.model.state_dict()
+    floats = [k for k, v in tuned.items() if v.is_floating_point()]
+    assert "fc.weight" in floats and any(k.endswith("running_mean") for k in floats)
+    for key in floats:  # weights and BatchNorm statistics alike
+        expected = 0.75 * tuned[key] + 0.25 * parent[key]
+        torch.testing.assert_close(averaged[key], expected, atol=1e-6, rtol=0)
+    # a head the parent lacks has no parent value to return to: it keeps its trained weights
+    grown = CLASSES + ["plane"]
+    alone = train(synthetic_set(1), grown, TrainConfig(**config, device="cpu"), init_state=path)
+    mixed = train(synthetic_set(1), grown, TrainConfig(**config, parent_mix=0.5, device="cpu"),
+                  init_state=path)  # fmt: skip
+    fc_alone, fc_mixed = alone.model.fc.weight.detach(), mixed.model.fc.weight.detach()
+    torch.testing.assert_close(fc_mixed[3], fc_alone[3])
+    torch.testing.assert_close(fc_mixed[:3], 0.5 * fc_alone[:3] + 0.5 * parent["fc.weight"])
+    with pytest.raises(ValueError, match="parent_mix"):
+        train(synthetic_set(1), CLASSES, TrainConfig(**config, parent_mix=1.0, device="cpu"),
+              init_state=path)  # fmt: skip
+
+
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
