@@ -206,7 +206,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     init = demo / "model" / "checkpoint.pt"
     config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"], lr=args["lr"],
                             correction_share=args["correction_share"],
-                            parent_mix=args.get("parent_mix"))  # fmt: skip
+                            parent_mix=args["parent_mix"])  # fmt: skip
     config.update(log_every=10**6, threads=threads)
     first = setup["first"]
     grid = ScoreGrid.load(first["grid"])

@@ -519,12 +519,11 @@ def mix_with_parent(model: nn.Module, parent: dict, share: float, fresh: dict) -
     """Weight averaging with the start: every float tensor becomes (1 - share) x its trained
     value + share x the start's (BatchNorm statistics too, as WiSE-FT does); what ``fresh``
     names (no start to return to) keeps its trained value."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"parent_mix must be in [0, 1), got {share}")
     own = model.state_dict()
     with torch.no_grad():
         for key, value in own.items():
-            if key not in parent or not value.is_floating_point() or fresh.get(key, 0) is None:
+            wholly_fresh = key in fresh and fresh[key] is None
+            if key not in parent or not value.is_floating_point() or wholly_fresh:
                 continue
             start = parent[key].to(value.device, value.dtype)
             mixed = value * (1.0 - share) + start * share
@@ -581,6 +580,8 @@ def run_training(
     :mod:`mlcore.distributed`) each rank samples its own windows, the global batch is split over
     ranks and gradients are averaged by DistributedDataParallel."""
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    if not 0.0 <= config.parent_mix < 1.0:  # before the training it would otherwise waste
+        raise ValueError(f"parent_mix must be in [0, 1), got {config.parent_mix}")
     classes = list(classes)
     log = log or logger.info
     if init_state is not None:
