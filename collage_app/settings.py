@@ -111,6 +111,14 @@ RQ = {"WORKER_CLASS": "workers.rq_worker.Worker"}
 # (labeling/loop/cycle_lock.py) before it fails.
 CYCLE_LOCK_WAIT_S = env_int("CYCLE_LOCK_WAIT_S", 120)
 
+# --- review -------------------------------------------------------------------------------------
+# How long a queue window stays leased to the reviewer it was handed to (labeling/review/queue.py).
+REVIEW_LEASE_SECONDS = env_int("REVIEW_LEASE_SECONDS", 120)
+# A skipped window comes back once this many other windows of the project were answered or skipped.
+REVIEW_SKIP_RETURNS_AFTER = env_int("REVIEW_SKIP_RETURNS_AFTER", 10)
+# How long Redis keeps a project's set of answered windows before it is rebuilt from the database.
+REVIEW_ANSWERED_SECONDS = env_int("REVIEW_ANSWERED_SECONDS", 3600)
+
 # --- the pipeline -------------------------------------------------------------------------------
 SPARK_MASTER = os.environ.get("SPARK_MASTER", "local[*]")
 STORAGE_URL = storage_url()

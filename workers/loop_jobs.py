@@ -413,7 +413,7 @@ def retrain_cycle(ctx, version_id: int, user_id: int | None = None):
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
     # One cycle of a project at a time, whatever happened to an earlier one's worker: wait
     # (briefly) until no other process holds the project's cycle lock, and hold it to the end.
-    with cycle_lock(version.project_id, wait_s=float(getattr(settings, "CYCLE_LOCK_WAIT_S", 120))):
+    with cycle_lock(version.project_id, wait_s=float(settings.CYCLE_LOCK_WAIT_S)):
         return _retrain_cycle(ctx, version_id)
 
 

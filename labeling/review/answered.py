@@ -35,7 +35,6 @@ from labeling.models import Annotation
 
 log = logging.getLogger(__name__)
 
-ANSWERED_SECONDS = 3600
 SENTINEL = -1
 # First halves of the two-int advisory lock keys ("rvsc", "rvpl" in ASCII), apart from
 # labeling.loop.cycle_lock's.
@@ -102,7 +101,7 @@ def get_redis():
 
 
 def answered_seconds() -> int:
-    return int(getattr(settings, "REVIEW_ANSWERED_SECONDS", ANSWERED_SECONDS))
+    return settings.REVIEW_ANSWERED_SECONDS
 
 
 def run_ident(run) -> str:

@@ -36,10 +36,6 @@ STRATEGIES = tuple(dict.fromkeys(api_strategy(n) for n in sampling.STRATEGIES))
 # The queue's strategy when none is asked for (pages, API, simulate_review): mlcore's default.
 DEFAULT_STRATEGY = api_strategy(sampling.DEFAULT_STRATEGY)
 
-LEASE_SECONDS = 120
-# A skipped window comes back once this many other windows of the project were answered or
-# skipped after it (or sooner, when nothing else is left).
-SKIP_RETURNS_AFTER = 10
 
 
 @dataclass
@@ -120,11 +116,13 @@ def lease_key(project_id: int, scene_id: int, x: int, y: int) -> str:
 
 
 def lease_seconds() -> int:
-    return int(getattr(settings, "REVIEW_LEASE_SECONDS", LEASE_SECONDS))
+    return settings.REVIEW_LEASE_SECONDS
 
 
 def skip_returns_after() -> int:
-    return int(getattr(settings, "REVIEW_SKIP_RETURNS_AFTER", SKIP_RETURNS_AFTER))
+    """A skipped window comes back once this many other windows were answered or skipped after it
+    (or sooner, when nothing else is left)."""
+    return settings.REVIEW_SKIP_RETURNS_AFTER
 
 
 def _held_back_places(project, scene_ids) -> dict[int, set]:
