@@ -144,15 +144,27 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     },
     "api-scene-geojson": {
         "get": {"summary": "The scene's merged detections (latest done run) and its effective "
-                           "reviewed annotations as GeoJSON polygons in the scene's coordinate "
-                           "system: a GeoTIFF's CRS (named in the crs member, with its "
-                           "geotransform), else scene pixels (coordinates: pixels)",
+                           "reviewed annotations as GeoJSON polygons, clipped to the image. "
+                           "Default: RFC 7946, WGS84 longitude/latitude (reprojected from the "
+                           "GeoTIFF's CRS), counter-clockwise rings, no crs member. crs=native: "
+                           "the scene's own CRS, named in the legacy crs member (an EPSG URN, "
+                           "or WKT for a CRS without an EPSG code), as GDAL and QGIS read it. "
+                           "crs=pixels: scene pixels (x right, y down) under a local "
+                           "engineering CRS, never read as degrees. A scene without usable "
+                           "georeferencing (none, or GeoTIFF tags ignored on import: the reason "
+                           "is in the import job's log) answers 409 unless crs=pixels",
                 "tags": ["review"],
-                "parameters": [_q("run", "a scoring run id instead of the latest", "integer")],
-                "responses": _ok("{type: FeatureCollection, crs?, coordinates: crs|pixels, "
-                                 "geotransform?, features: [{geometry: Polygon, properties: "
-                                 "{source: detection|annotation, label, score?, pixel_box}}]} "
-                                 "(attachment)")},
+                "parameters": [_q("run", "a scoring run id instead of the latest", "integer"),
+                               _q("crs", "coordinates of the export (default wgs84)",
+                                  enum=["wgs84", "native", "pixels"])],
+                "responses": _ok("{type: FeatureCollection, crs? (native, pixels), features: "
+                                 "[{geometry: Polygon, properties: {source: "
+                                 "detection|annotation, scene, label, score?, run?, kind?, "
+                                 "pixel_box: [x, y, w, h] clipped}}]} (attachment)",
+                                 content="application/geo+json")
+                | {"409": {"description": "no usable georeferencing for the asked crs: "
+                                          "{\"error\": why, and to ask for crs=pixels}",
+                           "content": {"application/json": {"schema": ERROR}}}}},
     },
     "api-detections": {
         "get": {"summary": "Columnar detections feed of the latest done run (gzip, ETag)",

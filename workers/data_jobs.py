@@ -187,6 +187,7 @@ def import_scene(ctx, scene_id: int):
     already); an image named in the storage is checked here, with the same rules. Damage inside
     the compressed data shows while streaming: the job fails with the reason, nothing stays."""
     from labeling.uploads import check_scene_image
+    from mlcore.georef import describe as describe_georef
     from mlcore.georef import read_geotiff
     from mlcore.scenes import image_to_npy
     from mlcore.tiff_bands import is_tiff
@@ -224,8 +225,8 @@ def import_scene(ctx, scene_id: int):
                 raise ValueError(str(exc).replace(str(path), name)) from None
             width, height = size["wh"]
             ctx.log(f"{scene.image_key}: {width}x{height}")
-            if scene.georef:
-                ctx.log(f"georeferenced: {scene.georef['crs'] or 'unnamed CRS'}")
+            if scene.georef:  # a GeoTIFF: where it lies, or why its tags were ignored
+                ctx.log(describe_georef(scene.georef))
         scene.width, scene.height, scene.pixels_key = width, height, key
         scene.save(update_fields=["width", "height", "pixels_key", "sha256", "georef"])
         ctx.progress(2, 3, "queueing deep-zoom tiles and scoring")
