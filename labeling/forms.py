@@ -109,7 +109,16 @@ class ProjectForm(forms.ModelForm):
 
     def __init__(self, *args, classes=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.classes = classes if classes is not None else [dict(c) for c in DEFAULT_CLASSES]
+        # A new project starts with no class (the page offers the demo's as a one-click preset);
+        # an edited one with its own.
+        if classes is None:
+            classes = [dict(c) for c in self.instance.classes] if self.instance.pk else []
+        self.classes = classes
+        if self.instance.pk:
+            self.initial.setdefault(
+                "threshold_mode",
+                "calibrated" if self.instance.use_calibrated_thresholds else "fixed",
+            )
         self.fields["threshold"].widget.attrs.update({"step": "0.01", "min": "0", "max": "1"})
 
     def clean_negative_class(self):
@@ -144,8 +153,13 @@ class ProjectForm(forms.ModelForm):
             }  # fmt: skip
             for c in self.classes
         ]
-        rows.append({"name": "", "color": "#4363d8", "sources": ""})
+        rows.append({"name": "", "color": PALETTE[len(rows) % len(PALETTE)], "sources": ""})
         return rows
+
+    @staticmethod
+    def preset() -> list[dict]:
+        """The one-click preset of the new-project page: the demo's CIFAR-10 cars and boats."""
+        return [dict(c) for c in DEFAULT_CLASSES]
 
     def save(self, user=None, commit=True):
         project = super().save(commit=commit)

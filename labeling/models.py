@@ -31,7 +31,7 @@ def default_classes():
 def validate_classes(classes, negative_class: str) -> None:
     """Clear messages for the class list of a project (used by forms, API and admin)."""
     if not isinstance(classes, list) or not classes:
-        raise ValidationError("Add at least one positive class (e.g. car).")
+        raise ValidationError("Add at least one positive class (a row with its name).")
     names = []
     for i, item in enumerate(classes, start=1):
         if not isinstance(item, dict):

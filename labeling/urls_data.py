@@ -6,6 +6,7 @@ from labeling.views import data
 
 urlpatterns = [
     path("projects/new/", data.project_new, name="project-new"),
+    path("projects/<int:project_id>/edit/", data.project_edit, name="project-edit"),
     path("projects/<int:project_id>/datasets/new/", data.dataset_new, name="dataset-new"),
     path(
         "projects/<int:project_id>/datasets/<int:dataset_id>/",

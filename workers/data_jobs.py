@@ -60,6 +60,10 @@ def map_to_project(project: Project, ds: LabelledImages, log=print) -> LabelledI
         class_names=order,
         ids=mapped.ids,
         skipped=mapped.skipped,
+        # The dataset's own classes stay beside: the starting model's heads are learnt from
+        # them, and the project's classes can be edited later without importing it again.
+        sources=mapped.sources,
+        source_labels=mapped.source_labels,
     )
 
 

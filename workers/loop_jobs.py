@@ -27,6 +27,13 @@ MODEL_FILE = "model.onnx"
 NO_SCENE_YET = "done: no scene to score yet (scenes added later are scored by this model)"
 
 
+class TrainingMaterialError(ValueError):
+    """The project's training material cannot be built as it is; the message says what to do
+    (workers.runner keeps an ``explained`` error's text as it is, without the type name)."""
+
+    explained = True
+
+
 class Phases:
     """One job, several steps: maps each step's own (done, total) onto one overall bar."""
 
@@ -130,6 +137,30 @@ def _load_dataset(dataset):
         return LabelledImages.load_npz(tmp.name)
 
 
+def _in_project_classes(project, dataset, images):
+    """The dataset's images labelled with the project's classes as they are now: a dataset
+    imported before the classes were edited is mapped again from its source classes (kept in
+    its images.npz); one imported without them must be imported again."""
+    from mlcore.datasets import DatasetError, LabelledImages
+
+    if list(images.class_names) == project.class_names:
+        return images
+    if images.sources is None:
+        raise TrainingMaterialError(
+            f"Dataset {dataset.name!r} was imported for the classes "
+            f"{', '.join(images.class_names)}; the project's are now "
+            f"{', '.join(project.class_names)}. Import it again (+ Dataset) to use them."
+        )
+    from workers.data_jobs import map_to_project
+
+    by_source = LabelledImages(images=images.images, labels=images.source_labels,
+                               class_names=images.sources, ids=images.ids)  # fmt: skip
+    try:
+        return map_to_project(project, by_source, log=lambda line: None)
+    except DatasetError as exc:
+        raise TrainingMaterialError(f"Dataset {dataset.name!r}: {exc}.") from None
+
+
 def build_canvases(
     ctx,
     project_id: int,
@@ -155,18 +186,11 @@ def build_canvases(
         return {"canvases": len(cset), "built": False}
     datasets = list(Dataset.objects.filter(project=project, status="ready"))
     if not datasets:
-        raise ValueError(
-            f"project {project.name!r} has no ready dataset: import one (add_dataset) first"
+        raise TrainingMaterialError(
+            f"Project {project.name!r} has no ready dataset to build training canvases from: "
+            "import one (+ Dataset on its page, or manage.py add_dataset) first."
         )
-    parts = []
-    for ds in datasets:
-        images = _load_dataset(ds)
-        if list(images.class_names) != project.class_names:
-            raise ValueError(
-                f"dataset {ds.name!r} has classes {images.class_names}, the project expects "
-                f"{project.class_names}: re-import it with the project's class mapping"
-            )
-        parts.append(images)
+    parts = [_in_project_classes(project, ds, _load_dataset(ds)) for ds in datasets]
     images = concat(parts)
     ctx.log(f"building canvases from {len(images)} images of {len(datasets)} dataset(s)")
     cset = build_canvas_set(
@@ -181,13 +205,41 @@ def build_canvases(
         progress=ctx,
         meta={"datasets": [d.pk for d in datasets]},
     )
-    if cdir.exists():  # rebuild: keep the corrections
-        cset.canvases.extend(c for c in cdir.load().canvases if c.kind == "correction")
+    if cdir.exists():  # rebuild: keep the corrections (of the classes the project still has)
+        cset.canvases.extend(
+            c
+            for c in cdir.load().canvases
+            if c.kind == "correction" and c.class_name in project.class_names
+        )
     cdir.save(cset)
     sync_canvas_rows(project, cdir, cset)
     counts = {c: len(cset.of_class(c)) for c in cset.classes}
     ctx.log(f"canvases per class: {counts}")
     return {"canvases": len(cset), "per_class": counts, "built": True}
+
+
+def refresh_canvases(ctx, project) -> dict:
+    """The cycle's first step: build the training canvases when the project has none, and
+    rebuild the originals when its ready datasets or its classes changed since they were built
+    (reviewed windows are kept). Up to date: nothing is done."""
+    cdir = CanvasDir(project)
+    ready = sorted(Dataset.objects.filter(project=project, status="ready")
+                   .values_list("pk", flat=True))  # fmt: skip
+    if cdir.exists():
+        cset = cdir.load()
+        # A set made outside the app (no "datasets" in its meta) is kept unless classes changed.
+        built_from = sorted(cset.meta.get("datasets") or ready)
+        if not ready or (list(cset.classes) == project.class_names and built_from == ready):
+            ctx.progress(1, 1, "training canvases up to date")
+            return {"built": False}
+        ctx.log(f"datasets {built_from} -> {ready}, classes {cset.classes} -> "
+                f"{project.class_names}: rebuilding the training canvases")  # fmt: skip
+    elif not ready:
+        raise TrainingMaterialError(
+            f"Project {project.name!r} has nothing to train on yet: import a tile dataset "
+            "(+ Dataset) first."
+        )
+    return build_canvases(ctx, project.pk, rebuild=True)
 
 
 # -- corrections --------------------------------------------------------------------------------
@@ -220,7 +272,10 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     project = Project.objects.get(pk=project_id)
     cdir = CanvasDir(project)
     if not cdir.exists():
-        raise ValueError(f"project {project.name!r} has no training canvases: build them first")
+        raise TrainingMaterialError(
+            f"Project {project.name!r} has no training canvases yet: train its first model from "
+            "the dashboard (it builds them from the project's datasets), or import a dataset."
+        )
     cset = cdir.load()
     seen_ids = list(cycle.unconsumed(project).order_by("pk").values_list("pk", flat=True))
     pending = cycle.pending_annotations(project)
@@ -424,7 +479,9 @@ def _retrain_cycle(ctx, version_id: int):
         raise ValueError(
             f"model v{version.number} is {version.status}; start a new cycle instead of retrying"
         )
-    phases = Phases(ctx, {"corrections": 5, "training": 85, "export": 5, "scoring": 5})
+    phases = Phases(ctx, {"canvases": 5, "corrections": 5, "training": 80, "export": 5,
+                          "scoring": 5})  # fmt: skip
+    refresh_canvases(phase_ctx(ctx, phases("canvases")), project)
     feed_corrections(phase_ctx(ctx, phases("corrections")), project.pk, version.pk)
     train_model(ctx, project.pk, version.pk, progress=phases("training"))
     phases("export")(0, 1, "exporting ONNX")

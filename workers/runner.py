@@ -96,7 +96,9 @@ def execute(record_id: int, func_path: str, params: dict):
         result = func(ctx, **params)
     except BaseException as exc:
         record.status = "failed"
-        record.error = f"{type(exc).__name__}: {exc}"[:5000]
+        # An error that already explains itself to a person (``explained``) is kept as it is.
+        explained = getattr(exc, "explained", False)
+        record.error = (str(exc) if explained else f"{type(exc).__name__}: {exc}")[:5000]
         record.log += traceback.format_exc()[-20000:]
         record.finished_at = timezone.now()
         record.save(update_fields=["status", "error", "log", "finished_at"])

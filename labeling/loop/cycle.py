@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from labeling.jobs import ACTIVE, QueueUnavailable, enqueue, reconcile
 from labeling.loop.cycle_lock import cycle_process_running
+from labeling.loop.first_model import check_first_model
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from mlcore import starting_model
 from mlcore.profiles import TRAIN_PROFILES, profile_config, profile_start
@@ -234,6 +235,8 @@ def start_cycle(
                 raise CycleAlreadyRunning(project, process_only=True)
             parent = project.current_model()
             finetune = parent is not None and not new_model
+            if not finetune:  # refused with the reason, no failed version left behind
+                check_first_model(project)
             start = None if finetune else first_model_start(project, profile, from_scratch)
             from_start = start is not None and start["kind"] == "starting-model"
             config = train_config_for(project, profile, config, finetune, from_start)

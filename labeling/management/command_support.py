@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from labeling.job_progress import JobFailed, follow_cycle, follow_job
 from labeling.local_services import ServiceError, workers_for
 from labeling.loop import cycle
+from labeling.loop.first_model import NothingToTrainOn
 from mlcore.starting_model import StartingModelError
 
 
@@ -91,7 +92,7 @@ class CycleCommand(ProjectJobCommand):
                     project, None, profile=profile, config=overrides, new_model=self.new_model,
                     from_scratch=opts.get("from_scratch", False),
                 )  # fmt: skip
-            except (cycle.CycleAlreadyRunning, StartingModelError) as exc:
+            except (cycle.CycleAlreadyRunning, StartingModelError, NothingToTrainOn) as exc:
                 raise CommandError(str(exc)) from None
             if opts["no_wait"]:
                 number = record.params["version_id"]

@@ -11,9 +11,11 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from labeling.access import project_for, projects_for, scene_for
-from labeling.loop.cycle import pending_annotations, reconcile_versions
+from labeling.loop.cycle import pending_annotations, reconcile_versions, running_cycle
+from labeling.loop.first_model import next_step
 from labeling.models import Annotation, ScoringRun
 from labeling.parsing import parse_id, parse_int
+from labeling.project_edit import class_lock_reason
 from labeling.review import annotations, crops, exports, feed, queue
 from labeling.review.common import ReviewError, dumps, pixel_int
 from labeling.views.common import json_api, json_body
@@ -102,9 +104,15 @@ def api_projects(request):
 
 
 @_api
-@require_http_methods(["GET"])
+@require_http_methods(["GET", "PATCH"])
 def api_project(request, project_id):
+    """GET: the project, its counts, versions and next step; PATCH: edit it (its classes only
+    while no model depends on them: labeling.project_edit)."""
     project = project_for(request.user, project_id)
+    if request.method == "PATCH":
+        from labeling.views.data import project_update
+
+        return project_update(request, project)
     reconcile_versions(project)  # a version whose worker died reads failed, not "training"
     current = project.current_model()
     versions = list(project.model_versions.all())
@@ -112,6 +120,7 @@ def api_project(request, project_id):
         total=Count("id"), unconsumed=Count("id", filter=Q(consumed_by__isnull=True))
     )
     scenes = list(project.scenes.all())
+    pending = pending_annotations(project)
     return JsonResponse(
         project_summary(project)
         | {
@@ -119,9 +128,11 @@ def api_project(request, project_id):
                 "scenes": len(scenes),
                 "model_versions": len(versions),
                 "annotations": counts["total"],
-                "pending_annotations": len(pending_annotations(project)),
+                "pending_annotations": len(pending),
             },
             "current_model": current.number if current else None,
+            "next_step": next_step(project, len(pending), running_cycle(project) is not None),
+            "classes_locked": class_lock_reason(project),
             "model_versions": [
                 {
                     "number": v.number,

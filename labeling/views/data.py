@@ -16,6 +16,7 @@ from labeling.forms import DatasetForm, ProjectForm, SceneForm, classes_from_row
 from labeling.jobs import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
 from labeling.parsing import parse_int
+from labeling.project_edit import class_lock_reason, locked_change
 from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene, scene_url
 from labeling.views.common import json_api, json_body
 
@@ -116,7 +117,35 @@ def project_new(request):
             return redirect("dataset-new", project.pk)
     else:
         form = ProjectForm()
-    return render(request, "labeling/project_form.html", {"form": form})
+    return render(request, "labeling/project_form.html",
+                  {"form": form, "preset": ProjectForm.preset()})  # fmt: skip
+
+
+@require_http_methods(["GET", "POST"])
+def project_edit(request, project_id):
+    """The project's settings and classes; what a trained model depends on stays locked
+    (labeling.project_edit)."""
+    project = project_for(request.user, project_id)
+    lock = class_lock_reason(project)
+    if request.method == "POST":
+        classes = classes_from_rows(request.POST)
+        form = ProjectForm(request.POST, instance=project, classes=classes)
+        if form.is_valid():
+            refusal = locked_change(project, classes, form.cleaned_data)
+            if refusal is None:
+                form.save()
+                messages.success(request, f"Project {project.name!r} saved.")
+                return redirect("project-dashboard", project.pk)
+            form.add_error(None, refusal)
+        project.refresh_from_db()
+    else:
+        form = ProjectForm(instance=project)
+    return render(
+        request,
+        "labeling/project_form.html",
+        {"form": form, "project": project, "editing": True, "lock": lock},
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 def project_json(project: Project) -> dict:
@@ -146,11 +175,32 @@ def api_project_create(request):
         field: body.get(field, Project._meta.get_field(field).get_default())
         for field in ProjectForm.Meta.fields
     }
-    form = ProjectForm(data, classes=body.get("classes", ProjectForm().classes))
+    # The API keeps its documented default (the demo's classes) when none are given.
+    form = ProjectForm(data, classes=body.get("classes", ProjectForm.preset()))
     if not form.is_valid():
         return JsonResponse({"error": _error_text(form), "fields": _form_errors(form)}, status=400)
     project = form.save(user=request.user)
     return JsonResponse(project_json(project), status=201)
+
+
+def project_update(request, project) -> JsonResponse:
+    """PATCH /api/projects/<id>: the fields given change, the others stay; 400 with the reason
+    (a locked class edit, an invalid value), 200 with the project."""
+    body = _json_body(request)
+    data = {field: body.get(field, getattr(project, field)) for field in ProjectForm.Meta.fields}
+    if "threshold_mode" in body:
+        data["threshold_mode"] = body["threshold_mode"]
+    else:
+        data["threshold_mode"] = "calibrated" if project.use_calibrated_thresholds else "fixed"
+    classes = body.get("classes", project.classes)
+    form = ProjectForm(data, instance=project, classes=classes)
+    if not form.is_valid():
+        return JsonResponse({"error": _error_text(form), "fields": _form_errors(form)}, status=400)
+    refusal = locked_change(project, classes, form.cleaned_data)
+    if refusal is not None:
+        return JsonResponse({"error": refusal}, status=409)
+    project = form.save()
+    return JsonResponse(project_json(project))
 
 
 # --- datasets --------------------------------------------------------------------------------

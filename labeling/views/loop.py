@@ -4,6 +4,7 @@ labeling.loop.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
@@ -18,6 +19,7 @@ from labeling.loop.cycle import (
     set_current,
     start_cycle,
 )
+from labeling.loop.first_model import NothingToTrainOn
 from labeling.models import JobRecord, ModelVersion
 from labeling.parsing import parse_int
 from labeling.views.common import json_api, json_body
@@ -95,7 +97,8 @@ def api_retrain(request, project_id):
     as_json = _wants_json(request)
     body = _json_body(request) if request.content_type == "application/json" else {}
     profile = body.get("profile") or request.POST.get("profile") or request.GET.get("profile")
-    profile = profile or "quick"
+    # The dashboard's button names none: the installation's default (tests: the tiny one).
+    profile = profile or getattr(settings, "DEFAULT_TRAIN_PROFILE", "quick")
     if not isinstance(profile, str) or profile not in TRAIN_PROFILES:
         text = (
             f"Unknown training profile {str(profile)[:40]!r}: use one of "
@@ -107,7 +110,7 @@ def api_retrain(request, project_id):
         raise BadRequest(text)
     try:
         record = start_cycle(project, request.user, profile=profile)
-    except StartingModelError as exc:  # the server's starting model is missing or corrupt
+    except (StartingModelError, NothingToTrainOn) as exc:  # what to fix, in words
         if not as_json:
             messages.error(request, str(exc))
             return _back(request, project)
@@ -124,7 +127,8 @@ def api_retrain(request, project_id):
         return JsonResponse(body, status=409)
     version = ModelVersion.objects.get(pk=record.params["version_id"])
     if not as_json:
-        messages.success(request, f"Retrain cycle started: model v{version.number} is training.")
+        what = "Retrain cycle" if version.parent_id else "First model"
+        messages.success(request, f"{what} started: model v{version.number} is training.")
         return _back(request, project)
     return JsonResponse(
         {"job": record.pk, "version": version.number, "status": version.status}, status=202

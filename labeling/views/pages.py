@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_safe
 
 from labeling.access import project_for, scene_for
 from labeling.jobs import ACTIVE, job_state
+from labeling.loop import first_model
 from labeling.loop.cycle import (
     CYCLE_KIND,
     f1_summary,
@@ -239,6 +240,7 @@ def project_dashboard(request, project_id):
         }
         for j in JobRecord.objects.filter(project=project).order_by("-created_at", "-id")[:15]
     ]
+    next_step = first_model.next_step(project, len(pending), cycle_running)
     config = {
         "project": project.pk,
         "jobs_url": _url("api-jobs", project.pk),
@@ -262,6 +264,7 @@ def project_dashboard(request, project_id):
             "cycle_effect": cycle_effect(row_list),
             "export_url": _url("api-export", project.pk),
             "cycle_running": cycle_running,
+            "next_step": next_step,
             "config": config,
             "datasets": project.datasets.all()[:10],
         },

@@ -74,7 +74,7 @@
           else if (fresh && !old && id !== "pending-line") location.reload();
         }
         const freshButton = doc.getElementById("retrain-button"), button = document.getElementById("retrain-button");
-        if (freshButton && button) { button.disabled = freshButton.disabled; button.title = freshButton.title; }
+        if (freshButton && button) { button.disabled = freshButton.disabled; button.title = freshButton.title; button.textContent = freshButton.textContent; }
         bindForms();
         document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
       }).finally(function () { refreshing = null; });

@@ -1,0 +1,121 @@
+"""A project's first model, as the pages, the API and the commands see it: is there anything to
+train it on, and what is the project's next step (the dashboard's "Next step" line and why its
+Train / Retrain button is off when it is off).
+
+The work itself is one chain (workers.loop_jobs.retrain_cycle): it builds or refreshes the
+training canvases from the project's ready datasets, feeds the reviewed windows, trains from the
+starting model, calibrates, and scores every scene. Here only the questions asked before it is
+started, so a press that cannot succeed is refused with the reason instead of leaving a failed
+model version behind."""
+
+from __future__ import annotations
+
+from labeling.models import Dataset, ModelVersion, TrainingCanvas
+
+
+class NothingToTrainOn(Exception):
+    """A first model was asked for, but the project has nothing to learn from yet; the message
+    says what to add."""
+
+
+def _sources_text(project) -> str:
+    sources = [s for c in project.classes for s in c.get("sources", [])]
+    if not sources:
+        return (
+            "named after the project's classes ("
+            + ", ".join(c["name"] for c in project.classes)
+            + ")"
+        )
+    return "named as the project's source classes (" + ", ".join(sources) + ")"
+
+
+def material_problem(project) -> str | None:
+    """Why a first model cannot be trained now (in words, with what to do), or None."""
+    datasets = Dataset.objects.filter(project=project)
+    importing = datasets.filter(status__in=("pending", "importing")).order_by("pk").first()
+    if importing is not None:
+        return (
+            f"Dataset {importing.name!r} is still importing: the first model can be trained "
+            "once it is ready."
+        )
+    if datasets.filter(status="ready").exists():
+        return None
+    if TrainingCanvas.objects.filter(project=project, kind="original").exists():
+        return None
+    text = (
+        "There is nothing to train the first model on yet: add a tile dataset (+ Dataset): a "
+        f"zip of image folders {_sources_text(project)}, other folders becoming "
+        f"{project.negative_class!r}, or the CIFAR-10 archive."
+    )
+    failed = datasets.filter(status="failed").order_by("-pk").first()
+    if failed is not None:
+        text += f" The last import, {failed.name!r}, failed: {failed.error}"
+    return text
+
+
+def check_first_model(project) -> None:
+    """Raise NothingToTrainOn when a first model cannot be trained now."""
+    problem = material_problem(project)
+    if problem is not None:
+        raise NothingToTrainOn(problem)
+
+
+def readable_error(text: str) -> str:
+    """A version's or job's failure for a person: the job-kind prefix and a Python exception
+    name ("retrain_cycle job failed: ValueError: ...") are left out."""
+    text = (text or "").strip()
+    for prefix in ("retrain_cycle job failed: ",):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    head, sep, rest = text.partition(": ")
+    if sep and head.isidentifier() and (head.endswith("Error") or head.endswith("Exception")):
+        text = rest
+    return text
+
+
+def next_step(project, pending: int, cycle_running: bool) -> dict:
+    """What the dashboard says to do next: {"text", "can_train", "button", "why_off",
+    "last_failure"}. ``button`` is the Train / Retrain button's label; ``why_off`` the reason it
+    is off (empty when it is on)."""
+    current = project.current_model()
+    has_scene = project.scenes.exclude(pixels_key="").exists()
+    failed = ModelVersion.objects.filter(project=project).order_by("-number").first()
+    last_failure = None
+    if failed is not None and failed.status == "failed":
+        last_failure = {"number": failed.number, "error": readable_error(failed.error)}
+    step = {"last_failure": last_failure, "can_train": False, "why_off": ""}
+    if cycle_running:
+        step |= {
+            "button": "Retrain" if current else "Train the first model",
+            "text": "A training cycle is running: follow it in the jobs table.",
+            "why_off": "A cycle is running: wait for it to finish (or fail).",
+        }
+        return step
+    if current is None:
+        problem = material_problem(project)
+        step["button"] = "Train the first model"
+        if problem is not None:
+            step |= {"text": problem, "why_off": problem}
+            return step
+        scenes = (
+            "then every scene is scored"
+            if has_scene
+            else "add a scene (+ Scene) to see its detections"
+        )
+        step |= {
+            "can_train": True,
+            "text": "Next: train the first model (from the starting model, on the project's "
+            f"datasets and the windows reviewed so far; {scenes}).",
+        }
+        return step
+    step["button"] = "Retrain"
+    if not pending:
+        why = "Review windows or correct detections first: there is nothing new to learn."
+        step |= {"text": "Next: review windows in the queue or correct detections in a scene; "
+                 "then retrain.", "why_off": why}  # fmt: skip
+        return step
+    step |= {
+        "can_train": True,
+        "text": f"Next: retrain on the {pending} new annotation{'s' if pending != 1 else ''}.",
+    }
+    return step
