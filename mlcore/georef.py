@@ -316,16 +316,24 @@ def feature_collection(boxes: list[dict], georef: dict | None, width: int, heigh
     GeorefError when the scene's georeferencing cannot give what was asked."""
     if crs not in CRS_MODES:
         raise GeorefError(f"crs must be one of {', '.join(CRS_MODES)}, got {str(crs)[:50]!r}")
-    if crs != "pixels" and not usable(georef):
-        why = (
-            f"its GeoTIFF georeferencing was ignored on import: {georef.get('problem')}"
-            if georef
-            else "it was not imported from a GeoTIFF with georeferencing"
-        )
-        raise GeorefError(
-            f"this scene has no usable georeferencing ({why}); ask for crs=pixels to export "
-            "the boxes in scene pixels"
-        )
+    if crs != "pixels":
+        why = None
+        if not georef:
+            why = "it was not imported from a GeoTIFF with georeferencing"
+        elif georef.get("problem"):
+            why = f"its GeoTIFF georeferencing was ignored on import: {georef['problem']}"
+        elif not usable(georef):
+            why = "its GeoTIFF names no coordinate reference system"
+        else:
+            try:  # stored before the import checked it
+                check(georef, width, height)
+            except GeorefError as exc:
+                why = str(exc)
+        if why:
+            raise GeorefError(
+                f"this scene has no usable georeferencing ({why}); ask for crs=pixels to export "
+                "the boxes in scene pixels"
+            )
     kept, rings = [], []
     for box in boxes:
         clipped = clip_box(*(float(box[k]) for k in ("x", "y", "w", "h")), width, height)

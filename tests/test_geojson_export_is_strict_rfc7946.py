@@ -240,6 +240,17 @@ def test_a_scene_without_georeferencing_exports_pixels_only_on_request(
     scene.save(update_fields=["georef"])
     r = alice_client.get(f"/api/scenes/{scene.pk}/geojson")
     assert r.status_code == 409 and "no usable georeferencing" in r.json()["error"]
+    # Stored before the import checked it (a zero scale, an unnamed CRS): refused the same way.
+    for georef, reason in [
+        ({"geotransform": [5e5, 0.0, 0.0, 4.65e6, 0.0, 0.0], "crs": "EPSG:32633"}, "singular"),
+        ({"geotransform": [5e5, 0.5, 0.0, 4.65e6, 0.0, -0.5], "crs": None}, "no coordinate"),
+    ]:
+        scene.georef = georef
+        scene.save(update_fields=["georef"])
+        r = alice_client.get(f"/api/scenes/{scene.pk}/geojson?crs=native")
+        assert r.status_code == 409 and reason in r.json()["error"], r.content
+    scene.georef = None
+    scene.save(update_fields=["georef"])
     pixels = alice_client.get(f"/api/scenes/{scene.pk}/geojson?crs=pixels")
     assert pixels.status_code == 200
     path = tmp_path / "pixels.geojson"
