@@ -61,8 +61,6 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     "api-projects": {
         "get": {"summary": "The projects you are a member of, with scene and model counts",
                 "tags": ["review"], "responses": _ok("{\"projects\": [...]}")},
-    },
-    "api-project-create": {
         "post": {"summary": "Create a project (you become its member)", "tags": ["data"],
                  "requestBody": _json_body("project fields", {
                      "name": {"type": "string"}, "description": {"type": "string"},

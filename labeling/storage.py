@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-from mlcore.storage import Storage, storage_from_url, validate_key
+from mlcore.storage import Storage, storage_from_url
 
 
 @lru_cache(maxsize=4)
@@ -35,10 +35,6 @@ def project_prefix(project) -> str:
 
 def dataset_prefix(dataset) -> str:
     return f"{project_prefix(dataset.project)}/datasets/{dataset.pk}"
-
-
-def canvas_prefix(project, class_name: str) -> str:
-    return validate_key(f"{project_prefix(project)}/canvases/{class_name}")
 
 
 def scene_prefix(scene) -> str:

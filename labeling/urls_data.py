@@ -19,7 +19,6 @@ urlpatterns = [
         data.scene_import,
         name="scene-import",
     ),
-    path("api/projects", data.api_project_create, name="api-project-create"),
     path("api/projects/<int:project_id>/datasets", data.api_datasets, name="api-datasets"),
     path(
         "api/projects/<int:project_id>/datasets/<int:dataset_id>",

@@ -29,7 +29,7 @@ import urllib.request
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -678,12 +678,6 @@ def find_shared_data() -> Path | None:
     env = os.environ.get("MLCORE_SHARED_DATA")
     candidate = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
-
-
-def iter_batches(ds: LabelledImages, batch_size: int) -> Iterator[LabelledImages]:
-    """Consecutive slices of ``ds`` (for memory-bounded processing)."""
-    for start in range(0, len(ds), batch_size):
-        yield ds.subset(np.arange(start, min(start + batch_size, len(ds))))
 
 
 def concat(parts: Iterable[LabelledImages]) -> LabelledImages:

@@ -110,7 +110,7 @@ def test_projects_list_and_create_share_the_url(alice_client, project, bobs_proj
     (p,) = r.json()["projects"]
     assert p["id"] == project.pk and p["scenes"] == 1 and p["current_model"] == 1
     assert p["class_names"] == ["car", "boat", "negative"] and p["colors"]["car"] == "#e6194b"
-    r = post_json(alice_client, reverse("api-project-create"), {"name": "new one"})
+    r = post_json(alice_client, reverse("api-projects"), {"name": "new one"})
     assert r.status_code == 201, r.content
     assert len(alice_client.get(reverse("api-projects")).json()["projects"]) == 2
 

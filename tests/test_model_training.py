@@ -1,12 +1,11 @@
 """ResNet, training on CPU (learns, deterministic, fine-tunes), checkpoints, ONNX export."""
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from mlcore.canvases import Canvas, CanvasSet  # noqa: E402
 from mlcore.engines import get_engine  # noqa: E402
 from mlcore.export import export_onnx  # noqa: E402
 from mlcore.model import build_model  # noqa: E402
@@ -19,20 +18,6 @@ from mlcore.training import (  # noqa: E402
     train,
 )
 from mlcore.windows import WindowSampler  # noqa: E402
-
-
-@dataclass
-class Canvas:
-    class_name: str
-    array: np.ndarray
-    weight: float = 1.0
-    kind: str = "original"
-
-
-@dataclass
-class Canvases:
-    classes: list
-    canvases: list = field(default_factory=list)
 
 
 def shapes_canvas(kind: str, seed: int, size=(128, 128)) -> np.ndarray:
@@ -56,8 +41,10 @@ def shapes_canvas(kind: str, seed: int, size=(128, 128)) -> np.ndarray:
 CLASSES = ["car", "boat", "negative"]
 
 
-def synthetic_set(seed=0) -> Canvases:
-    return Canvases(CLASSES, [Canvas(c, shapes_canvas(c, seed + i)) for i, c in enumerate(CLASSES)])
+def synthetic_set(seed=0) -> CanvasSet:
+    return CanvasSet(
+        CLASSES, [Canvas(c, shapes_canvas(c, seed + i)) for i, c in enumerate(CLASSES)]
+    )
 
 
 TINY = dict(depth=8, width=8, batch_size=32, steps=24, lr=0.05, log_every=1, val_windows=256)

@@ -1,25 +1,10 @@
 """Windows are zero-copy views; the sampler's labels, weights and train/val split."""
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 
+from mlcore.canvases import Canvas, CanvasSet
 from mlcore.windows import WindowSampler, full_window_view, grid_positions, window_view
-
-
-@dataclass
-class Canvas:
-    class_name: str
-    array: np.ndarray
-    weight: float = 1.0
-    kind: str = "original"
-
-
-@dataclass
-class Canvases:
-    classes: list
-    canvases: list = field(default_factory=list)
 
 
 def noise(h, w, seed):
@@ -49,7 +34,7 @@ def test_window_view_rejects_images_smaller_than_a_window():
 
 
 def two_class_set():
-    return Canvases(
+    return CanvasSet(
         ["car", "boat"],
         [Canvas("car", noise(100, 80, 1)), Canvas("boat", noise(120, 64, 2), weight=1.0)],
     )
@@ -91,7 +76,7 @@ def test_train_and_validation_windows_never_overlap():
 
 
 def test_correction_canvases_weigh_more_within_their_class():
-    cs = Canvases(
+    cs = CanvasSet(
         ["car", "boat"],
         [
             Canvas("car", noise(64, 64, 1)),
@@ -108,9 +93,9 @@ def test_correction_canvases_weigh_more_within_their_class():
 
 def test_sampler_rejects_unknown_class_and_tiny_canvases():
     with pytest.raises(ValueError, match="not one of"):
-        WindowSampler(Canvases(["car"], [Canvas("boat", noise(64, 64, 0))]), ["car"])
+        WindowSampler(CanvasSet(["car"], [Canvas("boat", noise(64, 64, 0))]), ["car"])
     with pytest.raises(ValueError, match="smaller than the 32 px window"):
-        WindowSampler(Canvases(["car"], [Canvas("car", noise(16, 64, 0))]), ["car"])
+        WindowSampler(CanvasSet(["car"], [Canvas("car", noise(16, 64, 0))]), ["car"])
 
 
 def test_full_window_view_is_a_view_of_every_origin():

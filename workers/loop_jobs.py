@@ -8,7 +8,6 @@ already has its files is not retrained, and nothing becomes current before all o
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -514,8 +513,3 @@ class phase_ctx:  # noqa: N801 - a tiny adapter used like a function
     def __call__(self, done, total, message=""):
         self.progress(done, total, message)
 
-
-def remove_local_cache(project) -> None:
-    """Drop the mirrored canvases of a project (remote storage only)."""
-    path = Path(settings.VAR_DIR) / "cache" / canvas_set_prefix(project)
-    shutil.rmtree(path, ignore_errors=True)
