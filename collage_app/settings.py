@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "labeling.middleware.QueueUnavailableAs503",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "labeling.strict_json.StrictJsonResponses",  # innermost: JSON leaves strict (no NaN)
 ]
 
 ROOT_URLCONF = "collage_app.urls"
