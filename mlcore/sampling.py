@@ -2,7 +2,7 @@
 
 Strategies (every one returns the most useful windows first):
 
-- ``least_confidence`` (alias ``uncertainty``): lowest top-class probability first;
+- ``uncertainty`` (least confidence): lowest top-class probability first;
 - ``margin``: smallest gap between the two most probable classes first;
 - ``entropy``: highest normalised entropy first;
 - ``random``: a seeded shuffle (the baseline every strategy should beat);
@@ -63,7 +63,6 @@ import numpy as np
 from mlcore.postprocess import default_negative, uncertainty
 
 STRATEGIES = (
-    "least_confidence",
     "uncertainty",
     "margin",
     "entropy",
@@ -122,7 +121,7 @@ def priorities(
     the first round clear of windows overlapping them. The other strategies ignore it."""
     check_strategy(strategy)
     probs = grid.probs
-    if strategy in ("least_confidence", "uncertainty"):
+    if strategy == "uncertainty":
         return uncertainty(probs, "least_confidence")
     if strategy in ("margin", "entropy"):
         return uncertainty(probs, strategy)

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 
 from labeling import storage as keys
+from labeling.db_cuts import retry_on_cut
 from labeling.demo_data import demo_target_path, demo_tiles_path
 from labeling.models import Dataset, Project, Scene, ScoringRun
 from labeling.storage import get_storage
@@ -234,7 +235,7 @@ def import_scene(ctx, scene_id: int):
         scene.width, scene.height, scene.pixels_key = width, height, key
         scene.save(update_fields=["width", "height", "pixels_key", "sha256", "georef"])
         ctx.progress(2, 3, "queueing deep-zoom tiles and scoring")
-        follow_up = queue_follow_up(scene)
+        follow_up = retry_on_cut(queue_follow_up, scene)  # one transaction
         ctx.progress(3, 3, "scene ready")
         return {"scene_id": scene.pk, "width": width, "height": height, **follow_up}
     except BaseException:

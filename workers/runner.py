@@ -16,6 +16,8 @@ import traceback
 from django.db import close_old_connections
 from django.utils import timezone
 
+from labeling.db_cuts import surviving_cuts
+
 PROGRESS_SAVE_INTERVAL_S = 0.5
 
 
@@ -35,17 +37,32 @@ class JobContext:
         if now - self._last_save < PROGRESS_SAVE_INTERVAL_S and done < total:
             return
         self._last_save = now
-        record.save(update_fields=["progress_done", "progress_total", "message"])
+        with surviving_cuts():  # also when Spark's progress thread reports, on its connection
+            self.stop_if_abandoned()
+            record.save(update_fields=["progress_done", "progress_total", "message"])
         if self.rq_job is not None:
             self.rq_job.meta.update(
                 {"done": record.progress_done, "total": record.progress_total, "message": message}
             )
             save_meta(self.rq_job)
 
+    def stop_if_abandoned(self) -> None:
+        """Raise JobAbandoned when the record was failed meanwhile (its worker declared dead,
+        Redis lost the job, its cycle cancelled it): work nobody waits for stops at its next
+        progress report instead of running on (and storing its result) to no purpose."""
+        from labeling.jobs import JobAbandoned
+        from labeling.models import JobRecord
+
+        now = JobRecord.objects.filter(pk=self.record.pk).values_list("status", "error").first()
+        if now is not None and now[0] != "running":
+            raise JobAbandoned(f"job {self.record.pk} is {now[0]} ({now[1] or 'no reason'}): "
+                               "it stops here")  # fmt: skip
+
     def log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
         self.record.log += f"[{stamp}] {line}\n"
-        self.record.save(update_fields=["log"])
+        with surviving_cuts():
+            self.record.save(update_fields=["log"])
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
         """A JobContext is itself an mlcore progress callback."""
@@ -66,6 +83,11 @@ def save_meta(rq_job) -> None:
 
 def execute(record_id: int, func_path: str, params: dict):
     """The RQ entry point of every job (see labeling.jobs.enqueue)."""
+    with surviving_cuts():
+        return _execute(record_id, func_path, params)
+
+
+def _execute(record_id: int, func_path: str, params: dict):
     from rq import get_current_job
 
     from labeling.models import JobRecord
@@ -73,9 +95,7 @@ def execute(record_id: int, func_path: str, params: dict):
     close_old_connections()
     record = JobRecord.objects.get(pk=record_id)
     rq_job = get_current_job()
-    record.status = "running"
     record.started_at = timezone.now()
-    record.error = ""
     if rq_job is not None:
         record.rq_job_id = rq_job.id
         # Which process runs the job, so that labeling.jobs can kill it before calling the job
@@ -88,7 +108,14 @@ def execute(record_id: int, func_path: str, params: dict):
              "horse_started": process_started(pid)}
         )  # fmt: skip
         save_meta(rq_job)
-    record.save(update_fields=["status", "started_at", "error", "rq_job_id"])
+    # Only a queued (or retried running) record starts: one failed before its turn (cancelled
+    # with its cycle, declared lost) never runs.
+    if not JobRecord.objects.filter(pk=record.pk, status__in=("queued", "running")).update(
+        status="running", started_at=record.started_at, error="", rq_job_id=record.rq_job_id
+    ):
+        record.refresh_from_db()
+        return {"skipped": f"the job was {record.status} before it started: {record.error}"}
+    record.status, record.error = "running", ""
     ctx = JobContext(record, rq_job)
     module_name, func_name = func_path.rsplit(".", 1)
     try:
@@ -101,7 +128,11 @@ def execute(record_id: int, func_path: str, params: dict):
         record.error = (str(exc) if explained else f"{type(exc).__name__}: {exc}")[:5000]
         record.log += traceback.format_exc()[-20000:]
         record.finished_at = timezone.now()
-        record.save(update_fields=["status", "error", "log", "finished_at"])
+        # A record failed meanwhile (cancelled, declared dead) keeps the reason it was given.
+        if not JobRecord.objects.filter(pk=record.pk, status="running").update(
+            status="failed", error=record.error, log=record.log, finished_at=record.finished_at
+        ):
+            JobRecord.objects.filter(pk=record.pk).update(log=record.log)
         raise
     record.result = result if isinstance(result, dict) else {}
     record.finished_at = timezone.now()

@@ -15,6 +15,8 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
+from labeling.db_cuts import retry_on_cut
+from labeling.jobs import JobAbandoned
 from labeling.loop import cycle
 from labeling.loop.corrections import record_corrections_stick
 from labeling.models import ScoringRun
@@ -35,7 +37,12 @@ def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int
         return {"run": run.pk, "skipped": True}
     run.status, run.started_at, run.error = "running", timezone.now(), ""
     run.spark_master = str(settings.SPARK_MASTER)
-    run.save(update_fields=["status", "started_at", "error", "spark_master"])
+    # A run failed before its job's turn (its cycle's version failed) is never scored.
+    if not ScoringRun.objects.filter(pk=run.pk, status__in=("queued", "running")).update(
+        status="running", started_at=run.started_at, error="", spark_master=run.spark_master
+    ):
+        run.refresh_from_db()
+        raise JobAbandoned(f"scoring run {run.pk} is {run.status} ({run.error}): not scored")
     try:
         if not scene.pixels_key:
             raise ValueError(f"scene {scene.name!r} has no pixels yet: import it first")
@@ -74,7 +81,8 @@ def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int
             ]
         )  # fmt: skip
         store_started = time.perf_counter()
-        store_scoring_result(run, grid, timings)
+        # One transaction (a cut connection rolls it back: it runs again on a new one).
+        retry_on_cut(store_scoring_result, run, grid, timings)
         run.refresh_from_db()
         run.timings = dict(run.timings) | {"store_s": round(time.perf_counter() - store_started, 3)}
         run.save(update_fields=["timings"])
@@ -83,12 +91,13 @@ def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int
             f"{spark_s:.1f}s on {run.spark_master} ({run.n_partitions} partitions)"
         )
     except BaseException as exc:
-        ScoringRun.objects.filter(pk=run.pk).update(
+        # A run failed meanwhile (its job declared dead, its cycle cancelled) keeps its reason.
+        ScoringRun.objects.filter(pk=run.pk, status__in=("queued", "running")).update(
             status="failed", error=f"{type(exc).__name__}: {exc}"[:5000], finished_at=timezone.now()
         )
-        cycle.after_scoring(version)  # fails the cycle's version; no-op for a plain rescore
+        retry_on_cut(cycle.after_scoring, version)  # fails the cycle's version, if any
         raise
-    state = cycle.after_scoring(version)
+    state = retry_on_cut(cycle.after_scoring, version)
     try:
         record_corrections_stick(version)
     except Exception:  # a figure on the metrics page must not fail a finished scoring run

@@ -19,22 +19,10 @@ from mlcore import sampling
 from mlcore.sampling import priorities
 
 
-def api_strategy(name: str) -> str:
-    """The API's name of an mlcore.sampling strategy: hyphens, and least confidence is
-    "uncertainty"."""
-    return "uncertainty" if name in ("least_confidence", "uncertainty") else name.replace("_", "-")
-
-
-# Strategy names of the API (and aliases) -> mlcore.sampling names: every mlcore name, with
-# underscores or hyphens.
-STRATEGY_ALIASES = {"uncertainty": "least_confidence"}
-for _name in sampling.STRATEGIES:
-    _core = "least_confidence" if _name == "uncertainty" else _name
-    STRATEGY_ALIASES.setdefault(_name, _core)
-    STRATEGY_ALIASES.setdefault(_name.replace("_", "-"), _core)
-STRATEGIES = tuple(dict.fromkeys(api_strategy(n) for n in sampling.STRATEGIES))
+# One spelling per strategy everywhere (pages, API, commands, bench): mlcore.sampling's names.
+STRATEGIES = sampling.STRATEGIES
 # The queue's strategy when none is asked for (pages, API, simulate_review): mlcore's default.
-DEFAULT_STRATEGY = api_strategy(sampling.DEFAULT_STRATEGY)
+DEFAULT_STRATEGY = sampling.DEFAULT_STRATEGY
 
 
 
@@ -70,9 +58,9 @@ class RankedRun:
 
 
 def normalise_strategy(strategy: str) -> str:
-    if strategy not in STRATEGY_ALIASES:
+    if strategy not in STRATEGIES:
         raise ReviewError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
-    return STRATEGY_ALIASES[strategy]
+    return strategy
 
 
 def ranked_run(run: ScoringRun, strategy: str) -> RankedRun:

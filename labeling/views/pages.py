@@ -42,13 +42,13 @@ STRATEGY_LABELS = {
     "margin": "Margin (top two closest)",
     "entropy": "Entropy",
     "random": "Random",
-    "top-score": "Highest score first (precision review)",
-    "diverse-uncertainty": "Diverse uncertainty (no two overlapping)",
-    "diverse-margin": "Diverse margin (no two overlapping)",
+    "top_score": "Highest score first (precision review)",
+    "diverse_uncertainty": "Diverse uncertainty (no two overlapping)",
+    "diverse_margin": "Diverse margin (no two overlapping)",
     "balanced": "Class-balanced (equal share per predicted class)",
     "mixed": "Mixed (diverse uncertainty + 1 in 3 random)",
-    "cluster-margin": "Cluster-margin (kinds of confusion in turn)",
-    "diverse-learnable": "Diverse uncertainty, ambiguous borders last",
+    "cluster_margin": "Cluster-margin (kinds of confusion in turn)",
+    "diverse_learnable": "Diverse uncertainty, ambiguous borders last",
 }
 # The queue page's choices: every strategy of labeling.review.queue, in its order.
 STRATEGIES = [(name, STRATEGY_LABELS.get(name, name)) for name in QUEUE_STRATEGIES]

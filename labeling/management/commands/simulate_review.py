@@ -244,11 +244,9 @@ def simulation_point(row: dict) -> dict:
 
 def record_simulation(owner, project, scene, strategy, per_cycle, profile, config, rows):
     from labeling.models import SimulationRun
-    from labeling.review.queue import STRATEGY_ALIASES
-
     return SimulationRun.objects.create(
         project=owner,
-        strategy=STRATEGY_ALIASES.get(strategy, strategy),
+        strategy=strategy,
         per_cycle=per_cycle,
         profile=profile or "",
         scene_name=scene.name,
