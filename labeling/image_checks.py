@@ -11,13 +11,18 @@ JPEG that stops before its end-of-image marker is refused as truncated.
 
 A PNG is walked chunk by chunk (no pixel is inflated): a chunk running past the end of the file,
 a missing IEND or image data too short to inflate to the declared size (deflate cannot compress
-more than 1032:1) is refused. TIFF tiles and strips are checked by mlcore.tiff_bands."""
+more than 1032:1) is refused. The scene is stored as 24-bit RGB whatever the PNG's bit depth: a
+1-bit 30000x30000 PNG of 109 kB inflates within deflate's bound yet would be stored as 2.7 GB,
+so the stored size is bounded by the image data too (mlcore.tiff_bands.MAX_STORED_RATIO, the
+rule TIFF follows). TIFF tiles and strips are checked by mlcore.tiff_bands."""
 
 from __future__ import annotations
 
 import mmap
 import struct
 from pathlib import Path
+
+from mlcore.tiff_bands import MAX_STORED_RATIO
 
 # Start-of-frame markers: Huffman (C0-C3, C5-C7) and arithmetic (C9-CB, CD-CF) coding.
 HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}
@@ -82,6 +87,14 @@ def _check_png(f, size: int, name: str) -> None:
             f"{name} is truncated: its {coded:,} bytes of image data cannot inflate to the "
             f"{width}x{height} pixels its header declares (that needs at least "
             f"{-(-raw // DEFLATE_MAX_RATIO):,} bytes)"
+        )
+    stored = width * height * 3
+    if coded * MAX_STORED_RATIO < stored:
+        raise ImageCheckError(
+            f"{name} cannot be a scene: its {width}x{height} {depth}-bit pixels would be stored "
+            f"as {stored / 1e6:,.0f} MB of RGB from only {coded:,} bytes of image data; a scene "
+            f"may be at most {MAX_STORED_RATIO:,} times the data it is made from. Crop the "
+            "picture to where it has detail, or save it with 8-bit RGB pixels"
         )
 
 

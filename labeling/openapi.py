@@ -99,7 +99,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                 "tags": ["review"],
                 "parameters": [
                     _q("strategy", "ranking of the windows (default "
-                       f"{DEFAULT_STRATEGY}; the diverse ones, balanced, mixed and cluster-margin "
+                       f"{DEFAULT_STRATEGY}; the diverse ones, balanced, mixed and cluster_margin "
                        "never hand out two overlapping windows in one round)",
                        enum=list(STRATEGIES)),
                     _q("scene", "only this scene id", "integer"),

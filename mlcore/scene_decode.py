@@ -1,8 +1,9 @@
 """Scene pictures read without holding them: the header alone, or the pixels a band at a time.
 
-TIFF (BigTIFF, tiled, pyramidal) goes through ``mlcore.tiff_bands`` (tifffile); JPEG, PNG and
-the rest libvips reads go through libvips in sequential mode, which decodes top to bottom and
-keeps only the rows in flight. Either way peak memory is a band, not the scene.
+TIFF (BigTIFF, tiled, pyramidal) goes through ``mlcore.tiff_bands`` (tifffile), which writes
+tile by tile; JPEG, PNG and the rest libvips reads go through libvips in sequential mode, which
+decodes top to bottom and keeps only the rows in flight. Either way peak memory is a tile or a
+band, not the scene, and not a row of tiles.
 """
 
 from __future__ import annotations
@@ -128,3 +129,24 @@ def iter_bands(path, name: str | None = None, band_bytes: int = BAND_BYTES) -> I
     header = read_header(path, name)
     rows = max(1, band_bytes // max(1, header.width * 3))
     yield from _vips_bands(path, name, rows)
+
+
+def write_rgb(path, out, name: str | None = None, band_bytes: int = BAND_BYTES,
+              on_rows=None) -> int:  # fmt: skip
+    """Write the picture as uint8 RGB rows (H, W, 3) into the open file ``out`` from its
+    position; returns the rows written. A TIFF is written tile by tile at each tile's place
+    (``tiff_bands.write_rgb``: a row of tiles of a very wide picture is never held); the rest
+    in libvips bands of about ``band_bytes``. ``on_rows(rows)`` follows the progress."""
+    name = name or os.fspath(path)
+    if tiff_bands.is_tiff(path):
+        try:
+            return tiff_bands.write_rgb(path, name, out, on_rows)
+        except tiff_bands.TiffSceneError as exc:
+            raise DecodeError(str(exc)) from None
+    done = 0
+    for band in iter_bands(path, name, band_bytes):
+        out.write(np.ascontiguousarray(band).data)
+        done += len(band)
+        if on_rows is not None:
+            on_rows(done)
+    return done

@@ -155,15 +155,14 @@ def _write_npy_header(f: BinaryIO, height: int, width: int) -> None:
 
 
 def _stream_to_npy(path: Path, name: str, header: Header, out: Path, progress, band_bytes) -> None:
+    def on_rows(done: int) -> None:
+        report(progress, done, header.height, f"rows {done:,} of {header.height:,}")
+
     with open(out, "wb") as f:
         _write_npy_header(f, header.height, header.width)
-        done = 0
         decode = _decode()
         try:
-            for band in decode.iter_bands(path, name, band_bytes or decode.BAND_BYTES):
-                f.write(np.ascontiguousarray(band).data)
-                done += len(band)
-                report(progress, done, header.height, f"rows {done:,} of {header.height:,}")
+            done = decode.write_rgb(path, f, name, band_bytes or decode.BAND_BYTES, on_rows)
         except decode.DecodeError as exc:
             raise SceneError(str(exc)) from None
     if done != header.height:
@@ -180,7 +179,7 @@ def image_to_npy(
     The picture is decoded a band of rows at a time and each band written out at once, so peak
     memory does not grow with the picture. ``dst`` is a path (written under a temporary name,
     then renamed; removed on any failure) or a writable binary file. ``band_bytes``: about how
-    many bytes of RGB a band holds (a TIFF's band is a row of its tiles or strips). Converted
+    many bytes of RGB a band holds (JPEG, PNG; a TIFF is written tile by tile). Converted
     to RGB: alpha dropped, grey and palette expanded, 16-bit scaled to 8. Returns (width,
     height).
     """

@@ -395,7 +395,7 @@ def test_a_released_window_goes_to_the_next_reviewer(
 ):
     scene, _ = scored
     project.members.add(bob)
-    url = reverse("api-queue", args=[project.pk]) + f"?strategy=top-score&scene={scene.pk}"
+    url = reverse("api-queue", args=[project.pk]) + f"?strategy=top_score&scene={scene.pk}"
     release = reverse("api-queue-release", args=[project.pk])
     a = alice_client.get(url).json()
     where = {"scene": a["scene"], "x": a["x"], "y": a["y"]}
@@ -412,7 +412,7 @@ def test_a_released_window_goes_to_the_next_reviewer(
     assert post_json(alice_client, theirs, where).status_code == 404
 
 
-@pytest.mark.parametrize("strategy", ["uncertainty", "margin", "entropy", "random", "top-score"])
+@pytest.mark.parametrize("strategy", ["uncertainty", "margin", "entropy", "random", "top_score"])
 def test_queue_strategies(alice_client, project, scored, strategy):
     scene, _ = scored
     url = reverse("api-queue", args=[project.pk]) + f"?strategy={strategy}&scene={scene.pk}"

@@ -413,8 +413,8 @@ def test_queue_runs_dry_and_changes_strategy(page, alice, project, storage_dir, 
     page.wait_for_function("window.reviewQueue && reviewQueue.current()")
     expect(page.locator("#queue-remaining")).to_have_text("9")
     # Highest score first: the window shown is the grid's most confident positive.
-    page.select_option("#strategy", "top-score")
-    assert "strategy=top-score" in page.url
+    page.select_option("#strategy", "top_score")
+    assert "strategy=top_score" in page.url
     grid = load_grid(run)
     positive = grid.probs[..., :-1].max(-1)
     r, c = np.unravel_index(positive.argmax(), positive.shape)

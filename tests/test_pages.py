@@ -195,7 +195,7 @@ def test_review_queue_page(alice_client, project, scored):
     response = alice_client.get(url + f"?scene={scene.pk}&strategy=margin")
     assert response.status_code == 200
     html = response.content.decode()
-    for value in ("uncertainty", "margin", "entropy", "random", "top-score"):
+    for value in ("uncertainty", "margin", "entropy", "random", "top_score"):
         assert f'value="{value}"' in html
     assert re.search(r'<option value="margin" selected', html)
     config = config_of(response, "queue-config")

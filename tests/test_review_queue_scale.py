@@ -72,7 +72,7 @@ def top_places(run, count):
 
 def open_walk(run, redis_conn):
     ranked = queue.ranked_run(run, "uncertainty")
-    return answered.open_walks([(run, ranked)], "least_confidence", redis_conn)[0]
+    return answered.open_walks([(run, ranked)], "uncertainty", redis_conn)[0]
 
 
 def test_queue_request_reads_the_same_at_a_few_and_at_thousands_of_annotations(
@@ -201,13 +201,13 @@ def test_an_answer_redis_never_heard_of_is_not_handed_out(project, alice, scored
     """The database is the truth: an annotation written without record_annotation (and without
     telling Redis) keeps its window out of the queue all the same."""
     scene, run = scored
-    queue.next_queue_window(project, alice, "top-score", redis=redis_conn)  # builds the set
+    queue.next_queue_window(project, alice, "top_score", redis=redis_conn)  # builds the set
     redis_conn.delete(*redis_conn.keys("review:lease:*"))
-    ranked = queue.ranked_run(run, "top-score")
+    ranked = queue.ranked_run(run, "top_score")
     y, x = ranked.origin(int(ranked.order[0]))
     Annotation.objects.create(project=project, scene=scene, user=alice, kind="review",
                               label="car", x=x, y=y, w=32, h=32)  # fmt: skip
-    item = queue.next_queue_window(project, alice, "top-score", redis=redis_conn)
+    item = queue.next_queue_window(project, alice, "top_score", redis=redis_conn)
     assert (item["x"], item["y"]) != (x, y)
     assert item["remaining"] == 31 * 31 - 1, "and the set now knows it"
 

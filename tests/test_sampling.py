@@ -36,7 +36,7 @@ def origins(items):
 
 
 def test_least_confidence_margin_entropy_orders(grid):
-    lc = rank_windows(grid, "least_confidence", limit=3)
+    lc = rank_windows(grid, "uncertainty", limit=3)
     assert origins(lc) == [(16, 16), (0, 16), (16, 0)]
     assert lc[0].label == "car" and lc[0].score == pytest.approx(0.34)
     assert origins(rank_windows(grid, "uncertainty", limit=3)) == origins(lc)
@@ -53,7 +53,7 @@ def test_top_score_puts_confident_positives_first(grid):
 
 
 def test_exclude_and_limit(grid):
-    items = rank_windows(grid, "least_confidence", exclude={(16, 16), (0, 16)}, limit=2)
+    items = rank_windows(grid, "uncertainty", exclude={(16, 16), (0, 16)}, limit=2)
     assert origins(items) == [(16, 0), (16, 32)]
     assert len(rank_windows(grid, "margin", limit=None, exclude=[(0, 0)])) == 5
 
@@ -99,7 +99,7 @@ def overlapping_pairs(items, window):
 
 def test_strategy_lists():
     assert DEFAULT_STRATEGY in STRATEGIES
-    for name in ("least_confidence", "margin", "entropy", "random", "top_score"):
+    for name in ("uncertainty", "margin", "entropy", "random", "top_score"):
         assert name in STRATEGIES
     assert set(DIVERSE_STRATEGIES) <= set(STRATEGIES) and len(BATCH) >= 5
 
@@ -108,7 +108,7 @@ def test_strategy_lists():
 @pytest.mark.parametrize("strategy", BATCH)
 def test_diverse_strategies_never_hand_out_overlapping_windows(strategy, step):
     grid = random_grid(step=step, seed=step)
-    plain = select_batch(grid, "least_confidence", 60)
+    plain = select_batch(grid, "uncertainty", 60)
     assert overlapping_pairs(plain, 32)  # the blobs make plain least confidence overlap
     for seed in (0, 1):
         batch = select_batch(grid, strategy, 60, seed=seed)
@@ -211,7 +211,7 @@ def test_exclude_keeps_the_first_round_clear_of_labelled_windows():
     for y, x in origins(nxt):
         assert all(abs(y - ly) >= 32 or abs(x - lx) >= 32 for ly, lx in labelled)
     # the plain strategies only skip them
-    plain = select_batch(grid, "least_confidence", 20, exclude=labelled)
+    plain = select_batch(grid, "uncertainty", 20, exclude=labelled)
     assert not labelled & set(origins(plain))
 
 
@@ -247,7 +247,7 @@ def test_unlearnable_mask_flags_unsure_windows_between_two_recognised_classes():
 
 
 def test_batch_stats_counts_overlaps_classes_and_agreement(grid):
-    items = rank_windows(grid, "least_confidence", limit=3)  # (16,16), (0,16), (16,0)
+    items = rank_windows(grid, "uncertainty", limit=3)  # (16,16), (0,16), (16,0)
     truth = np.array([[0, 2, 2], [0, 1, 1]])
     stats = batch_stats(grid, items, truth)
     assert stats["n"] == 3 and stats["overlapping_pairs"] == 3

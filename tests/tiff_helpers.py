@@ -62,3 +62,48 @@ def write_geotiff(path: Path, height: int, width: int) -> Path:
             (34735, "H", len(geokeys), geokeys),
         ],
     )  # fmt: skip
+
+
+# --- hostile TIFFs: a tile table written byte by byte, as no library would write it ----------
+
+
+def write_raw_bigtiff(path: Path, width: int, height: int, tile: int, blobs: list[bytes],
+                      table: list[tuple[int, int, int] | None], *, compression: int = 8,
+                      photometric: int = 2, samples: int = 3, bits: int = 8) -> Path:  # fmt: skip
+    """A tiled little-endian BigTIFF whose tile table is exactly ``table``: per tile (in row
+    order) ``(blob, start, length)``, bytes ``start:start + length`` of ``blobs[blob]`` (each
+    blob is stored once, so tiles naming the same blob share or overlap their bytes), or None
+    for an empty tile (offset and byte count 0)."""
+    import struct
+
+    data = bytearray(b"II+\x00\x08\x00\x00\x00" + bytes(8))  # header; IFD offset patched below
+    where = []
+    for blob in blobs:
+        where.append(len(data))
+        data += blob
+    offsets = [0 if t is None else where[t[0]] + t[1] for t in table]
+    counts = [0 if t is None else t[2] for t in table]
+    data += bytes(-len(data) % 8)
+    ifd = len(data)
+    entries = [  # (tag, type, values): 3 SHORT, 4 LONG, 16 LONG8
+        (256, 4, [width]), (257, 4, [height]), (258, 3, [bits] * samples),
+        (259, 3, [compression]), (262, 3, [photometric]), (277, 3, [samples]),
+        (284, 3, [1]), (322, 4, [tile]), (323, 4, [tile]),
+        (324, 16, offsets), (325, 16, counts),
+    ]  # fmt: skip
+    formats = {3: "H", 4: "I", 16: "Q"}
+    arrays = ifd + 8 + 20 * len(entries) + 8
+    body, extra = bytearray(struct.pack("<Q", len(entries))), bytearray()
+    for tag, kind, values in entries:
+        packed = struct.pack(f"<{len(values)}{formats[kind]}", *values)
+        if len(packed) <= 8:
+            value = packed.ljust(8, b"\x00")
+        else:
+            value = struct.pack("<Q", arrays + len(extra))
+            extra += packed + bytes(-len(packed) % 8)
+        body += struct.pack("<HHQ", tag, kind, len(values)) + value
+    body += bytes(8)  # no next IFD
+    data += body + extra
+    struct.pack_into("<Q", data, 8, ifd)
+    path.write_bytes(bytes(data))
+    return path
