@@ -92,6 +92,27 @@ def health_report() -> dict:
     return report
 
 
+def for_member(report: dict) -> dict:
+    """What a logged-in user who is not staff sees: each service's state and the queues, never
+    where the services are (the Redis URL, the Spark master, the storage root) nor the raw
+    errors that name hosts and paths; staff see the whole report."""
+    spark = report["spark"]
+    return {
+        "ok": report["ok"],
+        "database": {"ok": report["database"]["ok"],
+                     "detail": "reachable" if report["database"]["ok"]
+                     else "unreachable: tell an administrator"},
+        "redis": {"ok": report["redis"]["ok"],
+                  "detail": "the job queue answers" if report["redis"]["ok"]
+                  else "the job queue is unreachable: jobs cannot run; tell an administrator"},
+        "queues": report["queues"],
+        "spark": {"ok": spark["ok"],
+                  "detail": "ready" if spark["ok"] else "unavailable: tell an administrator"},
+        "gpu": {"visible": report["gpu"]["visible"]},
+        "details": "shown to staff only",
+    }  # fmt: skip
+
+
 def _safe_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.password:

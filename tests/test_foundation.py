@@ -258,8 +258,11 @@ def test_admin_lists_and_searches_every_model(admin_client, project):
 
 
 @pytest.mark.django_db
-def test_health_with_redis_up(alice_client, redis_conn):
+def test_health_with_redis_up(alice, alice_client, redis_conn):
     from rq import Queue
+
+    alice.is_staff = True  # the details (Spark master, GPU line) are for staff
+    alice.save()
 
     Queue("train", connection=redis_conn).enqueue("os.getcwd")
     response = alice_client.get("/health/?format=json")
@@ -275,7 +278,9 @@ def test_health_with_redis_up(alice_client, redis_conn):
 
 
 @pytest.mark.django_db
-def test_health_with_redis_unreachable(alice_client, settings):
+def test_health_with_redis_unreachable(alice, alice_client, settings):
+    alice.is_staff = True  # the hint naming REDIS_URL is for staff
+    alice.save()
     settings.RQ_QUEUES = {
         name: {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 60}
         for name in ("default", "train", "score")

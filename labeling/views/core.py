@@ -7,7 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from labeling.access import projects_for
-from labeling.health import health_report
+from labeling.health import for_member, health_report
 from labeling.middleware import reconnect_if_cut
 
 
@@ -51,6 +51,8 @@ def csrf_failure(request, reason=""):
 def health(request):
     report = health_report()
     status = 200 if report["ok"] else 503
+    if not request.user.is_staff:
+        report = for_member(report)
     if request.GET.get("format") == "json" or request.path.startswith("/api/"):
         return JsonResponse(report, status=status)
     return render(request, "labeling/health.html", {"report": report}, status=status)
