@@ -6,6 +6,7 @@ from collage_app.env import (
     BASE_DIR,
     database_config,
     env_bool,
+    env_float,
     env_int,
     env_list,
     redis_url,
@@ -111,6 +112,12 @@ RQ = {"WORKER_CLASS": "workers.rq_worker.Worker"}
 # How long a new retrain cycle waits for a process of an earlier cycle of its project to end
 # (labeling/loop/cycle_lock.py) before it fails.
 CYCLE_LOCK_WAIT_S = env_int("CYCLE_LOCK_WAIT_S", 120)
+# No silent regressions (labeling/loop/cycle.py, promote): a cycle's new version whose held-out
+# figure (its calibration-scene object F1, the mean over classes at its calibrated thresholds)
+# is below the current model's by more than this margin is kept, ready, but not made current;
+# the dashboard says why and offers "Make current". In F1 units; 0.01 is provisional, until the
+# figure's seed-to-seed noise is measured (issue 35.1). 1 never holds a version back.
+PROMOTION_MARGIN = env_float("PROMOTION_MARGIN", 0.01)
 
 # --- review -------------------------------------------------------------------------------------
 # How long a queue window stays leased to the reviewer it was handed to (labeling/review/queue.py).

@@ -5,6 +5,11 @@ Ids match ``labeling.review.exports.export_coco``: the image id is the scene's i
 1-based over ``Project.class_names`` (the positive classes, then the negative class; the
 negative class never appears among detections).
 
+Every row's ``score`` is the box's class probability, the number the viewer, the detections
+API and every other export show for it. The ranked list also carries ``rank_score``
+(probability x centredness from a model with a box head; equal to the probability without one),
+the order the run's COCO AP was computed in: copy it into ``score`` to reproduce that AP.
+
 Two sets of boxes: ``ranked`` (default) holds every merged box scoring at least
 ``labeling.results.AP_FLOOR``, the ranked list the run's COCO AP was computed on (AP needs the low
 scores too); ``merged`` holds the run's detections as stored (at the run's thresholds)."""
@@ -39,14 +44,15 @@ def run_detections(run: ScoringRun, boxes: str = "ranked") -> list[dict]:
         raise ExportError(f"run {run.pk} has no probability grid: export boxes=merged instead")
     hits = ranked_detections(run.scene.project, load_grid(run))
     return [
-        {"x": x, "y": y, "w": w, "h": h, "label": hits.classes[int(c)], "score": s}
-        for x, y, w, h, c, s in zip(hits.x, hits.y, hits.w, hits.h, hits.label, hits.score,
-                                    strict=True)
+        {"x": x, "y": y, "w": w, "h": h, "label": hits.classes[int(c)], "score": p,
+         "rank_score": s}
+        for x, y, w, h, c, s, p in zip(hits.x, hits.y, hits.w, hits.h, hits.label, hits.score,
+                                       hits.probability(), strict=True)
     ]  # fmt: skip
 
 
 def export_run_results(run: ScoringRun, boxes: str = "ranked", min_score=None) -> list[dict]:
-    """The run's detections in the COCO results format, highest score first."""
+    """The run's detections in the COCO results format, highest rank score first."""
     if boxes not in BOXES:
         raise ExportError(f"boxes must be one of {', '.join(BOXES)}, got {boxes!r}")
     if run.status != "done":
@@ -57,4 +63,11 @@ def export_run_results(run: ScoringRun, boxes: str = "ranked", min_score=None) -
     if floor is not None:
         detections = [d for d in detections if d["score"] >= floor]
     positives = {c: i for c, i in category_ids(project).items() if c != project.negative_class}
-    return coco_results(detections, run.scene_id, positives)
+    # COCO AP ranks by the rank score (what the run's AP used); "score" is the probability.
+    rows = []
+    for d in sorted(detections, key=lambda d: -float(d.get("rank_score", d["score"]))):
+        for row in coco_results([d], run.scene_id, positives):
+            if "rank_score" in d:
+                row["rank_score"] = round(float(d["rank_score"]), 5)
+            rows.append(row)
+    return rows

@@ -85,8 +85,9 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     },
     "api-run-coco-results": {
         "get": {"summary": "A scoring run's detections as a COCO results JSON list (image_id, "
-                           "category_id, bbox [x, y, w, h], score), ids as in the annotations "
-                           "export, for COCO.loadRes / FiftyOne", "tags": ["review"],
+                           "category_id, bbox [x, y, w, h], score = the class probability, "
+                           "rank_score = the order the run's AP ranks), ids as in the "
+                           "annotations export, for COCO.loadRes / FiftyOne", "tags": ["review"],
                 "parameters": [_q("boxes", "ranked: every merged box scoring >= 0.05 (what "
                                   "the run's COCO AP ranks); merged: the run's detections at "
                                   "its thresholds", enum=["ranked", "merged"]),
@@ -134,6 +135,25 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                 "responses": {"200": {"description": "COCO JSON or CSV (attachment)",
                                       "content": {"application/json": {"schema": {}},
                                                   "text/csv": {"schema": {}}}}}},
+    },
+    "api-labels": {
+        "get": {"summary": "The scenes' labels: the boxes reviewers confirmed, corrected or "
+                           "added (source reviewed) plus the model's boxes above threshold no "
+                           "reviewer rejected (source model), each with the model's probability "
+                           "and its reviewer", "tags": ["review"],
+                "parameters": [_q("format", "json (with per-scene counts and the estimated "
+                                  "share still wrong), coco (ground truth, no negative "
+                                  "category), yolo (zip of txt + classes), csv, geojson (one "
+                                  "scene)", enum=["json", "coco", "yolo", "csv", "geojson"]),
+                               _q("scene", "only this scene id", "integer")],
+                "responses": _ok("labels (json) or a file (attachment)")},
+    },
+    "api-scene-labels": {
+        "get": {"summary": "One scene's labels (as /api/projects/<p>/labels?scene=)",
+                "tags": ["review"],
+                "parameters": [_q("format", "json, coco, yolo, csv or geojson",
+                                  enum=["json", "coco", "yolo", "csv", "geojson"])],
+                "responses": _ok("labels (json) or a file (attachment)")},
     },
     "api-scene": {
         "get": {"summary": "One scene: size, deep-zoom URL, latest run summary, classes and "

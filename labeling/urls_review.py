@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.views import api, coco, geo
+from labeling.views import api, coco, geo, labels
 
 urlpatterns = [
     path("api/openapi.json", api.api_openapi, name="api-openapi"),
@@ -22,6 +22,8 @@ urlpatterns = [
     ),
     path("api/projects/<int:project_id>/queue/skip", api.api_queue_skip, name="api-queue-skip"),
     path("api/projects/<int:project_id>/annotations/export", api.api_export, name="api-export"),
+    path("api/projects/<int:project_id>/labels", labels.api_project_labels, name="api-labels"),
+    path("api/scenes/<int:scene_id>/labels", labels.api_scene_labels, name="api-scene-labels"),
     path("api/scenes/<int:scene_id>", api.api_scene, name="api-scene"),
     path("api/scenes/<int:scene_id>/detections", api.api_detections, name="api-detections"),
     path("api/scenes/<int:scene_id>/annotations", api.api_annotations, name="api-annotations"),

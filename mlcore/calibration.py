@@ -43,6 +43,9 @@ def calibrate_thresholds(
     return {
         "thresholds": {c: best[c][0] for c in positives},
         "f1": {c: round(best[c][3], 4) for c in positives},
+        # At the chosen threshold: what the app's per-scene "still wrong" estimate reads.
+        "precision": {c: round(best[c][1], 4) for c in positives},
+        "recall": {c: round(best[c][2], 4) for c in positives},
         "objects": objects,
         "curve": {c: [[round(v, 4) for v in row] for row in rows] for c, rows in curve.items()},
     }
@@ -52,6 +55,24 @@ def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int
     """Score the canvas set's calibration scene with the model file, choose the thresholds and
     write them into the file's metadata. Returns the calibration summary (without the curve)."""
     from mlcore.export import write_metadata
+
+    result = calibration_summary(model_path, canvas_set, step, batch_size)
+    summary = {k: v for k, v in result.items() if k != "thresholds"}
+    write_metadata(model_path, {"thresholds": result["thresholds"], "calibration": summary})
+    return result
+
+
+def held_out_f1(summary: dict) -> float:
+    """One held-out figure of a calibration summary: the mean over the positive classes of the
+    object F1 at each class's calibrated threshold (what promotion compares)."""
+    f1 = list((summary.get("f1") or {}).values())
+    return round(float(np.mean(f1)), 4) if f1 else 0.0
+
+
+def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int = 1024) -> dict:
+    """The calibration of a model file on the canvas set's calibration scene, the file left
+    as it is: ``{"thresholds", "method", "step", "scene", "f1", "precision", "recall",
+    "objects"}``."""
     from mlcore.scenes import ArrayScene
     from mlcore.scoring import OnnxScorer, score_scene
 
@@ -69,7 +90,8 @@ def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int
         "step": int(step),
         "scene": f"{image.shape[1]}x{image.shape[0]}",
         "f1": result["f1"],
+        "precision": result["precision"],
+        "recall": result["recall"],
         "objects": result["objects"],
     }
-    write_metadata(model_path, {"thresholds": result["thresholds"], "calibration": summary})
     return {"thresholds": result["thresholds"]} | summary

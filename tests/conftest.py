@@ -50,6 +50,16 @@ def redis_conn():
     conn.flushdb()
 
 
+@pytest.fixture(scope="module")
+def adls_server():
+    """The ADLS Gen2 stand-in (tests/adls_standin.py, the one stand-in allowed): a local server
+    speaking the DFS protocol to the real Azure SDK; one per test module."""
+    from adls_standin import AdlsStandIn
+
+    with AdlsStandIn() as server:
+        yield server
+
+
 @pytest.fixture
 def storage_dir(tmp_path, settings):
     """A private local storage root for the test."""

@@ -143,3 +143,34 @@ def json_script(html: str, element_id: str):
 def config_of(response, element_id):
     """:func:`json_script` of a test-client response."""
     return json_script(response.content.decode(), element_id)
+
+
+def run_reviewers(users, turns: int, turn) -> list:
+    """Concurrent reviewers: one thread per user, started together (a barrier), each calling
+    ``turn(user, index_of_user)`` ``turns`` times against the real Redis and PostgreSQL; returns
+    what the turns returned, in completion order, and fails with whatever any thread raised."""
+    import threading
+
+    from django.db import connection
+
+    got: list = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(users))
+
+    def work(user, index):
+        try:
+            barrier.wait()
+            for _ in range(turns):
+                got.append(turn(user, index))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(u, i)) for i, u in enumerate(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return got

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from adls_standin import DEFAULT_KEY, AdlsStandIn
+from adls_standin import DEFAULT_KEY
 
 from mlcore.storage import (
     AdlsStorage,
@@ -22,9 +22,8 @@ from mlcore.storage import (
 
 
 @pytest.fixture(scope="module")
-def server():
-    with AdlsStandIn() as standin:
-        yield standin
+def server(adls_server):
+    return adls_server
 
 
 def _url(container: str) -> str:

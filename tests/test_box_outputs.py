@@ -161,6 +161,9 @@ def test_database_detections_feed_and_coco_export_use_the_refined_box(project, s
         i, j = list(grid.ys).index(y - dy), list(grid.xs).index(x - dx)
         label = CLASSES[r["category_id"] - 1]
         rank = grid.probs[i, j, CLASSES.index(label)] * grid.centredness[i, j]
-        assert (w, h) == (32, 32) and r["score"] == pytest.approx(float(rank), abs=1e-5)
+        assert (w, h) == (32, 32) and r["rank_score"] == pytest.approx(float(rank), abs=1e-5)
+        # "score" is the class probability, as everywhere else (the rank score is named so).
+        prob = grid.probs[i, j, CLASSES.index(label)]
+        assert r["score"] == pytest.approx(float(prob), abs=1e-5)
     assert {tuple(r["bbox"][:2]) for r in export_run_results(run, "merged")} == {
         (float(d.x), float(d.y)) for d in merged}  # fmt: skip

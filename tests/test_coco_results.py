@@ -63,10 +63,11 @@ def test_ranked_export_is_what_the_runs_ap_was_computed_on(alice_client, project
     scene, run = scored
     results = alice_client.get(url(project, run)).json()
     assert len(results) == len(ranked_detections(project, load_grid(run)).x)
-    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    ranks = [r["rank_score"] for r in results]
+    assert ranks == sorted(ranks, reverse=True)
     label = {v: k for k, v in category_ids(project).items()}
     detections = [
-        {"x": x, "y": y, "w": w, "h": h, "label": label[r["category_id"]], "score": r["score"]}
+        {"x": x, "y": y, "w": w, "h": h, "label": label[r["category_id"]], "score": r["rank_score"]}
         for r in results
         for x, y, w, h in [r["bbox"]]
     ]

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,7 @@ from labeling.results import load_grid
 from labeling.review import annotations, cache, common, queue
 from mlcore.postprocess import uncertainty
 from mlcore.sampling import DEFAULT_STRATEGY, DIVERSE_STRATEGIES, select_batch
-from tests.review_helpers import make_scored_scene
+from tests.review_helpers import make_scored_scene, run_reviewers
 
 pytestmark = pytest.mark.django_db
 
@@ -154,9 +152,7 @@ def test_each_strategy_hands_out_distinct_windows_best_first(
         assert items[0]["guess"] in ("car", "boat") and items[0]["score"] > 0.99
 
 
-@pytest.mark.parametrize(
-    "strategy", [s for s in queue.STRATEGIES if s in DIVERSE_STRATEGIES]
-)
+@pytest.mark.parametrize("strategy", [s for s in queue.STRATEGIES if s in DIVERSE_STRATEGIES])
 def test_diverse_strategies_hand_two_reviewers_no_overlapping_windows(
     project, alice, bob, scored, redis_conn, strategy
 ):
@@ -248,32 +244,15 @@ def test_release_lease_only_by_its_holder(project, alice, bob, scored, redis_con
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_reviewers_never_get_the_same_window(project, make_user, scored, redis_conn):
     """20 reviewers in threads, 10 requests each, against real Redis and PostgreSQL."""
-    from django.db import connection
-
     users = [make_user(f"reviewer{i}") for i in range(20)]
     for u in users:
         project.members.add(u)
-    got: list[tuple] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(users))
 
-    def work(user):
-        try:
-            barrier.wait()
-            for _ in range(10):
-                item = queue.next_queue_window(project, user, "uncertainty")
-                got.append((item["scene"], item["x"], item["y"]))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def turn(user, _):
+        item = queue.next_queue_window(project, user, "uncertainty")
+        return (item["scene"], item["x"], item["y"])
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    got = run_reviewers(users, 10, turn)
     assert len(got) == 200
     assert len(set(got)) == 200, "two reviewers were handed the same window"
 
@@ -293,37 +272,20 @@ def test_concurrent_reviewers_answering_and_releasing_never_share_a_window(
     """The review loop under contention: each reviewer takes a window, answers it and lets its
     lease go at once (the worst case: the window is free in Redis, annotated in the database,
     and another reviewer may have read the annotated places just before the answer)."""
-    from django.db import connection
-
     scene, _ = scored
     users = [make_user(f"answerer{i}") for i in range(12)]
     project.members.add(*users)
-    got: list[tuple] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(users))
 
-    def work(user):
-        try:
-            barrier.wait()
-            for _ in range(8):
-                item = queue.next_queue_window(project, user, "margin")
-                got.append((item["scene"], item["x"], item["y"]))
-                annotations.record_annotation(
-                    project, scene, user, kind="review", label=item["guess"], x=item["x"],
-                    y=item["y"], w=item["w"], h=item["h"], source="queue",
-                )  # fmt: skip
-                queue.release_lease(project, item["scene"], item["x"], item["y"], user)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def turn(user, _):
+        item = queue.next_queue_window(project, user, "margin")
+        annotations.record_annotation(
+            project, scene, user, kind="review", label=item["guess"], x=item["x"],
+            y=item["y"], w=item["w"], h=item["h"], source="queue",
+        )  # fmt: skip
+        queue.release_lease(project, item["scene"], item["x"], item["y"], user)
+        return (item["scene"], item["x"], item["y"])
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    got = run_reviewers(users, 8, turn)
     assert len(got) == 96
     assert len(set(got)) == 96, "a window was handed out (and answered) twice"
     assert Annotation.objects.filter(scene=scene).count() == 96

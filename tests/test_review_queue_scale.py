@@ -7,7 +7,6 @@ the same window. Real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import random
-import threading
 
 import pytest
 from django.db import connection
@@ -17,7 +16,7 @@ from django.utils import timezone
 from labeling.loop.cycle import effective_annotations
 from labeling.models import Annotation, QueueSkip
 from labeling.review import annotations, answered, cache, queue
-from tests.review_helpers import make_scored_scene
+from tests.review_helpers import make_scored_scene, run_reviewers
 
 pytestmark = pytest.mark.django_db
 
@@ -227,39 +226,24 @@ def test_concurrent_reviewers_on_a_busy_project_never_share_a_window(
     rng = random.Random(5)
     drawn = [(rng.randrange(0, 480), rng.randrange(0, 480), 20, 20) for _ in range(2400)]
     bulk_annotations(project, scene, users[0], sorted(answered_before) + drawn)
-    got: list[tuple] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(users))
+    rngs = [random.Random(seed) for seed in range(len(users))]
 
-    def work(user, seed):
-        rng = random.Random(seed)
-        try:
-            barrier.wait()
-            for _ in range(6):
-                item = queue.next_queue_window(project, user, "uncertainty")
-                got.append((item["x"], item["y"], item["w"], item["h"]))
-                row, _ = annotations.record_annotation(
-                    project, scene, user, kind="review", label=item["guess"], x=item["x"],
-                    y=item["y"], w=item["w"], h=item["h"], source="queue",
-                )  # fmt: skip
-                if rng.random() < 0.2:  # changed their mind, while still holding the lease
-                    annotations.undo(row, user)
-                    annotations.record_annotation(
-                        project, scene, user, kind="review", label=item["guess"], x=item["x"],
-                        y=item["y"], w=item["w"], h=item["h"], source="queue",
-                    )  # fmt: skip
-                queue.release_lease(project, item["scene"], item["x"], item["y"], user)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def turn(user, index):
+        item = queue.next_queue_window(project, user, "uncertainty")
+        row, _ = annotations.record_annotation(
+            project, scene, user, kind="review", label=item["guess"], x=item["x"],
+            y=item["y"], w=item["w"], h=item["h"], source="queue",
+        )  # fmt: skip
+        if rngs[index].random() < 0.2:  # changed their mind, while still holding the lease
+            annotations.undo(row, user)
+            annotations.record_annotation(
+                project, scene, user, kind="review", label=item["guess"], x=item["x"],
+                y=item["y"], w=item["w"], h=item["h"], source="queue",
+            )  # fmt: skip
+        queue.release_lease(project, item["scene"], item["x"], item["y"], user)
+        return (item["x"], item["y"], item["w"], item["h"])
 
-    threads = [threading.Thread(target=work, args=(u, i)) for i, u in enumerate(users)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    got = run_reviewers(users, 6, turn)
     assert len(got) == 96
     assert len(set(got)) == 96, "a window was handed out twice"
     assert not set(got) & answered_before, "a window answered before was handed out"

@@ -8,7 +8,7 @@ import os
 import uuid
 
 import pytest
-from adls_standin import DEFAULT_KEY, AdlsStandIn
+from adls_standin import DEFAULT_KEY
 
 from mlcore.storage import (
     AdlsStorage,
@@ -21,12 +21,6 @@ from mlcore.storage import (
     upload_file,
     validate_key,
 )
-
-
-@pytest.fixture(scope="module")
-def adls_server():
-    with AdlsStandIn() as server:
-        yield server
 
 
 @pytest.fixture(params=["local", "adls"])

@@ -430,6 +430,42 @@ def calibrate(ctx, version, model_path) -> None:
         return
     summary = calibrate_model_file(model_path, cset, step=version.project.score_step)
     ctx.log(f"calibrated thresholds {summary['thresholds']} (object F1 {summary['f1']})")
+    scene_id = getattr(cset, "_calibration_name", summary["scene"])
+    version.metrics = dict(version.metrics) | {
+        "calibration": {k: v for k, v in summary.items() if k != "thresholds"}
+        | {"scene_id": scene_id},
+        "held_out": held_out_comparison(ctx, version, cset, scene_id, summary),
+    }
+
+
+def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dict:
+    """The new version's held-out figure beside the current model's on the same calibration
+    scene (labeling.loop.cycle.promote reads it): the current's recorded figure when it was
+    calibrated on this scene, else the current model file scored on it now."""
+    from mlcore.calibration import calibration_summary, held_out_f1
+
+    out = {
+        "figure": "calibration-scene object F1 (mean over classes, at calibrated thresholds)",
+        "scene": scene_id,
+        "new": held_out_f1(summary),
+        "current": None,
+        "current_version": None,
+    }
+    current = version.project.current_model()
+    if current is None or current.pk == version.pk or not current.model_key:
+        return out
+    recorded = (current.metrics or {}).get("calibration") or {}
+    if recorded.get("scene_id") == scene_id:
+        figure = held_out_f1(recorded)
+    elif current.model_key.endswith(".onnx"):
+        theirs = calibration_summary(
+            _local_model_file(current.model_key), cset, step=version.project.score_step
+        )
+        figure = held_out_f1(theirs)
+    else:  # another engine's file: no held-out figure to compare with
+        return out
+    ctx.log(f"held-out F1: v{version.number} {out['new']}, current v{current.number} {figure}")
+    return out | {"current": figure, "current_version": current.number}
 
 
 def export(ctx, project_id: int, version_id: int):
@@ -453,7 +489,7 @@ def export(ctx, project_id: int, version_id: int):
         calibrate(ctx, version, path)
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
         version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
-    version.save(update_fields=["model_key", "thresholds"])
+    version.save(update_fields=["model_key", "thresholds", "metrics"])
     ctx.log(f"v{version.number} exported to {version.model_key}; thresholds {version.thresholds}")
     return {"exported": True, "model_key": version.model_key}
 
@@ -512,4 +548,3 @@ class phase_ctx:  # noqa: N801 - a tiny adapter used like a function
 
     def __call__(self, done, total, message=""):
         self.progress(done, total, message)
-

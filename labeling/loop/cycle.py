@@ -12,6 +12,7 @@ every annotation pending (and a retry learns from them again)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -312,21 +313,91 @@ def set_current(project, version) -> ModelVersion:
     return version
 
 
+def promotion_decision(version) -> dict:
+    """Whether a finished cycle's ``version`` may become current: not when its held-out figure
+    (``metrics["held_out"]``, the calibration scene, recorded at export) is below the current
+    model's by more than ``settings.PROMOTION_MARGIN``. ``{"promoted", "reason", "figure",
+    "new", "current", "current_version", "margin"}``; promoted when there is nothing to compare
+    (no current model, no calibration scene)."""
+    held = (version.metrics or {}).get("held_out") or {}
+    margin = float(getattr(settings, "PROMOTION_MARGIN", 0.01))
+    current = (
+        ModelVersion.objects.filter(project_id=version.project_id, is_current=True)
+        .exclude(pk=version.pk)
+        .first()
+    )
+    figure = (
+        held.get("current") if current and held.get("current_version") == current.number else None
+    )
+    if current is not None and figure is None:  # the current model changed since the export
+        recorded = (current.metrics or {}).get("calibration") or {}
+        if held.get("scene") and recorded.get("scene_id") == held.get("scene"):
+            from mlcore.calibration import held_out_f1
+
+            figure = held_out_f1(recorded)
+    out = {"figure": held.get("figure"), "new": held.get("new"), "current": figure,
+           "current_version": current.number if current else None, "margin": margin}  # fmt: skip
+    if current is None or figure is None or held.get("new") is None:
+        return out | {"promoted": True, "reason": "no held-out figure to compare with"}
+    if held["new"] < figure - margin:
+        return out | {
+            "promoted": False,
+            "reason": f"held-out F1 {held['new']:.3f} is below the current v{current.number}'s "
+            f"{figure:.3f} by more than the margin {margin:g} (PROMOTION_MARGIN): kept, not "
+            "made current",
+        }
+    return out | {"promoted": True, "reason": "held-out F1 within the margin or better"}
+
+
+def consume_learnt(version) -> None:
+    """Mark the annotations ``version`` learnt from consumed by it (those not consumed yet)."""
+    seen = (version.data_counts or {}).get("seen_annotation_ids", [])
+    Annotation.objects.filter(pk__in=seen, consumed_by__isnull=True).update(consumed_by=version)
+
+
+def make_current_by_hand(project, version, user=None) -> ModelVersion:
+    """A person makes ``version`` current (rollback, or a version a cycle kept back): what it
+    learnt from is consumed now, and who did it is recorded with the promotion."""
+    with transaction.atomic():
+        set_current(project, version)
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        consume_learnt(version)
+        decision = (version.metrics or {}).get("promotion")
+        if decision and not decision.get("promoted"):
+            version.metrics = dict(version.metrics) | {
+                "promotion": decision
+                | {
+                    "promoted": True,
+                    "by_hand": getattr(user, "username", None),
+                    "at": timezone.now().isoformat(),
+                }
+            }
+            version.save(update_fields=["metrics"])
+    return version
+
+
 def promote(version) -> bool:
-    """Mark ``version`` ready and current and its annotations consumed, all in one transaction.
-    Returns False when the version is no longer in flight (failed meanwhile, or promoted)."""
+    """Mark ``version`` ready and current and its annotations consumed, all in one transaction;
+    a version worse on held-out data than the current one (:func:`promotion_decision`) is marked
+    ready but stays aside, its annotations pending. Returns False when the version is no longer
+    in flight (failed meanwhile, or promoted)."""
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=version.project_id)
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if version.status not in IN_FLIGHT:
             return False
+        decision = promotion_decision(version)
+        version.metrics = dict(version.metrics or {}) | {"promotion": decision}
+        if not decision["promoted"]:
+            version.status, version.finished_at = "ready", timezone.now()
+            version.save(update_fields=["status", "finished_at", "metrics"])
+            return True
         ModelVersion.objects.filter(project_id=version.project_id, is_current=True).update(
             is_current=False
         )
         version.status, version.is_current, version.finished_at = "ready", True, timezone.now()
-        version.save(update_fields=["status", "is_current", "finished_at"])
-        seen = version.data_counts.get("seen_annotation_ids", [])
-        Annotation.objects.filter(pk__in=seen, consumed_by__isnull=True).update(consumed_by=version)
+        version.save(update_fields=["status", "is_current", "finished_at", "metrics"])
+        consume_learnt(version)
     return True
 
 

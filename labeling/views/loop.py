@@ -15,8 +15,8 @@ from labeling.jobs import job_state
 from labeling.loop.cycle import (
     TRAIN_PROFILES,
     CycleAlreadyRunning,
+    make_current_by_hand,
     reconcile_job,
-    set_current,
     start_cycle,
 )
 from labeling.loop.first_model import NothingToTrainOn
@@ -144,7 +144,7 @@ def api_model_current(request, project_id, number):
     if version is None:
         raise Http404(f"Project {project.name!r} has no model v{number}.")
     try:
-        set_current(project, version)
+        make_current_by_hand(project, version, request.user)
     except ValueError as exc:
         if not _wants_json(request):
             messages.error(request, str(exc))

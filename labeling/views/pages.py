@@ -32,6 +32,7 @@ from labeling.loop.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun
 from labeling.review.queue import DEFAULT_STRATEGY, skip_returns_after
 from labeling.review.queue import STRATEGIES as QUEUE_STRATEGIES
+from labeling.review.scene_labels import labels_summary
 from labeling.storage import get_storage
 from labeling.thresholds import viewer_thresholds
 from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
@@ -213,6 +214,8 @@ def project_dashboard(request, project_id):
                 "dzi_job": None
                 if scene.dzi_key
                 else _latest_job_state(project, "dzi", scene_id=scene.pk),
+                # Reviewed boxes and the estimated share still wrong (labeling.review.scene_labels).
+                "labels": labels_summary(scene, run=run),
             }
         )
     row_list = version_rows(project, with_annotations=False)
@@ -262,13 +265,28 @@ def project_dashboard(request, project_id):
             "pending": len(pending),
             "pending_by_kind": _count_by(pending, "kind"),
             "cycle_effect": cycle_effect(row_list),
+            "held_back": held_back_version(project),
             "export_url": _url("api-export", project.pk),
+            "labels_url": _url("api-labels", project.pk),
             "cycle_running": cycle_running,
             "next_step": next_step,
             "config": config,
             "datasets": project.datasets.all()[:10],
         },
     )
+
+
+def held_back_version(project):
+    """The newest ready version a cycle kept from being current (worse on held-out data than
+    the current model, labeling.loop.cycle.promotion_decision), newer than the current one."""
+    current = project.current_model()
+    for v in project.model_versions.filter(status="ready", is_current=False).order_by("-number"):
+        if current is not None and v.number < current.number:
+            return None
+        decision = (v.metrics or {}).get("promotion") or {}
+        if decision and not decision.get("promoted"):
+            return v
+    return None
 
 
 def _count_by(rows, attr) -> list[tuple[str, int]]:

@@ -1,0 +1,135 @@
+"""A cycle whose new version is worse than the current model on held-out data (the calibration
+scene both are calibrated on) beyond ``PROMOTION_MARGIN`` is kept, ready, but not made current;
+the dashboard says why with both figures and offers to make it current by hand, which a person
+can do (its annotations are consumed then). Real ONNX models scored by ONNX Runtime on a real
+calibration scene in the project's canvas set, PostgreSQL, the real pages and API."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from review_helpers import colour_onnx_model, make_scored_scene, scene_pixels
+
+from labeling.loop import cycle
+from labeling.models import Annotation, ModelVersion, ScoringRun
+from labeling.results import load_grid, store_scoring_result
+from labeling.review.annotations import record_annotation
+from labeling.storage import get_storage, model_prefix
+from mlcore.canvases import CanvasSet
+from workers import loop_jobs
+
+pytestmark = pytest.mark.django_db
+
+
+class Ctx:
+    def __init__(self):
+        self.lines = []
+
+    def log(self, line):
+        self.lines.append(line)
+
+    def progress(self, done, total, message=""):
+        pass
+
+
+def save_calibration_scene(project):
+    """The project's canvas set with a held-out calibration scene of red cars and green boats."""
+    pixels, truth = scene_pixels(160, 192, seed=11, size=project.window_size)
+    for box in truth:
+        box["label"] = project.class_names[box["label"]]
+    cset = CanvasSet(project.class_names, calibration=(pixels, truth))
+    loop_jobs.CanvasDir(project).save(cset)
+
+
+def finished_cycle(project, scene, like, parent, classes, alice) -> ModelVersion:
+    """A cycle's version at the end of its chain: trained on one answer, exported and
+    calibrated by the export job's calibrate step (the model file: the colour detector with
+    ``classes`` in that order), every scene scored."""
+    answer, _ = record_annotation(project, scene, alice, kind="false_negative", label="car",
+                                  x=0, y=0, w=32, h=32)  # fmt: skip
+    number = project.model_versions.count() + 1
+    version = ModelVersion.objects.create(
+        project=project, number=number, status="training", parent=parent, classes=classes,
+        data_counts={"seen_annotation_ids": [answer.pk]},
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        path = colour_onnx_model(Path(tmp) / "model.onnx", classes, project.window_size)
+        loop_jobs.calibrate(Ctx(), version, path)
+        version.model_key = f"{model_prefix(version)}/model.onnx"
+        get_storage().write(version.model_key, path.read_bytes())
+    version.status = "scoring"
+    version.save()
+    run = ScoringRun.objects.create(scene=scene, model_version=version, status="running")
+    store_scoring_result(run, load_grid(like))
+    return version
+
+
+@pytest.fixture
+def current(project, storage_dir):
+    scene, run = make_scored_scene(project, 128, 160, seed=5)
+    save_calibration_scene(project)
+    return scene, run
+
+
+def test_a_worse_version_is_kept_not_current_and_the_page_says_why(
+    alice_client, alice, project, current
+):
+    scene, run1 = current
+    v1 = run1.model_version
+    # The same detector with its classes swapped: every red car is called a boat.
+    swapped = ["boat", "car", project.negative_class]
+    v2 = finished_cycle(project, scene, run1, v1, swapped, alice)
+    held = v2.metrics["held_out"]
+    assert held["current_version"] == 1 and held["current"] > held["new"] + 0.5
+    # The calibration figures the dashboard's estimate reads are recorded on the version.
+    assert set(v2.metrics["calibration"]["precision"]) == {"car", "boat"}
+    assert set(v2.metrics["calibration"]["recall"]) == {"car", "boat"}
+
+    assert cycle.after_scoring(v2) == "ready"
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert v1.is_current and not v2.is_current and v2.status == "ready"
+    decision = v2.metrics["promotion"]
+    assert not decision["promoted"] and decision["margin"] == 0.01
+    assert (decision["new"], decision["current"]) == (held["new"], held["current"])
+    # Its answer was not learnt by the current model: it waits for the next retrain.
+    assert Annotation.objects.filter(consumed_by__isnull=False).count() == 0
+    assert len(cycle.pending_annotations(project)) == 1
+
+    html = alice_client.get(reverse("project-dashboard", args=[project.pk])).content.decode()
+    assert "Model v2 was not made current" in html
+    assert f"{held['new']:.3f}" in html and f"{held['current']:.3f}" in html
+    button = reverse("api-model-current", args=[project.pk, 2])
+    assert f'action="{button}"' in html and "Make v2 current anyway" in html
+
+    # A person decides otherwise: the button makes it current and its answer consumed.
+    r = alice_client.post(button, {"next": f"/projects/{project.pk}/"})
+    assert r.status_code == 302
+    v2.refresh_from_db()
+    assert v2.is_current and v2.metrics["promotion"]["by_hand"] == "alice"
+    assert Annotation.objects.get().consumed_by_id == v2.pk
+    html = alice_client.get(reverse("project-dashboard", args=[project.pk])).content.decode()
+    assert "was not made current" not in html and "made current by alice" in html
+
+
+def test_a_version_as_good_is_promoted_and_the_margin_is_a_setting(
+    alice, project, current, settings
+):
+    scene, run1 = current
+    v1 = run1.model_version
+    v2 = finished_cycle(project, scene, run1, v1, project.class_names, alice)
+    assert v2.metrics["held_out"]["new"] == v2.metrics["held_out"]["current"]
+    assert cycle.after_scoring(v2) == "ready"
+    v2.refresh_from_db()
+    assert v2.is_current and v2.metrics["promotion"]["promoted"]
+    assert Annotation.objects.get().consumed_by_id == v2.pk
+
+    # With a margin wider than any F1 difference even the swapped detector is promoted.
+    settings.PROMOTION_MARGIN = 1.0
+    v3 = finished_cycle(project, scene, run1, v2, ["boat", "car", project.negative_class], alice)
+    assert cycle.after_scoring(v3) == "ready"
+    v3.refresh_from_db()
+    assert v3.is_current and v3.metrics["promotion"]["margin"] == 1.0
