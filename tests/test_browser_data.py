@@ -117,6 +117,9 @@ def test_a_new_user_brings_their_own_data(
     page.click("#new-project")
     page.fill("#id_name", "ships and planes")
     rows = page.locator("#class-rows tbody tr")
+    expect(rows).to_have_count(1)  # the form starts empty: no demo class to rename
+    expect(rows.nth(0).locator("input[name=class_name]")).to_have_value("")
+    page.click("#add-class")
     rows.nth(0).locator("input[name=class_name]").fill("plane")
     rows.nth(0).locator("input[name=class_sources]").fill("airplane")
     rows.nth(1).locator("input[name=class_name]").fill("ship")

@@ -8,7 +8,7 @@ import django_rq
 import pytest
 from django.urls import reverse
 
-from labeling.models import JobRecord, ModelVersion, Project
+from labeling.models import Dataset, JobRecord, ModelVersion, Project
 
 
 def ready_version(project, number, current=False):
@@ -16,6 +16,12 @@ def ready_version(project, number, current=False):
         project=project, number=number, status="ready", is_current=current,
         model_key=f"models/{number}/model.onnx", checkpoint_key=f"models/{number}/ckpt.pt",
     )  # fmt: skip
+
+
+def trainable(project):
+    """A ready dataset: a first model is refused (409, in words) for a project with nothing to
+    learn from (labeling.loop.first_model); these tests only enqueue the cycle."""
+    Dataset.objects.create(project=project, name="tiles", source="test", status="ready")
 
 
 @pytest.fixture
@@ -27,6 +33,7 @@ def other_project(bob):
 
 @pytest.mark.django_db(transaction=True)
 def test_retrain_is_202_then_409_with_the_message(redis_conn, alice_client, project):
+    trainable(project)
     url = reverse("api-retrain", args=[project.pk])
     first = alice_client.post(url, content_type="application/json")
     assert first.status_code == 202, first.content
@@ -50,6 +57,7 @@ def test_retrain_is_202_then_409_with_the_message(redis_conn, alice_client, proj
 def test_retrain_from_the_dashboard_form_redirects_with_a_message(
     redis_conn, alice_client, project
 ):
+    trainable(project)
     url = reverse("api-retrain", args=[project.pk])
     response = alice_client.post(url, {"profile": "tiny"})
     assert response.status_code == 302 and response["Location"] == f"/projects/{project.pk}/"
@@ -156,6 +164,7 @@ def test_logged_out_is_refused(client, project):
 
 @pytest.mark.django_db(transaction=True)
 def test_retrain_takes_the_profile_from_a_json_body(redis_conn, alice_client, project):
+    trainable(project)
     url = reverse("api-retrain", args=[project.pk])
     bad = alice_client.post(url, "{not json", content_type="application/json")
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
