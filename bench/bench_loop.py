@@ -55,7 +55,6 @@ SCENES = {"mona_lisa": "collage-mona_lisa", "heldout": "collage-rocket"}
 # measurement) and cluster-margin (Citovsky et al. 2021: margin over k-means clusters, made for
 # large batches).
 DEFAULT_STRATEGIES = ["random", "diverse_margin", "diverse_uncertainty", "cluster_margin"]
-CALIBRATION_FRACTION = 0.05  # what `mlcore demo` holds out (cmd_demo)
 WINDOW, STEP = 32, 16
 
 
@@ -82,7 +81,12 @@ def load_scene(demo: Path, stem: str):
 def calibration_scene(demo: Path, copies: int, cache: Path):
     """(image, truth) of the calibration scene with ``copies`` pastes of each held-out image: the
     demo's own when it was built so, else rebuilt from its images (the same held-out split)."""
-    from mlcore.canvases import CanvasSet, calibration_scene, split_calibration
+    from mlcore.canvases import (
+        CALIBRATION_FRACTION,
+        CanvasSet,
+        calibration_scene,
+        split_calibration,
+    )
     from mlcore.datasets import LabelledImages
 
     cset = CanvasSet.load(demo / "canvases")

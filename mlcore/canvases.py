@@ -52,6 +52,8 @@ KINDS = ("original", "correction")
 LAYOUTS = ("scatter", "mixed", "exact")
 MIXED = "mixed"  # class_name of a mixed canvas: its labels are in its label map
 CALIBRATION_COPIES = 4  # pastes of each held-out image in the calibration scene
+# Share of each class held out for the calibration scene (projects, the demo, pretraining, bench).
+CALIBRATION_FRACTION = 0.05
 
 
 class CanvasError(ValueError):
@@ -624,7 +626,7 @@ def build_canvas_set(
     extra_fraction: float = 0.25,
     meta: Mapping | None = None,
     layout: str = "mixed",
-    calibration_fraction: float = 0.05,
+    calibration_fraction: float = CALIBRATION_FRACTION,
     calibration_copies: int = CALIBRATION_COPIES,
 ) -> CanvasSet:
     """Training canvases of ``images`` (project class names, see ``datasets.apply_mapping``).

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from mlcore.canvases import CALIBRATION_FRACTION
 from mlcore.progress import terminal_progress
 
 
@@ -436,7 +437,7 @@ def cmd_demo(args) -> dict:
     step("canvases", out / "canvases" / "manifest.json", cmd_build_canvases, {
         "dataset": out / "train.npz", "out": out / "canvases", "canvas_size": 1024,
         "windows": args.windows, "window": 32, "step": 8, "seed": 0, "layout": "mixed",
-        "calibration_fraction": 0.05,
+        "calibration_fraction": CALIBRATION_FRACTION,
     })  # fmt: skip
     model_dir = out / ("model-scratch" if args.from_scratch else "model")
     model = model_dir / "model.onnx"
@@ -558,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-fraction",
         type=float,
-        default=0.05,
+        default=CALIBRATION_FRACTION,
         help="share of each class held out for the calibration scene",
     )
     p.set_defaults(func=cmd_build_canvases)

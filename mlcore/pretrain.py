@@ -72,7 +72,7 @@ def pretrain(
     and write the starting model's files and card into ``out_dir``. Returns the card."""
     from mlcore.aligned import aligned_accuracy
     from mlcore.calibration import calibrate_model_file
-    from mlcore.canvases import build_canvas_set
+    from mlcore.canvases import CALIBRATION_FRACTION, build_canvas_set
     from mlcore.datasets import ClassMapping, load_dataset
     from mlcore.export import export_onnx
     from mlcore.progress import null_progress
@@ -91,7 +91,7 @@ def pretrain(
     if missing:
         raise ValueError(f"{source} has no class(es) {missing}: the starting model is CIFAR-10's")
     cset = build_canvas_set(
-        images, classes, layout="mixed", calibration_fraction=0.05, seed=seed,
+        images, classes, layout="mixed", calibration_fraction=CALIBRATION_FRACTION, seed=seed,
         progress=progress_for("canvases"),
     )  # fmt: skip
     log(f"pretrain: {len(images)} train images, {len(cset.canvases)} canvases, classes {classes}")
