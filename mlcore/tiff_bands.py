@@ -278,9 +278,9 @@ def _segments(
     if jpeg:
         args.update(jpegtables=page.jpegtables, jpegheader=page.jpegheader)
     decode, fill = page.decode, 0
-    segments = tif.filehandle.read_segments(
+    segments = tif.filehandle.read_segments(  # in index order (row by row), not file order
         page.dataoffsets, page.databytecounts, length=int(np.prod(page.chunked)),
-        buffersize=READ_BUFFER_BYTES, flat=True,
+        sort=False, buffersize=READ_BUFFER_BYTES, flat=True,
     )  # fmt: skip
     try:
         for data, index in segments:

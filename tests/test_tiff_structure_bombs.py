@@ -258,7 +258,8 @@ def test_a_very_wide_tiled_tiff_imports_a_tile_at_a_time(tmp_path):
 @pytest.mark.parametrize("chunk", [6 * 128 * 128 * 3, 128 * 128 * 3 - 1])
 def test_tiles_written_in_chunks_and_slabs_land_exactly(tmp_path, monkeypatch, chunk):
     """Chunks of several tiles (the last one clipped at the edge), or tiles larger than a chunk
-    written a slab of rows at a time; strips within or beyond a chunk; a tifffile GeoTIFF."""
+    written a slab of rows at a time; strips within or beyond a chunk; tiles stored in a
+    scrambled order; a tifffile GeoTIFF."""
     monkeypatch.setattr(tiff_bands, "CHUNK_BYTES", chunk)
     monkeypatch.setattr(tiff_bands, "SLAB_BYTES", 40 * 128 * 3)
     write_tiled_bigtiff(tmp_path / "t.tif", 300, 1000, tile=128, compression="zstd")
@@ -271,6 +272,17 @@ def test_tiles_written_in_chunks_and_slabs_land_exactly(tmp_path, monkeypatch, c
     np.testing.assert_array_equal(
         np.load(tmp_path / "g.npy"), np.repeat(grey[..., None] >> 8, 3, 2)
     )
+
+    # Tiles stored in the file in a scrambled order still land in their places.
+    tiles = [(y, x) for y in range(0, 300, 128) for x in range(0, 1000, 128)]
+    order = np.random.default_rng(1).permutation(len(tiles))  # blob k holds tile order[k]
+    blobs = [zlib.compress(pattern(y, y + 128, x, x + 128).tobytes()) for y, x in tiles]
+    blobs = [blobs[i] for i in order]
+    where = np.argsort(order)
+    table = [(int(where[i]), 0, len(blobs[where[i]])) for i in range(len(tiles))]
+    write_raw_bigtiff(tmp_path / "r.tif", 1000, 300, 128, blobs, table)
+    image_to_npy(tmp_path / "r.tif", tmp_path / "r.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), pattern(0, 300, 0, 1000))
 
     geo = write_geotiff(tmp_path / "geo.tif", 500, 700)
     assert check_scene_image(geo, "geo.tif") == (700, 500, "TIFF")
