@@ -93,6 +93,7 @@ def send(client, method, url, query=None, body=None, raw=None):
     return client.post(url, data, content_type="application/json")
 
 
+@pytest.mark.slow  # every route x hundreds of inputs (about a minute)
 @pytest.mark.django_db(transaction=True)
 def test_no_api_route_answers_5xx_to_fuzzed_input(world, alice):
     client = Client()  # a server error raises here, with its exception

@@ -58,6 +58,7 @@ def _run(demo: Path, out: Path, strategies: list[str], seeds: int = 1, extra=())
     return json.loads((out / "loop.json").read_text())
 
 
+@pytest.mark.slow  # several real fine-tunes
 def test_paired_seeds_share_the_first_model_the_finetune_seed_and_the_random_picks(
     tiny_demo, tmp_path
 ):
@@ -81,6 +82,7 @@ def test_paired_seeds_share_the_first_model_the_finetune_seed_and_the_random_pic
     assert repeat["f1"] == records[("random", 0)]["f1"]
 
 
+@pytest.mark.slow  # several real fine-tunes
 def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_demo, tmp_path):
     results = _run(tiny_demo, tmp_path, ["random", "diverse_uncertainty"], seeds=2)
     default = results["default_strategy"]

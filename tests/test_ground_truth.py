@@ -144,6 +144,7 @@ def test_more_boxes_than_the_limit_are_refused(settings, make, name):
     )
 
 
+@pytest.mark.slow  # files at the 200,000-box limit
 @pytest.mark.parametrize("make, bound_mb", [(csv_of, 20), (coco_of, 80)])
 def test_parsing_a_file_at_the_limit_costs_memory_in_proportion(settings, make, bound_mb):
     """At the default 200,000 boxes: the CSV (4 MB) peaked at 112 MB with one dict per box

@@ -203,6 +203,7 @@ def test_the_cli_reports_a_corrupt_starting_model_in_one_line(start_dir, tmp_pat
 # -- pretrain ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real pretraining run, tiny
 def test_pretrain_runs_end_to_end_at_a_tiny_size(tmp_path):
     data = find_shared_data()
     assert data is not None, "../shared/data (CIFAR-10) is needed"
