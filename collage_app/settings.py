@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "labeling.middleware.QueueUnavailableAs503",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "labeling.server_paths.HideServerPaths",  # no absolute server path in any answer
     "labeling.strict_json.StrictJsonResponses",  # innermost: JSON leaves strict (no NaN)
 ]
 
