@@ -6,7 +6,7 @@ import django_rq
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.models import JobRecord
+from labeling.models import JobRecord, ScoringRun
 
 # Which RQ queue a kind of job runs on: training wants the GPU worker, scoring the Spark driver.
 QUEUE_OF_KIND = {"train": "train", "retrain_cycle": "train", "score": "score"}
@@ -14,6 +14,11 @@ ACTIVE = ("queued", "running")
 # A record still without its RQ job id this long after creation was never pushed to Redis (the
 # push runs right after the commit and takes milliseconds): it is failed, never left queued.
 UNPUSHED_GRACE_S = 60
+
+
+class JobAbandoned(RuntimeError):
+    """The job's record was failed while the job ran (its worker was declared dead, Redis lost
+    it, its cycle was cancelled): the job stops where it notices, and stores nothing."""
 
 
 class QueueUnavailable(RuntimeError):
@@ -56,12 +61,63 @@ def enqueue(kind: str, func_path: str, project=None, queue: str | None = None, *
             record.status, record.finished_at = "failed", timezone.now()
             record.error = f"The job could not be queued: Redis is unavailable ({exc})."[:5000]
             record.save(update_fields=["status", "error", "finished_at"])
+            fail_run_of(record)
             raise QueueUnavailable(str(exc)) from exc
         JobRecord.objects.filter(pk=record.pk).update(rq_job_id=job.id)
         record.rq_job_id = job.id
 
     transaction.on_commit(push)
     return record
+
+
+def fail_run_of(record: JobRecord) -> None:
+    """A scoring job that ended without finishing its run (killed, lost, cancelled) fails the
+    run with the job's reason: no run stays "running" after its job died, and a job declared
+    dead that still reaches its end finds its run failed and stores nothing
+    (labeling.results.store_scoring_result)."""
+    run_id = (record.params or {}).get("run_id")
+    if record.kind != "score" or not run_id:
+        return
+    ScoringRun.objects.filter(pk=run_id, status__in=ACTIVE).update(
+        status="failed",
+        error=(record.error or "its scoring job ended before the run finished")[:5000],
+        finished_at=timezone.now(),
+    )
+
+
+def cancel(record: JobRecord, reason: str) -> bool:
+    """Stop a queued or running job whose work is no longer wanted (its cycle's version
+    failed): its record (and scoring run) read failed with ``reason`` at once, RQ drops it from
+    its queue or has its worker kill its horse. A job that outran the stop finds its record
+    failed at its next progress report or before it stores a result (JobAbandoned). Returns
+    False when the job had ended already."""
+    reason = reason[:5000]
+    ended = timezone.now()
+    if not JobRecord.objects.filter(pk=record.pk, status__in=ACTIVE).update(
+        status="failed", error=reason, finished_at=ended
+    ):
+        return False
+    record.status, record.error, record.finished_at = "failed", reason, ended
+    fail_run_of(record)
+    if record.rq_job_id and record.queue != "inline":
+        _stop_rq_job(record)
+    return True
+
+
+def _stop_rq_job(record: JobRecord) -> None:
+    from rq.command import send_stop_job_command
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.job import Job
+
+    connection = django_rq.get_connection(record.queue)
+    try:
+        job = Job.fetch(record.rq_job_id, connection=connection)
+        if job.get_status() == "started":
+            send_stop_job_command(connection, job.id)  # its worker kills the horse
+        else:
+            job.cancel()  # never handed to a worker
+    except (NoSuchJobError, InvalidJobOperation, *_redis_errors()):
+        pass  # gone, ended meanwhile, or Redis away: the job's own checks stop it
 
 
 def dead_worker_reason(rq_job) -> str | None:
@@ -135,6 +191,7 @@ def reconcile(record: JobRecord) -> JobRecord:
             record.status, record.finished_at = "failed", timezone.now()
             record.error = "The job never reached the job queue (Redis was unavailable)."
             record.save(update_fields=["status", "error", "finished_at"])
+            fail_run_of(record)
         return record
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
@@ -155,6 +212,7 @@ def reconcile(record: JobRecord) -> JobRecord:
         record.error = f"The worker stopped before the job finished: {dead}."
         record.finished_at = timezone.now()
         record.save(update_fields=["status", "error", "finished_at"])
+        fail_run_of(record)
     elif status in ("failed", "stopped", "canceled", "missing"):
         reason = ""
         if job is not None:
@@ -167,6 +225,7 @@ def reconcile(record: JobRecord) -> JobRecord:
         )[:5000]
         record.finished_at = timezone.now()
         record.save(update_fields=["status", "error", "finished_at"])
+        fail_run_of(record)
     return record
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from labeling.jobs import JobAbandoned
 from labeling.models import Detection, ScoringRun
 from labeling.storage import get_storage, run_prefix
 from labeling.thresholds import PROJECT, version_thresholds
@@ -135,7 +136,8 @@ def refresh_metrics(run: ScoringRun) -> dict:
 
 
 def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None = None) -> None:
-    """Grid to storage, detections and metrics to the database, the run marked done."""
+    """Grid to storage, detections and metrics to the database, the run marked done; a run
+    failed meanwhile raises JobAbandoned and stores nothing in the database."""
     scene = run.scene
     project = scene.project
     negative = project.negative_class
@@ -185,6 +187,12 @@ def store_scoring_result(run: ScoringRun, grid: ScoreGrid, timings: dict | None 
             )
 
     with transaction.atomic():
+        # The row lock orders this against a failure written meanwhile (the job declared dead
+        # or lost, its cycle cancelled: labeling.jobs.fail_run_of): a failed run stays failed.
+        now = ScoringRun.objects.select_for_update().filter(pk=run.pk)
+        status, error = now.values_list("status", "error").first() or ("deleted", "")
+        if status in ("failed", "deleted"):
+            raise JobAbandoned(f"scoring run {run.pk} is {status} ({error}): result not stored")
         run.detections.all().delete()  # a retried run replaces its own rows, nothing else
         # In batches made as they are written: a gigapixel run has about a million rows, which
         # as model objects all at once took 1.5 GB.

@@ -380,11 +380,19 @@ def score_scene_on_spark(
     total = len(ys) * len(xs)
     done_counter = sc.accumulator(0)
     finished = threading.Event()
+    # A progress callback that raises (the job was cancelled or declared dead: workers.runner)
+    # stops the Spark job at once, and its exception is what this call raises.
+    group, stopped = f"{app_name}-{os.getpid()}-{time.monotonic_ns()}", []
 
     def report_progress():
         while not finished.wait(0.5):
             if progress:
-                progress(int(done_counter.value), total, "scoring on Spark")
+                try:
+                    progress(int(done_counter.value), total, "scoring on Spark")
+                except BaseException as exc:
+                    stopped.append(exc)
+                    sc.cancelJobGroup(group)
+                    return
 
     reporter = threading.Thread(target=report_progress, daemon=True)
     reporter.start()
@@ -393,15 +401,20 @@ def score_scene_on_spark(
     saved_env = dict(sc.environment)
     sc.environment.update(_forwarded_env(executor_env))
     rdd = sc.parallelize(tasks, len(tasks)).map(lambda task: _score_partition(task, done_counter))
+    sc.setJobGroup(group, app_name, interruptOnCancel=True)
     try:
         results = rdd.collect()
     except Exception as exc:
+        if stopped:
+            raise stopped[0] from None
         raise SparkScoringError(_explain_task_failure(exc, scene_storage_url, scene_key)) from exc
     finally:
         sc.environment.clear()
         sc.environment.update(saved_env)
         finished.set()
         reporter.join()
+    if stopped:  # stopped just as the last task ended
+        raise stopped[0]
 
     outputs: dict[str, np.ndarray] = {}
     timings = []

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.jobs import ACTIVE, QueueUnavailable, enqueue, reconcile
+from labeling.jobs import ACTIVE, QueueUnavailable, cancel, enqueue, fail_run_of, reconcile
 from labeling.loop.cycle_lock import cycle_process_running
 from labeling.loop.first_model import check_first_model
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
@@ -121,16 +121,33 @@ def jobs_of_version(version) -> list[JobRecord]:
 
 
 def fail_version(version, reason: str) -> None:
-    """Mark an in-flight version failed (never touches the current model or annotations); its
-    scoring runs that never started are failed with it, so none stays queued forever."""
+    """Mark an in-flight version failed (never touches the current model or annotations). Its
+    other jobs are cancelled (a queued scoring job never runs, a running one is stopped: their
+    work could not be used) and its scoring runs not done are failed with it, so none stays
+    queued or running forever."""
     updated = ModelVersion.objects.filter(pk=version.pk, status__in=IN_FLIGHT).update(
         status="failed", error=reason[:5000], finished_at=timezone.now(), is_current=False
     )
     if updated:
         version.status, version.error = "failed", reason[:5000]
-        ScoringRun.objects.filter(model_version_id=version.pk, status="queued").update(
-            status="failed", error=f"model v{version.number} failed: {reason}"[:5000]
+        why = f"model v{version.number} failed: {reason}"[:5000]
+        cancel_jobs_of(version, f"Cancelled: {why}")
+        ScoringRun.objects.filter(model_version_id=version.pk, status__in=ACTIVE).update(
+            status="failed", error=why, finished_at=timezone.now()
         )
+
+
+def cancel_jobs_of(version, reason: str) -> None:
+    """Cancel the version's queued and running jobs, except the one calling (a scoring job that
+    failed its own run is ending anyway; stopping it would kill it mid-report)."""
+    from rq import get_current_job
+
+    calling = getattr(get_current_job(), "id", None)
+    for record in JobRecord.objects.filter(
+        project_id=version.project_id, params__version_id=version.pk, status__in=ACTIVE
+    ):
+        if not calling or record.rq_job_id != calling:
+            cancel(record, reason)
 
 
 def advance(version, to: str, allowed=IN_FLIGHT) -> None:
@@ -151,26 +168,44 @@ def fail_killed(rq_job_id: str, reason: str) -> None:
     record = JobRecord.objects.filter(rq_job_id=rq_job_id, status__in=ACTIVE).first()
     if record is None:
         return
+    error = f"The worker stopped before the job finished: {reason}."[:5000]
     updated = JobRecord.objects.filter(pk=record.pk, status__in=ACTIVE).update(
-        status="failed",
-        error=f"The worker stopped before the job finished: {reason}."[:5000],
-        finished_at=timezone.now(),
+        status="failed", error=error, finished_at=timezone.now()
     )
-    if updated and record.project is not None:
-        reconcile_versions(record.project)
+    if updated:
+        record.status, record.error = "failed", error
+        fail_run_of(record)  # its scoring run reads failed, not running forever
+        if record.project is not None:
+            reconcile_versions(record.project)
 
 
 def reconcile_versions(project) -> None:
-    """Make in-flight model versions follow their jobs: a version whose job failed (or whose
-    scoring run failed) is marked failed with that reason."""
+    """Make in-flight model versions follow their jobs: a version one of whose jobs failed is
+    marked failed with the first failure's reason at once (its other jobs are cancelled:
+    fail_version), not after its other scoring jobs ran to no purpose. Then scoring runs
+    whose job has ended without finishing them are failed (reconcile_runs)."""
     for version in ModelVersion.objects.filter(project=project, status__in=IN_FLIGHT):
         records = [reconcile_job(r) for r in jobs_of_version(version)]
         failed = [r for r in records if r.status == "failed"]
-        active = [r for r in records if r.status in ACTIVE]
-        if failed and not active:
-            fail_version(version, f"{failed[0].kind} job failed: {failed[0].error}")
+        if failed:
+            first = min(failed, key=lambda r: (r.finished_at is None, r.finished_at, r.pk))
+            fail_version(version, f"{first.kind} job failed: {first.error}")
         elif not records and version.status != "pending":
             fail_version(version, "no job is running this version (lost)")
+    reconcile_runs(project)
+
+
+def reconcile_runs(project) -> None:
+    """A scoring run still queued or running whose job has ended (killed, lost, failed; also a
+    plain rescore outside any cycle) is failed with the job's reason."""
+    for run in ScoringRun.objects.filter(scene__project=project, status__in=ACTIVE):
+        record = (
+            JobRecord.objects.filter(project=project, kind="score", params__run_id=run.pk)
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if record is not None and reconcile_job(record).status not in ACTIVE:
+            fail_run_of(record)
 
 
 def running_cycle(project):
