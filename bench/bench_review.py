@@ -121,8 +121,8 @@ def bench_scene(project, key: str):
     height, width = SCENES[key]
     name = f"bench {key} {width}x{height}"
     scene = Scene.objects.filter(project=project, name=name).first()
-    if scene is not None and scene.latest_run() is not None:
-        return scene, scene.latest_run(), None
+    if scene is not None and scene.shown_run() is not None:
+        return scene, scene.shown_run(), None
     if scene is None:
         scene = Scene.objects.create(project=project, name=name, image_key="bench/synthetic",
                                      width=width, height=height)  # fmt: skip

@@ -227,8 +227,9 @@ class Scene(models.Model):
     def has_ground_truth(self) -> bool:
         return bool(self.ground_truth_key)
 
-    def latest_run(self):
-        return self.scoring_runs.filter(status="done").order_by("-finished_at").first()
+    def shown_run(self, version=None):
+        """The scoring run people see for this scene (:func:`shown_runs`), or None."""
+        return shown_runs(self.project, [self], version).get(self.pk)
 
 
 class ModelVersion(models.Model):
@@ -318,6 +319,29 @@ class ScoringRun(models.Model):
 
     def __str__(self):
         return f"{self.scene} x v{self.model_version.number}: {self.status}"
+
+
+def shown_runs(project, scenes=None, version=None) -> dict[int, ScoringRun]:
+    """Scene id -> the scoring run people see for it: the newest done run of the project's
+    current model version, or of ``version`` when a person chose one (of this project). Never a
+    run of a failed, still running or rolled-back version: a cycle killed after it scored some
+    scenes leaves the viewer, the queue, the exports and the metrics on the current model, and
+    making another version current changes what they show. Every page, feed, export and the
+    review queue take "the scene's run" from here. A scene without such a run is left out."""
+    if version is None:
+        version = project.current_model()
+        if version is None:
+            return {}
+    elif version.project_id != project.pk:
+        raise ValueError(f"model v{version.number} belongs to another project")
+    runs = ScoringRun.objects.filter(model_version=version, status="done")
+    if scenes is not None:
+        runs = runs.filter(scene__in=scenes)
+    runs = runs.select_related("model_version", "scene").defer("partitions", "timings")
+    shown: dict[int, ScoringRun] = {}
+    for run in runs.order_by("scene_id", "-finished_at", "-id"):
+        shown.setdefault(run.scene_id, run)
+    return shown
 
 
 class Detection(models.Model):

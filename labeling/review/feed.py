@@ -86,7 +86,7 @@ def _build_feed_columns(run: ScoringRun, kind: str, rows=None) -> dict:
 
 def feed_run(scene, run_id=None) -> ScoringRun | None:
     if run_id in (None, ""):
-        return scene.latest_run()
+        return scene.shown_run()  # the current model's run, never a failed version's
     from labeling.parsing import parse_id
 
     try:

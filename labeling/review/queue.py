@@ -10,7 +10,7 @@ import numpy as np
 from django.conf import settings
 
 from labeling.formatting import fixed3
-from labeling.models import Annotation, QueueSkip, ScoringRun
+from labeling.models import Annotation, QueueSkip, ScoringRun, shown_runs
 from labeling.review.answered import get_redis, open_walks, place_changed, place_is_answered
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError
@@ -18,12 +18,10 @@ from labeling.thresholds import hit_class, run_thresholds
 from mlcore import sampling
 from mlcore.sampling import priorities
 
-
 # One spelling per strategy everywhere (pages, API, commands, bench): mlcore.sampling's names.
 STRATEGIES = sampling.STRATEGIES
 # The queue's strategy when none is asked for (pages, API, simulate_review): mlcore's default.
 DEFAULT_STRATEGY = sampling.DEFAULT_STRATEGY
-
 
 
 @dataclass
@@ -169,19 +167,10 @@ def skip_window(project, scene, user, x, y) -> QueueSkip:
 
 
 def _queue_runs(project, scene=None) -> list[ScoringRun]:
-    """The latest done run of each scene (of ``scene`` only, when given) that has a grid, in
-    scene order: one query."""
-    runs = (
-        ScoringRun.objects.filter(status="done")
-        .select_related("model_version", "scene")
-        .defer("partitions", "timings")
-        .order_by("scene_id", "-finished_at")
-    )
-    runs = runs.filter(scene=scene) if scene is not None else runs.filter(scene__project=project)
-    latest: dict[int, ScoringRun] = {}
-    for run in runs:
-        latest.setdefault(run.scene_id, run)
-    ordered = sorted(latest.values(), key=lambda r: (r.scene.name, r.scene_id))
+    """The run people see of each scene (of ``scene`` only, when given: labeling.models.
+    shown_runs, the current model's) that has a grid, in scene order."""
+    shown = shown_runs(project, [scene] if scene is not None else None)
+    ordered = sorted(shown.values(), key=lambda r: (r.scene.name, r.scene_id))
     return [r for r in ordered if r.grid_key]
 
 

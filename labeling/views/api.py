@@ -35,6 +35,19 @@ def _scene_param(request, value):
     return scene_for(request.user, parse_id(value, "scene", ReviewError))
 
 
+def _chosen_version(request, project):
+    """?version=<number>: the model version a person chose to look at (404 when the project has
+    none of that number); None without it (then the current model's run is shown)."""
+    number = request.GET.get("version")
+    if number in (None, ""):
+        return None
+    number = parse_int(number, "version", ReviewError, low=1, high=2**31 - 1)  # the column's
+    version = project.model_versions.filter(number=number).first()
+    if version is None:
+        raise Http404(f"Project {project.name!r} has no model version {number}.")
+    return version
+
+
 # -- projects, scenes, runs -----------------------------------------------------------------------
 
 
@@ -176,7 +189,7 @@ def _dzi_url(scene) -> str | None:
 def api_scene(request, scene_id):
     scene = scene_for(request.user, scene_id)
     project = scene.project
-    run = scene.latest_run()
+    run = scene.shown_run(_chosen_version(request, project))
     latest = None
     if run is not None:
         latest = run_json(run) | {

@@ -29,7 +29,7 @@ from labeling.loop.cycle import (
 )
 from labeling.loop.learning_curve import learning_curve
 from labeling.loop.metrics_view import run_confusion, version_rows
-from labeling.models import JobRecord, ScoringRun
+from labeling.models import JobRecord, ScoringRun, shown_runs
 from labeling.review.queue import DEFAULT_STRATEGY, skip_returns_after
 from labeling.review.queue import STRATEGIES as QUEUE_STRATEGIES
 from labeling.review.scene_labels import labels_summary
@@ -201,8 +201,9 @@ def project_dashboard(request, project_id):
     reconcile_versions(project)  # a version whose worker died reads failed, not "training"
     negative = project.negative_class
     scenes = []
+    shown = shown_runs(project)  # the current model's runs, never a failed version's
     for scene in project.scenes.all():
-        run = scene.latest_run()
+        run = shown.get(scene.pk)
         scenes.append(
             {
                 "scene": scene,
@@ -313,7 +314,7 @@ def _latest_job_state(project, kind, **params) -> dict | None:
 def scene_viewer(request, scene_id):
     scene = scene_for(request.user, scene_id)
     project = scene.project
-    run = scene.latest_run()
+    run = scene.shown_run()
     files = dzi_files(scene)
     config = {
         "scene": {"id": scene.pk, "name": scene.name, "width": scene.width,
@@ -430,9 +431,9 @@ def project_metrics(request, project_id):
         run = next((r for r in runs if str(r.pk) == chosen), None)
         if run is None:
             raise Http404("No such scoring run in this project.")
-    elif runs:
-        current = project.current_model()
-        run = next((r for r in runs if current and r.model_version_id == current.pk), runs[0])
+    else:  # the run people see (the current model's), never a failed version's
+        shown = {r.pk for r in shown_runs(project).values()}
+        run = next((r for r in runs if r.pk in shown), None)
     confusion = None
     confusion_error = ""
     if run is not None:

@@ -72,13 +72,7 @@ def run_summary(run, negative: str) -> dict:
 
 
 def latest_run(scene, version):
-    from labeling.models import ScoringRun
-
-    run = (
-        ScoringRun.objects.filter(scene=scene, model_version=version, status="done")
-        .order_by("-finished_at")
-        .first()
-    )
+    run = scene.shown_run(version)
     if run is None:
         raise CommandError(
             f"model v{version.number} has no finished scoring of {scene.name!r}: score it first "
