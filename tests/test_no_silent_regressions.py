@@ -17,6 +17,7 @@ from labeling.loop import cycle
 from labeling.models import Annotation, ModelVersion, ScoringRun
 from labeling.results import load_grid, store_scoring_result
 from labeling.review.annotations import record_annotation
+from labeling.review.scene_labels import scene_labels
 from labeling.storage import get_storage, model_prefix
 from mlcore.canvases import CanvasSet
 from workers import loop_jobs
@@ -95,6 +96,8 @@ def test_a_worse_version_is_kept_not_current_and_the_page_says_why(
     decision = v2.metrics["promotion"]
     assert not decision["promoted"] and decision["margin"] == 0.01
     assert (decision["new"], decision["current"]) == (held["new"], held["current"])
+    # What people see and export stays the current model's: the labels come from v1's run.
+    assert {b["run"] for b in scene_labels(scene) if b["source"] == "model"} == {run1.pk}
     # Its answer was not learnt by the current model: it waits for the next retrain.
     assert Annotation.objects.filter(consumed_by__isnull=False).count() == 0
     assert len(cycle.pending_annotations(project)) == 1
@@ -111,6 +114,8 @@ def test_a_worse_version_is_kept_not_current_and_the_page_says_why(
     v2.refresh_from_db()
     assert v2.is_current and v2.metrics["promotion"]["by_hand"] == "alice"
     assert Annotation.objects.get().consumed_by_id == v2.pk
+    run2 = ScoringRun.objects.get(model_version=v2)
+    assert {b["run"] for b in scene_labels(scene) if b["source"] == "model"} == {run2.pk}
     html = alice_client.get(reverse("project-dashboard", args=[project.pk])).content.decode()
     assert "was not made current" not in html and "made current by alice" in html
 

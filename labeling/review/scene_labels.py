@@ -29,7 +29,7 @@ from pathlib import PurePosixPath
 from django.utils import timezone
 
 from labeling.loop.cycle import effective_annotations, training_label
-from labeling.models import Annotation, Detection, ModelVersion, ScoringRun
+from labeling.models import Annotation, Detection, ScoringRun
 from labeling.review.common import ReviewError
 
 REVIEWED, MODEL = "reviewed", "model"
@@ -38,15 +38,10 @@ PROBABILITY_DIGITS = 3  # as the viewer's feed rounds its scores: one box reads 
 
 
 def labels_run(scene) -> ScoringRun | None:
-    """The run whose detections the labels start from: the current model version's latest done
-    run of the scene, else the scene's latest done run (a scene no current model scored yet)."""
-    current = ModelVersion.objects.filter(project_id=scene.project_id, is_current=True).first()
-    runs = ScoringRun.objects.filter(scene=scene, status="done")
-    if current is not None:
-        run = runs.filter(model_version=current).order_by("-finished_at", "-id").first()
-        if run is not None:
-            return run
-    return runs.order_by("-finished_at", "-id").first()
+    """The run whose detections the labels start from: the run people see for the scene (the
+    current model version's, labeling.models.shown_runs), so the labels hold the boxes and
+    probabilities the viewer shows; None (reviewed boxes only) without one."""
+    return scene.shown_run()
 
 
 def _probability(value) -> float | None:
