@@ -234,10 +234,18 @@ def refresh_canvases(ctx, project) -> dict:
         ctx.log(f"datasets {built_from} -> {ready}, classes {cset.classes} -> "
                 f"{project.class_names}: rebuilding the training canvases")  # fmt: skip
     elif not ready:
-        raise TrainingMaterialError(
-            f"Project {project.name!r} has nothing to train on yet: import a tile dataset "
-            "(+ Dataset) first."
-        )
+        # The scene alone: an empty set that only the reviewers' marks join (exact samples,
+        # each trained at its own window), so no unmarked pixel ever teaches "negative".
+        from mlcore.canvases import CanvasSet
+
+        window = project.window_size
+        cset = CanvasSet(project.class_names, tile_size=(window, window),
+                         meta={"datasets": [], "source": "scene marks"})  # fmt: skip
+        cdir.save(cset)
+        sync_canvas_rows(project, cdir, cset)
+        ctx.log("no dataset: the first model learns from the windows marked on the scenes")
+        ctx.progress(1, 1, "training from the scene marks alone")
+        return {"built": True, "scene_only": True}
     return build_canvases(ctx, project.pk, rebuild=True)
 
 
@@ -281,6 +289,8 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     on_canvas = {p[0] for c in cset.canvases if c.kind == "correction" for p in c.placements} | {
         i for c in cset.canvases if c.tiles is not None for i in c.tiles[0]
     }
+    if cset.calibration is not None:  # marks held out for calibration never join training
+        on_canvas |= {str(box["id"]) for box in cset.calibration[1]}
     new = [a for a in pending if annotation_image_id(a) not in on_canvas]
     window = project.window_size
     if tuple(cset.tile_size) != (window, window):
@@ -304,6 +314,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
             readers[scene.pk] = NpyScene(storage, scene.pixels_key)
         by_class[label].append((annotation_image_id(a), crop_tile(readers[scene.pk], a, window)))
         ctx.progress(i + 1, len(new), "cropping corrected tiles")
+    held_out = hold_out_marks(ctx, cset, by_class)
     added = {}
     samples = {}  # image id -> [canvas, y, x]: which annotation became which training sample
     for label, items in by_class.items():
@@ -316,7 +327,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
             for p in canvas.placements:
                 samples[p[0]] = [canvas.name, int(p[1]), int(p[2])]
         added[label] = len(items)
-    if added:
+    if added or held_out:
         cdir.save(cset)
     sync_canvas_rows(project, cdir, cset)
     for pk, why in skipped:
@@ -327,15 +338,56 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     )
     if version_id is not None:
         version = ModelVersion.objects.get(pk=version_id)
-        version.data_counts = dict(version.data_counts) | {
-            "annotations_used": len(pending),
-            "annotation_ids": [a.pk for a in pending],
-            "seen_annotation_ids": seen_ids,
-            "tiles_added": added,
-            "correction_samples": samples,
-        }
+        version.data_counts = (
+            dict(version.data_counts)
+            | {
+                "annotations_used": len(pending),
+                "annotation_ids": [a.pk for a in pending],
+                "seen_annotation_ids": seen_ids,
+                "tiles_added": added,
+                "correction_samples": samples,
+            }
+            | ({"calibration_marks": held_out} if held_out else {})
+        )
         version.save(update_fields=["data_counts"])
     return {"pending": len(pending), "added": added, "skipped": len(skipped)}
+
+
+# A scene-only project calibrates on this share of its first marks (per class, at least one of a
+# class with 3 or more), held out of training; they stay its calibration scene for later cycles.
+CALIBRATION_MARK_SHARE = 0.2
+
+
+def hold_out_marks(ctx, cset, by_class) -> dict[str, int]:
+    """For a set without dataset canvases and without a calibration scene (a project starting
+    from its scenes alone): take a share of each class's new marked tiles out of ``by_class``
+    and make them the set's calibration scene (thresholds are then chosen on marks the model
+    never trained on). Returns {class: tiles held out} ({} when nothing was held out)."""
+    from mlcore.canvases import calibration_scene
+    from mlcore.datasets import LabelledImages
+
+    if cset.calibration is not None or any(c.kind == "original" for c in cset.canvases):
+        return {}
+    held: dict[str, list] = {}
+    for label, items in by_class.items():
+        n = int(len(items) * CALIBRATION_MARK_SHARE) or (1 if len(items) >= 3 else 0)
+        if n:
+            held[label], by_class[label] = items[-n:], items[:-n]
+    if len(held) < 2:  # a calibration scene of one class calibrates nothing: train on all
+        for label, items in held.items():
+            by_class[label] = by_class[label] + items
+        return {}
+    items = [(i, t, label) for label, rows in held.items() for i, t in rows]
+    images = LabelledImages(
+        images=np.stack([t for _, t, _ in items]),
+        labels=np.array([cset.classes.index(label) for _, _, label in items], dtype=np.int64),
+        class_names=list(cset.classes),
+        ids=[i for i, _, _ in items],
+    )
+    cset.calibration = calibration_scene(images, seed=0)
+    counts = {label: len(rows) for label, rows in held.items()}
+    ctx.log(f"held out for calibration (not trained on): {counts}")
+    return counts
 
 
 # -- training and export ------------------------------------------------------------------------

@@ -42,15 +42,32 @@ def material_problem(project) -> str | None:
         return None
     if TrainingCanvas.objects.filter(project=project, kind="original").exists():
         return None
+    objects, background = scene_marks(project)
+    if objects and background:
+        return None  # the scene alone: the marked windows are the training samples
     text = (
         "There is nothing to train the first model on yet: add a tile dataset (+ Dataset): a "
         f"zip of image folders {_sources_text(project)}, other folders becoming "
-        f"{project.negative_class!r}, or the CIFAR-10 archive."
+        f"{project.negative_class!r}, or the CIFAR-10 archive. Or start from a scene alone: "
+        "in its viewer click an object and pick its class, and click a spot with no object and "
+        f'pick "nothing here" (so far {objects} object{"s" if objects != 1 else ""} and '
+        f"{background} background mark{'s' if background != 1 else ''}; at least one of each)."
     )
     failed = datasets.filter(status="failed").order_by("-pk").first()
     if failed is not None:
         text += f" The last import, {failed.name!r}, failed: {failed.error}"
     return text
+
+
+def scene_marks(project) -> tuple[int, int]:
+    """(objects, background marks) among the annotations the next cycle learns from: what a
+    project without a dataset trains its first model on (only these windows, never the
+    unmarked rest of a scene)."""
+    from labeling.loop.cycle import pending_annotations, training_label
+
+    labels = [training_label(a, project) for a in pending_annotations(project)]
+    background = sum(1 for label in labels if label == project.negative_class)
+    return len(labels) - background, background
 
 
 def check_first_model(project) -> None:
@@ -102,10 +119,18 @@ def next_step(project, pending: int, cycle_running: bool) -> dict:
             if has_scene
             else "add a scene (+ Scene) to see its detections"
         )
+        if Dataset.objects.filter(project=project, status="ready").exists():
+            source = "the project's datasets and the windows reviewed so far"
+        else:
+            objects, background = scene_marks(project)
+            source = (
+                f"the {objects} object{'s' if objects != 1 else ''} and {background} background "
+                f"mark{'s' if background != 1 else ''} on the scenes (only those windows; a "
+                "share is held out to calibrate it)"
+            )
         step |= {
             "can_train": True,
-            "text": "Next: train the first model (from the starting model, on the project's "
-            f"datasets and the windows reviewed so far; {scenes}).",
+            "text": f"Next: train the first model on {source}; {scenes}.",
         }
         return step
     step["button"] = "Retrain"

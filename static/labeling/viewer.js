@@ -320,6 +320,7 @@
   /* A correction's own words, on the image (its tag) and in the legend, popup and toasts. */
   function correctionText(a) {
     if (a.kind === "false_positive" || (a.label === cfg.negative && a.kind !== "review")) return "not an object";
+    if (a.kind === "review" && a.label === cfg.negative && !a.detection) return "nothing here";
     if (a.kind === "wrong_class") return (a.was ? "was " + a.was : "class") + " → " + a.label;
     if (a.kind === "false_negative") return "missed: " + a.label;
     if (a.kind === "confirm") return "correct: " + a.label;
@@ -562,11 +563,15 @@
       });
     } else if (draft) {
       box.appendChild(api.el("p", {class: "popup-title",
-        text: "Missed object here (" + draft.w + "×" + draft.h + " px)? Its class:"}));
+        text: "Missed object here (" + draft.w + "×" + draft.h + " px)? Its class, or nothing here:"}));
       classNames.forEach(function (name, k) {
         box.appendChild(button((k + 1) + " " + name, function () { act(String(k + 1)); },
           {"data-action": "missed-" + name, style: "border-left: 4px solid " + colourOf[name]}));
       });
+      // Background is a mark too: a project that starts from its scenes alone learns
+      // "negative" only where a reviewer said so, never from the unmarked rest.
+      box.appendChild(button("0 nothing here (" + cfg.negative + ")", function () { act("0"); },
+        {"data-action": "background"}));
     }
     box.appendChild(button("Esc", closePopup, {class: "link"}));
     box.hidden = false;
@@ -608,6 +613,10 @@
             sel.source === "feed" ? sel.label : sel.a && sel.a.was);
       }
       if (a) { closePopup(); flash("Marked: " + describe(a)); return true; }
+    } else if (draft && (key === "0" || key === "n" || key === "x")) {
+      const a = annotate("review", cfg.negative, draft, null);
+      closePopup(); flash("Marked: " + describe(a));
+      return true;
     } else if (draft && k >= 1 && k <= classNames.length) {
       const a = annotate("false_negative", classNames[k - 1], draft, null);
       closePopup(); flash("Marked: " + describe(a));
