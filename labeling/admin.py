@@ -17,7 +17,7 @@ class ProjectAdmin(admin.ModelAdmin):
     )
     search_fields = ("name", "description")
     list_filter = ("engine",)
-    filter_horizontal = ("members",)
+    filter_horizontal = ("members", "reviewers")
 
 
 @admin.register(models.Dataset)

@@ -66,6 +66,11 @@ class Project(models.Model):
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects")
+    # The reviewer role: members who may undo any member's annotation (others undo only their
+    # own). Given in the admin.
+    reviewers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="reviewing", blank=True
+    )
     # Positive classes in order: [{"name", "color", "sources": [source class names]}].
     classes = models.JSONField(default=default_classes)
     negative_class = models.CharField(max_length=40, default="negative")

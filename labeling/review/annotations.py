@@ -169,8 +169,26 @@ def record_annotation(
     return row, True
 
 
+class UndoRefused(PermissionError):
+    """The user may not undo that annotation (views answer 403 with the reason)."""
+
+
+def may_undo(annotation, user) -> bool:
+    """One's own annotations, or any when the project gives the user its reviewer role."""
+    if annotation.user_id == user.pk:
+        return True
+    return annotation.project.reviewers.filter(pk=user.pk).exists()
+
+
 def undo(annotation, user, client_id=None, source="ui") -> tuple[Annotation, bool]:
-    """Append an ``undo`` annotation cancelling ``annotation`` (history is kept)."""
+    """Append an ``undo`` annotation cancelling ``annotation`` (history is kept); UndoRefused
+    when it is another member's and the user is not one of the project's reviewers."""
+    if not may_undo(annotation, user):
+        owner = annotation.user.username if annotation.user_id else "nobody (an import)"
+        raise UndoRefused(
+            f"annotation {annotation.pk} is {owner}'s: you can undo only your own annotations; "
+            "a project's reviewers (given in the admin) may undo anyone's"
+        )
     return record_annotation(
         annotation.project,
         annotation.scene,

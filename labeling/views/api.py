@@ -336,9 +336,12 @@ def api_annotation_undo(request, annotation_id):
         raise Http404("No such annotation among your projects' annotations.")
     body = _json_body(request)
     request.idempotent = bool(body.get("client_id"))  # as for an annotation
-    row, created = annotations.undo(
-        target, request.user, client_id=body.get("client_id"), source=body.get("source", "ui")
-    )
+    try:
+        row, created = annotations.undo(
+            target, request.user, client_id=body.get("client_id"), source=body.get("source", "ui")
+        )
+    except annotations.UndoRefused as exc:
+        return JsonResponse({"error": str(exc)}, status=403)
     return JsonResponse(annotations.annotation_json(row), status=201 if created else 200)
 
 
