@@ -4,6 +4,7 @@ strategy (cached), the next window handed out under a Redis lease, or given back
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,17 @@ def skip_window(project, scene, user, x, y) -> QueueSkip:
     size = project.window_size
     if x < 0 or y < 0 or x + size > scene.width or y + size > scene.height:
         raise ReviewError(f"the window at x={x}, y={y} ({size} px) is outside scene {scene.name!r}")
+    # Only a window the queue can hand out: any other place would be stored for nothing (a
+    # client once stored 2,000 skips of places that are no window).
+    runs = _queue_runs(project, scene)
+    if not runs:
+        raise ReviewError(f"scene {scene.name!r} has no scored windows yet: nothing to skip")
+    grid = window_origins(runs[0])
+    if not (np.any(grid["ys"] == y) and np.any(grid["xs"] == x)):
+        raise ReviewError(
+            f"there is no window at x={x}, y={y} of scene {scene.name!r}: skip a window the "
+            f"queue handed out (windows start every {grid['step']} px)"
+        )
     row = QueueSkip.objects.create(
         project=project,
         scene=scene,
@@ -164,6 +176,22 @@ def skip_window(project, scene, user, x, y) -> QueueSkip:
     )
     release_lease(project, scene.pk, x, y, user)
     return row
+
+
+def window_origins(run: ScoringRun) -> dict:
+    """The run's window origins (``ys``, ``xs``) and ``step``, read from its grid file without
+    its probabilities (an .npz member is read only when asked for), cached per run."""
+
+    def build():
+        from labeling.storage import get_storage
+
+        storage = get_storage()
+        local = storage.local_path(run.grid_key)
+        source = local if local is not None else io.BytesIO(storage.read(run.grid_key))
+        with np.load(source, allow_pickle=False) as data:
+            return {"ys": data["ys"], "xs": data["xs"], "step": int(data["step"])}
+
+    return cached((run.pk, run.grid_key, "origins"), build)
 
 
 def _queue_runs(project, scene=None) -> list[ScoringRun]:
