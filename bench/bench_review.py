@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -363,23 +364,34 @@ def queue_top_places(project, runs, count: int) -> list[tuple]:
 
 
 def load_annotations(project, scenes, places, user, seed: int) -> float:
-    """COPY one 'review' annotation per place (seconds taken); Redis forgets the scenes' answered
-    windows (the next queue request rebuilds them from the database)."""
+    """One 'review' annotation per place (seconds taken): COPY on PostgreSQL, batched INSERTs on
+    SQLite (the default database, which has no COPY); Redis forgets the scenes' answered windows
+    (the next queue request rebuilds them from the database)."""
     from django.db import connection
     from django.utils import timezone
 
+    from labeling.models import Annotation
     from labeling.review import answered
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     labels = ["car", "boat", "negative"]
     now = timezone.now()
+    rows = (
+        (project.pk, scene_id, user.pk, now, "review", labels[int(rng.integers(0, 3))],
+         x, y, w, h, "api")
+        for scene_id, x, y, w, h in places
+    )  # fmt: skip
     columns = "project_id, scene_id, user_id, created_at, kind, label, x, y, w, h, source"
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY labeling_annotation ({columns}) FROM STDIN") as copy:
-            for scene_id, x, y, w, h in places:
-                copy.write_row((project.pk, scene_id, user.pk, now, "review",
-                                labels[int(rng.integers(0, 3))], x, y, w, h, "api"))  # fmt: skip
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY labeling_annotation ({columns}) FROM STDIN") as copy:
+                for values in rows:
+                    copy.write_row(values)
+        else:
+            names = [c.strip() for c in columns.split(",")]
+            while batch := list(itertools.islice(rows, 5000)):
+                Annotation.objects.bulk_create(Annotation(**dict(zip(names, v))) for v in batch)
         cursor.execute("ANALYZE labeling_annotation")
     answered.forget_scenes([s.pk for s in scenes], answered.get_redis())
     return time.perf_counter() - started
