@@ -17,6 +17,7 @@ from PIL import Image
 from labeling.models import Annotation, Project
 from labeling.openapi import OPERATIONS, api_routes, build_schema
 from labeling.review import annotations, cache, exports
+from labeling.review.scene_labels import image_file_name
 from tests.review_helpers import make_scored_scene
 
 pytestmark = pytest.mark.django_db
@@ -458,8 +459,9 @@ def test_export_coco(alice_client, project, scored):
     assert r.status_code == 200 and "attachment" in r["Content-Disposition"]
     coco = json.loads(r.content)
     assert set(coco) >= {"info", "images", "categories", "annotations"}
-    assert coco["images"] == [{"id": scene.pk, "file_name": scene.name, "width": 320,
-                               "height": 256}]  # fmt: skip
+    assert coco["images"] == [{"id": scene.pk, "file_name": image_file_name(scene), "width": 320,
+                               "height": 256, "scene_name": scene.name}]  # fmt: skip
+    assert coco["images"][0]["file_name"].endswith(".png")  # a real file name, not "scene 1 (..)"
     cats = {c["id"]: c["name"] for c in coco["categories"]}
     assert sorted(cats.values()) == ["boat", "car", "negative"]
     anns = {a["id"]: a for a in coco["annotations"]}

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from labeling.loop.cycle import effective_annotations, training_label
 from labeling.models import Annotation
+from labeling.review.scene_labels import file_names
 
 
 def project_annotations(project, history: bool = False) -> list[Annotation]:
@@ -28,10 +29,13 @@ def export_coco(project, history: bool = False) -> dict:
     rows = project_annotations(project, history)
     classes = project.class_names
     category = {c: i + 1 for i, c in enumerate(classes)}
+    scenes = list(project.scenes.all().order_by("id"))
+    names = file_names(scenes)  # a real file name, as the scene labels' export gives it
     images = [
-        {"id": s.pk, "file_name": s.name, "width": s.width, "height": s.height}
-        for s in project.scenes.all().order_by("id")
-    ]
+        {"id": s.pk, "file_name": names[s.pk], "width": s.width, "height": s.height,
+         "scene_name": s.name}
+        for s in scenes
+    ]  # fmt: skip
     annotations = []
     for a in sorted(rows, key=lambda a: a.pk):
         annotations.append(

@@ -164,7 +164,7 @@ def image_file_name(scene) -> str:
     return f"{stem or f'scene-{scene.pk}'}{suffix}"
 
 
-def _file_names(scenes) -> dict[int, str]:
+def file_names(scenes) -> dict[int, str]:
     """Per scene id a distinct file name (two scenes named alike get their ids appended)."""
     names: dict[int, str] = {}
     taken: set[str] = set()
@@ -200,7 +200,7 @@ def labels_coco(project, scene=None) -> dict:
     positive classes as categories, one annotation per label with ``score`` (= probability; the
     loaders ignore it on ground truth) and the label's provenance under ``attributes``."""
     scenes = project_scenes(project, scene)
-    names = _file_names(scenes)
+    names = file_names(scenes)
     categories = positive_categories(project)
     images, annotations = [], []
     for s in scenes:
@@ -242,7 +242,7 @@ CSV_COLUMNS = [
 
 def labels_csv(project, scene=None) -> str:
     scenes = project_scenes(project, scene)
-    names = _file_names(scenes)
+    names = file_names(scenes)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
@@ -270,7 +270,7 @@ def labels_yolo(project, scene=None) -> bytes:
     """A zip: ``classes.txt`` (the positive classes, line i = class id i), ``data.yaml`` (the
     same as Ultralytics reads it) and ``labels/<image stem>.txt`` per scene."""
     scenes = project_scenes(project, scene)
-    names = _file_names(scenes)
+    names = file_names(scenes)
     classes = list(positive_categories(project))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
