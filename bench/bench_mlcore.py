@@ -493,7 +493,7 @@ def gpu_training(device, quick: bool, steps: int | None = None, batch_size: int 
     gathered and augmented there). Runs on any device; on the CPU it is the tested fallback."""
     import torch
 
-    from mlcore.training import TrainConfig, run_training
+    from mlcore.training import TrainConfig, train
 
     device = torch.device(device)
     canvases = published_size_canvases(n_windows)
@@ -508,7 +508,7 @@ def gpu_training(device, quick: bool, steps: int | None = None, batch_size: int 
             log_every=steps, **opts,
         )  # fmt: skip
         try:
-            result = run_training(canvases, CLASSES, config, device=device)
+            result = train(canvases, CLASSES, config, device=device)
         except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
             rows.append(error_row(f"GPU training, {label}", f"{type(exc).__name__}: {exc}"))
             continue

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch  # mlcore/__init__.py has set the OpenMP wait policy before this first torch import
 import torch.distributed as dist
 
-from mlcore.training import TrainConfig, TrainResult, run_training
+from mlcore.training import TrainConfig, TrainResult, train
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -55,7 +55,7 @@ def train_distributed(
         if device.type == "cpu" and config.threads is None:
             # Ranks share the machine's cores: do not oversubscribe them.
             config.threads = max(1, (os.cpu_count() or 1) // world)
-        return run_training(
+        return train(
             canvas_set,
             classes,
             config,

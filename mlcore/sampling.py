@@ -62,19 +62,6 @@ import numpy as np
 
 from mlcore.postprocess import default_negative, uncertainty
 
-STRATEGIES = (
-    "uncertainty",
-    "margin",
-    "entropy",
-    "random",
-    "top_score",
-    "diverse_uncertainty",
-    "diverse_margin",
-    "balanced",
-    "mixed",
-    "cluster_margin",
-    "diverse_learnable",
-)
 # The strategy the review queue, the API and manage.py simulate_review use when none is named:
 # chosen by the rule fixed before the measurement (the best calibration-scene F1 after 600
 # answers; bench/bench_loop.py, 10 paired seeds, 3 x 200 answers; README "Measured loop").
@@ -88,6 +75,7 @@ DIVERSE_STRATEGIES = (
     "cluster_margin",
     "diverse_learnable",
 )
+STRATEGIES = ("uncertainty", "margin", "entropy", "random", "top_score", *DIVERSE_STRATEGIES)
 MIXED_RANDOM_SHARE = 1 / 3
 POOL = 16384  # candidates that go through the diversity rounds (per class for "balanced")
 CLUSTERS = 20  # k of cluster_margin's k-means

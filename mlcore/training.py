@@ -559,24 +559,14 @@ def train(
     progress: Progress | None = None,
     init_state=None,
     log: Callable[[str], None] | None = None,
-) -> TrainResult:
-    """Train a fresh model (or fine-tune ``init_state``: a state dict or checkpoint path)."""
-    return run_training(canvas_set, classes, config, progress, init_state, log)
-
-
-def run_training(
-    canvas_set,
-    classes,
-    config: TrainConfig | dict | None = None,
-    progress: Progress | None = None,
-    init_state=None,
-    log: Callable[[str], None] | None = None,
     *,
     device: torch.device | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> TrainResult:
-    """The training loop; with ``world_size > 1`` (inside an initialised process group, see
+    """Train a fresh model (or fine-tune ``init_state``: a state dict or checkpoint path).
+
+    With ``world_size > 1`` (inside an initialised process group, see
     :mod:`mlcore.distributed`) each rank samples its own windows, the global batch is split over
     ranks and gradients are averaged by DistributedDataParallel."""
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
