@@ -203,6 +203,34 @@ def _as_rgb_array(target) -> np.ndarray:
     return arr
 
 
+# A target up to this many pixels is decoded whole (48 MB as RGB), as it always was; a larger one
+# is shrunk while libvips decodes it, so a picture's size never becomes memory (a 13000x13000
+# 1-bit PNG of a few kB took 1.7 GB decoded whole).
+TARGET_DECODE_MAX_PIXELS = 16_000_000
+
+
+def _target_at_collage_size(target, tile_hw, cols: int, max_pixels: int | None) -> np.ndarray:
+    """The target (path, PIL image or array) resized to its collage's (height, width, 3); a
+    collage above ``max_pixels`` is refused from the target's header, before any decoding."""
+    if isinstance(target, (str, os.PathLike)):
+        from .scene_decode import read_header, read_shrunk
+
+        header = read_header(target)
+        target_hw = (header.height, header.width)
+    else:
+        target = _as_rgb_array(target)
+        target_hw = target.shape[:2]
+    if max_pixels is not None:
+        check_collage_size(target_hw, tile_hw, cols, max_pixels)
+    height, width = collage_size(target_hw, tile_hw, cols)
+    if not isinstance(target, np.ndarray):
+        if target_hw[0] * target_hw[1] <= TARGET_DECODE_MAX_PIXELS:
+            target = _as_rgb_array(target)
+        else:  # twice the collage's size: the bicubic step below still averages over pixels
+            target = read_shrunk(target, 2 * width, 2 * height)
+    return np.asarray(Image.fromarray(target).resize((width, height), Image.Resampling.BICUBIC))
+
+
 def collage_size(
     target_hw: tuple[int, int], tile_hw: tuple[int, int], cols: int
 ) -> tuple[int, int]:
@@ -265,14 +293,9 @@ def make_collage(
         raise CollageError(f"tile={tile} but the tiles are {th}x{tw}; load them at that size")
     if cols < 1:
         raise CollageError(f"cols must be >= 1, got {cols}")
-    target_arr = _as_rgb_array(target)
-    if max_pixels is not None:
-        check_collage_size(target_arr.shape[:2], (th, tw), cols, max_pixels)
-    height, width = collage_size(target_arr.shape[:2], (th, tw), cols)
+    resized = _target_at_collage_size(target, (th, tw), cols, max_pixels)
+    height, width = resized.shape[:2]
     rows = height // th
-    resized = np.asarray(
-        Image.fromarray(target_arr).resize((width, height), Image.Resampling.BICUBIC)
-    )
     rng = np.random.default_rng(seed)
     if mode == "grid":
         gy, gx = np.mgrid[0:rows, 0:cols]

@@ -98,6 +98,21 @@ def _vips_rgb8(image: pyvips.Image) -> pyvips.Image:
     return image.cast("uchar")
 
 
+def read_shrunk(path, width: int, height: int, name: str | None = None) -> np.ndarray:
+    """The picture shrunk to fit inside ``width`` x ``height`` (aspect kept, never enlarged),
+    as uint8 (h, w, 3): libvips shrinks while it decodes (a JPEG at load, the rest as it
+    streams), so memory follows the result, not the picture."""
+    name = name or os.path.basename(os.fspath(path))
+    try:
+        image = pyvips.Image.thumbnail(os.fspath(path), int(width), height=int(height), size="down")
+        image = _vips_rgb8(image)
+        data = image.write_to_memory()
+    except pyvips.Error as exc:
+        reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unreadable"
+        raise DecodeError(f"{name} cannot be read: {reason}") from None
+    return np.ndarray(buffer=data, dtype=np.uint8, shape=(image.height, image.width, 3))
+
+
 def _vips_bands(path, name: str, rows: int) -> Iterator[np.ndarray]:
     opened, source = _vips_open(path, name)
     image = _vips_rgb8(opened)
