@@ -76,6 +76,17 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "get": {"summary": "One project: classes, colours, threshold, counts (scenes, model "
                            "versions, annotations, pending annotations), versions, scenes",
                 "tags": ["review"], "responses": _ok("project")},
+        "patch": {"summary": "Edit the project: the fields given change (name, description, "
+                             "classes with colours and sources, negative class, window, steps, "
+                             "threshold); classes, sources, negative class and window only "
+                             "while no model version depends on them (else 409 with the reason)",
+                  "tags": ["data"],
+                  "requestBody": _json_body("the fields to change", {
+                      "classes": {"type": "array", "items": {"type": "object"}},
+                      "name": {"type": "string"}, "description": {"type": "string"}}),
+                  "responses": _ok("the project")
+                  | {"409": {"description": "a model depends on the classes",
+                             "content": {"application/json": {"schema": ERROR}}}}},
     },
     "api-runs": {
         "get": {"summary": "Scoring runs of the project: status, timings, partitions, Spark UI "

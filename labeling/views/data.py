@@ -186,7 +186,10 @@ def api_project_create(request):
 def project_update(request, project) -> JsonResponse:
     """PATCH /api/projects/<id>: the fields given change, the others stay; 400 with the reason
     (a locked class edit, an invalid value), 200 with the project."""
-    body = _json_body(request)
+    try:  # called from the review area's api_project, whose wrapper knows other errors
+        body = _json_body(request)
+    except UploadError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     data = {field: body.get(field, getattr(project, field)) for field in ProjectForm.Meta.fields}
     if "threshold_mode" in body:
         data["threshold_mode"] = body["threshold_mode"]
