@@ -10,9 +10,9 @@ whole feature cells. The per-window network ends in a global average pool over t
 two linear heads (``fc``: head logits, ``box``: 4 offsets + centredness). Dense scoring takes the
 mean of the window's 8x8 block of the *scene's* feature map and applies the same heads (numpy).
 
-*Tiles and halos.* The trunk is run on tiles of the scene (bands of window rows, optionally split
-into column bands). A tile extends ``halo`` px beyond its windows on each side (clipped at the
-scene's edges), where ``halo`` is the trunk's receptive-field radius (40 px for ResNet-20: each
+*Tiles and halos.* The trunk is run on tiles of the scene (about TILE_PX square, so memory
+stays bounded however wide the scene: ONNX Runtime holds ~250 bytes per tile pixel). A tile
+extends ``halo`` px beyond its windows on each side (clipped at the scene's edges), where ``halo`` is the trunk's receptive-field radius (40 px for ResNet-20: each
 3x3 conv adds 1 px times the stride so far) rounded up to a multiple of ``stride``, and tiles start
 at multiples of ``stride`` from the scene's origin. So every feature a window pools depends only on
 real scene pixels (or on the scene's own zero padding at its edges), never on where a tile ends:
@@ -72,10 +72,13 @@ from pathlib import Path
 import numpy as np
 
 from mlcore.progress import Progress, report
-from mlcore.scoring import ScoreGrid, auto_rows_per_strip
+from mlcore.scoring import ScoreGrid
 from mlcore.windows import grid_positions
 
-DENSE_SUFFIX = ".dense.onnx"
+# Automatic tiles: about this many pixels of windows per side (plus the halos). ONNX Runtime's
+# peak is about 250 bytes per tile pixel for ResNet-20 width 16 (measured: 670 MB for a
+# 1104 x 2128 tile), so ~1100 px squares keep a tile near 300 MB whatever the scene's width.
+TILE_PX = 1024
 HEAD_OUTPUTS = ("head_weight", "head_bias", "head_to_class")
 
 
@@ -221,6 +224,13 @@ def dense_model_path(model_path) -> Path | None:
 # Scoring (numpy + ONNX Runtime)
 
 
+def open_dense_scorer(model_path, threads: int | None = None):
+    """A DenseScorer for the per-window model file ``model_path`` when it names a dense graph
+    (:func:`dense_model_path`), else None: score it per window (mlcore.scoring)."""
+    dense = dense_model_path(model_path)
+    return None if dense is None else DenseScorer(dense, threads=threads)
+
+
 class DenseScorer:
     """ONNX Runtime session over a dense graph written by :func:`export_dense_onnx`."""
 
@@ -337,16 +347,18 @@ def score_scene_dense(
     """Score every window of ``reader`` (``.height``, ``.width``, ``.read_rows(y0, y1)``) at
     ``step``, the same grid as :func:`mlcore.scoring.score_scene`, from the trunk's feature map.
 
-    Tiles are ``rows_per_strip`` window rows (auto: ~64 MB of pixels) by ``cols_per_tile``
-    window columns (default: the whole width), each with its halo; the result does not depend
-    on either, bit for bit. The next band is read while the current one is scored."""
+    Tiles are ``rows_per_strip`` window rows by ``cols_per_tile`` window columns (auto: about
+    TILE_PX pixels each way), each with its halo; the result does not depend on either, bit for
+    bit. Pixels are read a band of tile rows at a time (the whole width), the next band while the
+    current one is scored."""
     w, s, halo = scorer.window, scorer.stride, scorer.halo
     height, width = int(reader.height), int(reader.width)
     ys = grid_positions(height, w, step)
     xs = grid_positions(width, w, step)
-    rows = rows_per_strip or auto_rows_per_strip(width, w, step)
+    rows = rows_per_strip or max(1, TILE_PX // step)
+    cols = cols_per_tile or max(1, TILE_PX // step)
     row_spans = _spans(ys, height, w, s, halo, max(1, int(rows)))
-    col_spans = _spans(xs, width, w, s, halo, max(1, int(cols_per_tile or len(xs))))
+    col_spans = _spans(xs, width, w, s, halo, max(1, int(cols)))
     out = {
         "probs": np.empty((len(ys), len(xs), len(scorer.classes)), dtype=np.float32),
     }

@@ -12,6 +12,7 @@ from mlcore.dense_scoring import (
     DenseScorer,
     dense_model_path,
     export_dense_onnx,
+    open_dense_scorer,
     score_scene_dense,
     trunk_geometry,
 )
@@ -127,7 +128,7 @@ def test_strips_and_tiles_join_bit_for_bit(real, step):
     reader = ArrayReader(_scene(202, 266, seed=5))  # clamped last row and column off-phase
     whole = score_scene_dense(dense_scorer, reader, step, rows_per_strip=10_000)
     assert whole.shape == (len(whole.ys), len(whole.xs))
-    for rows, cols in ((1, None), (3, None), (None, 1), (2, 5), (1, 2)):
+    for rows, cols in ((None, None), (1, None), (3, None), (None, 1), (2, 5), (1, 2)):
         tiled = score_scene_dense(
             dense_scorer, reader, step, rows_per_strip=rows, cols_per_tile=cols
         )
@@ -151,10 +152,12 @@ def test_model_file_says_whether_it_scores_densely(tmp_path):
     model = _model(4, depth=8)
     per_window = export_onnx(model, tmp_path / "model.onnx", CLASSES)
     assert dense_model_path(per_window) is None  # a plain export: per window
+    assert open_dense_scorer(per_window) is None
     dense = export_dense_onnx(
         model, tmp_path / "model.dense.onnx", CLASSES, per_window_path=per_window
     )
     assert dense_model_path(per_window) == dense
+    assert isinstance(open_dense_scorer(per_window), DenseScorer)
     scorer = DenseScorer(dense)
     assert (scorer.classes, scorer.window, scorer.stride, scorer.halo) == (CLASSES, 32, 4, 12)
     # The flag names a sibling file only, never a path elsewhere; a missing file means per window.
