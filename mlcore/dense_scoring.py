@@ -12,12 +12,14 @@ mean of the window's 8x8 block of the *scene's* feature map and applies the same
 
 *Tiles and halos.* The trunk is run on tiles of the scene (about TILE_PX square, so memory
 stays bounded however wide the scene: ONNX Runtime holds ~250 bytes per tile pixel). A tile
-extends ``halo`` px beyond its windows on each side (clipped at the scene's edges), where ``halo`` is the trunk's receptive-field radius (40 px for ResNet-20: each
-3x3 conv adds 1 px times the stride so far) rounded up to a multiple of ``stride``, and tiles start
-at multiples of ``stride`` from the scene's origin. So every feature a window pools depends only on
-real scene pixels (or on the scene's own zero padding at its edges), never on where a tile ends:
-a scene scored in one tile or in many gives the same grid **bit for bit** (tested, fp32, CPU;
-the pooling sums each window's block in a fixed order, never a running sum across the tile).
+extends ``halo`` px beyond its windows on each side (clipped at the scene's edges), where
+``halo`` is the trunk's receptive-field radius (40 px for ResNet-20: each 3x3 conv adds 1 px
+times the stride so far) rounded up to a multiple of ``stride``, and tiles start at multiples of
+``stride`` from the scene's origin. So every feature a window pools depends only on real scene
+pixels (or on the scene's own zero padding at its edges), never on where a tile ends: a scene
+scored in one tile or in many gives the same grid **bit for bit** (tested, fp32, CPU; each
+window's block is summed in a fixed order, never a running sum across the tile, and the heads
+are fixed-order sums, not a matmul whose BLAS kernel depends on how many windows a tile has).
 
 *Phases.* A stride-2 conv samples every other pixel, so a window only maps to a feature block when
 its origin and the tile's origin agree modulo ``stride``. Origins are grouped by their phase
