@@ -9,7 +9,8 @@ is really dead.
 RQ's worker also quits on the first Redis error outside of waiting for a job ("found an
 unhandled exception, quitting"): a Redis restart mid-job left no `train` worker. Here a Redis
 outage is waited out: heartbeats that fail are skipped while the horse works on, and the worker
-resumes once Redis answers again."""
+resumes once Redis answers again. A Redis that comes back empty (flushed, failed over) gets the
+worker's registration again at its next heartbeat."""
 
 from __future__ import annotations
 
@@ -90,6 +91,8 @@ class Worker(RQWorker):
             super().maintain_heartbeats(job, execution)
         except REDIS_DOWN as exc:
             self.log.warning("Worker %s: heartbeat skipped, Redis unavailable (%s)", self.name, exc)
+            return
+        self.register_again_if_forgotten()
 
     def execute_job(self, job, queue):
         try:
@@ -116,7 +119,32 @@ class Worker(RQWorker):
 
     def heartbeat(self, *args, **kwargs):
         try:
-            return super().heartbeat(*args, **kwargs)
+            result = super().heartbeat(*args, **kwargs)
         except REDIS_DOWN as exc:
             self.wait_for_redis(exc)
-            return super().heartbeat(*args, **kwargs)
+            result = super().heartbeat(*args, **kwargs)
+        if kwargs.get("pipeline") is None and (len(args) < 2 or args[1] is None):
+            self.register_again_if_forgotten()
+        return result
+
+    # -- a Redis that lost its data (a flush, a failover to an empty replica) -------------------
+
+    def register_again_if_forgotten(self) -> None:
+        """RQ's heartbeat only renews this worker's hash: after Redis lost its data the worker
+        ran on unregistered (the health page counted 0 workers while jobs ran). Each heartbeat
+        checks the registration (one SISMEMBER) and writes it again when it is gone."""
+        from rq import worker_registration
+
+        try:
+            if self.connection.sismember(self.redis_workers_keys, self.key):
+                return
+            self.log.warning("Worker %s: its registration is gone from Redis; registering again",
+                             self.name)  # fmt: skip
+            with self.connection.pipeline() as pipeline:
+                pipeline.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, pipeline)
+                pipeline.expire(self.key, self.worker_ttl + 60)
+                pipeline.execute()
+        except REDIS_DOWN as exc:
+            self.log.warning("Worker %s: registration not checked, Redis unavailable (%s)",
+                             self.name, exc)  # fmt: skip
