@@ -226,6 +226,9 @@ def test_two_classes_of_ones_own_learn_from_the_scene_alone_then_retrain(
     ] * 3  # fmt: skip
     assert set(marks.filter(label="negative").values_list("kind", flat=True)) == {"review"}
     no_demo_classes(page.locator("body"), "the viewer of a project without a model")
+    page.goto(f"/projects/{project.pk}/review/?scene={scene.pk}")  # no model: said so
+    expect(page.locator("#queue-no-model")).to_be_visible()
+    expect(page.locator("#queue-empty")).not_to_contain_text("Every window is annotated")
 
     # The first model from the marks alone, from the dashboard.
     page.goto(f"/projects/{project.pk}/")
