@@ -193,3 +193,30 @@ def test_unreachable_master_fails_fast_naming_it(spark):
     with pytest.raises(SparkScoringError, match=f"spark://127.0.0.1:{port}"):
         get_spark(f"spark://127.0.0.1:{port}")
     assert time.monotonic() - start < 60
+
+
+def test_a_progress_callback_that_raises_stops_the_spark_job(spark, tmp_path, model_path):
+    """workers.runner's progress raises JobAbandoned once the job was cancelled or declared
+    dead: the Spark job is cancelled and that very exception is what the call raises (it used
+    to die with the reporting thread while the scoring ran on and returned a grid)."""
+    store = storage_from_url(str(tmp_path / "store"))
+    put_scene(store, "scenes/long.npy", 16 * 100 + 16, WIDTH)  # 100 window rows: 100 tasks
+
+    class Stopped(Exception):
+        pass
+
+    calls = []
+
+    def progress(done, total, message=""):
+        calls.append((done, total))
+        if done < total:
+            raise Stopped("job 7 is failed (cancelled): it stops here")
+
+    with pytest.raises(Stopped):
+        score_scene_on_spark(store.root_url, "scenes/long.npy", str(model_path), STEP,
+                             master=MASTER, partitions=100, progress=progress)  # fmt: skip
+    assert len(calls) == 1 and calls[0][0] < calls[0][1], calls
+    # The same session scores the next job to its end.
+    grid, info = score_scene_on_spark(store.root_url, "scenes/long.npy", str(model_path), STEP,
+                                      master=MASTER, partitions=100)  # fmt: skip
+    assert grid.probs.shape[:2] == (100, 20) and info.n_partitions == 100
