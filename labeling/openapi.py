@@ -53,7 +53,8 @@ BOX = {
 
 # URL name -> {method: operation}
 OPERATIONS: dict[str, dict[str, dict]] = {
-    "api-health": {"get": {"summary": "Health of the services (database, Redis, storage, workers)",
+    "api-health": {"get": {"summary": "Health of the services (database, Redis, storage, workers); "
+                                      "where they are (URLs, folders) for staff only",
                            "tags": ["core"], "responses": _ok("health report")
                            | {"503": {"description": "a service is down"}}}},
     "api-openapi": {"get": {"summary": "This OpenAPI schema", "tags": ["core"],
@@ -132,7 +133,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     "api-queue-skip": {
         "post": {"summary": "Skip a window you are not sure about: recorded as a skip (never a "
                             "label, never trained on); the queue hands it out again after "
-                            "other windows were answered", "tags": ["review"],
+                            "other windows were answered. Only a window of the scene's scoring "
+                            "run (400 otherwise)", "tags": ["review"],
                  "requestBody": _json_body("the window", {
                      "scene": {"type": "integer"}, "x": {"type": "integer"},
                      "y": {"type": "integer"}}, required=("scene", "x", "y")),
@@ -232,11 +234,15 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                  "responses": _ok("created", "201") | _ok("the same client_id again: that row")},
     },
     "api-annotation-undo": {
-        "post": {"summary": "Undo an annotation: appends an 'undo' annotation pointing at it",
+        "post": {"summary": "Undo an annotation (one's own; a project's reviewers any): appends "
+                            "an 'undo' annotation pointing at it",
                  "tags": ["review"],
                  "requestBody": _json_body("optional client_id",
                                            {"client_id": {"type": "string"}}),
-                 "responses": _ok("the undo annotation", "201")},
+                 "responses": _ok("the undo annotation", "201")
+                 | {"403": {"description": "another member's annotation: only the project's "
+                                           "reviewers may undo it",
+                            "content": {"application/json": {"schema": ERROR}}}}},
     },
     "api-window-image": {
         "get": {"summary": "PNG crop of the scene: the window with context around it",
