@@ -54,7 +54,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         user = get_user(opts["user"])
-        classes = [parse_class_option(spec) for spec in opts["classes"]] or None
+        classes = [parse_class_option(spec) for spec in opts["classes"]] or ProjectForm.preset()
         form = ProjectForm(
             {
                 "name": opts["name"],
