@@ -106,3 +106,70 @@ def test_the_scene_alone_teaches_the_first_model(redis_conn, own_project, alice,
     assert v2.number == 2 and v2.status == "ready"
     cset = CanvasDir(project).load()
     assert sum(len(c.placements) for c in cset.canvases) == trained + 1
+
+
+@pytest.fixture
+def start_dir(tmp_path, monkeypatch):
+    from helpers_starting import make_starting_model
+
+    from mlcore import starting_model
+
+    directory = make_starting_model(tmp_path / "start")
+    monkeypatch.setenv(starting_model.STARTING_MODEL_ENV, str(directory))
+    return directory
+
+
+# quick's first-model recipe (from the starting model), a few steps so the test is fast
+FEW_STEPS = {"steps": 3, "batch_size": 16, "val_windows": 32, "threads": 1}
+
+
+def test_the_scene_alone_starts_from_the_starting_model(redis_conn, own_project, alice, start_dir):
+    """The dashboard's default profile starts from the starting model: classes of one's own with
+    no source class get new heads on its backbone, trained on the marks alone."""
+    project = own_project
+    scene, truth = add_scene(project, size=256)
+    Scene.objects.filter(pk=scene.pk).update(ground_truth_key="")
+    mark(project, scene, alice, truth)
+    start_cycle(project, alice, profile="quick", config=FEW_STEPS)
+    run_workers("train", "score")
+    version = ModelVersion.objects.get(project=project)
+    assert version.status == "ready", version.error
+    assert version.started_from["kind"] == "starting-model"
+    assert version.classes == ["red", "blue", "negative"]
+    assert ScoringRun.objects.get(model_version=version).status == "done"
+
+
+def test_a_dataset_with_sources_the_start_lacks_trains_from_the_starting_model(
+    redis_conn, own_project, alice, start_dir
+):
+    """An uploaded dataset keeps its source classes: CIFAR-10 names reuse the start's heads, a
+    folder the start does not know ("cow") gets a new one."""
+    from helpers_data import image_folder_zip
+
+    from labeling.uploads import add_dataset as upload_dataset
+
+    project = own_project
+    project.classes = [{"name": "frog", "color": "#3cb44b", "sources": ["frog"]},
+                       {"name": "cow", "color": "#4363d8", "sources": ["cow"]}]  # fmt: skip
+    project.save()
+    folder = own_project_dir(project)
+    zip_path = image_folder_zip(folder / "tiles.zip", {"frog": 8, "cow": 8, "truck": 8})
+    upload_dataset(project, path=zip_path, name="tiles", split="all")
+    run_workers("default")
+    start_cycle(project, alice, profile="quick", config=FEW_STEPS)
+    run_workers("train", "score")
+    version = ModelVersion.objects.get(project=project)
+    assert version.status == "ready", version.error
+    assert version.started_from["kind"] == "starting-model"
+    cset = CanvasDir(project).load()
+    assert sorted(h[0] for h in cset.heads) == ["cow", "frog", "truck"]
+
+
+def own_project_dir(project):
+    from pathlib import Path
+
+    from django.conf import settings
+
+    folder = Path(settings.STORAGE_URL).parent / f"uploads-{project.pk}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
