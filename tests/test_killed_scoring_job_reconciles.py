@@ -241,3 +241,43 @@ def test_a_job_declared_lost_after_a_redis_flush_never_completes_its_run(
     record.refresh_from_db()
     assert record.status == "failed" and "killed or lost" in record.error, record.error
     assert "JobAbandoned" in record.log, record.log[-2000:]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sibling_scoring_job_running_on_another_worker_is_stopped(
+    redis_conn, score_settings, project, alice_client, tmp_path
+):
+    scenes, shown = three_scenes(project)
+    v2, runs, records = scoring_cycle(project, 2)
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    workers = [start_worker(log) for log in logs]
+    try:
+        # Scene 1 scored while scene 2 and then scene 3 are scored, one on each worker; a row
+        # lock keeps each of them from finishing first.
+        first, killed, sibling = runs
+        record_of = {r.params["run_id"]: r for r in records}
+        status = lambda run: ScoringRun.objects.get(pk=run.pk).status  # noqa: E731
+        until(lambda: status(killed) == "running", "scene 2 running", workers[0], logs[0])
+        with transaction.atomic():
+            ScoringRun.objects.select_for_update().get(pk=killed.pk)
+            until(lambda: status(first) == "done" and status(sibling) == "running",
+                  "scene 1 scored and scene 3 running", workers[1], logs[1])  # fmt: skip
+            ScoringRun.objects.select_for_update().get(pk=sibling.pk)
+            horses = [until(lambda r=r: horse_of(record_of[r.pk]), "a horse", None, logs[0])
+                      for r in (killed, sibling)]  # fmt: skip
+            os.kill(horses[0], signal.SIGKILL)
+        until(lambda: not alive(horses[1]), "the sibling's horse stopped", None, logs[1], 15.0)
+        sibling_record = JobRecord.objects.get(pk=record_of[sibling.pk].pk)
+        assert sibling_record.status == "failed", sibling_record.status
+        assert sibling_record.error.startswith("Cancelled: model v2 failed"), sibling_record.error
+        sibling.refresh_from_db()
+        assert sibling.status == "failed" and sibling.error.startswith("Cancelled"), sibling.error
+        killed.refresh_from_db()
+        assert killed.status == "failed" and "killed" in killed.error, killed.error
+        assert all(w.poll() is None for w in workers)  # both workers live on
+        assert_nothing_in_flight(project, v2)
+        assert not Detection.objects.filter(run__in=[killed, sibling]).exists()
+        assert_current_run_shown(alice_client, project, scenes[0], shown[scenes[0].pk])
+    finally:
+        for worker in workers:
+            stop_worker(worker)
