@@ -3,7 +3,8 @@ live is the operator's business, and an error message naming them tells an outsi
 of the machine. Messages from mlcore name files by their full path (what a person at the
 terminal needs); this middleware is the net for every answer: a JSON, HTML or text body that
 holds one of the server's folders gets it written relative (the app's own folder) or as a
-bracketed name ([var], [storage], [starting model], [python], [tmp]). The check is a byte
+bracketed name ([var], [storage], [starting model], [python], [tmp]). Staff, who run the
+server, see answers as they are (the health page's details are theirs). The check is a byte
 search per folder, so answers without them cost nothing more."""
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ class HideServerPaths:
     def __call__(self, request):
         response = self.get_response(request)
         kind = response.get("Content-Type", "").split(";")[0].strip()
+        user = getattr(request, "user", None)
         if (
-            response.streaming
+            (user is not None and user.is_staff)  # the operators: the health page's details
+            or response.streaming
             or response.has_header("Content-Encoding")
             or not (kind in TEXT_KINDS or kind.endswith("+json"))
         ):
