@@ -272,7 +272,7 @@ def start_cycle(
             parent = project.current_model()
             finetune = parent is not None and not new_model
             if not finetune:  # refused with the reason, no failed version left behind
-                check_first_model(project)
+                check_first_model(project, pending_annotations(project))
             start = None if finetune else first_model_start(project, profile, from_scratch)
             from_start = start is not None and start["kind"] == "starting-model"
             config = train_config_for(project, profile, config, finetune, from_start)

@@ -29,8 +29,9 @@ def _sources_text(project) -> str:
     return "named as the project's source classes (" + ", ".join(sources) + ")"
 
 
-def material_problem(project) -> str | None:
-    """Why a first model cannot be trained now (in words, with what to do), or None."""
+def material_problem(project, pending) -> str | None:
+    """Why a first model cannot be trained now (in words, with what to do), or None;
+    ``pending``: the annotations the next cycle learns from (cycle.pending_annotations)."""
     datasets = Dataset.objects.filter(project=project)
     importing = datasets.filter(status__in=("pending", "importing")).order_by("pk").first()
     if importing is not None:
@@ -42,7 +43,7 @@ def material_problem(project) -> str | None:
         return None
     if TrainingCanvas.objects.filter(project=project, kind="original").exists():
         return None
-    objects, background = scene_marks(project)
+    objects, background = scene_marks(project, pending)
     if objects and background:
         return None  # the scene alone: the marked windows are the training samples
     text = (
@@ -59,20 +60,20 @@ def material_problem(project) -> str | None:
     return text
 
 
-def scene_marks(project) -> tuple[int, int]:
-    """(objects, background marks) among the annotations the next cycle learns from: what a
-    project without a dataset trains its first model on (only these windows, never the
-    unmarked rest of a scene)."""
-    from labeling.loop.cycle import pending_annotations, training_label
-
-    labels = [training_label(a, project) for a in pending_annotations(project)]
+def scene_marks(project, pending) -> tuple[int, int]:
+    """(objects, background marks) among ``pending``, the annotations the next cycle learns
+    from: what a project without a dataset trains its first model on (only these windows, never
+    the unmarked rest of a scene)."""
+    # cycle.training_label's rule (cycle imports this module, so not the other way round)
+    negative = project.negative_class
+    labels = [negative if a.kind == "false_positive" else a.label for a in pending]
     background = sum(1 for label in labels if label == project.negative_class)
     return len(labels) - background, background
 
 
-def check_first_model(project) -> None:
+def check_first_model(project, pending) -> None:
     """Raise NothingToTrainOn when a first model cannot be trained now."""
-    problem = material_problem(project)
+    problem = material_problem(project, pending)
     if problem is not None:
         raise NothingToTrainOn(problem)
 
@@ -90,7 +91,7 @@ def readable_error(text: str) -> str:
     return text
 
 
-def next_step(project, pending: int, cycle_running: bool) -> dict:
+def next_step(project, pending: list, cycle_running: bool) -> dict:
     """What the dashboard says to do next: {"text", "can_train", "button", "why_off",
     "last_failure"}. ``button`` is the Train / Retrain button's label; ``why_off`` the reason it
     is off (empty when it is on)."""
@@ -109,7 +110,7 @@ def next_step(project, pending: int, cycle_running: bool) -> dict:
         }
         return step
     if current is None:
-        problem = material_problem(project)
+        problem = material_problem(project, pending)
         step["button"] = "Train the first model"
         if problem is not None:
             step |= {"text": problem, "why_off": problem}
@@ -122,7 +123,7 @@ def next_step(project, pending: int, cycle_running: bool) -> dict:
         if Dataset.objects.filter(project=project, status="ready").exists():
             source = "the project's datasets and the windows reviewed so far"
         else:
-            objects, background = scene_marks(project)
+            objects, background = scene_marks(project, pending)
             source = (
                 f"the {objects} object{'s' if objects != 1 else ''} and {background} background "
                 f"mark{'s' if background != 1 else ''} on the scenes (only those windows; a "
@@ -139,8 +140,9 @@ def next_step(project, pending: int, cycle_running: bool) -> dict:
         step |= {"text": "Next: review windows in the queue or correct detections in a scene; "
                  "then retrain.", "why_off": why}  # fmt: skip
         return step
+    n = len(pending)
     step |= {
         "can_train": True,
-        "text": f"Next: retrain on the {pending} new annotation{'s' if pending != 1 else ''}.",
+        "text": f"Next: retrain on the {n} new annotation{'s' if n != 1 else ''}.",
     }
     return step

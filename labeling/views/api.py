@@ -144,7 +144,7 @@ def api_project(request, project_id):
                 "pending_annotations": len(pending),
             },
             "current_model": current.number if current else None,
-            "next_step": next_step(project, len(pending), running_cycle(project) is not None),
+            "next_step": next_step(project, pending, running_cycle(project) is not None),
             "classes_locked": class_lock_reason(project),
             "model_versions": [
                 {

@@ -244,7 +244,7 @@ def project_dashboard(request, project_id):
         }
         for j in JobRecord.objects.filter(project=project).order_by("-created_at", "-id")[:15]
     ]
-    next_step = first_model.next_step(project, len(pending), cycle_running)
+    next_step = first_model.next_step(project, pending, cycle_running)
     config = {
         "project": project.pk,
         "jobs_url": _url("api-jobs", project.pk),
