@@ -113,6 +113,9 @@ RQ = {"WORKER_CLASS": "workers.rq_worker.Worker"}
 # How long a new retrain cycle waits for a process of an earlier cycle of its project to end
 # (labeling/loop/cycle_lock.py) before it fails.
 CYCLE_LOCK_WAIT_S = env_int("CYCLE_LOCK_WAIT_S", 120)
+# The training profile of the dashboard's Train / Retrain button and the API's retrain
+# (mlcore.profiles: quick on a CPU, full on a GPU, tiny for tests).
+DEFAULT_TRAIN_PROFILE = os.environ.get("DEFAULT_TRAIN_PROFILE", "quick")
 # No silent regressions (labeling/loop/cycle.py, promote): a cycle's new version whose held-out
 # figure (its calibration-scene object F1, the mean over classes at its calibrated thresholds)
 # is below the current model's by more than this margin is kept, ready, but not made current;

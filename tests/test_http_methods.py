@@ -37,7 +37,15 @@ def test_routes_are_read():
     assert len(names) > 30
 
 
+# Routes that do serve one of these methods (their own tests cover it).
+SERVES = {"patch": {"api-project"}}
+
+
 @pytest.mark.parametrize("method", ["put", "delete", "patch"])
 def test_methods_a_route_does_not_serve_answer_405(alice_client, method):
-    served = {url: getattr(alice_client, method)(url).status_code for url, _ in routes()}
+    served = {
+        url: getattr(alice_client, method)(url).status_code
+        for url, name in routes()
+        if name not in SERVES.get(method, ())
+    }
     assert {url: status for url, status in served.items() if status != 405} == {}

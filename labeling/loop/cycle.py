@@ -355,7 +355,7 @@ def promotion_decision(version) -> dict:
     "new", "current", "current_version", "margin"}``; promoted when there is nothing to compare
     (no current model, no calibration scene)."""
     held = (version.metrics or {}).get("held_out") or {}
-    margin = float(getattr(settings, "PROMOTION_MARGIN", 0.01))
+    margin = float(settings.PROMOTION_MARGIN)
     current = (
         ModelVersion.objects.filter(project_id=version.project_id, is_current=True)
         .exclude(pk=version.pk)

@@ -98,7 +98,7 @@ def api_retrain(request, project_id):
     body = _json_body(request) if request.content_type == "application/json" else {}
     profile = body.get("profile") or request.POST.get("profile") or request.GET.get("profile")
     # The dashboard's button names none: the installation's default (tests: the tiny one).
-    profile = profile or getattr(settings, "DEFAULT_TRAIN_PROFILE", "quick")
+    profile = profile or settings.DEFAULT_TRAIN_PROFILE
     if not isinstance(profile, str) or profile not in TRAIN_PROFILES:
         text = (
             f"Unknown training profile {str(profile)[:40]!r}: use one of "
