@@ -13,13 +13,14 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) VAR_DIR=$(CURDIR)/var/test
 PYTEST_ARGS ?=
 
-STARTING_MODEL := mlcore/weights/cifar10-scene-resnet20
+STARTING_MODEL := mlcore/model/weights/cifar10-scene-resnet20
 
-.PHONY: help setup demo test test-main test-mxnet bench bench-gpu lint format setup-mxnet system pretrain
+.PHONY: help setup demo test test-fast test-main test-mxnet bench bench-gpu lint format setup-mxnet system pretrain
 
 help:
 	@echo "make demo    set up, then run the whole demo (Mona Lisa collage, cars and boats) and serve the app"
 	@echo "make test    set up, then lint and run the full test suite against PostgreSQL, Redis, Spark, Chromium"
+	@echo "make test-fast  the tests that need no worker process, Spark or browser (core + app tiers)"
 	@echo "make setup   idempotent install: .venv, npm packages, system checks, migrations"
 	@echo "make bench   benchmarks (CPU part), printing side-by-side ratios"
 	@echo "make bench-gpu  the GPU part of the benchmarks (on a CUDA machine)"
@@ -65,6 +66,11 @@ test-main: SYSTEM_ARGS = --browser
 test-main: $(REQ_STAMP) $(NPM_STAMP) system
 	@REDIS_URL=$(TEST_REDIS_URL) scripts/ensure_services.sh redis postgres
 	$(TEST_ENV) $(PY) -m pytest tests --ignore=tests/mxnet $(PYTEST_ARGS)
+
+# The fast lane: tests/core (mlcore alone) and tests/app (Django on PostgreSQL + Redis), no slow ones.
+test-fast: $(REQ_STAMP)
+	@REDIS_URL=$(TEST_REDIS_URL) scripts/ensure_services.sh redis postgres
+	$(TEST_ENV) $(PY) -m pytest tests/core tests/app -m "not slow" $(PYTEST_ARGS)
 
 setup-mxnet:
 	@scripts/setup_mxnet.sh

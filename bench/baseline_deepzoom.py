@@ -1,6 +1,7 @@
 """The deep-zoom writer the app used before libvips (numpy halving + Pillow, one JPEG at a time,
 single-threaded), kept only as the baseline that bench/bench_gigapixel.py measures libvips'
-dzsave against (README "Gigapixel scenes"). The app writes pyramids with mlcore.deepzoom.
+dzsave against (docs/speed.md#gigapixel-scenes). The app writes pyramids with
+mlcore.ingest.deepzoom.
 
 Output: ``<name>.dzi`` (XML: TileSize, Overlap, Format, Size) and tiles
 ``<name>_files/<level>/<col>_<row>.<format>``. Level ``L = ceil(log2(max(W, H)))`` is the full
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlcore.deepzoom import (  # the descriptor, the tile grid and the writers are shared
+from mlcore.ingest.deepzoom import (  # the descriptor, the tile grid and the writers are shared
     DeepZoomError,
     DziInfo,
     Writer,
@@ -38,8 +39,8 @@ from mlcore.deepzoom import (  # the descriptor, the tile grid and the writers a
     storage_writer,
     tile_bounds,
 )
+from mlcore.ingest.scenes import ArrayScene, open_scene
 from mlcore.progress import Progress, report
-from mlcore.scenes import ArrayScene, open_scene
 
 FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}
 IN_MEMORY_LEVEL_BYTES = 256 * 1024 * 1024

@@ -44,7 +44,7 @@ CLASSES = ["car", "boat", "negative"]
 
 def synthetic_canvases(size: int = 512, per_class: int = 2, seed: int = 0):
     """Canvases with class-tinted noise: content does not change speed, only shapes do."""
-    from mlcore.canvases import Canvas, CanvasSet
+    from mlcore.data.canvases import Canvas, CanvasSet
 
     rng = np.random.default_rng(seed)
     canvases = []

@@ -26,7 +26,7 @@ SHARED_INPUTS = ("train.npz", "canvases", "collage-mona_lisa.png", "collage-mona
 
 
 def figures(metrics: dict) -> dict:
-    """The row of one seed: what the README reports."""
+    """The row of one seed: what docs/model-quality.md reports."""
     calibration = (metrics.get("calibration") or {}).get("f1", {})
     aligned = metrics["aligned"]
     return {

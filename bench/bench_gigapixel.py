@@ -1,4 +1,5 @@
-"""A gigapixel scene from file to reviewed detections on this machine (README "Gigapixel scenes").
+"""A gigapixel scene from file to reviewed detections on this machine
+(docs/speed.md#gigapixel-scenes).
 
 Steps, each in its own Python process so that its peak RSS is its own (os.wait4; for the steps
 that start other processes, Spark's JVM and Python workers or the web server, the largest process
@@ -7,15 +8,18 @@ of the tree and the tree's sum, sampled every 0.2 s):
 1. ``make``: a 32,768 x 32,768 scene (3.2 GB of pixels) written tile by tile as a tiled,
    JPEG-compressed BigTIFF: grey noise with ~130,000 red and green 32-pixel squares (objects);
    also the same picture as a baseline JPEG (libvips, streamed).
-2. ``check``: what the upload request does (labeling.uploads.check_scene_image): header and
+2. ``check``: what the upload request does (labeling.ingest.uploads.check_scene_image): header and
    structure, no decoding.
-3. ``ingest-tiff`` / ``ingest-jpeg``: the import job's conversion, mlcore.scenes.image_to_npy,
+3. ``ingest-tiff`` / ``ingest-jpeg``: the import job's conversion,
+mlcore.ingest.scenes.image_to_npy,
    streaming into the scoring ``.npy``.
-4. ``pyramid-vips`` / ``pyramid-ours``: the deep-zoom pyramid by mlcore.deepzoom (libvips dzsave)
+4. ``pyramid-vips`` / ``pyramid-ours``: the deep-zoom pyramid by mlcore.ingest.deepzoom (libvips
+dzsave)
    and by the numpy + Pillow writer it replaced (bench/baseline_deepzoom.py), same scene.
 5. ``score``: Spark ``local[2]`` (workers.spark_score.score_scene_on_spark, partitions reading
    only their strips) with a colour window classifier (ONNX, onnx.helper; it finds the squares).
-6. ``detections``: labeling.results.store_scoring_result: NMS-merged boxes and raw windows into
+6. ``detections``: labeling.scoring.results.store_scoring_result: NMS-merged boxes and raw windows
+into
    PostgreSQL, the grid into storage.
 7. ``queue``: the review queue's ranking of every window (labeling.review.queue.ranked_run) and
    the first window handed out (next_queue_window), cold.
@@ -97,7 +101,7 @@ def setup_django() -> None:
 
 def step_check(work: Path, side: int) -> dict:
     setup_django()
-    from labeling.uploads import check_scene_image
+    from labeling.ingest.uploads import check_scene_image
 
     out = {}
     for name in ("scene.tif", "scene.jpg"):
@@ -107,7 +111,7 @@ def step_check(work: Path, side: int) -> dict:
 
 
 def step_ingest(work: Path, name: str) -> dict:
-    from mlcore.scenes import image_to_npy
+    from mlcore.ingest.scenes import image_to_npy
 
     dst = work / "storage" / PROJECT / "pixels.npy"
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +120,10 @@ def step_ingest(work: Path, name: str) -> dict:
 
 
 def step_pyramid(work: Path, which: str) -> dict:
-    from mlcore.scenes import NpyScene
+    from mlcore.ingest.scenes import NpyScene
 
     if which == "vips":
-        from mlcore.deepzoom import generate_dzi
+        from mlcore.ingest.deepzoom import generate_dzi
     else:
         sys.path.insert(0, str(REPO / "bench"))
         from baseline_deepzoom import generate_dzi
@@ -191,9 +195,9 @@ def step_detections(work: Path, side: int) -> dict:
     from django.core.management import call_command
 
     from labeling.models import Detection, ModelVersion, Project, Scene, ScoringRun
-    from labeling.results import store_scoring_result
-    from labeling.storage import get_storage
-    from mlcore.scoring import ScoreGrid
+    from labeling.projects.storage_keys import get_storage
+    from labeling.scoring.results import store_scoring_result
+    from mlcore.inference.scoring import ScoreGrid
 
     call_command("migrate", verbosity=0, interactive=False)
     Project.objects.filter(name=PROJECT).delete()

@@ -8,12 +8,12 @@ Built from the product's own pieces (mlcore, no web stack, so that seeds x strat
 1. asks the strategy (``mlcore.sampling.select_batch``) for ``--per-cycle`` windows of the current
    model's grid, skipping windows answered before;
 2. answers them with the simulated reviewer: the class under each window's centre
-   (``mlcore.metrics.window_truth`` on all ground-truth boxes: the truth the metrics use);
+   (``mlcore.eval.metrics.window_truth`` on all ground-truth boxes: the truth the metrics use);
 3. adds the reviewed windows to the canvases as exact samples (weight ``--weight``) and fine-tunes
    the previous model on all canvases for ``--steps`` steps (the same budget for every strategy);
 4. exports, calibrates the thresholds on the calibration scene, rescores the collage and records
    object F1 at those thresholds and **corrections stick**: the share of every window answered so
-   far that the new version decides as the reviewer answered (``mlcore.loop_figures``).
+   far that the new version decides as the reviewer answered (``mlcore.eval.loop_figures``).
 
 **Paired seeds**: seed k gives every strategy the same first model (one, shared, its sha256 is in
 the JSON), the same fine-tune seed and the same random stream for the strategy; so the paired
@@ -21,7 +21,8 @@ difference per seed removes what the seeds share. Random continues to ``--random
 **labels saved** can be read off its curve: the answers random needs to reach the default's F1.
 
 The calibration scene holds each held-out image ``--calibration-copies`` times (the product's
-default, ``mlcore.canvases.CALIBRATION_COPIES``); each version is also calibrated on a corner of
+default, ``mlcore.data.canvases.CALIBRATION_COPIES``); each version is also calibrated on a corner
+of
 it as large as a one-copy scene, so the JSON compares the thresholds' spread of both. The default
 strategy is chosen on the calibration scene's F1 after 600 answers, never on the collages.
 
@@ -69,7 +70,7 @@ def sha256(path: Path) -> str:
 def load_scene(demo: Path, stem: str):
     from PIL import Image
 
-    from mlcore.collage import load_ground_truth
+    from mlcore.data.collage import load_ground_truth
 
     image = np.asarray(Image.open(demo / f"{stem}.png").convert("RGB"))
     return image, load_ground_truth(demo / f"{stem}.json")
@@ -81,13 +82,13 @@ def load_scene(demo: Path, stem: str):
 def calibration_scene(demo: Path, copies: int, cache: Path):
     """(image, truth) of the calibration scene with ``copies`` pastes of each held-out image: the
     demo's own when it was built so, else rebuilt from its images (the same held-out split)."""
-    from mlcore.canvases import (
+    from mlcore.data.canvases import (
         CALIBRATION_FRACTION,
         CanvasSet,
         calibration_scene,
         split_calibration,
     )
-    from mlcore.datasets import LabelledImages
+    from mlcore.data.datasets import LabelledImages
 
     cset = CanvasSet.load(demo / "canvases")
     if cset.calibration is not None and cset.meta.get("calibration_copies", 1) == copies:
@@ -107,7 +108,7 @@ def calibration_scene(demo: Path, copies: int, cache: Path):
 
 def corner(grid, truth: list[dict], share: float):
     """The top-left corner of ``grid`` holding ``share`` of its area, and the truth boxes in it."""
-    from mlcore.scoring import ScoreGrid
+    from mlcore.inference.scoring import ScoreGrid
 
     side = math.sqrt(share)
     height = int(grid.ys[-1]) + grid.window
@@ -126,10 +127,10 @@ def corner(grid, truth: list[dict], share: float):
 def calibrate(model_path: Path, scene, copies: int, threads: int) -> dict:
     """Thresholds of ``model_path`` on the calibration scene (written into the file, as the app's
     export does) and, for the spread, on a corner the size of a one-copy scene."""
-    from mlcore.calibration import calibrate_thresholds
-    from mlcore.export import write_metadata
-    from mlcore.scenes import ArrayScene
-    from mlcore.scoring import OnnxScorer, score_scene
+    from mlcore.inference.calibration import calibrate_thresholds
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import ArrayScene
+    from mlcore.model.export import write_metadata
 
     image, truth = scene
     grid = score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
@@ -154,7 +155,7 @@ def plateau_middle(curve: dict, tolerance: float = 0.005) -> dict:
 
 
 def _overall_f1(grid, truth, thresholds) -> float:
-    from mlcore.evaluation import evaluate_grid
+    from mlcore.eval.evaluation import evaluate_grid
 
     return round(evaluate_grid(grid, truth, thresholds, coco=False)["object"]["overall"]["f1"], 4)
 
@@ -163,8 +164,8 @@ def _overall_f1(grid, truth, thresholds) -> float:
 
 
 def score(model_path: Path, image, threads: int):
-    from mlcore.scenes import ArrayScene
-    from mlcore.scoring import OnnxScorer, score_scene
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import ArrayScene
 
     return score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
 
@@ -172,7 +173,7 @@ def score(model_path: Path, image, threads: int):
 def oracle_answers(grid, truth, picks) -> list[str]:
     """The simulated reviewer: the class under each picked window's centre (the grid's truth,
     looked up per pick: ``window_truth`` wants sorted origins)."""
-    from mlcore.metrics import window_truth
+    from mlcore.eval.metrics import window_truth
 
     label = window_truth(grid.ys, grid.xs, grid.window, truth, grid.classes, "negative")
     row = {int(y): i for i, y in enumerate(grid.ys)}
@@ -192,14 +193,14 @@ def strategy_seed(seed: int, cycle: int) -> int:
 
 def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     """``cycles`` rounds of review, fine-tune, recalibrate, rescore for one strategy and seed."""
-    from mlcore.canvases import CanvasSet
-    from mlcore.export import export_onnx
-    from mlcore.loop_figures import corrections_stick, stick_by_coverage
-    from mlcore.postprocess import decided_labels
-    from mlcore.profiles import profile_config
+    from mlcore.data.canvases import CanvasSet
+    from mlcore.eval.loop_figures import corrections_stick, stick_by_coverage
+    from mlcore.inference.postprocess import decided_labels
+    from mlcore.inference.scoring import ScoreGrid
+    from mlcore.model.export import export_onnx
     from mlcore.sampling import select_batch
-    from mlcore.scoring import ScoreGrid
-    from mlcore.training import train
+    from mlcore.train.profiles import profile_config
+    from mlcore.train.training import train
 
     args, scenes, calib = setup["args"], setup["scenes"], setup["calibration"]
     threads, demo = args["threads"], Path(args["demo"])
@@ -283,8 +284,8 @@ _SETUP: dict = {}
 
 def _worker_init(setup: dict) -> None:
     """A spawned worker imports this module, hence mlcore (its OpenMP policy) first."""
-    from mlcore.metrics import centre_class_coverage
-    from mlcore.scoring import ScoreGrid
+    from mlcore.eval.metrics import centre_class_coverage
+    from mlcore.inference.scoring import ScoreGrid
 
     scenes = {name: load_scene(Path(setup["args"]["demo"]), stem) for name, stem in SCENES.items()}
     calib = (np.load(setup["calibration_files"][0]),
@@ -307,7 +308,7 @@ def _worker_run(task: tuple) -> dict:
 
 
 def summarise_curves(curves: list[list[float]]) -> dict:
-    from mlcore.loop_figures import mean_interval
+    from mlcore.eval.loop_figures import mean_interval
 
     arr = np.array(curves, dtype=np.float64)
     stats = [mean_interval(arr[:, j]) for j in range(arr.shape[1])]
@@ -352,7 +353,7 @@ def stick_coverage_summary(runs: list[dict], cycles: int) -> list[dict] | None:
 
 
 def build_results(records: list[dict], args: dict, meta: dict) -> dict:
-    from mlcore.loop_figures import labels_saved, paired_differences
+    from mlcore.eval.loop_figures import labels_saved, paired_differences
 
     per = args["per_cycle"]
     by_strategy: dict[str, list[dict]] = {}
@@ -586,9 +587,9 @@ def main(argv=None) -> int:
         draw_chart(results, Path(args.chart))
         print(table(results) + "\n\n" + paired_table(results))
         return 0
-    from mlcore.canvases import CALIBRATION_COPIES
-    from mlcore.profiles import profile_config
+    from mlcore.data.canvases import CALIBRATION_COPIES
     from mlcore.sampling import STRATEGIES
+    from mlcore.train.profiles import profile_config
 
     demo = Path(args.demo)
     if not (demo / "model" / "model.onnx").exists():

@@ -2,7 +2,8 @@
 
 CPU figures (``run``):
 
-* scoring: ``mlcore.scoring.score_scene`` (strip reading, window gathering, batching, results)
+* scoring: ``mlcore.inference.scoring.score_scene`` (strip reading, window gathering, batching,
+results)
   vs the bare ONNX Runtime session on ready-made batches of the same size, same session;
 * scoring cost per window of a model with a box head (the ``boxes`` and ``centredness``
   outputs) vs the same backbone without it, both through ``score_scene``;
@@ -51,8 +52,8 @@ def export_resnet(path: Path, depth: int = 20, width: int = 16) -> Path:
     """A ResNet (random weights: speed does not depend on them) as the ONNX hand-off file."""
     import torch
 
-    from mlcore.export import export_onnx
-    from mlcore.model import build_model
+    from mlcore.model.export import export_onnx
+    from mlcore.model.network import build_model
 
     torch.manual_seed(0)
     return export_onnx(build_model(len(CLASSES), depth, width), path, CLASSES)
@@ -80,8 +81,8 @@ def disk_bytes(directory: Path) -> int:
 
 
 def bench_scoring(work: Path, quick: bool) -> list[dict]:
-    from mlcore.scenes import ArrayScene
-    from mlcore.scoring import OnnxScorer, score_scene
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import ArrayScene
 
     batch, step = 1024, 16
     # 64 x (32 or 64) window origins: every batch of both paths is full (no ragged last batch).
@@ -166,10 +167,10 @@ def bench_box_outputs(work: Path, quick: bool) -> list[dict]:
 
     import torch
 
-    from mlcore.export import export_onnx
-    from mlcore.model import build_model
-    from mlcore.scenes import ArrayScene
-    from mlcore.scoring import OnnxScorer, score_scene
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import ArrayScene
+    from mlcore.model.export import export_onnx
+    from mlcore.model.network import build_model
 
     batch, step = 1024, 16
     cols = 32 if quick else 64
@@ -236,8 +237,8 @@ def peak_rss_mb() -> float:
 
 def rss_child(scene_path: str, model_path: str, step: int, batch: int) -> dict:
     """Runs in a fresh process: score the scene from disk; report the peak RSS."""
-    from mlcore.scenes import NpyScene
-    from mlcore.scoring import OnnxScorer, score_scene
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import NpyScene
 
     started = time.perf_counter()
     scorer = OnnxScorer(model_path)
@@ -289,12 +290,12 @@ def bench_peak_rss(work: Path, quick: bool) -> list[dict]:
 
 def load_training_images(quick: bool):
     """CIFAR-10 train split mapped to car/boat/negative (shared data), else synthetic tiles."""
-    from mlcore.datasets import ClassMapping, LabelledImages, apply_mapping, find_shared_data
+    from mlcore.data.datasets import ClassMapping, LabelledImages, apply_mapping, find_shared_data
 
     shared = find_shared_data()
     zip_path = shared / "cifar10-jpg.zip" if shared else None
     if zip_path is not None and zip_path.is_file():
-        from mlcore.datasets import load_dataset
+        from mlcore.data.datasets import load_dataset
 
         ds = load_dataset(zip_path, split="train")
         return apply_mapping(ds, ClassMapping.cifar_default()), "CIFAR-10 train (50,000 JPEGs)"
@@ -327,7 +328,7 @@ def png_tiles_sample(cset, directory: Path, n: int, window: int = 32, step: int 
 
 
 def bench_canvases(work: Path, quick: bool) -> list[dict]:
-    from mlcore.canvases import build_canvas_set
+    from mlcore.data.canvases import build_canvas_set
 
     target = PUBLISHED_WINDOWS // 10 if quick else PUBLISHED_WINDOWS
     started = time.perf_counter()
@@ -442,7 +443,7 @@ def training_flops_per_window(depth: int = 20, width: int = 16, window: int = 32
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mlcore.model import build_model
+    from mlcore.model.network import build_model
 
     model = build_model(len(CLASSES), depth, width)
     x = torch.zeros((8, window, window, 3), dtype=torch.uint8)
@@ -459,7 +460,7 @@ class _Canvases:
 
 def published_size_canvases(n_windows: int, size: int = 2048, seed: int = 0):
     """Random canvases holding ``n_windows`` windows at step 8 (speed depends on sizes only)."""
-    from mlcore.canvases import Canvas, n_windows_in
+    from mlcore.data.canvases import Canvas, n_windows_in
 
     per = n_windows_in(size, size, 32, 8)
     count = max(len(CLASSES), -(-n_windows // per))
@@ -493,7 +494,7 @@ def gpu_training(device, quick: bool, steps: int | None = None, batch_size: int 
     gathered and augmented there). Runs on any device; on the CPU it is the tested fallback."""
     import torch
 
-    from mlcore.training import TrainConfig, train
+    from mlcore.train.training import TrainConfig, train
 
     device = torch.device(device)
     canvases = published_size_canvases(n_windows)
@@ -569,8 +570,8 @@ class TorchStripScorer:
         return flat
 
     def score_scene(self, reader, step: int, batch_size: int = 8192, rows_per_strip=None):
-        from mlcore.scoring import ScoreGrid, auto_rows_per_strip
-        from mlcore.windows import grid_positions
+        from mlcore.data.windows import grid_positions
+        from mlcore.inference.scoring import ScoreGrid, auto_rows_per_strip
 
         torch, dev, w = self.torch, self.device, self.window
         ys = grid_positions(int(reader.height), w, step)
@@ -609,9 +610,9 @@ def gpu_scoring(device, quick: bool, size: int | None = None, step: int = 8,
     import onnxruntime as ort
     import torch
 
-    from mlcore.model import build_model
-    from mlcore.scenes import NpyScene
-    from mlcore.scoring import OnnxScorer, score_scene
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import NpyScene
+    from mlcore.model.network import build_model
 
     device = torch.device(device)
     size = size or (8000 if quick else 20_000)

@@ -19,7 +19,7 @@ configured database (PostgreSQL: set DATABASE_URL) and Redis:
 Scenes: the demo collage's size (2560 x 3968, 80 x 124 tiles of 32 px) and a scene ten times
 larger (8096 x 12544). Their probability grids are synthetic (tiles of car/boat/negative, the
 window's probabilities follow how much of each class it covers, plus noise) and go through the
-real labeling.results.store_scoring_result, so the rows the API reads are the real ones.
+real labeling.scoring.results.store_scoring_result, so the rows the API reads are the real ones.
 
     DATABASE_URL=postgres://... .venv/bin/python bench/bench_review.py [--quick] [--only-queue]
 
@@ -75,8 +75,8 @@ def setup_django():
 
 def synthetic_grid(height: int, width: int, window=32, step=16, seed=0):
     """A ScoreGrid over a scene of 32-pixel tiles, 10 % car, 10 % boat, the rest negative."""
-    from mlcore.scoring import ScoreGrid
-    from mlcore.windows import grid_positions
+    from mlcore.data.windows import grid_positions
+    from mlcore.inference.scoring import ScoreGrid
 
     rng = np.random.default_rng(seed)
     rows, cols = height // TILE, width // TILE
@@ -117,7 +117,7 @@ def bench_project():
 def bench_scene(project, key: str):
     """The scene and its done run, built once and reused by later runs of the bench."""
     from labeling.models import Scene, ScoringRun
-    from labeling.results import store_scoring_result
+    from labeling.scoring.results import store_scoring_result
 
     height, width = SCENES[key]
     name = f"bench {key} {width}x{height}"
@@ -615,7 +615,7 @@ def detection_store_rows(project, quick: bool) -> list[dict]:
     from django.db import connection, transaction
 
     from labeling.models import ModelVersion, Scene, ScoringRun
-    from labeling.results import copy_detections, insert_detections_in_batches
+    from labeling.scoring.results import copy_detections, insert_detections_in_batches
 
     if connection.vendor != "postgresql":
         return [row("detections stored: COPY needs PostgreSQL (set DATABASE_URL)", 0, "-")]
@@ -650,7 +650,7 @@ def drop_project() -> None:
     import shutil
 
     from labeling.models import Project
-    from labeling.storage import get_storage, project_prefix
+    from labeling.projects.storage_keys import get_storage, project_prefix
 
     project = Project.objects.filter(name=PROJECT_NAME).first()
     if project is None:

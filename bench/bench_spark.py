@@ -2,7 +2,8 @@
 
 Scene: the demo collage (Mona Lisa from CIFAR-10 test tiles, 2560x3968) when ../shared/data is
 there, else random pixels of the same size. Model: a ResNet-20 (random weights: timing does not
-depend on them) exported with mlcore.export. Prints a table and writes bench/results/spark.json.
+depend on them) exported with mlcore.model.export. Prints a table and writes
+bench/results/spark.json.
 
     .venv/bin/python bench/bench_spark.py [--quick]
 """
@@ -25,8 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mlcore.scenes import NpyScene  # noqa: E402
-from mlcore.scoring import load_scorer, score_scene  # noqa: E402
+from mlcore.inference.scoring import load_scorer, score_scene  # noqa: E402
+from mlcore.ingest.scenes import NpyScene  # noqa: E402
 from mlcore.storage import LocalStorage  # noqa: E402
 from workers.spark_score import get_spark, score_scene_on_spark, stop_spark  # noqa: E402
 
@@ -34,7 +35,7 @@ from workers.spark_score import get_spark, score_scene_on_spark, stop_spark  # n
 def make_scene(quick: bool) -> tuple[np.ndarray, str]:
     if not quick:
         try:
-            from mlcore.collage import demo_collage
+            from mlcore.data.collage import demo_collage
 
             collage = demo_collage()
             return collage.image, "demo collage (Mona Lisa of CIFAR-10 test tiles)"
@@ -48,12 +49,12 @@ def make_scene(quick: bool) -> tuple[np.ndarray, str]:
 def make_model(path: Path) -> str:
     import torch
 
-    from mlcore.export import export_onnx
-    from mlcore.model import build_model
+    from mlcore.model.export import export_onnx
+    from mlcore.model.network import build_model
 
     torch.manual_seed(0)
     export_onnx(build_model(num_classes=3, depth=20), path, ["negative", "car", "boat"])
-    return "ResNet-20 (random init) via mlcore.export.export_onnx"
+    return "ResNet-20 (random init) via mlcore.model.export.export_onnx"
 
 
 def spread(timings: list[dict]) -> dict:

@@ -1,4 +1,5 @@
-"""Settings, read from the environment with working defaults for one machine (see README)."""
+"""Settings, read from the environment with working defaults for one machine (the README's
+configuration table lists them)."""
 
 import os
 
@@ -34,21 +35,21 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Outermost: reruns a request whose database connection was cut (when that is safe).
-    "labeling.middleware.RetryLostDatabaseConnection",
+    "labeling.web.middleware.RetryLostDatabaseConnection",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "labeling.middleware.RequestBodyLimit",  # a JSON 400 before anything reads a huge body
-    "labeling.middleware.SessionMiddleware",  # Django's, noting a save lost to a cut connection
+    "labeling.web.middleware.RequestBodyLimit",  # a JSON 400 before anything reads a huge body
+    "labeling.web.middleware.SessionMiddleware",  # Django's, noting a save lost to a cut connection
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Before CSRF: a logged-out API call hears 401 JSON, not a CSRF 403 page.
-    "labeling.middleware.LoginRequiredEverywhere",
+    "labeling.web.middleware.LoginRequiredEverywhere",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "labeling.middleware.QueueUnavailableAs503",
+    "labeling.web.middleware.QueueUnavailableAs503",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "labeling.server_paths.HideServerPaths",  # no absolute server path in any answer
-    "labeling.strict_json.StrictJsonResponses",  # innermost: JSON leaves strict (no NaN)
+    "labeling.web.server_paths.HideServerPaths",  # no absolute server path in any answer
+    "labeling.web.strict_json.StrictJsonResponses",  # innermost: JSON leaves strict (no NaN)
 ]
 
 ROOT_URLCONF = "collage_app.urls"
@@ -114,7 +115,7 @@ RQ = {"WORKER_CLASS": "workers.rq_worker.Worker"}
 # (labeling/loop/cycle_lock.py) before it fails.
 CYCLE_LOCK_WAIT_S = env_int("CYCLE_LOCK_WAIT_S", 120)
 # The training profile of the dashboard's Train / Retrain button and the API's retrain
-# (mlcore.profiles: quick on a CPU, full on a GPU, tiny for tests).
+# (mlcore.train.profiles: quick on a CPU, full on a GPU, tiny for tests).
 DEFAULT_TRAIN_PROFILE = os.environ.get("DEFAULT_TRAIN_PROFILE", "quick")
 # No silent regressions (labeling/loop/cycle.py, promote): a cycle's new version whose held-out
 # figure (its calibration-scene object F1, the mean over classes at its calibrated thresholds)
@@ -151,7 +152,8 @@ GROUND_TRUTH_MAX_BOXES = env_int("GROUND_TRUTH_MAX_BOXES", 200_000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
-    "labeling.upload_handlers.SizeLimitedUploadHandler",  # stops writing past UPLOAD_MAX_BYTES
+    "labeling.ingest.upload_handlers.SizeLimitedUploadHandler",  # stops writing past
+    # UPLOAD_MAX_BYTES
 ]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000

@@ -192,7 +192,7 @@ class DatasetForm(forms.Form):
         if bool(upload) == bool(key):
             raise forms.ValidationError("Upload a file or name a storage path (one of the two).")
         if upload is not None and upload.size > settings.UPLOAD_MAX_BYTES:
-            from labeling.uploads import UploadError, check_size
+            from labeling.ingest.uploads import UploadError, check_size
 
             try:
                 check_size(upload.name, upload.size)
@@ -242,7 +242,7 @@ class SceneForm(forms.Form):
             self.add_error("storage_key", "Name the image's path in the storage.")
         if source == "collage" and not cleaned.get("tiles"):
             self.add_error("tiles", "Pick a tile library (a ready dataset of this project).")
-        from labeling.uploads import UploadError, check_size
+        from labeling.ingest.uploads import UploadError, check_size
 
         for field in ("image", "target", "ground_truth"):
             f = cleaned.get(field)

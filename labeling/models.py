@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from labeling.parsing import text_problem
+from labeling.web.input_parsing import text_problem
 
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-]{0,39}$")
@@ -84,14 +84,15 @@ class Project(models.Model):
     # thresholds, from the ONNX file) when it has them; off: ``threshold`` / ``class_thresholds``
     # above (the published pipeline's 0.9) for every version.
     use_calibrated_thresholds = models.BooleanField(default=True)
-    # Empty: derived from the window and the score step (mlcore.postprocess.default_nms_iou), so
+    # Empty: derived from the window and the score step
+    # (mlcore.inference.postprocess.default_nms_iou), so
     # every pair of windows that can hold one object centre merges into one box.
     nms_iou = models.FloatField(null=True, blank=True, default=None)
     engine = models.CharField(max_length=10, choices=ENGINES, default="torch")
     # How much more often a correction canvas is sampled than an original one in training. 50, not
     # 5: at 5 a few hundred corrections were ~3% of the samples and moved F1 by < 0.02 (docs/).
     correction_weight = models.FloatField(default=50.0)
-    # A first model starts from the shipped starting model (mlcore.starting_model) and is
+    # A first model starts from the shipped starting model (mlcore.model.starting_model) and is
     # fine-tuned on the project's canvases; on: from random weights, as before it existed.
     start_from_scratch = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
@@ -135,7 +136,7 @@ class Project(models.Model):
         return {c["name"]: c["color"] for c in self.classes}
 
     def nms_iou_for(self, window: int, step: int) -> float:
-        from mlcore.postprocess import default_nms_iou
+        from mlcore.inference.postprocess import default_nms_iou
 
         return float(self.nms_iou) if self.nms_iou else default_nms_iou(window, step)
 
@@ -218,7 +219,7 @@ class Scene(models.Model):
     dzi_key = models.CharField(max_length=500, blank=True, help_text="Deep-zoom descriptor")
     georef = models.JSONField(
         null=True, blank=True,
-        help_text="A GeoTIFF's georeferencing (mlcore.georef: geotransform, crs); null: none",
+        help_text="A GeoTIFF's georeferencing (geotransform, crs); null: none",
     )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -261,7 +262,7 @@ class ModelVersion(models.Model):
     data_counts = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     # Per positive class, calibrated on held-out data when the model was made: {"car": 0.62}.
-    # Read from the model file's metadata (mlcore.export.read_metadata) when it is registered;
+    # Read from the model file's metadata (mlcore.model.export.read_metadata) when it is registered;
     # {} for a model without them (then the project's threshold applies).
     thresholds = models.JSONField(default=dict, blank=True)
     log = models.TextField(blank=True)

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from mlcore.canvases import CALIBRATION_FRACTION
+from mlcore.data.canvases import CALIBRATION_FRACTION
 from mlcore.progress import terminal_progress
 
 
@@ -40,7 +40,7 @@ def _summary(title: str, rows: dict) -> None:
 
 
 def _mapping(spec: str | None, negative: str):
-    from mlcore.datasets import ClassMapping
+    from mlcore.data.datasets import ClassMapping
 
     if spec is None:
         return ClassMapping.cifar_default() if negative == "negative" else None
@@ -51,7 +51,7 @@ def _mapping(spec: str | None, negative: str):
 
 
 def cmd_import_dataset(args) -> dict:
-    from mlcore.datasets import apply_mapping, load_dataset
+    from mlcore.data.datasets import apply_mapping, load_dataset
 
     started = time.perf_counter()
     ds = load_dataset(args.source, split=args.split, progress=terminal_progress("loading images"))
@@ -72,8 +72,8 @@ def cmd_import_dataset(args) -> dict:
 
 
 def cmd_build_canvases(args) -> dict:
-    from mlcore.canvases import build_canvas_set
-    from mlcore.datasets import LabelledImages
+    from mlcore.data.canvases import build_canvas_set
+    from mlcore.data.datasets import LabelledImages
 
     started = time.perf_counter()
     ds = LabelledImages.load_npz(args.dataset)
@@ -102,7 +102,7 @@ def cmd_build_canvases(args) -> dict:
 
 
 def _tiles(path: str, mapping_spec: str | None = None, negative: str = "negative"):
-    from mlcore.datasets import LabelledImages, apply_mapping, load_dataset
+    from mlcore.data.datasets import LabelledImages, apply_mapping, load_dataset
 
     if path.endswith(".npz"):
         return LabelledImages.load_npz(path)
@@ -110,7 +110,7 @@ def _tiles(path: str, mapping_spec: str | None = None, negative: str = "negative
 
 
 def cmd_collage(args) -> dict:
-    from mlcore.collage import make_collage
+    from mlcore.data.collage import make_collage
 
     started = time.perf_counter()
     collage = make_collage(
@@ -152,8 +152,8 @@ def _settings(items: list[str] | None) -> dict:
 
 def start_of(args, window: int = 32):
     """(initial state, what it is) of a `train`: ``--init``, the starting model, or scratch."""
-    from mlcore import starting_model
-    from mlcore.profiles import profile_start
+    from mlcore.model import starting_model
+    from mlcore.train.profiles import profile_start
 
     if args.init is not None:
         return args.init, {"kind": "fine-tune", "name": str(args.init)}
@@ -163,10 +163,10 @@ def start_of(args, window: int = 32):
 
 
 def cmd_train(args) -> dict:
-    from mlcore.canvases import CanvasSet
-    from mlcore.export import export_onnx
-    from mlcore.profiles import profile_config
-    from mlcore.training import train
+    from mlcore.data.canvases import CanvasSet
+    from mlcore.model.export import export_onnx
+    from mlcore.train.profiles import profile_config
+    from mlcore.train.training import train
 
     init, started_from = start_of(args)
     config = profile_config(
@@ -195,7 +195,7 @@ def cmd_train(args) -> dict:
     export_onnx(result.model, model_path, cset.classes, result.config.window)
     calibration = None
     if getattr(args, "calibrate", True) and cset.calibration is not None:
-        from mlcore.calibration import calibrate_model_file
+        from mlcore.inference.calibration import calibrate_model_file
 
         calibration = calibrate_model_file(model_path, cset)
     info = {
@@ -218,8 +218,8 @@ def cmd_train(args) -> dict:
 
 
 def cmd_score(args) -> dict:
-    from mlcore.scenes import open_scene
-    from mlcore.scoring import load_scorer, score_scene
+    from mlcore.inference.scoring import load_scorer, score_scene
+    from mlcore.ingest.scenes import open_scene
 
     scorer = load_scorer(args.model)
     scene = open_scene(args.scene)
@@ -246,7 +246,7 @@ def cmd_score(args) -> dict:
 
 def evaluate_grid(grid, truth: list[dict], thresholds, iou, negative: str, coco=True) -> dict:
     """Object (headline) and window (diagnostic) metrics; the CLI's errors in one line."""
-    from mlcore.evaluation import evaluate_grid as evaluate
+    from mlcore.eval.evaluation import evaluate_grid as evaluate
 
     if negative not in grid.classes:
         raise CliError(f"negative class {negative!r} is not one of the model's {grid.classes}")
@@ -276,13 +276,13 @@ def _metric_rows(metrics: dict) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    from mlcore.collage import load_ground_truth
-    from mlcore.postprocess import PUBLISHED_THRESHOLD
-    from mlcore.scoring import ScoreGrid
+    from mlcore.data.collage import load_ground_truth
+    from mlcore.inference.postprocess import PUBLISHED_THRESHOLD
+    from mlcore.inference.scoring import ScoreGrid
 
     model_thresholds = None
     if args.model:
-        from mlcore.export import read_metadata
+        from mlcore.model.export import read_metadata
 
         model_thresholds = read_metadata(args.model)["thresholds"]
     grid = ScoreGrid.load(args.grid)
@@ -345,8 +345,8 @@ def _overall(metrics: dict) -> dict:
 
 
 def cmd_ceiling(args) -> dict:
-    from mlcore.collage import load_ground_truth
-    from mlcore.evaluation import ceiling
+    from mlcore.data.collage import load_ground_truth
+    from mlcore.eval.evaluation import ceiling
 
     truth = load_ground_truth(args.ground_truth)
     classes = [c for c in args.classes.split(",") if c]
@@ -368,9 +368,9 @@ def cmd_ceiling(args) -> dict:
 
 
 def cmd_pretrain(args) -> dict:
-    from mlcore.datasets import find_shared_data
-    from mlcore.pretrain import command_line, pretrain
-    from mlcore.profiles import profile_config
+    from mlcore.data.datasets import find_shared_data
+    from mlcore.train.pretrain import command_line, pretrain
+    from mlcore.train.profiles import profile_config
 
     source = args.data
     if source is None:
@@ -403,14 +403,14 @@ def cmd_demo(args) -> dict:
     scoring -> metrics, and the same model on a second collage (rocket.jpg) that calibration
     never sees. Each step reuses its output when present, so a second run only repeats what is
     missing."""
-    from mlcore.aligned import aligned_accuracy
-    from mlcore.calibration import calibrate_model_file
-    from mlcore.canvases import CanvasSet
-    from mlcore.collage import demo_collage, load_ground_truth
-    from mlcore.datasets import ClassMapping, find_shared_data, load_dataset
-    from mlcore.evaluation import ceiling
-    from mlcore.export import read_metadata
-    from mlcore.scoring import ScoreGrid, load_scorer
+    from mlcore.data.canvases import CanvasSet
+    from mlcore.data.collage import demo_collage, load_ground_truth
+    from mlcore.data.datasets import ClassMapping, find_shared_data, load_dataset
+    from mlcore.eval.aligned_tiles import aligned_accuracy
+    from mlcore.eval.evaluation import ceiling
+    from mlcore.inference.calibration import calibrate_model_file
+    from mlcore.inference.scoring import ScoreGrid, load_scorer
+    from mlcore.model.export import read_metadata
 
     data = Path(args.data) if args.data else find_shared_data()
     if data is None or not (data / "cifar10-jpg.zip").exists():

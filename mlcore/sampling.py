@@ -60,11 +60,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mlcore.postprocess import default_negative, uncertainty
+from mlcore.inference.postprocess import default_negative, uncertainty
 
 # The strategy the review queue, the API and manage.py simulate_review use when none is named:
 # chosen by the rule fixed before the measurement (the best calibration-scene F1 after 600
-# answers; bench/bench_loop.py, 10 paired seeds, 3 x 200 answers; README "Measured loop").
+# answers; bench/bench_loop.py, 10 paired seeds, 3 x 200 answers; docs/loop.md#measured-loop).
 DEFAULT_STRATEGY = "diverse_margin"
 # Strategies that promise no two overlapping windows within a round (a batch).
 DIVERSE_STRATEGIES = (
@@ -344,7 +344,7 @@ def batch_stats(grid, picks, truth: np.ndarray | None = None) -> dict:
     """What a batch of picks (ReviewItems or (y, x) origins) holds, for comparing strategies
     offline: how many, overlapping pairs, the predicted classes, the windows flagged by
     :func:`unlearnable_mask`, and with ``truth`` (R, K) class indices (e.g.
-    mlcore.metrics.window_truth) the true classes and how often the model's guess was right."""
+    mlcore.eval.metrics.window_truth) the true classes and how often the model's guess was right."""
     places = [(it.y, it.x) if isinstance(it, ReviewItem) else (int(it[0]), int(it[1]))
               for it in picks]  # fmt: skip
     flat = _flat_indices(grid, places)

@@ -1,5 +1,5 @@
 """Helpers of the review-area page and browser tests: a deep-zoom pyramid for a scored scene
-(the same code path as the `dzi` job: mlcore.deepzoom into the configured storage), and a
+(the same code path as the `dzi` job: mlcore.ingest.deepzoom into the configured storage), and a
 Playwright browser on Debian's Chromium (never a downloaded one)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ ARTIFACTS = REPO / "test-artifacts"
 
 def add_dzi(scene, tile_size: int = 254) -> str:
     """Write the scene's DZI pyramid under its storage prefix and set Scene.dzi_key."""
-    from labeling.storage import get_storage, scene_prefix
-    from mlcore.deepzoom import generate_dzi
-    from mlcore.scenes import NpyScene
+    from labeling.projects.storage_keys import get_storage, scene_prefix
+    from mlcore.ingest.deepzoom import generate_dzi
+    from mlcore.ingest.scenes import NpyScene
 
     storage = get_storage()
     prefix = f"{scene_prefix(scene)}/dzi/"

@@ -19,6 +19,18 @@ def pytest_report_header(config):
     return [f"database: {db['ENGINE']} {db.get('NAME')}", f"redis: {settings.REDIS_URL}"]
 
 
+TIERS = ("core", "app", "integration", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test carries its folder's tier as a marker (``-m core``, ``-m "not browser"``)."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(tests).parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
+
+
 def pytest_sessionstart(session):
     if os.environ.get("CI"):
         url = os.environ.get("DATABASE_URL", "")

@@ -1,5 +1,6 @@
 """workers.rq_worker.Worker with a heartbeat every 2 s instead of 30 s, so that a short Redis
-outage in a test spans heartbeats of a running job (used by tests/test_redis_outage.py)."""
+outage in a test spans heartbeats of a running job (used by
+tests/integration/test_redis_outage.py)."""
 
 from workers.rq_worker import Worker
 

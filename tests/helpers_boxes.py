@@ -1,5 +1,5 @@
 """A window classifier with a box head whose every output is known in closed form, exported with
-torch.onnx through mlcore.export (the path a trained box head takes).
+torch.onnx through mlcore.model.export (the path a trained box head takes).
 
 logits from the window's mean colour (red -> the first class, green -> the second, grey -> the
 last, the negative), boxes = the window shifted by OFFSET, centredness = the mean of the blue
@@ -42,7 +42,7 @@ class ColourBoxModel(nn.Module):
 
 
 def export_box_model(path, boxes=True, centredness=True, classes=CLASSES, window=32) -> Path:
-    from mlcore.export import export_onnx
+    from mlcore.model.export import export_onnx
 
     model = ColourBoxModel(window, boxes, centredness)
     return export_onnx(model, path, classes, window)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from mlcore.export import export_onnx
-from mlcore.model import build_model
-from mlcore.starting_model import CARD_FILE, CHECKPOINT_FILE, ONNX_FILE, sha256_of
-from mlcore.training import TrainConfig, save_checkpoint
+from mlcore.model.export import export_onnx
+from mlcore.model.network import build_model
+from mlcore.model.starting_model import CARD_FILE, CHECKPOINT_FILE, ONNX_FILE, sha256_of
+from mlcore.train.training import TrainConfig, save_checkpoint
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

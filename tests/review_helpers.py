@@ -2,7 +2,8 @@
 
 ``make_scored_scene(project)`` goes through the real code paths: scene pixels as ``.npy`` in the
 configured storage, an ONNX model in the project's format scored by ONNX Runtime
-(``mlcore.scoring.score_scene``), and ``labeling.results.store_scoring_result`` writing the grid,
+(``mlcore.inference.scoring.score_scene``), and ``labeling.scoring.results.store_scoring_result``
+writing the grid,
 the detections and the metrics against the scene's ground truth.
 
 The model is a colour detector built with onnx.helper: the mean colour of a window decides its
@@ -75,16 +76,16 @@ def make_scored_scene(
     project, height: int = 512, width: int = 512, seed: int = 0, name=None, model=None
 ):
     """A Scene with pixels and ground truth in storage, scored by a ModelVersion of the project
-    through ONNX Runtime, its result stored by labeling.results.store_scoring_result.
+    through ONNX Runtime, its result stored by labeling.scoring.results.store_scoring_result.
     ``model(path, classes, window) -> path`` writes the model file (default: the colour model).
     Returns (scene, run)."""
     from django.db.models import Max
 
     from labeling.models import ModelVersion, Scene, ScoringRun
-    from labeling.results import store_scoring_result
-    from labeling.storage import get_storage, model_prefix, scene_prefix
-    from mlcore.scenes import NpyScene
-    from mlcore.scoring import load_scorer, score_scene
+    from labeling.projects.storage_keys import get_storage, model_prefix, scene_prefix
+    from labeling.scoring.results import store_scoring_result
+    from mlcore.inference.scoring import load_scorer, score_scene
+    from mlcore.ingest.scenes import NpyScene
 
     storage = get_storage()
     classes = project.class_names

@@ -19,13 +19,13 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from labeling import storage as keys
-from labeling.db_cuts import retry_on_cut
-from labeling.demo_data import demo_target_path, demo_tiles_path
+from labeling.ingest.demo_data import demo_target_path, demo_tiles_path
+from labeling.ingest.uploads import delete_prefix, local_copy, sha256_of_key
+from labeling.jobs.db_cuts import retry_on_cut
 from labeling.models import Dataset, Project, Scene, ScoringRun
-from labeling.storage import get_storage
-from labeling.uploads import delete_prefix, local_copy, sha256_of_key
-from mlcore.datasets import (
+from labeling.projects import storage_keys as keys
+from labeling.projects.storage_keys import get_storage
+from mlcore.data.datasets import (
     ClassMapping,
     DatasetError,
     LabelledImages,
@@ -178,7 +178,7 @@ def _write_npy(key: str, write_to_path) -> None:
 
 def _check_disk(scene: Scene, width: int, height: int) -> None:
     """Refuse before converting when the scene's files would not fit on the disk."""
-    from mlcore.disk_space import check_free_space
+    from mlcore.ingest.disk_space import check_free_space
 
     local = get_storage().local_path(keys.scene_prefix(scene))  # None: remote storage
     check_free_space(width, height, tempfile.gettempdir(), local)
@@ -191,11 +191,11 @@ def import_scene(ctx, scene_id: int):
     An upload had its header and structure checked before it was stored (it has its sha256
     already); an image named in the storage is checked here, with the same rules. Damage inside
     the compressed data shows while streaming: the job fails with the reason, nothing stays."""
-    from labeling.uploads import check_scene_image
-    from mlcore.georef import describe as describe_georef
-    from mlcore.georef import read_geotiff
-    from mlcore.scenes import image_to_npy
-    from mlcore.tiff_bands import is_tiff
+    from labeling.ingest.uploads import check_scene_image
+    from mlcore.ingest.georef import describe as describe_georef
+    from mlcore.ingest.georef import read_geotiff
+    from mlcore.ingest.scenes import image_to_npy
+    from mlcore.ingest.tiff_bands import is_tiff
 
     scene = Scene.objects.select_related("project").get(pk=scene_id)
     try:
@@ -245,7 +245,7 @@ def import_scene(ctx, scene_id: int):
 
 def queue_follow_up(scene: Scene) -> dict:
     """Deep-zoom tiles, and a first scoring when the project has a current model."""
-    from labeling.jobs import enqueue
+    from labeling.jobs.enqueue import enqueue
 
     project = scene.project
     with transaction.atomic():
@@ -263,8 +263,8 @@ def queue_follow_up(scene: Scene) -> dict:
 
 def generate_dzi(ctx, scene_id: int):
     """The scene's deep-zoom pyramid under scenes/<id>/dzi/ (descriptor written last)."""
-    from mlcore import deepzoom
-    from mlcore.scenes import NpyScene
+    from mlcore.ingest import deepzoom
+    from mlcore.ingest.scenes import NpyScene
 
     scene = Scene.objects.select_related("project").get(pk=scene_id)
     storage = get_storage()
@@ -310,8 +310,8 @@ def make_collage_scene(
     its exact ground truth; then the same follow-up as an imported scene."""
     from PIL import Image
 
-    from mlcore.collage import make_collage
-    from mlcore.scenes import array_to_npy
+    from mlcore.data.collage import make_collage
+    from mlcore.ingest.scenes import array_to_npy
 
     scene = Scene.objects.select_related("project").get(pk=scene_id)
     project = scene.project

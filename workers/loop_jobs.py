@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from labeling.loop import cycle
 from labeling.models import Dataset, ModelVersion, Project, ScoringRun, TrainingCanvas
-from labeling.storage import get_storage, model_prefix, project_prefix
-from mlcore import starting_model
+from labeling.projects.storage_keys import get_storage, model_prefix, project_prefix
+from mlcore.model import starting_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.onnx"
@@ -84,7 +84,7 @@ class CanvasDir:
         return (self.path / "manifest.json").is_file()
 
     def load(self):
-        from mlcore.canvases import CanvasSet
+        from mlcore.data.canvases import CanvasSet
 
         return CanvasSet.load(self.path, mmap=True)
 
@@ -124,7 +124,7 @@ def sync_canvas_rows(project, cdir: CanvasDir, cset) -> None:
 
 
 def _load_dataset(dataset):
-    from mlcore.datasets import LabelledImages
+    from mlcore.data.datasets import LabelledImages
 
     storage = get_storage()
     local = storage.local_path(dataset.storage_key)
@@ -140,7 +140,7 @@ def _in_project_classes(project, dataset, images):
     """The dataset's images labelled with the project's classes as they are now: a dataset
     imported before the classes were edited is mapped again from its source classes (kept in
     its images.npz); one imported without them must be imported again."""
-    from mlcore.datasets import DatasetError, LabelledImages
+    from mlcore.data.datasets import DatasetError, LabelledImages
 
     if list(images.class_names) == project.class_names:
         return images
@@ -173,8 +173,8 @@ def build_canvases(
 
     Skipped when the set exists (pass ``rebuild`` to rebuild the original canvases; correction
     canvases are always kept)."""
-    from mlcore.canvases import build_canvas_set
-    from mlcore.datasets import concat
+    from mlcore.data.canvases import build_canvas_set
+    from mlcore.data.datasets import concat
 
     project = Project.objects.get(pk=project_id)
     cdir = CanvasDir(project)
@@ -236,7 +236,7 @@ def refresh_canvases(ctx, project) -> dict:
     elif not ready:
         # The scene alone: an empty set that only the reviewers' marks join (exact samples,
         # each trained at its own window), so no unmarked pixel ever teaches "negative".
-        from mlcore.canvases import CanvasSet
+        from mlcore.data.canvases import CanvasSet
 
         window = project.window_size
         cset = CanvasSet(project.class_names, tile_size=(window, window),
@@ -274,7 +274,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     canvases (replayed in every fine-tune). Annotations already on a canvas are skipped,
     so a retried cycle does not add them twice. With ``version_id`` the version's lineage records
     which annotations it learns from (they are marked consumed only at promotion)."""
-    from mlcore.scenes import NpyScene
+    from mlcore.ingest.scenes import NpyScene
 
     project = Project.objects.get(pk=project_id)
     cdir = CanvasDir(project)
@@ -363,8 +363,8 @@ def hold_out_marks(ctx, cset, by_class) -> dict[str, int]:
     from its scenes alone): take a share of each class's new marked tiles out of ``by_class``
     and make them the set's calibration scene (thresholds are then chosen on marks the model
     never trained on). Returns {class: tiles held out} ({} when nothing was held out)."""
-    from mlcore.canvases import calibration_scene
-    from mlcore.datasets import LabelledImages
+    from mlcore.data.canvases import calibration_scene
+    from mlcore.data.datasets import LabelledImages
 
     if cset.calibration is not None or any(c.kind == "original" for c in cset.canvases):
         return {}
@@ -414,7 +414,7 @@ def _upload(local: Path, key: str) -> str:
 def train_model(ctx, project_id: int, version_id: int, progress=None):
     """Train the version's model on the project's canvases (fine-tuning the parent when its
     config says so) and store its checkpoint. Skipped when the checkpoint already exists."""
-    from labeling.thresholds import model_file_thresholds
+    from labeling.scoring.thresholds import model_file_thresholds
     from mlcore.engines import get_engine
 
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
@@ -473,8 +473,9 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
 
 def calibrate(ctx, version, model_path) -> None:
     """Per-class thresholds chosen on the canvas set's held-out calibration scene, written into
-    the model file (mlcore.calibration); without such a scene the file keeps none (0.9)."""
-    from mlcore.calibration import calibrate_model_file
+    the model file (mlcore.inference.calibration); without such a scene the file keeps none
+    (0.9)."""
+    from mlcore.inference.calibration import calibrate_model_file
 
     cset = CanvasDir(version.project).load()
     if cset.calibration is None:
@@ -494,7 +495,7 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
     """The new version's held-out figure beside the current model's on the same calibration
     scene (labeling.loop.cycle.promote reads it): the current's recorded figure when it was
     calibrated on this scene, else the current model file scored on it now."""
-    from mlcore.calibration import calibration_summary, held_out_f1
+    from mlcore.inference.calibration import calibration_summary, held_out_f1
 
     out = {
         "figure": "calibration-scene object F1 (mean over classes, at calibrated thresholds)",
@@ -522,9 +523,9 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
 
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
-    from labeling.thresholds import model_file_thresholds
-    from mlcore.export import export_onnx
-    from mlcore.training import load_checkpoint
+    from labeling.scoring.thresholds import model_file_thresholds
+    from mlcore.model.export import export_onnx
+    from mlcore.train.training import load_checkpoint
 
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
     if version.model_key and get_storage().exists(version.model_key):

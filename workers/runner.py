@@ -16,7 +16,7 @@ import traceback
 from django.db import close_old_connections
 from django.utils import timezone
 
-from labeling.db_cuts import surviving_cuts
+from labeling.jobs.db_cuts import surviving_cuts
 
 PROGRESS_SAVE_INTERVAL_S = 0.5
 
@@ -50,7 +50,7 @@ class JobContext:
         """Raise JobAbandoned when the record was failed meanwhile (its worker declared dead,
         Redis lost the job, its cycle cancelled it): work nobody waits for stops at its next
         progress report instead of running on (and storing its result) to no purpose."""
-        from labeling.jobs import JobAbandoned
+        from labeling.jobs.enqueue import JobAbandoned
         from labeling.models import JobRecord
 
         now = JobRecord.objects.filter(pk=self.record.pk).values_list("status", "error").first()
@@ -82,7 +82,7 @@ def save_meta(rq_job) -> None:
 
 
 def execute(record_id: int, func_path: str, params: dict):
-    """The RQ entry point of every job (see labeling.jobs.enqueue)."""
+    """The RQ entry point of every job (see labeling.jobs.enqueue.enqueue)."""
     with surviving_cuts():
         return _execute(record_id, func_path, params)
 
@@ -98,9 +98,10 @@ def _execute(record_id: int, func_path: str, params: dict):
     record.started_at = timezone.now()
     if rq_job is not None:
         record.rq_job_id = rq_job.id
-        # Which process runs the job, so that labeling.jobs can kill it before calling the job
+        # Which process runs the job, so that labeling.jobs.enqueue can kill it before calling the
+        # job
         # failed (an RQ work horse outlives a killed worker unless killed itself).
-        from labeling.jobs import process_started
+        from labeling.jobs.enqueue import process_started
 
         pid = os.getpid()
         rq_job.meta.update(

@@ -1,7 +1,8 @@
 """RQ job of the `score` queue: score one scene with one model version on Spark.
 
 The Spark driver (workers.spark_score) computes the probability grid; this job writes the Parquet
-egress next to the scene, hands the grid to labeling.results.store_scoring_result (grid file,
+egress next to the scene, hands the grid to labeling.scoring.results.store_scoring_result (grid
+file,
 detections, metrics; marks the run done), records the per-partition timings and the Spark UI
 URL, and, when the run belongs to a retrain cycle, lets the cycle promote or fail its version
 and measures how many of the answers it learnt from it keeps (labeling.loop.corrections).
@@ -15,18 +16,18 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from labeling.db_cuts import retry_on_cut
-from labeling.jobs import JobAbandoned
+from labeling.jobs.db_cuts import retry_on_cut
+from labeling.jobs.enqueue import JobAbandoned
 from labeling.loop import cycle
 from labeling.loop.corrections import record_corrections_stick
 from labeling.models import ScoringRun
-from labeling.storage import get_storage, scores_parquet_key
+from labeling.projects.storage_keys import get_storage, scores_parquet_key
 
 log = logging.getLogger(__name__)
 
 
 def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int | None = None):
-    from labeling.results import store_scoring_result
+    from labeling.scoring.results import store_scoring_result
     from workers.spark_score import score_scene_on_spark, write_scores_parquet
 
     run = ScoringRun.objects.select_related("scene__project", "model_version").get(pk=run_id)

@@ -1,6 +1,7 @@
 """Spark scoring driver: score a scene's windows on a Spark cluster. Plumbing only.
 
-The math is :func:`mlcore.scoring.score_strip`; this module cuts the scene's window rows into
+The math is :func:`mlcore.inference.scoring.score_strip`; this module cuts the scene's window rows
+into
 balanced contiguous partitions (many more than executors, so no executor waits on one long
 remainder strip), ships the ONNX model once (``sc.addFile``) and the repo's ``mlcore`` and
 ``workers`` packages as a zip (``sc.addPyFile``), and assembles the probability grid from the
@@ -210,11 +211,11 @@ def _executor_scorer(model_name: str, threads: int):
         with zipfile.ZipFile(path) as bundle:
             bundle.extractall(folder)
         symbol = next(folder.glob("*-symbol.json"))
-        from mlcore.scoring import load_scorer
+        from mlcore.inference.scoring import load_scorer
 
         _SCORERS[path] = load_scorer(symbol)
     if path not in _SCORERS:
-        from mlcore.scoring import load_scorer
+        from mlcore.inference.scoring import load_scorer
 
         # One task per core: ONNX Runtime gets the task's cores, not the whole machine's, so
         # concurrent tasks on one executor host do not oversubscribe the CPU.
@@ -226,8 +227,8 @@ def _executor_scorer(model_name: str, threads: int):
 def _score_partition(task: dict, done_counter):
     """Runs on an executor: read this partition's strip, score it, return float32 bytes per
     model output ({name: (shape, bytes)})."""
-    from mlcore.scenes import NpyScene
-    from mlcore.scoring import score_strip_outputs
+    from mlcore.inference.scoring import score_strip_outputs
+    from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import storage_from_url
 
     start = time.perf_counter()
@@ -324,10 +325,10 @@ def score_scene_on_spark(
     equal strips with the whole remainder on the last one (the published pipeline's split,
     kept for benchmarks). ``executor_env`` adds environment variables for the executors.
     """
-    from mlcore.scenes import NpyScene
-    from mlcore.scoring import ScoreGrid, load_scorer
+    from mlcore.data.windows import grid_positions
+    from mlcore.inference.scoring import ScoreGrid, load_scorer
+    from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import StorageNotFoundError, storage_from_url, validate_key
-    from mlcore.windows import grid_positions
 
     wall_start = time.perf_counter()
     if step <= 0:

@@ -1,5 +1,5 @@
 """Corrections stick: of the answers a model version learnt from, the share it now decides as the
-reviewer answered (mlcore.loop_figures.corrections_stick), on the grids of its scoring runs at
+reviewer answered (mlcore.eval.loop_figures.corrections_stick), on the grids of its scoring runs at
 the thresholds their detections used.
 
 A version learns from every effective answer consumed by an earlier version (replayed as exact
@@ -21,9 +21,9 @@ from labeling.loop.metrics_view import (
     predicted_labels,
 )
 from labeling.models import Annotation, ModelVersion
-from labeling.results import load_grid
-from labeling.thresholds import run_thresholds
-from mlcore.loop_figures import corrections_stick
+from labeling.scoring.results import load_grid
+from labeling.scoring.thresholds import run_thresholds
+from mlcore.eval.loop_figures import corrections_stick
 
 
 def learnt_annotations(version) -> list[Annotation]:

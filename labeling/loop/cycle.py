@@ -17,12 +17,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.jobs import ACTIVE, QueueUnavailable, cancel, enqueue, fail_run_of, reconcile
+from labeling.jobs.enqueue import ACTIVE, QueueUnavailable, cancel, enqueue, fail_run_of, reconcile
 from labeling.loop.cycle_lock import cycle_process_running
 from labeling.loop.first_model import check_first_model
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
-from mlcore import starting_model
-from mlcore.profiles import TRAIN_PROFILES, profile_config, profile_start
+from mlcore.model import starting_model
+from mlcore.train.profiles import TRAIN_PROFILES, profile_config, profile_start
 
 CYCLE_KIND = "retrain_cycle"
 IN_FLIGHT = ("pending", "training", "scoring")
@@ -111,7 +111,8 @@ def training_label(annotation, project) -> str:
 
 
 def reconcile_job(record: JobRecord) -> JobRecord:
-    """labeling.jobs.reconcile: a job whose worker process is dead (SIGKILL, out of memory) is
+    """labeling.jobs.enqueue.reconcile: a job whose worker process is dead (SIGKILL, out of memory)
+    is
     failed at once instead of after RQ's heartbeat timeout."""
     return reconcile(record)
 
@@ -295,7 +296,7 @@ def start_cycle(
                     "started_from": started_from,
                 },  # fmt: skip
             )
-            # The job is pushed to Redis when this block commits (labeling.jobs.enqueue).
+            # The job is pushed to Redis when this block commits (labeling.jobs.enqueue.enqueue).
             record = enqueue(
                 CYCLE_KIND,
                 "workers.loop_jobs.retrain_cycle",
@@ -367,7 +368,7 @@ def promotion_decision(version) -> dict:
     if current is not None and figure is None:  # the current model changed since the export
         recorded = (current.metrics or {}).get("calibration") or {}
         if held.get("scene") and recorded.get("scene_id") == held.get("scene"):
-            from mlcore.calibration import held_out_f1
+            from mlcore.inference.calibration import held_out_f1
 
             figure = held_out_f1(recorded)
     out = {"figure": held.get("figure"), "new": held.get("new"), "current": figure,
@@ -480,7 +481,7 @@ def rounded_prf(tp: int, fp: int, fn: int) -> dict:
 
 def f1_summary(metrics: dict, negative: str = "negative") -> dict:
     """Window- and object-level precision/recall/F1 over the positive classes (micro-averaged)
-    of a run's metrics (labeling.results.compute_metrics); {} without ground truth."""
+    of a run's metrics (labeling.scoring.results.compute_metrics); {} without ground truth."""
     out = {}
     window = (metrics or {}).get("window")
     if window:
@@ -497,7 +498,7 @@ def f1_summary(metrics: dict, negative: str = "negative") -> dict:
             "per_class": {c: round(v["f1"], 4) for c, v in obj["per_class"].items()}
         }
     coco = (metrics or {}).get("coco")
-    if coco:  # COCO AP@0.5 and AP@[.5:.95] (labeling.results.compute_metrics)
+    if coco:  # COCO AP@0.5 and AP@[.5:.95] (labeling.scoring.results.compute_metrics)
         out["coco"] = {"ap50": round(coco["ap50"], 4), "ap": round(coco["ap"], 4)}
     if out and (metrics or {}).get("thresholds"):
         out["thresholds"] = dict(metrics["thresholds"])

@@ -1,11 +1,13 @@
 """What the metrics page and the dashboard show of model quality: per model version (one active-
 learning cycle each) the labels it learnt from, the thresholds its detections used (calibrated
-ones travel with the version: labeling.thresholds), object-level precision / recall / F1 (the
+ones travel with the version: labeling.scoring.thresholds), object-level precision / recall / F1
+(the
 headline) and COCO AP@0.5 / AP@[.5:.95] over the scenes it scored, window-level figures as a
 diagnostic, and a window confusion matrix of one scoring run.
 
 Scenes with ground truth are measured against it (the run's stored metrics, from
-labeling.results.compute_metrics); scenes without are measured against the reviewers' effective
+labeling.scoring.results.compute_metrics); scenes without are measured against the reviewers'
+effective
 annotations (window level only: the window nearest each annotated box, its training label as
 truth). No HTTP here; labeling/views/pages.py renders it."""
 
@@ -19,10 +21,10 @@ from django.db.models import Count
 
 from labeling.loop.cycle import effective_annotations, rounded_prf, training_label
 from labeling.models import Annotation, ScoringRun
-from labeling.results import load_grid, load_scene_ground_truth, project_thresholds
-from labeling.thresholds import run_threshold_source, run_thresholds
-from mlcore.metrics import window_metrics, window_truth
-from mlcore.postprocess import decided_labels
+from labeling.scoring.results import load_grid, load_scene_ground_truth, project_thresholds
+from labeling.scoring.thresholds import run_threshold_source, run_thresholds
+from mlcore.eval.metrics import window_metrics, window_truth
+from mlcore.inference.postprocess import decided_labels
 
 _CACHE_SIZE = 32
 _cache: OrderedDict = OrderedDict()
@@ -31,8 +33,9 @@ _lock = threading.Lock()
 
 def predicted_labels(grid, project, thresholds=None) -> np.ndarray:
     """Class index per window (R, K) by the hit rule: the best class whose probability reaches its
-    threshold (the run's, labeling.thresholds.run_thresholds; default the project's), else the
-    negative class (as labeling.results stores detections)."""
+    threshold (the run's, labeling.scoring.thresholds.run_thresholds; default the project's), else
+    the
+    negative class (as labeling.scoring.results stores detections)."""
     if thresholds is None:
         thresholds = project_thresholds(project, grid.classes)
     return decided_labels(grid.probs, grid.classes, thresholds, project.negative_class)
@@ -86,7 +89,7 @@ def run_confusion(run) -> dict:
     grid = load_grid(run)
     classes = list(grid.classes)
     negative = project.negative_class if project.negative_class in classes else None
-    if truth_boxes is not None:  # every box, negative tiles too (as labeling.results)
+    if truth_boxes is not None:  # every box, negative tiles too (as labeling.scoring.results)
         truth = window_truth(grid.ys, grid.xs, grid.window, truth_boxes, classes, negative)
         against = "ground_truth"
     else:
@@ -127,7 +130,8 @@ def _object_counts(metrics: dict) -> tuple[int, int, int] | None:
 
 def mean_ap(coco_rows: list[dict]) -> dict | None:
     """COCO AP@0.5 and AP@[.5:.95] of a version: the mean over the scenes with ground truth it
-    scored (each computed once, when its run was stored: labeling.results.compute_metrics)."""
+    scored (each computed once, when its run was stored:
+    labeling.scoring.results.compute_metrics)."""
     if not coco_rows:
         return None
     return {

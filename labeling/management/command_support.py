@@ -1,7 +1,7 @@
 """What the management commands share (not a command itself: it lives outside commands/).
 
 `LabelingCommand` follows jobs on the command's stderr and ends a failed job or service
-(labeling.job_progress.JobFailed, labeling.local_services.ServiceError) as a CommandError;
+(labeling.jobs.follow.JobFailed, labeling.jobs.local_services.ServiceError) as a CommandError;
 `ProjectJobCommand` adds the project argument and the worker options; `CycleCommand` is train and
 retrain. Also: finding a user or project from a command-line reference, the arguments of an
 upload (add_dataset, add_scene), queueing the canvas build, and a scoring run in one line."""
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.job_progress import JobFailed, follow_cycle, follow_job
-from labeling.local_services import ServiceError, workers_for
+from labeling.jobs.follow import JobFailed, follow_cycle, follow_job
+from labeling.jobs.local_services import ServiceError, workers_for
 from labeling.loop import cycle
 from labeling.loop.first_model import NothingToTrainOn
-from mlcore.starting_model import StartingModelError
+from mlcore.model.starting_model import StartingModelError
 
 
 class LabelingCommand(BaseCommand):
@@ -55,7 +55,7 @@ class ProjectJobCommand(LabelingCommand):
         parser.add_argument("--step-timeout", type=float, default=None)
 
     def workers(self, opts):
-        """labeling.local_services.workers_for this command's queues."""
+        """labeling.jobs.local_services.workers_for this command's queues."""
         return workers_for(self.queues, opts, self.stdout)
 
 
@@ -136,7 +136,7 @@ def get_project(ref: str):
 
 def get_member_project(username: str, ref: str):
     """A project of the user's by id or by name; CommandError otherwise (as the API's 404)."""
-    from labeling.access import projects_for
+    from labeling.projects.access import projects_for
 
     user = get_user(username)
     projects = projects_for(user)
@@ -168,7 +168,7 @@ def add_upload_arguments(parser, source: str, source_help: str, *, what: str, wa
 def enqueue_canvases(project, opts, **params):
     """Queue the build of the project's training canvases (--canvas-size,
     --canvases-per-class); the JobRecord."""
-    from labeling.jobs import enqueue
+    from labeling.jobs.enqueue import enqueue
 
     params["canvas_size"] = opts["canvas_size"]
     if opts["canvases_per_class"]:

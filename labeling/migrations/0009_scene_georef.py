@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
             name="georef",
             field=models.JSONField(
                 blank=True,
-                help_text="A GeoTIFF's georeferencing (mlcore.georef: geotransform, crs); null: none",
+                help_text="A GeoTIFF's georeferencing (geotransform, crs); null: none",
                 null=True,
             ),
         ),

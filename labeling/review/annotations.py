@@ -37,7 +37,7 @@ def _detection_of(scene, detection):
     if isinstance(detection, Detection):
         det = detection
     else:
-        from labeling.parsing import parse_id
+        from labeling.web.input_parsing import parse_id
 
         if isinstance(detection, bool) or not isinstance(detection, (int, str)):
             raise ReviewError(f"detection must be a detection id or null, got {detection!r}")

@@ -126,7 +126,7 @@ def _registry_key(scene_id: int) -> str:
 
 def geometry(ranked) -> str:
     """ "window step ylast xlast rows cols" when the grid's origins are min(i * step, last) (as
-    mlcore.windows.grid_positions makes them), else "" (place_changed then drops the set)."""
+    mlcore.data.windows.grid_positions makes them), else "" (place_changed then drops the set)."""
     step = int(ranked.step)
     for origins in (ranked.ys, ranked.xs):
         expected = np.minimum(np.arange(len(origins)) * step, origins[-1])

@@ -17,7 +17,7 @@ PIXELS_MAX = 10**9
 def pixel_int(name: str, value) -> int:
     """A pixel number from JSON or a query string: ASCII digits only (int() would take "²" or
     "٣"), bounded so no huge number reaches arithmetic or the database."""
-    from labeling.parsing import parse_int
+    from labeling.web.input_parsing import parse_int
 
     return parse_int(value, f"{name} (scene pixels)", ReviewError, -PIXELS_MAX, PIXELS_MAX)
 

@@ -25,8 +25,8 @@ def window_crop(
     (H, W, 3) of side (size + 2 * context) * scale; outside the scene is grey. Reads only the
     rows it needs from the scene's pixels. ``outline`` draws a 1-pixel frame just outside the
     window (in the context) so the reviewer sees which window is asked about."""
-    from labeling.storage import get_storage
-    from mlcore.scenes import NpyScene, SceneError
+    from labeling.projects.storage_keys import get_storage
+    from mlcore.ingest.scenes import NpyScene, SceneError
 
     if not scene.pixels_key:
         raise ReviewError(f"scene {scene.name!r} has no pixels yet: wait for its import to finish")

@@ -9,10 +9,10 @@ import numpy as np
 from django.db.models import F
 
 from labeling.models import Detection, ScoringRun
-from labeling.parsing import parse_fraction
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError, dumps
-from labeling.thresholds import run_threshold_source, run_thresholds, slider_start
+from labeling.scoring.thresholds import run_threshold_source, run_thresholds, slider_start
+from labeling.web.input_parsing import parse_fraction
 
 FEED_KINDS = ("merged", "window")
 
@@ -87,7 +87,7 @@ def _build_feed_columns(run: ScoringRun, kind: str, rows=None) -> dict:
 def feed_run(scene, run_id=None) -> ScoringRun | None:
     if run_id in (None, ""):
         return scene.shown_run()  # the current model's run, never a failed version's
-    from labeling.parsing import parse_id
+    from labeling.web.input_parsing import parse_id
 
     try:
         run_pk = parse_id(run_id, "run", ValueError)
@@ -129,7 +129,7 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
         "classes": classes,
         "colors": project.colours,
         "negative_class": project.negative_class,
-        # The thresholds this run's detections were made with (labeling.thresholds).
+        # The thresholds this run's detections were made with (labeling.scoring.thresholds).
         "threshold": slider_start(run_thresholds(run), project.threshold),
         "class_thresholds": run_thresholds(run),
         "threshold_source": run_threshold_source(run),

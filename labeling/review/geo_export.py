@@ -1,4 +1,4 @@
-"""A scene's detections and reviewed annotations as GeoJSON (mlcore.georef): RFC 7946 WGS84
+"""A scene's detections and reviewed annotations as GeoJSON (mlcore.ingest.georef): RFC 7946 WGS84
 longitude/latitude by default, the scene's own CRS or scene pixels on request; boxes clipped to
 the image. A scene without usable georeferencing exports pixels only when asked (GeorefError)."""
 
@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from labeling.loop.cycle import effective_annotations, training_label
 from labeling.models import Annotation, Detection
-from mlcore.georef import feature_collection
+from mlcore.ingest.georef import feature_collection
 
 
 def scene_geojson(scene, run=None, crs: str = "wgs84") -> dict:
     """The merged detections of ``run`` (None: none) and the scene's effective annotations, in
-    ``crs`` (mlcore.georef.CRS_MODES)."""
+    ``crs`` (mlcore.ingest.georef.CRS_MODES)."""
     project = scene.project
     boxes = []
     if run is not None:

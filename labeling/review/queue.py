@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from labeling.formatting import fixed3
 from labeling.models import Annotation, QueueSkip, ScoringRun, shown_runs
 from labeling.review.answered import get_redis, open_walks, place_changed, place_is_answered
 from labeling.review.cache import cached
 from labeling.review.common import ReviewError
-from labeling.thresholds import hit_class, run_thresholds
+from labeling.scoring.thresholds import hit_class, run_thresholds
+from labeling.web.formatting import fixed3
 from mlcore import sampling
 from mlcore.sampling import priorities
 
@@ -72,7 +72,7 @@ def ranked_run(run: ScoringRun, strategy: str) -> RankedRun:
 
 
 def _rank(run: ScoringRun, name: str) -> RankedRun:
-    from labeling.results import load_grid
+    from labeling.scoring.results import load_grid
 
     grid = load_grid(run)
     # random: seeded by the run, so every reviewer walks the same shuffle and leases spread it.
@@ -183,7 +183,7 @@ def window_origins(run: ScoringRun) -> dict:
     its probabilities (an .npz member is read only when asked for), cached per run."""
 
     def build():
-        from labeling.storage import get_storage
+        from labeling.projects.storage_keys import get_storage
 
         storage = get_storage()
         local = storage.local_path(run.grid_key)
@@ -325,7 +325,8 @@ def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining:
 
 
 def guess_reason(classes, probs, best: int, thresholds: dict, negative) -> str:
-    """Why the model's guess is what it is, in the detection rule's terms (labeling.thresholds
+    """Why the model's guess is what it is, in the detection rule's terms
+    (labeling.scoring.thresholds
     .hit_class): "negative: boat 0.336 is below boat's threshold 0.575"."""
     classes = list(classes)
     guess = classes[best]

@@ -189,7 +189,7 @@ def project_scenes(project, scene=None) -> list:
 
 def positive_categories(project) -> dict[str, int]:
     """Class -> COCO category id, numbered as every other export of the project numbers them
-    (labeling.coco_results.category_ids), the negative class left out: it is no object."""
+    (labeling.scoring.coco_results.category_ids), the negative class left out: it is no object."""
     return {
         c: i + 1 for i, c in enumerate(project.class_names) if c != project.negative_class
     }  # fmt: skip
@@ -285,9 +285,9 @@ def labels_yolo(project, scene=None) -> bytes:
 
 def labels_geojson(scene, crs: str = "wgs84") -> dict:
     """The scene's labels as GeoJSON, in ``crs`` as the detections' GeoJSON
-    (mlcore.georef.feature_collection: RFC 7946 WGS84 by default, "native" or "pixels");
+    (mlcore.ingest.georef.feature_collection: RFC 7946 WGS84 by default, "native" or "pixels");
     GeorefError when the scene's georeferencing cannot give it."""
-    from mlcore.georef import feature_collection
+    from mlcore.ingest.georef import feature_collection
 
     return feature_collection(scene_labels(scene), scene.georef, scene.width, scene.height,
                               crs=crs)  # fmt: skip

@@ -1,8 +1,8 @@
-"""Template filters printing numbers as the pages' scripts do (labeling.formatting)."""
+"""Template filters printing numbers as the pages' scripts do (labeling.web.formatting)."""
 
 from django import template
 
-from labeling.formatting import fixed3, percent1, signed3
+from labeling.web.formatting import fixed3, percent1, signed3
 
 register = template.Library()
 register.filter("fixed3", fixed3)

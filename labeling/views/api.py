@@ -1,6 +1,7 @@
 """JSON API of the review area: projects, scenes, runs, the detections feed, annotations (list,
 post, undo), the review queue, exports, window crops and the OpenAPI schema. Thin: the work is
-in labeling/review/ (services) and labeling.openapi (schema); access in labeling.access."""
+in labeling/review/ (services) and labeling.web.openapi (schema); access in
+labeling.projects.access."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
-from labeling.access import project_for, projects_for, scene_for
 from labeling.loop.cycle import pending_annotations, reconcile_versions, running_cycle
 from labeling.loop.first_model import next_step
 from labeling.models import Annotation, ScoringRun
-from labeling.parsing import parse_id, parse_int
-from labeling.project_edit import class_lock_reason
+from labeling.projects.access import project_for, projects_for, scene_for
+from labeling.projects.edit import class_lock_reason
 from labeling.review import annotations, crops, exports, feed, queue
 from labeling.review.common import ReviewError, dumps, pixel_int
 from labeling.views.common import json_api, json_body
+from labeling.web.input_parsing import parse_id, parse_int
 
 GZIP_MIN_BYTES = 1024
 
@@ -120,7 +121,7 @@ def api_projects(request):
 @require_http_methods(["GET", "PATCH"])
 def api_project(request, project_id):
     """GET: the project, its counts, versions and next step; PATCH: edit it (its classes only
-    while no model depends on them: labeling.project_edit)."""
+    while no model depends on them: labeling.projects.edit)."""
     project = project_for(request.user, project_id)
     if request.method == "PATCH":
         from labeling.views.data import project_update
@@ -451,6 +452,6 @@ def api_window_image(request, scene_id):
 @_api
 @require_http_methods(["GET"])
 def api_openapi(request):
-    from labeling.openapi import build_schema
+    from labeling.web.openapi import build_schema
 
     return JsonResponse(build_schema())

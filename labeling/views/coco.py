@@ -1,5 +1,6 @@
 """GET /api/projects/<p>/runs/<r>/coco-results: a scoring run's detections as a COCO results
-JSON file (labeling.coco_results); logged in, per-project access (another project's run: 404)."""
+JSON file (labeling.scoring.coco_results); logged in, per-project access (another project's run:
+404)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import json
 from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_http_methods
 
-from labeling.access import project_for
-from labeling.coco_results import ExportError, export_run_results
 from labeling.models import ScoringRun
+from labeling.projects.access import project_for
+from labeling.scoring.coco_results import ExportError, export_run_results
 from labeling.views.common import json_api
 
 

@@ -1,5 +1,5 @@
 """What every JSON view shares: error responses and request bodies (numbers from user input:
-labeling.parsing)."""
+labeling.web.input_parsing)."""
 
 from __future__ import annotations
 

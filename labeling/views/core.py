@@ -6,9 +6,9 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from labeling.access import projects_for
-from labeling.health import for_member, health_report
-from labeling.middleware import reconnect_if_cut
+from labeling.projects.access import projects_for
+from labeling.web.health import for_member, health_report
+from labeling.web.middleware import reconnect_if_cut
 
 
 class LoginView(auth_views.LoginView):

@@ -1,6 +1,7 @@
 """Pages and JSON API of the data area: new project, datasets (upload or storage path, import
 progress, count table), scenes (upload, storage path, collage). The work itself is in
-labeling.uploads (checks, storing) and the jobs it enqueues (workers.data_jobs, run by RQ)."""
+labeling.ingest.uploads (checks, storing) and the jobs it enqueues (workers.data_jobs, run by
+RQ)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_safe
 
-from labeling.access import project_for
-from labeling.demo_data import demo_target_path, demo_tiles_path
 from labeling.forms import DatasetForm, ProjectForm, SceneForm, classes_from_rows
-from labeling.jobs import job_state
+from labeling.ingest.demo_data import demo_target_path, demo_tiles_path
+from labeling.ingest.uploads import (
+    UploadError,
+    add_collage_scene,
+    add_dataset,
+    add_scene,
+    scene_url,
+)
+from labeling.jobs.enqueue import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
-from labeling.parsing import parse_int
-from labeling.project_edit import class_lock_reason, locked_change
-from labeling.uploads import UploadError, add_collage_scene, add_dataset, add_scene, scene_url
+from labeling.projects.access import project_for
+from labeling.projects.edit import class_lock_reason, locked_change
 from labeling.views.common import json_api, json_body
+from labeling.web.input_parsing import parse_int
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -124,7 +131,7 @@ def project_new(request):
 @require_http_methods(["GET", "POST"])
 def project_edit(request, project_id):
     """The project's settings and classes; what a trained model depends on stays locked
-    (labeling.project_edit)."""
+    (labeling.projects.edit)."""
     project = project_for(request.user, project_id)
     lock = class_lock_reason(project)
     if request.method == "POST":

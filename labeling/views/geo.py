@@ -9,12 +9,12 @@ import json
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from labeling.access import scene_for
+from labeling.projects.access import scene_for
 from labeling.review import feed
 from labeling.review.common import ReviewError
 from labeling.review.geo_export import scene_geojson
 from labeling.views.common import json_api
-from mlcore.georef import CRS_MODES, GeorefError
+from mlcore.ingest.georef import CRS_MODES, GeorefError
 
 
 @json_api(ReviewError)
@@ -31,7 +31,7 @@ def api_scene_geojson(request, scene_id):
         data = scene_geojson(scene, run, crs=crs)
     except GeorefError as exc:
         return JsonResponse({"error": str(exc)}, status=409)
-    body = json.dumps(data, allow_nan=False)  # strict JSON: mlcore.georef keeps it finite
+    body = json.dumps(data, allow_nan=False)  # strict JSON: mlcore.ingest.georef keeps it finite
     response = HttpResponse(body, content_type="application/geo+json")
     response["Content-Disposition"] = f'attachment; filename="scene-{scene.pk}.geojson"'
     return response

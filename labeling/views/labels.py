@@ -12,12 +12,12 @@ import json
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from labeling.access import project_for, scene_for
-from labeling.parsing import parse_id
+from labeling.projects.access import project_for, scene_for
 from labeling.review import scene_labels as sl
 from labeling.review.common import ReviewError
 from labeling.views.common import json_api
-from mlcore.georef import CRS_MODES, GeorefError
+from labeling.web.input_parsing import parse_id
+from mlcore.ingest.georef import CRS_MODES, GeorefError
 
 
 def _labels_response(project, scene, fmt: str, stem: str, request_crs: str) -> HttpResponse:

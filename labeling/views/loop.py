@@ -1,6 +1,6 @@
 """JSON API of the loop area: start a retrain cycle, switch the current model (rollback or
 promote), list a project's jobs and read one job with its log. Thin: the work is in
-labeling.loop.cycle (cycle state, promotion) and labeling.jobs (JobRecord state)."""
+labeling.loop.cycle (cycle state, promotion) and labeling.jobs.enqueue (JobRecord state)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
-from labeling.access import project_for, projects_for
-from labeling.jobs import job_state
+from labeling.jobs.enqueue import job_state
 from labeling.loop.cycle import (
     TRAIN_PROFILES,
     CycleAlreadyRunning,
@@ -21,9 +20,10 @@ from labeling.loop.cycle import (
 )
 from labeling.loop.first_model import NothingToTrainOn
 from labeling.models import JobRecord, ModelVersion
-from labeling.parsing import parse_int
+from labeling.projects.access import project_for, projects_for
 from labeling.views.common import json_api, json_body
-from mlcore.starting_model import StartingModelError
+from labeling.web.input_parsing import parse_int
+from mlcore.model.starting_model import StartingModelError
 
 JOBS_LIMIT_MAX = 200
 

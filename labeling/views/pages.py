@@ -1,6 +1,7 @@
 """Pages of the review area: a project's dashboard, the deep-zoom scene viewer (and the tiles it
 reads), the review queue and the metrics page. Thin: the numbers come from labeling.loop.cycle,
-labeling.loop.metrics_view and labeling.jobs; the pages' JavaScript talks to the JSON API."""
+labeling.loop.metrics_view and labeling.jobs.enqueue; the pages' JavaScript talks to the JSON
+API."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_safe
 
-from labeling.access import project_for, scene_for
-from labeling.jobs import ACTIVE, job_state
+from labeling.jobs.enqueue import ACTIVE, job_state
 from labeling.loop import first_model
 from labeling.loop.cycle import (
     CYCLE_KIND,
@@ -30,12 +30,13 @@ from labeling.loop.cycle import (
 from labeling.loop.learning_curve import learning_curve
 from labeling.loop.metrics_view import run_confusion, version_rows
 from labeling.models import JobRecord, ScoringRun, shown_runs
+from labeling.projects.access import project_for, scene_for
+from labeling.projects.storage_keys import get_storage
 from labeling.review.queue import DEFAULT_STRATEGY, skip_returns_after
 from labeling.review.queue import STRATEGIES as QUEUE_STRATEGIES
 from labeling.review.scene_labels import labels_summary
-from labeling.storage import get_storage
-from labeling.thresholds import viewer_thresholds
-from mlcore.deepzoom import DeepZoomError, level_sizes, read_dzi
+from labeling.scoring.thresholds import viewer_thresholds
+from mlcore.ingest.deepzoom import DeepZoomError, level_sizes, read_dzi
 from mlcore.storage import StorageKeyError, validate_key
 
 STRATEGY_LABELS = {

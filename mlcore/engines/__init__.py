@@ -26,7 +26,7 @@ ENGINE_MODULES: dict[str, str] = {
     "mxnet": "mlcore.engines.mxnet_engine",
 }
 
-# (file-name glob, engine name); ONNX files are scored by mlcore.scoring directly.
+# (file-name glob, engine name); ONNX files are scored by mlcore.inference.scoring directly.
 SCORER_PATTERNS: list[tuple[str, str]] = [
     ("*-symbol.json", "mxnet"),
     ("*.params", "mxnet"),
@@ -66,7 +66,7 @@ def get_engine(name: str = "torch"):
     except ImportError as exc:
         raise RuntimeError(
             f"engine {name!r} cannot be loaded here ({exc}); install its framework "
-            f"(see README) or pick another engine from {available_engines()}"
+            f"(see docs/mxnet.md) or pick another engine from {available_engines()}"
         ) from exc
     engine = module.ENGINE
     _loaded[name] = engine

@@ -3,10 +3,11 @@
 MXNet 1.9.1 (retired 2023) needs numpy < 1.24, so this module runs only in the separate
 ``.venv-mxnet`` (``scripts/setup_mxnet.sh``). It imports nothing that needs torch: the model is
 :mod:`mlcore.engines.mxnet_model`, windows come from the numpy
-:class:`mlcore.windows.WindowSampler`.
+:class:`mlcore.data.windows.WindowSampler`.
 
 Training uses a GPU when MXNet was built with CUDA (``mxnet-cu112``) and one is present, else the
-CPU. Options are the PyTorch engine's (:class:`mlcore.training.TrainConfig`) names, so one options
+CPU. Options are the PyTorch engine's (:class:`mlcore.train.training.TrainConfig`) names, so one
+options
 dict drives either engine; options that only mean something to PyTorch are accepted and ignored.
 
 Export (``ENGINE.export(result, directory)``) writes ``model-symbol.json`` + ``model-0000.params``
@@ -32,10 +33,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from mlcore.data.windows import WindowSampler
 from mlcore.engines import ExportedModel
 from mlcore.engines.mxnet_model import CIFAR_MEAN, CIFAR_STD, ProbabilityNet, build_model
 from mlcore.progress import Progress, report
-from mlcore.windows import WindowSampler
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class MxnetModelError(ValueError):
 
 @dataclass
 class MxnetTrainConfig:
-    """Training options; the names and defaults of :class:`mlcore.training.TrainConfig`."""
+    """Training options; the names and defaults of :class:`mlcore.train.training.TrainConfig`."""
 
     depth: int = 20
     width: int = 16
@@ -126,7 +127,7 @@ class MxnetModel:
 
 @dataclass
 class MxnetTrainResult:
-    """Mirror of :class:`mlcore.training.TrainResult` for the MXNet engine."""
+    """Mirror of :class:`mlcore.train.training.TrainResult` for the MXNet engine."""
 
     model: MxnetModel
     history: list[dict]
@@ -391,7 +392,7 @@ def export_onnx(files: ModelFiles, path, extra_meta: dict | None = None) -> Path
     Uses MXNet's own exporter (``mx.onnx.export_model``), which imports ``onnx.mapping``: that
     module is gone from onnx >= 1.19, so this needs onnx <= 1.18 (requirements-mxnet.txt).
     The input is renamed ``images``, the output ``probs``, and the metadata the scorer reads is
-    added, so :class:`mlcore.scoring.OnnxScorer` loads it like a PyTorch export.
+    added, so :class:`mlcore.inference.scoring.OnnxScorer` loads it like a PyTorch export.
     """
     try:
         import onnx
@@ -531,7 +532,8 @@ def _load_params_file(params_path) -> dict:
 
 
 class MxnetScorer:
-    """Scores windows with an MXNet symbol+params pair (the Scorer contract of mlcore.scoring).
+    """Scores windows with an MXNet symbol+params pair (the Scorer contract of
+    mlcore.inference.scoring).
 
     Our own exports carry ``<prefix>-meta.json`` (classes, window, input format). For a model
     exported elsewhere, give ``classes`` (and ``window`` if not 32); ``input_format`` says what

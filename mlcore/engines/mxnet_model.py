@@ -1,4 +1,5 @@
-"""The CIFAR-style ResNet of :mod:`mlcore.model`, in MXNet Gluon, taking raw uint8 NHWC windows.
+"""The CIFAR-style ResNet of :mod:`mlcore.model.network`, in MXNet Gluon, taking raw uint8 NHWC
+windows.
 
 Same architecture and initialisation as the PyTorch model (depth ``6n + 2``, widths ``w, 2w, 4w``,
 projection shortcuts, Kaiming-normal fan-out convolutions, zero-initialised last BatchNorm of each
@@ -18,7 +19,8 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-# CIFAR-10 training-set statistics in [0, 1] units (mlcore.model has the same; importing it would
+# CIFAR-10 training-set statistics in [0, 1] units (mlcore.model.network has the same; importing it
+# would
 # import torch, which the MXNet virtualenv does not have).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)

@@ -15,7 +15,7 @@ class TorchEngine:
 
     def train(self, canvas_set, classes, config=None, progress=None, init_from=None):
         """Train (or fine-tune from a checkpoint path / state dict ``init_from``)."""
-        from mlcore.training import TrainConfig, train
+        from mlcore.train.training import TrainConfig, train
 
         if not isinstance(config, TrainConfig):
             config = TrainConfig.from_dict(config)
@@ -26,7 +26,7 @@ class TorchEngine:
 
     def export(self, result, directory, meta: dict | None = None) -> ExportedModel:
         """Write ``model.onnx`` (for scoring) and ``checkpoint.pt`` (for fine-tuning)."""
-        from mlcore.export import export_onnx
+        from mlcore.model.export import export_onnx
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ class TorchEngine:
         return ExportedModel(onnx_path, checkpoint, [onnx_path, checkpoint], self.name)
 
     def load_scorer(self, path):
-        from mlcore.scoring import OnnxScorer
+        from mlcore.inference.scoring import OnnxScorer
 
         return OnnxScorer(path)
 

@@ -84,7 +84,7 @@
     get: function (url, extra) { return request("GET", url, undefined, extra); },
     post: function (url, body) { return request("POST", url, body === undefined ? {} : body); },
     uuid: uuid, el: el, config: config, typing: typing, csrfToken: csrfToken,
-    /* Every score, probability and threshold on the pages: three decimals (labeling.formatting
+    /* Every score, probability and threshold on the pages: three decimals (labeling.web.formatting
        prints the same on the server), so one number reads the same everywhere. */
     fixed3: function (x) { return x === null || x === undefined || !isFinite(x) ? "—" : Number(x).toFixed(3); },
     fill: function (template, values) {

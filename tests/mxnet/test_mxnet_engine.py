@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("mxnet.gluon", reason="the MXNet engine needs .venv-mxnet (make setup-mxnet)")
 import mxnet as mx  # noqa: E402
 
+from mlcore.data.windows import WindowSampler  # noqa: E402
 from mlcore.engines import get_engine  # noqa: E402
 from mlcore.engines.mxnet_engine import (  # noqa: E402
     ENGINE,
@@ -23,9 +24,8 @@ from mlcore.engines.mxnet_engine import (  # noqa: E402
     MxnetScorer,
     resolve_context,
 )
-from mlcore.scenes import ArrayScene  # noqa: E402
-from mlcore.scoring import load_scorer, score_scene  # noqa: E402
-from mlcore.windows import WindowSampler  # noqa: E402
+from mlcore.inference.scoring import load_scorer, score_scene  # noqa: E402
+from mlcore.ingest.scenes import ArrayScene  # noqa: E402
 
 pytestmark = pytest.mark.mxnet
 
@@ -41,7 +41,7 @@ def synthetic_canvas(class_name: str, rng: np.random.Generator, size=(160, 192))
 
 @pytest.fixture(scope="session")
 def canvas_set():
-    from mlcore.canvases import Canvas, CanvasSet
+    from mlcore.data.canvases import Canvas, CanvasSet
 
     rng = np.random.default_rng(1)
     canvases = [Canvas(c, synthetic_canvas(c, rng)) for c in CLASSES for _ in range(2)]
@@ -123,7 +123,7 @@ def test_score_scene_equals_the_models_own_forward_pass_per_window(trained, expo
 
 def test_onnx_export_gives_the_same_probs_in_onnxruntime(trained, exported):
     pytest.importorskip("onnxruntime")
-    from mlcore.scoring import OnnxScorer
+    from mlcore.inference.scoring import OnnxScorer
 
     scorer = OnnxScorer(exported.scoring)
     assert scorer.classes == CLASSES and scorer.window == 32
@@ -198,7 +198,7 @@ def test_params_of_another_model_give_a_clear_mismatch_error(canvas_set, exporte
 
 
 def test_fine_tune_from_an_export_with_a_new_class_list(canvas_set, exported):
-    from mlcore.canvases import Canvas, CanvasSet
+    from mlcore.data.canvases import Canvas, CanvasSet
 
     classes = [*CLASSES, "grey"]
     rng = np.random.default_rng(9)
@@ -213,7 +213,7 @@ def test_spark_scores_an_mxnet_model_with_mxnet_on_the_executors(exported, tmp_p
     onnxruntime needed) and the grid equals single-process scoring. Also from a storage key."""
     import io
 
-    from mlcore.scenes import NpyScene
+    from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import storage_from_url
     from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
 

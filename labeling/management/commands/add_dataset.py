@@ -6,13 +6,13 @@ import json
 
 from django.core.management.base import CommandError
 
-from labeling.job_progress import run_job_here
+from labeling.ingest.uploads import UploadError, add_dataset
+from labeling.jobs.follow import run_job_here
 from labeling.management.command_support import (
     LabelingCommand,
     add_upload_arguments,
     get_member_project,
 )
-from labeling.uploads import UploadError, add_dataset
 
 
 def count_table(class_counts: dict) -> str:

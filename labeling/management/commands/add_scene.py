@@ -6,13 +6,13 @@ import json
 
 from django.core.management.base import CommandError
 
-from labeling.job_progress import run_job_here
+from labeling.ingest.uploads import UploadError, add_collage_scene, add_scene
+from labeling.jobs.follow import run_job_here
 from labeling.management.command_support import (
     LabelingCommand,
     add_upload_arguments,
     get_member_project,
 )
-from labeling.uploads import UploadError, add_collage_scene, add_scene
 
 
 class Command(LabelingCommand):

@@ -4,9 +4,9 @@ Starts what is missing (Redis when none answers at REDIS_URL, one RQ worker per 
 the demo user and the project "Mona Lisa cars and boats", imports CIFAR-10, builds the training
 canvases, trains the first model, makes the Mona Lisa collage (with ground truth) from the test
 set, scores it on Spark, generates its deep-zoom tiles and serves the app. Every long step follows
-its JobRecord (labeling.job_progress: a bar on a terminal, a few lines in a log); a second run
+its JobRecord (labeling.jobs.follow: a bar on a terminal, a few lines in a log); a second run
 reuses every step already done. Ctrl-C stops everything this command started
-(labeling.local_services: each child runs in its own process group)."""
+(labeling.jobs.local_services: each child runs in its own process group)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from labeling.job_progress import output_stream
-from labeling.local_services import Services
+from labeling.jobs.follow import output_stream
+from labeling.jobs.local_services import Services
 from labeling.management.command_support import LabelingCommand, enqueue_canvases, run_metrics_line
-from mlcore.starting_model import StartingModelError
+from mlcore.model.starting_model import StartingModelError
 
 DEMO_PROJECT = "Mona Lisa cars and boats"
 DEMO_USER = "demo"
@@ -215,7 +215,7 @@ class Command(LabelingCommand):
         return project
 
     def cifar_source(self, var_dir: Path) -> Path:
-        from mlcore.datasets import download_cifar10, find_shared_data
+        from mlcore.data.datasets import download_cifar10, find_shared_data
         from mlcore.progress import terminal_progress
 
         if self.opts["cifar"]:
@@ -234,8 +234,8 @@ class Command(LabelingCommand):
             raise CommandError(str(exc)) from None
 
     def ensure_dataset(self, project):
+        from labeling.ingest.uploads import UploadError, add_dataset
         from labeling.models import Dataset, JobRecord
-        from labeling.uploads import UploadError, add_dataset
 
         ready = Dataset.objects.filter(project=project, status="ready").first()
         if ready is not None:
@@ -297,8 +297,8 @@ class Command(LabelingCommand):
         return self.follow_cycle(record)
 
     def ensure_collage(self, project):
+        from labeling.ingest.uploads import UploadError, add_collage_scene
         from labeling.models import JobRecord, Scene
-        from labeling.uploads import UploadError, add_collage_scene
 
         scene = Scene.objects.filter(project=project, name=COLLAGE_NAME).order_by("pk").first()
         if scene is not None and scene.pixels_key:
@@ -349,7 +349,7 @@ class Command(LabelingCommand):
         return run
 
     def ensure_dzi(self, project, scene):
-        from labeling.jobs import enqueue
+        from labeling.jobs.enqueue import enqueue
         from labeling.models import JobRecord
 
         record = (

@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from labeling.loop.cycle import f1_summary
         from labeling.models import ScoringRun
-        from labeling.results import refresh_metrics
+        from labeling.scoring.results import refresh_metrics
 
         project = get_project(opts["project"])
         runs = ScoringRun.objects.filter(scene__project=project, status="done").exclude(grid_key="")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from labeling.job_progress import score_records
+from labeling.jobs.follow import score_records
 from labeling.management.command_support import ProjectJobCommand, get_project, run_metrics_line
 
 

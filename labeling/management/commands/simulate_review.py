@@ -13,8 +13,8 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from labeling.job_progress import follow_cycle
-from labeling.local_services import workers_for
+from labeling.jobs.follow import follow_cycle
+from labeling.jobs.local_services import workers_for
 from labeling.management.command_support import LabelingCommand, get_project
 
 
@@ -27,7 +27,7 @@ def strategies() -> tuple[tuple[str, ...], str]:
 
 
 class Oracle:
-    """The true class of any window of a scene with ground truth: mlcore.metrics.window_truth
+    """The true class of any window of a scene with ground truth: mlcore.eval.metrics.window_truth
     (the one definition the stored metrics and the metrics page use), given every box, negative
     tiles too: the class of the top-most tile holding the window's centre, else the negative
     class. A label outside ``classes`` (when given) counts as negative."""
@@ -41,7 +41,7 @@ class Oracle:
             self.classes.append(negative)
 
     def label(self, x: int, y: int, w: int, h: int) -> str:
-        from mlcore.metrics import window_truth
+        from mlcore.eval.metrics import window_truth
 
         # A window of size 0 at the centre: window_truth's centre rule for any w x h box.
         truth = window_truth([y + h / 2.0], [x + w / 2.0], 0, self.boxes, self.classes,
@@ -124,7 +124,7 @@ def simulate(
     benchmark simulating on a copy passes the original) so the metrics page can draw the curve
     beside the project's own; ``record_config`` (seed, tag, ...) is stored with it."""
     from labeling.models import Annotation
-    from labeling.results import load_scene_ground_truth
+    from labeling.scoring.results import load_scene_ground_truth
     from mlcore.progress import terminal_progress
 
     next_queue_window, record_annotation = review_service()
@@ -238,6 +238,7 @@ def simulation_point(row: dict) -> dict:
 
 def record_simulation(owner, project, scene, strategy, per_cycle, profile, config, rows):
     from labeling.models import SimulationRun
+
     return SimulationRun.objects.create(
         project=owner,
         strategy=strategy,

@@ -1,0 +1,1 @@
+"""What users bring in: uploads and storage keys, their size limits and picture checks."""

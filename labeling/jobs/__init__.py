@@ -1,0 +1,2 @@
+"""Jobs: enqueueing and reconciling them, following one from a terminal, the local services,
+database-cut survival."""

@@ -1,0 +1,1 @@
+"""What a scoring run leaves behind: grids, detections, thresholds, metrics, COCO results."""

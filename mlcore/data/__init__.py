@@ -1,0 +1,2 @@
+"""Training material: labelled datasets, training canvases, windows as views, the collage
+generator."""

@@ -1,0 +1,1 @@
+"""From a scene to detections: window scoring, thresholds calibration, NMS post-processing."""

@@ -1,0 +1,44 @@
+"""The box head: where a window's object lies and how well the window is centred on it.
+
+Five numbers per window from the pooled trunk features (FCOS-like, Tian et al. 2019): the object's
+box edges x0, y0, x1, y1 as offsets from the window's own edges in window units, and a centredness
+logit whose sigmoid is the predicted IoU of the window with its object. Zero-initialised, so a new
+head starts at "the window is the box" and IoU 0.5. Its targets come from the canvases' tile
+origins (mlcore.train.training.TorchWindowGather._box_targets); mlcore.model.export writes
+its outputs as ``boxes`` and ``centredness``; mlcore.inference.postprocess ranks and moves boxes
+by them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+OUTPUTS = 5  # x0, y0, x1, y1 offsets + the centredness logit
+
+
+class BoxHead(nn.Linear):
+    """A linear layer on the pooled features (its weights stay ``box.weight`` / ``box.bias`` in
+    checkpoints), with the decoding and the loss that belong to it."""
+
+    def __init__(self, in_features: int):
+        super().__init__(in_features, OUTPUTS)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    @staticmethod
+    def decode(raw: torch.Tensor, window: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(boxes (N, 4) x0, y0, x1, y1 in pixels from the window's origin, centredness (N,))."""
+        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=raw.device)
+        return (raw[:, :4] + unit) * window, torch.sigmoid(raw[:, 4])
+
+
+def box_loss_per_window(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Smooth L1 on the four edge offsets plus cross-entropy of the centredness with the IoU,
+    one value per window (the caller weighs windows whose tile is known)."""
+    raw = raw.float()
+    edges = nn.functional.smooth_l1_loss(raw[:, :4], target[:, :4], beta=0.1, reduction="none")
+    centred = nn.functional.binary_cross_entropy_with_logits(
+        raw[:, 4], target[:, 4], reduction="none"
+    )
+    return edges.sum(1) + centred

@@ -1,0 +1,756 @@
+"""Train the window classifier on training canvases (PyTorch; CUDA when present, CPU otherwise).
+
+The input pipeline never touches Python per window: the canvases are packed once into one flat
+uint8 tensor on the training device, and each batch is a single gather computed from random window
+origins (index arithmetic, no unfold, no copies of the canvases), followed by augmentation of the
+whole batch on the device. On a GPU the batch never leaves GPU memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlcore.data.windows import FULL_COVERAGE, NO_HEAD, SPLITS, WindowSampler, coverage_weights
+from mlcore.model.box_head import box_loss_per_window
+from mlcore.model.network import WindowResNet, build_model, logits_of
+from mlcore.progress import Progress, report
+
+CHECKPOINT_FORMAT = "mlcore-window-resnet-v1"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# On the CPU torch.compile takes about a minute for ResNet-20 (cold cache) and then trains
+# faster than eager (fused batch norm / ReLU / residual adds; see docs/profiling.md). "auto" uses
+# it for runs of at least this many windows (hours of CPU time, e.g. the "full" profile), where
+# the minute is surely repaid; shorter runs (the "quick" profile, fine-tunes) stay eager.
+COMPILE_MIN_WINDOWS = 1_000_000
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. ``steps`` is used unless ``epochs`` is set (one
+    epoch = the number of distinct training windows on the step grid / batch size)."""
+
+    depth: int = 20
+    width: int = 16
+    window: int = 32
+    step: int = 8
+    batch_size: int = 128
+    steps: int = 2000
+    epochs: float | None = None
+    optimizer: str = "sgd"  # "sgd" (nesterov momentum) | "adamw"
+    lr: float = 0.1
+    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine) | "cosine" | "constant"
+    warmup_fraction: float = 0.2
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    channels_last: bool = True
+    # torch.compile: "auto" = on for CUDA, and on the CPU only for runs long enough to repay the
+    # compile time (COMPILE_MIN_WINDOWS windows); True/False; or a torch.compile mode name
+    # ("default", "reduce-overhead" = CUDA graphs, "max-autotune", "max-autotune-no-cudagraphs").
+    compile: str | bool = "auto"
+    hflip: bool = True
+    vflip: bool = False  # off by default: cars and boats are not upside down; on for aerial scenes
+    jitter: int = 4  # random window shift in px (off the step grid), clamped to the split region
+    brightness: float = 0.1  # +- fraction of 255 added per image
+    contrast: float = 0.1  # +- fraction of contrast change per image
+    # Share of the draws per class (relative numbers, e.g. {"negative": 2}); unnamed classes 1.
+    # Equal shares give each of the 8 negative CIFAR-10 source classes ~4% of a batch, so the
+    # hard ones (trucks, airplanes) are rarely seen; the scene is ~86% negative.
+    class_shares: dict | None = None
+    # Or just the negative class's share of the draws (the positives split the rest equally).
+    negative_share: float | None = None
+    # The reviewed windows' (exact samples') share of the draws, whatever the canvases' size
+    # (mlcore.data.windows.WindowSampler); None: by their weight alone, as one window among all.
+    correction_share: float | None = None
+    # A fine-tune's result is (1 - parent_mix) x its weights + parent_mix x its start's (weight
+    # averaging with the parent, WiSE-FT: Wortsman et al. 2022), to keep what the parent knew of
+    # scenes the reviewed ones do not show. 0: the fine-tuned weights alone. Heads the start
+    # lacks keep their trained weights.
+    parent_mix: float = 0.0
+    # One output head per source class of the dataset (truck apart from automobile) where the
+    # canvases know them. Off by default: in the quick profile's budget it measured worse on the
+    # calibration scene (object F1 0.54/0.55 vs 0.64/0.60, one seed each; docs/model-quality.md).
+    source_heads: bool = False
+    # Windows whose centre class covers less than min_coverage of them do not teach the centre
+    # rule: "drop" leaves them out of the loss, "linear" weights every window by its coverage,
+    # "none" trains on all (as before).
+    # Measured: docs/model-quality.md#training-on-the-question-asked-and-the-recipe.
+    coverage: str = "drop"
+    min_coverage: float = 0.4
+    # A box head beside the classes (mlcore.model.network): the object's box relative to the window
+    # (smooth L1) and the window's IoU with it (centredness, cross-entropy), learnt on every
+    # window of a mixed canvas whose top tile is known; post-processing ranks by p x IoU.
+    box_head: bool = False
+    box_loss_weight: float = 1.0
+    val_fraction: float = 0.1
+    val_windows: int = 2048
+    log_every: int = 10
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    mean: list[float] | None = None  # normalisation in [0, 1] units (None: CIFAR-10 statistics)
+    std: list[float] | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> TrainConfig:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known options: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def total_steps(self, n_train_windows: int) -> int:
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * n_train_windows / self.batch_size))
+        return max(1, int(self.steps))
+
+
+@dataclass
+class TrainResult:
+    model: WindowResNet
+    history: list[dict]
+    val_accuracy: float | None
+    windows_per_s: float
+    classes: list[str] = field(default_factory=list)
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    def save_checkpoint(self, path) -> Path:
+        return save_checkpoint(path, self.model, self.classes, self.config, self.history)
+
+
+def compile_mode(config: TrainConfig, device: torch.device, total_steps: int) -> str | None:
+    """The torch.compile mode this run uses, or None for eager."""
+    value = config.compile
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if value is False:
+        return None
+    if value is True:
+        return "default"
+    if value == "auto":
+        if device.type == "cuda":
+            return "default"
+        long_run = total_steps * config.batch_size >= COMPILE_MIN_WINDOWS
+        return "default" if long_run else None
+    if value in COMPILE_MODES:
+        return value
+    raise ValueError(
+        f"compile must be 'auto', true, false or one of {COMPILE_MODES}, not {value!r}"
+    )
+
+
+def resolve_class_shares(config: TrainConfig, classes) -> dict | None:
+    """``class_shares``, or the shares that give the negative class ``negative_share``."""
+    from mlcore.inference.postprocess import default_negative
+
+    negative = default_negative(classes)
+    if config.negative_share is None or negative is None or config.class_shares:
+        return config.class_shares
+    share = float(config.negative_share)
+    if not 0 < share < 1:
+        raise ValueError(f"negative_share must be in (0, 1), got {share}")
+    positives = [c for c in classes if c != negative]
+    return {c: (1 - share) / len(positives) for c in positives} | {negative: share}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+class TorchWindowGather:
+    """Torch twin of :class:`WindowSampler` that samples and gathers on the training device.
+
+    The canvases are packed into one flat uint8 tensor (and their label maps into another); a
+    window is addressed by ``offset[c] + ((y + dy) * width[c] + (x + dx)) * 3 + channel``, so a
+    batch is one gather over any mix of canvases. Origins are drawn from the sampler's tables
+    (same distribution) by bisection of their running sum, with a torch generator on the device,
+    so nothing syncs with the host.
+    """
+
+    def __init__(self, sampler: WindowSampler, device: torch.device):
+        self.sampler, self.device = sampler, device
+        self.window, self.step = sampler.window, sampler.step
+        sizes = [a.size for a in sampler.arrays]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.flat = torch.empty(int(sum(sizes)), dtype=torch.uint8, device=device)
+        self.flat_labels = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        self.flat_heads = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        self.flat_coverage = torch.empty(int(sum(sizes)) // 3, dtype=torch.uint8, device=device)
+        # Tile origins (y, x) per pixel for box targets; -1 where unknown (not a mixed canvas).
+        self.flat_tiles = torch.full((2, int(sum(sizes)) // 3), -1, dtype=torch.int16,
+                                     device=device)  # fmt: skip
+        for origins, offset, size in zip(sampler.tile_origins, offsets, sizes):
+            if origins is not None:
+                pixels = slice(int(offset) // 3, (int(offset) + size) // 3)
+                self.flat_tiles[:, pixels].copy_(torch.from_numpy(origins.reshape(2, -1)))
+        self.tile_h, self.tile_w = sampler.tile_size
+        layers = zip(
+            sampler.arrays, sampler.label_maps, sampler.head_maps, sampler.coverage_maps,
+            offsets, sizes,
+        )  # fmt: skip
+        for array, labels, heads, coverage, offset, size in layers:
+            pixels = slice(int(offset) // 3, (int(offset) + size) // 3)
+            self.flat[int(offset) : int(offset) + size].copy_(_flat_tensor(array))
+            self.flat_labels[pixels].copy_(_flat_tensor(labels))
+            self.flat_heads[pixels].copy_(_flat_tensor(heads))
+            self.flat_coverage[pixels].copy_(_flat_tensor(coverage))
+        self.offsets = torch.as_tensor(offsets, device=device)
+        self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
+        w = self.window
+        ar = torch.arange(w, device=device)
+        self.dy = ar.view(1, w, 1, 1)
+        self.dx_ch = ar.view(1, 1, w, 1) * 3 + torch.arange(3, device=device).view(1, 1, 1, 3)
+        self.tables = {}
+        for split in SPLITS:
+            t = sampler.tables[split]
+            self.tables[split] = {
+                name: torch.as_tensor(getattr(t, name), device=device)
+                for name in ("canvas", "y", "x", "label", "ylo", "yhi", "xlo", "xhi")
+            } | {"cdf": torch.as_tensor(t.cdf, dtype=torch.float64, device=device)}
+            self.tables[split]["n"] = t.n_windows
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(uint8 windows, class labels, head labels with -1 where only the class is known)."""
+        return self.sample_batch(batch_size, generator, split, jitter)[:3]
+
+    def sample_batch(
+        self, batch_size: int, generator: torch.Generator, split: str = "train", jitter: int = 0
+    ) -> WindowBatch:
+        """:meth:`sample` plus each window's loss weight (its coverage, by the sampler's rule:
+        a jittered window can move off the centre of its tile) and its box targets."""
+        t = self.tables[split]
+        if t["n"] == 0:
+            raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
+        dev = self.device
+        u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
+        rows = torch.searchsorted(t["cdf"], u * t["cdf"][-1]).clamp_(max=t["n"] - 1)
+        canvas, y, x = t["canvas"][rows], t["y"][rows], t["x"][rows]
+        labels = t["label"][rows]
+        width = self.widths[canvas]
+        if jitter > 0:
+            shift = torch.randint(
+                -jitter, jitter + 1, (2, batch_size), generator=generator, device=dev
+            )
+            y = torch.minimum(torch.maximum(y + shift[0], t["ylo"][rows]), t["yhi"][rows])
+            x = torch.minimum(torch.maximum(x + shift[1], t["xlo"][rows]), t["xhi"][rows])
+        half = self.window // 2
+        centre = self.offsets[canvas] // 3 + (y + half) * width + (x + half)
+        if jitter > 0:
+            labels = self.flat_labels[centre].long()
+        heads = self.flat_heads[centre].long()
+        heads = torch.where(heads == NO_HEAD, -1, heads)
+        share = self.flat_coverage[centre].float() / FULL_COVERAGE
+        weights = coverage_weights(share, self.sampler.coverage, self.sampler.min_coverage)
+        base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
+        index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
+        box_target, box_weight = self._box_targets(centre, y, x)
+        return WindowBatch(self.flat[index], labels, heads, weights, box_target, box_weight)
+
+    def _box_targets(self, centre, y, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 5) targets of the box head, in window units: the top tile's edges minus the
+        window's (x0, y0, x1 - 1, y1 - 1, as the head predicts them) and the window's IoU with
+        the tile; (B,) weight, 1 where the tile is known."""
+        ty = self.flat_tiles[0, centre].long()
+        tx = self.flat_tiles[1, centre].long()
+        known = ty >= 0
+        w, th, tw = float(self.window), self.tile_h, self.tile_w
+        x0, y0 = (tx - x).float() / w, (ty - y).float() / w
+        x1, y1 = (tx + tw - x).float() / w - 1, (ty + th - y).float() / w - 1
+        inter_w = (torch.minimum(tx + tw, x + self.window) - torch.maximum(tx, x)).clamp(min=0)
+        inter_h = (torch.minimum(ty + th, y + self.window) - torch.maximum(ty, y)).clamp(min=0)
+        inter = (inter_w * inter_h).float()
+        iou = inter / (self.window**2 + th * tw - inter)
+        target = torch.stack([x0, y0, x1, y1, iou], 1)
+        return torch.where(known.view(-1, 1), target, 0.0), known.float()
+
+
+class WindowBatch(NamedTuple):
+    """One training batch: uint8 windows, class and head labels, the coverage rule's loss
+    weights and the box head's targets (see TorchWindowGather._box_targets)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    heads: torch.Tensor
+    weights: torch.Tensor
+    box_target: torch.Tensor
+    box_weight: torch.Tensor
+
+
+def _flat_tensor(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only memmaps are only read (copied) here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
+
+
+def augment(
+    images: torch.Tensor, config: TrainConfig, generator: torch.Generator, flips: bool = True
+) -> torch.Tensor:
+    """Flips (unless ``flips`` is off: the caller flipped) and brightness/contrast jitter of a
+    uint8 NHWC batch; returns float in 0..255."""
+    x = images.float()
+    n, dev = x.shape[0], x.device
+
+    def coin() -> torch.Tensor:
+        return (torch.rand(n, generator=generator, device=dev) < 0.5).view(n, 1, 1, 1)
+
+    if flips and config.hflip:
+        x = torch.where(coin(), x.flip(2), x)
+    if flips and config.vflip:
+        x = torch.where(coin(), x.flip(1), x)
+    if config.contrast > 0 or config.brightness > 0:
+        u = torch.rand(2, n, 1, 1, 1, generator=generator, device=dev) * 2 - 1
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + config.contrast * u[0]) + mean + config.brightness * 255 * u[1]
+        x = x.clamp_(0, 255)
+    return x
+
+
+def augment_batch(batch: WindowBatch, config: TrainConfig, generator: torch.Generator):
+    """:func:`augment` of the windows, with the box targets flipped along with them."""
+    if config.hflip or config.vflip:
+        x = batch.images.float()
+        n, dev = x.shape[0], x.device
+        target = batch.box_target.clone()
+        for axis, on in ((2, config.hflip), (1, config.vflip)):
+            if not on:
+                continue
+            flip = torch.rand(n, generator=generator, device=dev) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(axis), x)
+            a, b = (0, 2) if axis == 2 else (1, 3)  # x0/x1 or y0/y1, in window units
+            swapped = torch.stack([-target[:, b], -target[:, a]], 1)
+            target[:, [a, b]] = torch.where(flip.view(n, 1), swapped, target[:, [a, b]])
+        return augment(x, config, generator, flips=False), batch._replace(box_target=target)
+    return augment(batch.images, config, generator), batch
+
+
+def head_loss(model: WindowResNet, smoothing: float):
+    """Loss on head logits: cross-entropy on the source class where it is known; where only the
+    class is (corrections, single-class canvases), the negative log of the class probability
+    (the sum over its heads), smoothed the same way."""
+    fine = nn.CrossEntropyLoss(label_smoothing=smoothing, reduction="none")
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        log_class = model.class_log_probs(logits)
+        picked = log_class.gather(1, labels.view(-1, 1)).squeeze(1)
+        coarse = -(1 - smoothing) * picked - smoothing * log_class.mean(1)
+        return torch.where(heads >= 0, fine(logits, heads.clamp(min=0)), coarse)
+
+    return loss
+
+
+def class_loss(smoothing: float):
+    """Per-window smoothed cross-entropy on the class (one head per class)."""
+    ce = nn.CrossEntropyLoss(label_smoothing=smoothing, reduction="none")
+    return lambda logits, labels, heads: ce(logits.float(), labels)
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of per-window losses by weight; a batch of weight 0 gives 0 (no step direction)."""
+    return (losses * weights).sum() / weights.sum().clamp(min=1e-6)
+
+
+def box_loss(raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The box head's loss (mlcore.model.box_head), averaged over the windows whose tile is
+    known."""
+    return weighted_mean(box_loss_per_window(raw, target), weight)
+
+
+def _forward_backward(net, x, batch, loss_fn, optimizer, device, autocast, box_weight=1.0):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = net(x)
+    logits = logits_of(out)
+    loss = weighted_mean(loss_fn(logits.float(), batch.labels, batch.heads), batch.weights)
+    if isinstance(out, dict) and box_weight > 0:
+        loss = loss + box_weight * box_loss(out["box_raw"], batch.box_target, batch.box_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
+def _lr_lambda(config: TrainConfig, total: int) -> Callable[[int], float]:
+    warm = max(1, int(config.warmup_fraction * total)) if config.schedule == "onecycle" else 0
+
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if step < warm:
+            return 0.04 + 0.96 * step / warm
+        progress_ = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+    if config.schedule not in ("onecycle", "cosine", "constant"):
+        raise ValueError(f"schedule must be onecycle, cosine or constant, not {config.schedule!r}")
+    return factor
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)  # no weight decay on BN and biases
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # fused=True: one kernel over all parameters instead of a few small ops per tensor (the
+    # per-tensor loop was ~8% of a CPU step, see docs/profiling.md).
+    fused = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in decay) else {}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fused
+        )
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, **fused)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {config.optimizer!r}")
+
+
+def init_payload(init_state) -> dict | None:
+    """The checkpoint dict behind ``init_state`` (a path or a checkpoint dict), else None (a
+    bare state dict, which carries no architecture)."""
+    if isinstance(init_state, (str, os.PathLike)):
+        return read_checkpoint(init_state)
+    if isinstance(init_state, dict) and "state_dict" in init_state:
+        return init_state
+    return None
+
+
+def follow_init_architecture(
+    config: TrainConfig, payload: dict | None, classes, log
+) -> TrainConfig:
+    """A start (a parent version or the starting model) decides the architecture: its depth
+    and width, and source-class heads when its heads are not our classes (the starting model's
+    CIFAR-10 heads: our classes become sums of them). A retrain with another profile (tiny
+    after quick) then fine-tunes the network it has instead of failing to load it."""
+    if payload is None:
+        return config
+    arch = payload.get("architecture", {})
+    updates = {k: int(arch[k]) for k in ("depth", "width") if arch.get(k) is not None}
+    if arch.get("box_head"):  # a box head once learnt is kept
+        updates["box_head"] = True
+    heads = arch.get("heads") or []
+    if heads and list(heads) != list(classes):
+        updates["source_heads"] = True
+    changed = {k: v for k, v in updates.items() if getattr(config, k) != v}
+    if changed:
+        log(f"architecture of the starting point kept: {changed}")
+        config = TrainConfig.from_dict(config.to_dict() | changed)
+    return config
+
+
+def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) -> dict:
+    """Fine-tune start: copy the backbone; copy each output head whose name the start has too
+    (a CIFAR-10 head of the starting model, a class of the parent), so a class made of source
+    classes starts as the sum of their heads; heads the start lacks are freshly initialised.
+    Returns what did not come from the start: {state key: None (all of it) or its fresh rows}."""
+    payload = init_payload(init_state)
+    state = payload["state_dict"] if payload is not None else init_state
+    start_heads = list((payload or {}).get("architecture", {}).get("heads") or [])
+    start_heads = start_heads or list((payload or {}).get("classes") or [])
+    own = model.state_dict()
+    # The head -> class map belongs to the model being trained, never to its starting point.
+    state = {k: v for k, v in state.items() if k != "head_to_class"}
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing = [k for k in own if k not in state and k != "head_to_class"]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
+    fresh: dict = {}
+    if missing and all(k.startswith(("fc.", "box.")) for k in missing):
+        if any(k.startswith("box.") for k in missing):
+            log("a new box head (the start has none)")
+        fresh.update({k: None for k in missing})
+        missing = []
+    if unexpected or wrong or missing:
+        raise ValueError(
+            "the initial state does not fit this model (different depth or width?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, other shape {wrong[:5]}"
+        )
+    own.update(backbone)
+    heads = list(getattr(model, "heads", []) or [])
+    if start_heads and heads and "fc.weight" in state:
+        kept = [h for h in heads if h in start_heads]
+        for row, name in enumerate(heads):
+            if name in start_heads:
+                src = start_heads.index(name)
+                own["fc.weight"][row] = state["fc.weight"][src]
+                own["fc.bias"][row] = state["fc.bias"][src]
+        new = [h for h in heads if h not in start_heads]
+        if new:
+            log(f"new output heads {new} (the start has {start_heads}); kept {kept}")
+            rows = [heads.index(h) for h in new]
+            fresh.update({"fc.weight": rows, "fc.bias": rows})
+    elif "fc.weight" in state and own["fc.weight"].shape == state["fc.weight"].shape:
+        own.update({k: v for k, v in state.items() if k.startswith("fc.")})
+    else:
+        log("fine-tune: the classifier head was re-initialised (the class list changed)")
+        fresh.update({k: None for k in own if k.startswith("fc.")})
+    model.load_state_dict(own)
+    return fresh
+
+
+def mix_with_parent(model: nn.Module, parent: dict, share: float, fresh: dict) -> None:
+    """Weight averaging with the start: every float tensor becomes (1 - share) x its trained
+    value + share x the start's (BatchNorm statistics too, as WiSE-FT does); what ``fresh``
+    names (no start to return to) keeps its trained value."""
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, value in own.items():
+            wholly_fresh = key in fresh and fresh[key] is None
+            if key not in parent or not value.is_floating_point() or wholly_fresh:
+                continue
+            start = parent[key].to(value.device, value.dtype)
+            mixed = value * (1.0 - share) + start * share
+            rows = fresh.get(key)
+            if rows:
+                mixed[rows] = value[rows]
+            value.copy_(mixed)
+
+
+def evaluate(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, device, batch_size: int = 512
+) -> float:
+    """Accuracy of ``model`` on uint8 windows (eval mode, no augmentation)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).to(device)
+            logits = logits_of(model(x))
+            if hasattr(model, "class_probs"):
+                logits = model.class_probs(logits)
+            pred = logits.argmax(1).cpu().numpy()
+            correct += int((pred == labels[start : start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(images))
+
+
+def train(
+    canvas_set,
+    classes,
+    config: TrainConfig | dict | None = None,
+    progress: Progress | None = None,
+    init_state=None,
+    log: Callable[[str], None] | None = None,
+    *,
+    device: torch.device | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    """Train a fresh model (or fine-tune ``init_state``: a state dict or checkpoint path).
+
+    With ``world_size > 1`` (inside an initialised process group, see
+    :mod:`mlcore.train.distributed`) each rank samples its own windows, the global batch is split
+    over
+    ranks and gradients are averaged by DistributedDataParallel."""
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    if not 0.0 <= config.parent_mix < 1.0:  # before the training it would otherwise waste
+        raise ValueError(f"parent_mix must be in [0, 1), got {config.parent_mix}")
+    classes = list(classes)
+    log = log or logger.info
+    if init_state is not None:
+        payload = init_payload(init_state)  # a path is read once, here
+        init_state = payload or init_state
+        config = follow_init_architecture(config, payload, classes, log)
+    device = device or resolve_device(config.device)
+    if config.threads and device.type == "cpu":
+        torch.set_num_threads(int(config.threads))
+    torch.manual_seed(config.seed)
+    sampler = WindowSampler(
+        canvas_set, classes, config.window, config.step, config.val_fraction, config.seed,
+        class_shares=resolve_class_shares(config, classes),
+        min_coverage=config.min_coverage, coverage=config.coverage,
+        correction_share=config.correction_share,
+    )  # fmt: skip
+    total = config.total_steps(sampler.n_windows("train"))
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} must divide among {world_size} ranks")
+    local_batch = config.batch_size // world_size
+
+    norm = {k: v for k, v in (("mean", config.mean), ("std", config.std)) if v is not None}
+    use_heads = config.source_heads and sampler.fine
+    head_classes = sampler.head_classes if use_heads else None
+    model = build_model(len(classes), config.depth, config.width, head_classes=head_classes,
+                        box_head=config.box_head, **norm)  # fmt: skip
+    model.heads = list(sampler.heads) if use_heads else list(classes)
+    parent, fresh = None, {}
+    if init_state is not None:
+        fresh = load_init_state(model, init_state, log)
+        if config.parent_mix:
+            parent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mode = compile_mode(config, device, total)
+    net: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    eager = net
+    if mode is not None:
+        net = torch.compile(net, mode=mode)
+
+    gather = TorchWindowGather(sampler, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed * 1000 + rank + 1)
+    optimizer = _optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
+    if use_heads:
+        loss_fn = head_loss(model, config.label_smoothing)
+    else:  # one head per class: plain smoothed cross-entropy on the class
+        loss_fn = class_loss(config.label_smoothing)
+    autocast = device.type == "cuda" and config.bf16
+
+    history: list[dict] = []
+    running = torch.zeros((), device=device)
+    since_log = 0
+    started = timed_from = time.perf_counter()
+    # Compiled runs (CUDA graphs above all) record/recompile during their first steps.
+    warmup = min(total - 1, 1 if mode is None else 3)
+    compiled = f", torch.compile mode {mode!r}" if mode else ""
+    log(
+        f"training {config.depth}-layer ResNet on {device} for {total} steps of {local_batch}"
+        f"{compiled}"
+    )
+    model.train()
+    for step in range(1, total + 1):
+        batch = gather.sample_batch(local_batch, generator, "train", config.jitter)
+        if config.box_head:  # flips move the box targets too
+            x, batch = augment_batch(batch, config, generator)
+        else:
+            x = augment(batch.images, config, generator)
+        args = (x, batch, loss_fn, optimizer, device, autocast, config.box_loss_weight)
+        try:
+            loss = _forward_backward(net, *args)
+        except Exception as exc:  # noqa: BLE001 - compiler missing/broken: train eagerly
+            if net is eager or step > 1:
+                raise
+            log(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
+            net, mode, warmup = eager, None, min(total - 1, 1)
+            loss = _forward_backward(net, *args)
+        optimizer.step()
+        scheduler.step()
+        running += loss.detach()
+        since_log += 1
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timed_from = time.perf_counter()  # the first steps pay for compilation and warm-up
+        if step % config.log_every == 0 or step == total:
+            mean_loss = running / since_log
+            if world_size > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(mean_loss)
+                mean_loss = mean_loss / world_size
+            value = float(mean_loss)  # the only host sync of the loop
+            history.append({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
+            running.zero_()
+            since_log = 0
+            report(progress, step, total, f"loss {value:.4f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - timed_from
+    timed_steps = max(1, total - warmup)
+    windows_per_s = timed_steps * config.batch_size / elapsed if total > 1 and elapsed > 0 else 0.0
+
+    if parent is not None:
+        mix_with_parent(model, parent, config.parent_mix, fresh)
+        log(f"weights averaged with the parent's ({config.parent_mix:g} of the parent)")
+    val_accuracy = None
+    if sampler.n_windows("val") > 0 and config.val_windows > 0:
+        rng = np.random.default_rng(config.seed + 7919)  # the same validation set every run
+        val_x, val_y = sampler.sample(config.val_windows, rng, "val")
+        val_accuracy = evaluate(model, val_x, val_y, device)
+    log(
+        f"trained in {time.perf_counter() - started:.1f}s, {windows_per_s:.0f} windows/s, "
+        f"val accuracy {val_accuracy}"
+    )
+    model.eval()
+    return TrainResult(model, history, val_accuracy, windows_per_s, classes, config)
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def save_checkpoint(path, model: WindowResNet, classes, config: TrainConfig, history=None) -> Path:
+    """Write state dict + classes + config + normalisation atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "config": config.to_dict(),
+        "architecture": {
+            "depth": model.depth,
+            "width": model.width,
+            "head_classes": model.head_classes,
+            "heads": list(getattr(model, "heads", []) or []),
+            "box_head": bool(getattr(model, "box_head", False)),
+        },  # fmt: skip
+        "normalisation": model.normalisation,
+        "history": list(history or []),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint dict, with a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: {exc}); "
+            "retrain or restore the model version"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an mlcore checkpoint (expected {CHECKPOINT_FORMAT})")
+    return payload
+
+
+def load_checkpoint(path, device: str = "cpu") -> tuple[WindowResNet, dict]:
+    """Rebuild the model from a checkpoint; returns (model in eval mode, checkpoint dict)."""
+    payload = read_checkpoint(path)
+    arch, norm = payload["architecture"], payload["normalisation"]
+    model = build_model(
+        len(payload["classes"]), arch["depth"], arch["width"],
+        head_classes=arch.get("head_classes"), box_head=arch.get("box_head", False), **norm,
+    )  # fmt: skip
+    model.heads = arch.get("heads") or list(payload["classes"])
+    state = dict(payload["state_dict"])
+    state.setdefault("head_to_class", model.head_to_class)  # checkpoints from before heads
+    model.load_state_dict(state)
+    return model.to(device).eval(), payload

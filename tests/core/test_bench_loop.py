@@ -1,0 +1,139 @@
+"""bench/bench_loop.py on a tiny demo folder made here (coloured tiles, a tiny model, two small
+collage-like scenes): the pairing (one seed: the same first model, fine-tune seed and random
+picks for every strategy; the same seed twice: the same run), corrections stick and labels saved
+in its JSON. Nothing here is a figure: the tiny model only has to run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("torch")
+
+from bench import bench_loop  # noqa: E402
+from mlcore import cli  # noqa: E402
+from mlcore.data.canvases import build_canvas_set, calibration_scene  # noqa: E402
+from mlcore.data.datasets import LabelledImages  # noqa: E402
+from mlcore.train.profiles import profile_config  # noqa: E402
+
+COLOURS = {"car": (200, 30, 30), "boat": (30, 40, 200), "negative": (60, 160, 60)}
+
+
+def _images(n_per_class: int, seed: int) -> LabelledImages:
+    rng = np.random.default_rng(seed)
+    images, labels, ids = [], [], []
+    for k, colour in enumerate(COLOURS.values()):
+        noise = rng.integers(-40, 40, (n_per_class, 32, 32, 3))
+        images.append(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8))
+        labels += [k] * n_per_class
+        ids += [f"s{seed}-{k}-{i}" for i in range(n_per_class)]
+    return LabelledImages(np.concatenate(images), np.array(labels), list(COLOURS), ids)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    cset = build_canvas_set(_images(84, 0), canvas_size=128, seed=0, calibration_fraction=0.25)
+    cset.save(root / "canvases")
+    trained = cli.main(["train", str(root / "canvases"), str(root / "model"), "--profile", "tiny"])
+    assert trained == 0
+    for k, stem in enumerate(bench_loop.SCENES.values()):
+        image, truth = calibration_scene(_images(12, 10 + k), seed=k, copies=1)
+        Image.fromarray(image).save(root / f"{stem}.png")
+        (root / f"{stem}.json").write_text(json.dumps(truth))
+    return root
+
+
+def _run(demo: Path, out: Path, strategies: list[str], seeds: int = 1, extra=()) -> dict:
+    code = bench_loop.main([*extra,
+        "--demo", str(demo), "--strategies", *strategies, "--seeds", str(seeds),
+        "--cycles", "1", "--random-cycles", "2", "--per-cycle", "12", "--steps", "2",
+        "--json", str(out / "loop.json"), "--chart", str(out / "loop.png"),
+    ])  # fmt: skip
+    assert code == 0
+    return json.loads((out / "loop.json").read_text())
+
+
+@pytest.mark.slow  # several real fine-tunes
+def test_paired_seeds_share_the_first_model_the_finetune_seed_and_the_random_picks(
+    tiny_demo, tmp_path
+):
+    first = _run(tiny_demo, tmp_path, ["random", "diverse_uncertainty"], seeds=2)
+    records = {(r["strategy"], r["seed"]): r for r in first["records"]}
+    assert set(records) == {(s, k) for s in ("random", "diverse_uncertainty") for k in (0, 1)}
+    shas = {r["first_model_sha256"] for r in records.values()}
+    assert shas == {first["meta"]["first_model"]["sha256"]}  # one first model for every run
+    for seed in (0, 1):
+        a, b = records[("random", seed)], records[("diverse_uncertainty", seed)]
+        assert a["finetune_seed"] == b["finetune_seed"] == seed
+        assert a["f1"][0] == b["f1"][0]  # the same first model, the same thresholds
+        assert len(a["f1"]) == 3 and len(b["f1"]) == 2  # random goes on for labels saved
+    # Different seeds draw different random windows.
+    assert records[("random", 0)]["picks"][0] != records[("random", 1)]["picks"][0]
+
+    again = _run(tiny_demo, tmp_path, ["random"], seeds=1)
+    repeat = again["records"][0]
+    # The same seed is the same run: picks of every cycle, and what the fine-tunes made of them.
+    assert repeat["picks"] == records[("random", 0)]["picks"]
+    assert repeat["f1"] == records[("random", 0)]["f1"]
+
+
+@pytest.mark.slow  # several real fine-tunes
+def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_demo, tmp_path):
+    results = _run(tiny_demo, tmp_path, ["random", "diverse_uncertainty"], seeds=2)
+    default = results["default_strategy"]
+    assert default == "diverse_uncertainty"  # the only candidate besides random
+    assert results["default_chosen_on"].startswith("calibration-scene")
+    paired = results["paired_vs_random"][default]
+    assert paired["seeds"] == [0, 1] and len(paired["object_f1"]["mean"]) == 2
+    assert paired["object_f1"]["mean"][0] == 0.0  # the same first model
+    records = [r for r in results["records"] if r["strategy"] == default]
+    for r in records:
+        stick = r["stick"][0]
+        assert stick["answered"] == 12 and 0 <= stick["kept"] <= 12
+        # The same answers split by how much of its window each answer's class covers.
+        bins = r["stick_by_coverage"][0]
+        assert sum(b["answered"] for b in bins) == 12
+        assert sum(b["kept"] for b in bins) == stick["kept"]
+    assert results["meta"]["finetune"]["steps"] == 2
+    finetune = profile_config("quick", finetune=True)
+    assert records[0]["correction_share"] == finetune["correction_share"]
+    assert records[0]["lr"] == finetune["lr"]
+    summary = results["strategies"][default]["corrections_stick"]
+    assert summary["mean"][0] == pytest.approx(
+        np.mean([r["stick"][0]["share"] for r in records]), abs=1e-4
+    )
+    by_coverage = summary["by_answer_coverage"]
+    assert sum(b["answered"] for b in by_coverage) == 12 * len(records)
+    saved = results["labels_saved"]
+    assert saved["strategy"] == default and saved["budget"] == 12
+    assert saved["baseline_max_labels"] == 24
+    spread = results["strategies"]["random"]["thresholds_spread"]
+    assert set(spread) == {"calibration_scene", "one_copy_corner", "plateau_middle_measured_only"}
+    assert (tmp_path / "loop.png").stat().st_size > 0
+    assert results["default_candidates"].keys() == {default}
+    # The summaries can be rebuilt from the records alone (an interrupted or merged run).
+    path = str(tmp_path / "loop.json")
+    argv = ["--chart-only", "--resummarise", "--json", path, "--chart", str(tmp_path / "c.png")]
+    assert bench_loop.main(argv) == 0
+    again = json.loads((tmp_path / "loop.json").read_text())
+    assert again["strategies"] == results["strategies"]
+    assert again["labels_saved"] == results["labels_saved"]
+
+
+def test_the_finetune_levers_reach_the_finetune_and_the_json(tiny_demo, tmp_path):
+    extra = ["--lr", "0.01", "--correction-share", "0.5", "--parent-mix", "0.25"]
+    results = _run(tiny_demo, tmp_path, ["random"], extra=extra)
+    record = results["records"][0]
+    assert (record["lr"], record["correction_share"], record["parent_mix"]) == (0.01, 0.5, 0.25)
+    assert results["meta"]["finetune"] == {
+        "steps": 2,
+        "lr": 0.01,
+        "correction_share": 0.5,
+        "warmup_fraction": 0.1,
+        "parent_mix": 0.25,
+    }

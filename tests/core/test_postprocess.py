@@ -1,0 +1,106 @@
+"""Thresholds, window hits, NMS with merging, uncertainty: hand-made grids."""
+
+import numpy as np
+import pytest
+
+from mlcore.inference.postprocess import (
+    Detection,
+    detections,
+    nms,
+    resolve_thresholds,
+    uncertainty,
+    window_hits,
+)
+from mlcore.inference.scoring import ScoreGrid
+
+CLASSES = ["car", "boat", "negative"]
+
+
+def grid_with(hits: dict, shape=(6, 6), step=16) -> ScoreGrid:
+    """A grid that is confidently negative everywhere except ``hits[(row, col)] = (class, p)``."""
+    probs = np.zeros(shape + (3,), dtype=np.float32)
+    probs[..., 2] = 0.98
+    probs[..., 0] = 0.01
+    probs[..., 1] = 0.01
+    for (r, c), (cls, p) in hits.items():
+        k = CLASSES.index(cls)
+        probs[r, c] = (1 - p) / 2
+        probs[r, c, k] = p
+    ys = np.arange(shape[0]) * step
+    xs = np.arange(shape[1]) * step
+    return ScoreGrid(ys, xs, probs, CLASSES, 32, step)
+
+
+def test_window_hits_apply_per_class_thresholds_and_skip_negative():
+    grid = grid_with({(0, 0): ("car", 0.95), (2, 3): ("boat", 0.85), (4, 4): ("car", 0.8)})
+    hits = window_hits(grid)  # default threshold 0.9, negative class "negative"
+    assert (
+        len(hits) == 1 and (hits.x[0], hits.y[0]) == (0, 0) and hits.classes[hits.label[0]] == "car"
+    )
+    hits = window_hits(grid, {"boat": 0.8})
+    found = sorted((int(x), int(y), hits.classes[c]) for x, y, c in zip(hits.x, hits.y, hits.label))
+    assert found == [(0, 0, "car"), (48, 32, "boat")]
+    assert window_hits(grid, 0.5, negative=None).label.tolist().count(2) == 36 - 3
+    with pytest.raises(ValueError, match="unknown classes"):
+        resolve_thresholds(CLASSES, {"plane": 0.5}, "negative")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        resolve_thresholds(CLASSES, 1.5, "negative")
+
+
+def test_nms_merges_the_overlapping_hits_of_one_object():
+    # one car hit by 3 overlapping windows (IoU 1/3 side by side at step 16), one far away boat
+    grid = grid_with(
+        {
+            (1, 1): ("car", 0.99),
+            (1, 2): ("car", 0.95),
+            (2, 1): ("car", 0.93),
+            (4, 4): ("boat", 0.97),
+        }
+    )
+    dets = detections(grid, iou=0.3, merge="weighted")
+    assert [d.label for d in dets] == ["car", "boat"]
+    assert all(d.kind == "merged" for d in dets)
+    car = dets[0]
+    assert car.score == pytest.approx(0.99)
+    w = np.array([0.99, 0.95, 0.93])
+    assert car.x == pytest.approx((w * [16, 32, 16]).sum() / w.sum())
+    assert car.y == pytest.approx((w * [16, 16, 32]).sum() / w.sum())
+    assert (car.w, car.h) == (32, 32)
+    boat = dets[1]
+    assert (boat.x, boat.y, boat.w, boat.h) == (64, 64, 32, 32)
+
+
+def test_nms_merge_modes_and_iou_threshold():
+    grid = grid_with({(1, 1): ("car", 0.99), (1, 2): ("car", 0.95)})
+    hits = window_hits(grid)
+    union = nms(hits, 0.3, "union").to_detections()
+    assert [(d.x, d.y, d.w, d.h) for d in union] == [(16, 16, 48, 32)]
+    top = nms(hits, 0.3, "none").to_detections()
+    assert [(d.x, d.y, d.w, d.h, d.score) for d in top] == [(16, 16, 32, 32, pytest.approx(0.99))]
+    # IoU of side-by-side windows at step 16 is 1/3: a stricter IoU keeps both
+    assert len(nms(hits, 0.5)) == 2
+    with pytest.raises(ValueError, match="merge must be"):
+        nms(hits, 0.3, "average")
+
+
+def test_nms_keeps_classes_apart():
+    grid = grid_with({(1, 1): ("car", 0.99), (1, 2): ("boat", 0.95)})
+    dets = detections(grid)
+    assert sorted(d.label for d in dets) == ["boat", "car"]
+    assert isinstance(dets[0], Detection) and dets[0].to_dict()["kind"] == "merged"
+
+
+def test_no_hits_gives_no_detections():
+    assert detections(grid_with({})) == []
+
+
+def test_uncertainty_kinds():
+    probs = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.6, 0.3, 0.1]])
+    np.testing.assert_allclose(uncertainty(probs, "least_confidence"), [0, 0.5, 2 / 3, 0.4])
+    np.testing.assert_allclose(uncertainty(probs, "margin"), [0, 1, 1, 0.7])
+    ent = uncertainty(probs, "entropy")
+    assert ent[0] == pytest.approx(0) and ent[2] == pytest.approx(1)
+    assert 0 < ent[3] < ent[2]
+    assert uncertainty(probs.reshape(2, 2, 3), "margin").shape == (2, 2)
+    with pytest.raises(ValueError, match="uncertainty kind"):
+        uncertainty(probs, "variance")
