@@ -130,7 +130,7 @@ def calibrate(model_path: Path, scene, copies: int, threads: int) -> dict:
     from mlcore.inference.calibration import calibrate_thresholds
     from mlcore.inference.scoring import OnnxScorer, score_scene
     from mlcore.ingest.scenes import ArrayScene
-    from mlcore.model.export import write_metadata
+    from mlcore.model.onnx_file import write_metadata
 
     image, truth = scene
     grid = score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)

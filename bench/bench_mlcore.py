@@ -127,6 +127,54 @@ def bench_scoring(work: Path, quick: bool) -> list[dict]:
     ]
 
 
+def bench_dense_scoring(work: Path, quick: bool) -> list[dict]:
+    """The trunk over the scene once (mlcore.inference.dense_scoring) against the network once per
+    window (score_scene), the same model and scene, at step 16 and 8, interleaved repeats."""
+    import torch
+
+    from mlcore.inference.dense_scoring import (
+        export_dense_onnx,
+        open_dense_scorer,
+        score_scene_dense,
+    )
+    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.ingest.scenes import ArrayScene
+    from mlcore.model.export import export_onnx
+    from mlcore.model.network import build_model
+
+    torch.manual_seed(0)
+    model = build_model(len(CLASSES), depth=20, width=16, box_head=True).eval()
+    per_window = export_onnx(model, work / "dense-per-window.onnx", CLASSES)
+    export_dense_onnx(model, work / "dense-trunk.onnx", CLASSES, per_window_path=per_window)
+    side = 512 if quick else 1024
+    scene = ArrayScene(np.random.default_rng(2).integers(0, 256, (side, side, 3), dtype=np.uint8))
+    scorer, dense = OnnxScorer(per_window), open_dense_scorer(per_window)
+    rows = []
+    for step in (16, 8):
+
+        def windows(grid) -> int:
+            return grid.probs.shape[0] * grid.probs.shape[1]
+
+        def per_window_run(step=step) -> int:
+            return windows(score_scene(scorer, scene, step, 1024))
+
+        def dense_run(step=step) -> int:
+            return windows(score_scene_dense(dense, scene, step))
+
+        per_window_run(), dense_run()  # warm-up
+        rounds = 2 if quick else 3
+        slow = max(median_rate(per_window_run, repeats=1) for _ in range(rounds))
+        fast = max(median_rate(dense_run, repeats=1) for _ in range(rounds))
+        rows.append(row(
+            f"CPU scoring step {step}: dense trunk vs per window", fast, "windows/s",
+            f"per window (score_scene), step {step}", slow, ">= 3x at step 16",
+            None if step != 16 else fast / slow >= 3,
+            f"ResNet-20 w16 + box head (random weights), {side}x{side} random scene, best of "
+            f"{rounds}",
+        ))  # fmt: skip
+    return rows
+
+
 # -- scoring cost of the box outputs --------------------------------------------------------------
 
 
@@ -398,6 +446,7 @@ def run(quick: bool = False) -> list[dict]:
     try:
         for name, fn in (
             ("CPU scoring", bench_scoring),
+            ("dense scoring", bench_dense_scoring),
             ("box outputs scoring cost", bench_box_outputs),
             ("peak RSS", bench_peak_rss),
             ("canvas preparation", bench_canvases),

@@ -305,13 +305,7 @@ def post_latency(port: int, cookies, scene, clients: int, per_client: int, seed:
             latencies.extend(mine)
             statuses.extend(codes)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = run_clients(work, clients)
     bad = [s for s in statuses if s != 201]
     if bad:
         raise RuntimeError(f"{len(bad)} POSTs failed, statuses {sorted(set(bad))}")
@@ -482,15 +476,9 @@ class ReviewLoop:
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        wall = run_clients(work, clients)
         if errors:
             raise RuntimeError(f"review loop failed: {errors[0]!r}")
-        wall = time.perf_counter() - started
         return {"get_p50": percentile(gets, 50), "get_p95": percentile(gets, 95),
                 "post_p50": percentile(posts, 50), "post_p95": percentile(posts, 95),
                 "n": len(gets), "per_s": len(gets) / wall, "load": os.getloadavg()[0]}  # fmt: skip
@@ -596,6 +584,17 @@ def review_scaling(port: int, cookies, project, scenes, quick: bool) -> tuple[li
         raise RuntimeError(f"the queue handed out {twice} windows twice and {answered_before} "
                            "answered ones")  # fmt: skip
     return rows, results
+
+
+def run_clients(work, clients: int) -> float:
+    """``work(i)`` in ``clients`` threads at once; the wall-clock seconds until all are done."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
 
 
 def row(name, value, unit, baseline="", baseline_value=None):

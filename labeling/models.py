@@ -262,8 +262,8 @@ class ModelVersion(models.Model):
     data_counts = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     # Per positive class, calibrated on held-out data when the model was made: {"car": 0.62}.
-    # Read from the model file's metadata (mlcore.model.export.read_metadata) when it is registered;
-    # {} for a model without them (then the project's threshold applies).
+    # Read from the model file's metadata (mlcore.model.onnx_file.read_metadata) when it is
+    # registered; {} for a model without them (then the project's threshold applies).
     thresholds = models.JSONField(default=dict, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)

@@ -282,7 +282,7 @@ def cmd_evaluate(args) -> dict:
 
     model_thresholds = None
     if args.model:
-        from mlcore.model.export import read_metadata
+        from mlcore.model.onnx_file import read_metadata
 
         model_thresholds = read_metadata(args.model)["thresholds"]
     grid = ScoreGrid.load(args.grid)
@@ -410,7 +410,7 @@ def cmd_demo(args) -> dict:
     from mlcore.eval.evaluation import ceiling
     from mlcore.inference.calibration import calibrate_model_file
     from mlcore.inference.scoring import ScoreGrid, load_scorer
-    from mlcore.model.export import read_metadata
+    from mlcore.model.onnx_file import read_metadata
 
     data = Path(args.data) if args.data else find_shared_data()
     if data is None or not (data / "cifar10-jpg.zip").exists():

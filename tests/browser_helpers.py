@@ -90,3 +90,33 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path))
     return path
+
+
+def stop_page_worker(proc, log: Path, timeout: float = 30.0) -> None:
+    """End a worker a browser test started beside the live server, then wait until its database
+    sessions are gone (they end a moment after the process), so the test database can be dropped
+    at the end of the run."""
+    import subprocess
+    import time
+
+    from django.db import connection
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.returncode not in (0, -15, 1):
+        print(log.read_text()[-5000:])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                break
+        time.sleep(0.2)
+    connection.close()  # opened beside Playwright's greenlet: pytest-django would not close it

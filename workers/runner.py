@@ -98,9 +98,8 @@ def _execute(record_id: int, func_path: str, params: dict):
     record.started_at = timezone.now()
     if rq_job is not None:
         record.rq_job_id = rq_job.id
-        # Which process runs the job, so that labeling.jobs.enqueue can kill it before calling the
-        # job
-        # failed (an RQ work horse outlives a killed worker unless killed itself).
+        # Which process runs the job, so that labeling.jobs.enqueue can kill it before calling
+        # the job failed (an RQ work horse outlives a killed worker unless killed itself).
         from labeling.jobs.enqueue import process_started
 
         pid = os.getpid()

@@ -302,8 +302,9 @@ class _Source:
 
 
 def _job(inline: bool, kind: str, func_path: str, project=None, **params):
-    """Queue the job for an RQ worker, or (inline) only create its JobRecord for `run_inline`
-    (the command line's --wait): the same code and the same record either way."""
+    """Queue the job for an RQ worker, or (inline) only create its JobRecord, which
+    labeling.jobs.follow.run_job_here runs (the command line's --wait): the same code and the
+    same record either way."""
     from labeling.jobs import enqueue as jobs
     from labeling.models import JobRecord
 
@@ -315,25 +316,6 @@ def _job(inline: bool, kind: str, func_path: str, project=None, **params):
         )
     record.func_path = func_path
     return record
-
-
-def run_inline(record, progress=None):
-    """Run a job created with inline=True in this process through workers.runner.execute (the
-    RQ entry point), forwarding its progress to `progress(done, total, message)`."""
-    from django.db.models.signals import post_save
-
-    from labeling.models import JobRecord
-    from workers.runner import execute
-
-    def forward(sender, instance, **kwargs):
-        if progress is not None and instance.pk == record.pk and instance.progress_total:
-            progress(instance.progress_done, instance.progress_total, instance.message)
-
-    post_save.connect(forward, sender=JobRecord, weak=False)
-    try:
-        return execute(record.pk, record.func_path, record.params)
-    finally:
-        post_save.disconnect(forward, sender=JobRecord)
 
 
 def _forget(model, pk: int, param: str) -> None:

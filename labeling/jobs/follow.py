@@ -71,11 +71,28 @@ def follow_job(record, desc: str, *, timeout: float | None = None, quiet: bool =
         progress.close()
 
 
+def run_inline(record, progress=None):
+    """Run a job created with inline=True in this process through workers.runner.execute (the
+    RQ entry point), forwarding its progress to `progress(done, total, message)`."""
+    from django.db.models.signals import post_save
+
+    from labeling.models import JobRecord
+    from workers.runner import execute
+
+    def forward(sender, instance, **kwargs):
+        if progress is not None and instance.pk == record.pk and instance.progress_total:
+            progress(instance.progress_done, instance.progress_total, instance.message)
+
+    post_save.connect(forward, sender=JobRecord, weak=False)
+    try:
+        return execute(record.pk, record.func_path, record.params)
+    finally:
+        post_save.disconnect(forward, sender=JobRecord)
+
+
 def run_job_here(record, desc: str, stream=None) -> JobRecord:
     """Run an inline JobRecord (made with inline=True) in this process, its progress shown the
     same way; JobFailed with the job's reason when it fails."""
-    from labeling.ingest.uploads import run_inline
-
     progress = terminal_progress(desc, output_stream(stream))
     try:
         run_inline(record, progress)

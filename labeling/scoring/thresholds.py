@@ -24,7 +24,7 @@ def model_file_thresholds(path) -> dict[str, float]:
     one that is not ONNX, e.g. an MXNet symbol file)."""
     if not str(path).endswith(".onnx"):
         return {}
-    from mlcore.model.export import read_metadata
+    from mlcore.model.onnx_file import read_metadata
 
     try:
         meta = read_metadata(path)

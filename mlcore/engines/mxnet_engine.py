@@ -26,7 +26,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mxnet as mx
@@ -36,7 +36,9 @@ from mxnet import autograd, gluon
 from mlcore.data.windows import WindowSampler
 from mlcore.engines import ExportedModel
 from mlcore.engines.mxnet_model import CIFAR_MEAN, CIFAR_STD, ProbabilityNet, build_model
+from mlcore.model.onnx_file import model_props, save_with_metadata
 from mlcore.progress import Progress, report
+from mlcore.train.options import TrainOptions
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,10 @@ class MxnetModelError(ValueError):
 
 
 @dataclass
-class MxnetTrainConfig:
+class MxnetTrainConfig(TrainOptions):
     """Training options; the names and defaults of :class:`mlcore.train.training.TrainConfig`."""
+
+    IGNORED_OPTIONS = TORCH_ONLY_OPTIONS
 
     depth: int = 20
     width: int = 16
@@ -83,23 +87,6 @@ class MxnetTrainConfig:
     log_every: int = 10
     mean: list[float] | None = None
     std: list[float] | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> MxnetTrainConfig:
-        values = {k: v for k, v in dict(values or {}).items() if k not in TORCH_ONLY_OPTIONS}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}; known options: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def total_steps(self, n_train_windows: int) -> int:
-        if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * n_train_windows / self.batch_size))
-        return max(1, int(self.steps))
 
 
 @dataclass
@@ -422,22 +409,8 @@ def export_onnx(files: ModelFiles, path, extra_meta: dict | None = None) -> Path
             )
         proto = onnx.load(str(tmp))
         _rename_io(proto, "images", "probs")
-        props = {
-            "classes": json.dumps(meta["classes"]),
-            "window": str(window),
-            "mean": json.dumps([round(float(v), 6) for v in meta["mean"]]),
-            "std": json.dumps([round(float(v), 6) for v in meta["std"]]),
-            "engine": "mxnet",
-        }
-        for key, value in (extra_meta or {}).items():
-            props.setdefault(str(key), value if isinstance(value, str) else json.dumps(value))
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        props = model_props(meta["classes"], window, meta["mean"], meta["std"], "mxnet", extra_meta)
+        save_with_metadata(proto, props, tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

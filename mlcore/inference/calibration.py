@@ -54,7 +54,7 @@ def calibrate_thresholds(
 def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int = 1024) -> dict:
     """Score the canvas set's calibration scene with the model file, choose the thresholds and
     write them into the file's metadata. Returns the calibration summary (without the curve)."""
-    from mlcore.model.export import write_metadata
+    from mlcore.model.onnx_file import write_metadata
 
     result = calibration_summary(model_path, canvas_set, step, batch_size)
     summary = {k: v for k, v in result.items() if k != "thresholds"}

@@ -118,7 +118,8 @@ def export_dense_onnx(model, path, classes, *, window: int = 32, per_window_path
     import torch
     from onnx import helper, numpy_helper
 
-    from mlcore.model.export import OPSET, _rounded, write_metadata
+    from mlcore.model.export import OPSET
+    from mlcore.model.onnx_file import model_props, save_with_metadata, write_metadata
 
     path = Path(path)
     classes = list(classes)
@@ -179,25 +180,15 @@ def export_dense_onnx(model, path, classes, *, window: int = 32, per_window_path
                 helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.shape))
             )
         norm = model.normalisation
-        props = {
+        extra = {
             "dense": "true",
             "stride": str(stride),
             "halo": str(halo),
-            "window": str(int(window)),
-            "classes": json.dumps(classes),
-            "mean": json.dumps(_rounded(norm["mean"])),
-            "std": json.dumps(_rounded(norm["std"])),
             "heads": str(len(model.head_classes)),
-            "box_head": json.dumps(model.box is not None),
-            "engine": "torch",
+            "box_head": model.box is not None,
         }
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        props = model_props(classes, window, norm["mean"], norm["std"], "torch", extra)
+        save_with_metadata(proto, props, tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)

@@ -12,7 +12,6 @@ has the outputs ``boxes`` and ``centredness`` after ``probs``.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mlcore.model.network import ProbabilityModel
+from mlcore.model.onnx_file import model_props, save_with_metadata
 
 OPSET = 17
 REFINEMENT_OUTPUTS = ("boxes", "centredness")
@@ -86,30 +86,12 @@ def export_onnx(model, path, classes, window: int = 32, meta: dict | None = None
         _torch_export(wrapped, example, tmp, outputs)
         proto = onnx.load(str(tmp))
         norm = getattr(model, "normalisation", None) or {}
-        props = {
-            "classes": json.dumps(classes),
-            "window": str(int(window)),
-            "mean": json.dumps(_rounded(norm.get("mean"))),
-            "std": json.dumps(_rounded(norm.get("std"))),
-            "engine": "torch",
-        }
-        for key, value in (meta or {}).items():
-            props.setdefault(str(key), value if isinstance(value, str) else json.dumps(value))
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        props = model_props(classes, window, norm.get("mean"), norm.get("std"), "torch", meta)
+        save_with_metadata(proto, props, tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
-
-
-def _rounded(values):
-    return None if values is None else [round(float(v), 6) for v in values]
 
 
 def _torch_export(wrapped, example, tmp: Path, outputs=("probs",)) -> None:
@@ -137,39 +119,3 @@ def _torch_export(wrapped, example, tmp: Path, outputs=("probs",)) -> None:
             external_data=False,
             **common,
         )
-
-
-def read_metadata(path) -> dict:
-    """The model file's metadata_props, JSON values parsed (``thresholds``: {class: float} or
-    None when the model was never calibrated)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    out: dict = {}
-    for entry in proto.metadata_props:
-        try:
-            out[entry.key] = json.loads(entry.value)
-        except json.JSONDecodeError:
-            out[entry.key] = entry.value
-    out.setdefault("thresholds", None)
-    return out
-
-
-def write_metadata(path, updates: dict) -> None:
-    """Set metadata_props of an exported model file (JSON-encoded values), atomically."""
-    import onnx
-
-    path = Path(path)
-    proto = onnx.load(str(path))
-    props = {entry.key: entry.value for entry in proto.metadata_props}
-    props.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in updates.items()})
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.meta.tmp")
-    try:
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +26,7 @@ from mlcore.data.windows import FULL_COVERAGE, NO_HEAD, SPLITS, WindowSampler, c
 from mlcore.model.box_head import box_loss_per_window
 from mlcore.model.network import WindowResNet, build_model, logits_of
 from mlcore.progress import Progress, report
+from mlcore.train.options import TrainOptions
 
 CHECKPOINT_FORMAT = "mlcore-window-resnet-v1"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainOptions):
     """Everything that decides a training run. ``steps`` is used unless ``epochs`` is set (one
     epoch = the number of distinct training windows on the step grid / batch size)."""
 
@@ -104,23 +105,6 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     mean: list[float] | None = None  # normalisation in [0, 1] units (None: CIFAR-10 statistics)
     std: list[float] | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> TrainConfig:
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}; known options: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def total_steps(self, n_train_windows: int) -> int:
-        if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * n_train_windows / self.batch_size))
-        return max(1, int(self.steps))
 
 
 @dataclass

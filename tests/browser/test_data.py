@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import stop_page_worker
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
 from helpers_data import image_folder_zip, scene_png, storage_files, truncated
 
@@ -50,27 +51,7 @@ def rq_worker(storage_dir, redis_conn, settings):
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.returncode not in (0, -15, 1):
-        print(log.read_text()[-5000:])
-    # Its database session ends a moment after the process: wait, so the test database can be
-    # dropped at the end of the run.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                break
-        time.sleep(0.2)
-    connection.close()  # opened beside Playwright's greenlet: pytest-django would not close it
+    stop_page_worker(proc, log, timeout=20)
 
 
 @pytest.fixture

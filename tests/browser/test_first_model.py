@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from browser_helpers import login
+from browser_helpers import login, stop_page_worker
 from helpers_data import image_folder_zip, png_bytes, scene_png
 
 from labeling.models import Annotation, Project, Scene
@@ -33,7 +32,6 @@ DEMO_WORDS = re.compile(r"\b(cars?|boats?)\b", re.IGNORECASE)
 def worker(storage_dir, redis_conn, settings, tmp_path):
     """One `manage.py rqworker default train score` process on the test database, storage,
     Redis db and VAR_DIR; stopped by its pid when the test ends."""
-    from django.db import connection
 
     from labeling.jobs.local_services import worker_env
 
@@ -47,24 +45,7 @@ def worker(storage_dir, redis_conn, settings, tmp_path):
             cwd=REPO, env=worker_env(), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    print(log.read_text()[-3000:])
-    deadline = time.monotonic() + 15  # its database session ends a moment after the process
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                break
-        time.sleep(0.2)
-    connection.close()
+    stop_page_worker(proc, log, timeout=30)
 
 
 def no_demo_classes(locator, where: str) -> None:

@@ -19,8 +19,9 @@ from mlcore.inference.dense_scoring import (
     trunk_geometry,
 )
 from mlcore.inference.scoring import OnnxScorer, score_scene
-from mlcore.model.export import export_onnx, write_metadata
+from mlcore.model.export import export_onnx
 from mlcore.model.network import build_model
+from mlcore.model.onnx_file import write_metadata
 
 CLASSES = ["car", "truck", "negative"]
 

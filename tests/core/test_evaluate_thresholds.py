@@ -12,7 +12,7 @@ from helpers_boxes import export_box_model
 from mlcore.cli import main
 from mlcore.data.collage import save_ground_truth
 from mlcore.eval.evaluation import oracle_grid
-from mlcore.model.export import write_metadata
+from mlcore.model.onnx_file import write_metadata
 
 CLASSES = ["car", "boat", "negative"]
 

@@ -159,6 +159,23 @@ def test_a_user_defined_crs_is_kept_as_wkt_and_named_in_the_native_export(tmp_pa
     )
 
 
+def gdal_geotiff(path):
+    """The same picture and georeferencing (UTM 33N, 0.5 m pixels from ORIGIN), written by GDAL
+    itself (rasterio), tiled and JPEG-compressed as GIS tools write them."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    pixels = np.stack([x & 255, y & 255, (x + y) & 255]).astype(np.uint8)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=WIDTH, height=HEIGHT, count=3, dtype="uint8",
+        crs="EPSG:32633", transform=from_origin(*ORIGIN, 0.5, 0.5), tiled=True,
+        blockxsize=32, blockysize=32, compress="jpeg", photometric="ycbcr",
+    ) as out:  # fmt: skip
+        out.write(pixels)
+    return path
+
+
 def upload(client, project, path) -> Scene:
     r = client.post(
         f"/api/projects/{project.pk}/scenes",
@@ -188,10 +205,11 @@ def test_a_geotiff_with_bad_georeferencing_imports_as_a_plain_picture_and_says_w
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("writer", [geotiff, gdal_geotiff], ids=["tifffile", "gdal"])
 def test_gdal_reads_the_default_export_as_wgs84_at_the_right_place(
-    alice_client, project, storage_dir, tmp_path
+    alice_client, project, storage_dir, tmp_path, writer
 ):
-    scene = upload(alice_client, project, geotiff(storage_dir.parent / "utm.tif"))
+    scene = upload(alice_client, project, writer(storage_dir.parent / "utm.tif"))
     version = ModelVersion.objects.create(project=project, number=1, status="ready",
                                           is_current=True, classes=project.class_names)  # fmt: skip
     run = ScoringRun.objects.create(scene=scene, model_version=version, status="done")

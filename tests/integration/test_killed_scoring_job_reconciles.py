@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import django_rq
@@ -20,10 +18,9 @@ import pytest
 from django.db import transaction
 from review_helpers import make_scored_scene
 from rq.job import Job
-from test_worker_kill import alive
+from worker_helpers import alive, start_worker, stop_worker
 
 from labeling.jobs.enqueue import ACTIVE, job_state
-from labeling.jobs.local_services import REPO, worker_env
 from labeling.loop import cycle
 from labeling.models import Detection, JobRecord, ModelVersion, ScoringRun
 
@@ -33,25 +30,6 @@ def score_settings(settings, storage_dir, tmp_path):
     settings.SPARK_MASTER = "local[1]"
     settings.VAR_DIR = tmp_path / "var"
     return settings
-
-
-def start_worker(log_path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "score"],
-        cwd=REPO, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return proc
-
-
-def stop_worker(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(30)
 
 
 def until(check, what, proc, log_path, timeout=180.0, pause=0.05):
@@ -147,7 +125,7 @@ def test_killed_horse_fails_the_version_its_run_and_cancels_its_siblings_at_once
     scenes, shown = three_scenes(project)
     v2, runs, records = scoring_cycle(project, 2)
     log_path = tmp_path / "worker.log"
-    worker = start_worker(log_path)
+    worker = start_worker(log_path, "score")
     try:
         horse = kill_mid_scoring(runs, records, worker, log_path,
                                  lambda pid: os.kill(pid, signal.SIGKILL))  # fmt: skip
@@ -181,7 +159,7 @@ def test_killed_score_worker_is_reconciled_on_the_next_read_and_its_queued_job_n
     scenes, shown = three_scenes(project)
     v2, runs, records = scoring_cycle(project, 2)
     log_path = tmp_path / "worker.log"
-    worker = start_worker(log_path)
+    worker = start_worker(log_path, "score")
     # The whole worker (its process group; the horse dies with it): nobody records anything.
     horse = kill_mid_scoring(runs, records, worker, log_path,
                              lambda pid: os.killpg(worker.pid, signal.SIGKILL))  # fmt: skip
@@ -200,7 +178,7 @@ def test_killed_score_worker_is_reconciled_on_the_next_read_and_its_queued_job_n
 
     # A new worker never runs the cancelled job.
     log2 = tmp_path / "worker2.log"
-    worker = start_worker(log2)
+    worker = start_worker(log2, "score")
     try:
         cancelled = JobRecord.objects.get(pk=records[2].pk)
         watch_cancelled(queued_run, cancelled, worker, log2, seconds=8.0)
@@ -218,7 +196,7 @@ def test_a_job_declared_lost_after_a_redis_flush_never_completes_its_run(
     (run,) = cycle.enqueue_scoring(run1.model_version, [scene])  # a plain rescore
     record = JobRecord.objects.get(kind="score", params__run_id=run.pk)
     log_path = tmp_path / "worker.log"
-    worker = start_worker(log_path)
+    worker = start_worker(log_path, "score")
     try:
         until(lambda: ScoringRun.objects.get(pk=run.pk).status == "running", "scoring",
               worker, log_path)  # fmt: skip
@@ -250,7 +228,7 @@ def test_a_sibling_scoring_job_running_on_another_worker_is_stopped(
     scenes, shown = three_scenes(project)
     v2, runs, records = scoring_cycle(project, 2)
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    workers = [start_worker(log) for log in logs]
+    workers = [start_worker(log, "score") for log in logs]
     try:
         # Scene 1 scored while scene 2 and then scene 3 are scored, one on each worker; a row
         # lock keeps each of them from finishing first.

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from loop_helpers import SPARK_MASTER, annotate, build_small_project, run_workers
+from worker_helpers import start_worker
 
 from labeling.jobs.enqueue import job_state
-from labeling.jobs.local_services import REPO, worker_env
 from labeling.loop.cycle import pending_annotations, reconcile_versions, running_cycle, start_cycle
 from labeling.loop.cycle_lock import cycle_process_running
 from labeling.models import Annotation, JobRecord, ModelVersion, TrainingCanvas
@@ -27,18 +25,6 @@ def loop_settings(settings, storage_dir, tmp_path):
     settings.SPARK_MASTER = SPARK_MASTER
     settings.VAR_DIR = tmp_path / "var"
     return settings
-
-
-def start_worker(log_path) -> subprocess.Popen:
-    """`manage.py rqworker train score` with this test's database, Redis and storage."""
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "train", "score"],
-        cwd=REPO, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return proc
 
 
 def wait_for_training(record: JobRecord, proc, log_path, timeout: float = 180.0) -> None:
@@ -70,7 +56,7 @@ def test_worker_killed_mid_training_fails_the_cycle_and_a_retry_works(
     # A cycle long enough to be killed in the middle of its training.
     doomed = start_cycle(project, alice, profile="tiny", config={"steps": 1_000_000})
     log_path = tmp_path / "worker.log"
-    proc = start_worker(log_path)
+    proc = start_worker(log_path, "train", "score")
     try:
         wait_for_training(doomed, proc, log_path)
         v2 = ModelVersion.objects.get(pk=doomed.params["version_id"])
@@ -104,7 +90,7 @@ def test_worker_killed_mid_training_fails_the_cycle_and_a_retry_works(
         time.sleep(0.1)
     # Retry: a new cycle learns from the same annotations and becomes current.
     retry = start_cycle(project, alice, profile="tiny")
-    proc = start_worker(tmp_path / "worker2.log")
+    proc = start_worker(tmp_path / "worker2.log", "train", "score")
     try:
         deadline = time.monotonic() + 300
         v3 = ModelVersion.objects.get(pk=retry.params["version_id"])

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import django_rq
@@ -23,9 +22,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from helpers_data import scene_png, storage_files
 from loop_helpers import add_dataset, add_scene, annotate, run_workers
 from review_helpers import make_scored_scene
+from worker_helpers import start_worker
 
 from labeling.jobs.enqueue import enqueue, reconcile
-from labeling.jobs.local_services import REPO, worker_env
 from labeling.loop.cycle import start_cycle
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene
 from labeling.review import cache
@@ -81,19 +80,6 @@ def private_redis(tmp_path, settings, monkeypatch, storage_dir):
         server.proc.wait()
 
 
-def start_worker(log_path) -> subprocess.Popen:
-    """The project's worker class, heartbeating every 2 s (tests/fast_heartbeat_worker.py)."""
-    log = open(log_path, "ab")
-    env = worker_env() | {"PYTHONPATH": str(REPO / "tests")}
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "train",
-         "--worker-class", "fast_heartbeat_worker.FastHeartbeatWorker"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return proc
-
-
 def wait_until(predicate, timeout, proc=None, log_path=None, what=""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,7 +121,7 @@ def test_redis_outage_during_a_cycle_and_review(private_redis, project, alice, a
     assert alice_client.get(queue_url).status_code == 200
 
     log = tmp_path / "worker.log"
-    worker = start_worker(log)
+    worker = start_worker(log, "train", worker_class="fast_heartbeat_worker.FastHeartbeatWorker")
     try:
         # 1. Redis crashes while the cycle trains.
         cycle = start_cycle(project, alice, profile="tiny", config={"steps": 1500})
@@ -213,7 +199,9 @@ def test_redis_outage_during_a_cycle_and_review(private_redis, project, alice, a
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_that_never_reached_redis_is_failed_not_left_queued(redis_conn, project, alice):
+def test_a_job_that_never_reached_redis_is_failed_not_left_queued(
+    redis_conn, project, alice, storage_dir
+):
     """A record whose push to Redis never happened (the process died between the commit and
     the push) is failed once it is older than the push could take, and the project's next
     retrain is accepted instead of answering 409 forever."""
@@ -224,6 +212,7 @@ def test_a_job_that_never_reached_redis_is_failed_not_left_queued(redis_conn, pr
     from labeling.jobs.enqueue import UNPUSHED_GRACE_S
     from labeling.loop.cycle import CycleAlreadyRunning, running_cycle
 
+    add_dataset(project)  # something to train the first model on
     version = ModelVersion.objects.create(project=project, number=1, status="pending")
     stuck = JobRecord.objects.create(
         project=project, kind="retrain_cycle", queue="train", status="queued",

@@ -19,6 +19,7 @@ import time
 import pytest
 from loop_helpers import add_dataset, add_scene, annotate, run_workers
 from rq.job import Job
+from worker_helpers import alive, start_worker
 
 from labeling.jobs.enqueue import enqueue
 from labeling.jobs.local_services import REPO, worker_env
@@ -34,30 +35,6 @@ def kill_settings(settings, storage_dir, tmp_path):
     settings.SPARK_MASTER = "local[1]"
     settings.VAR_DIR = tmp_path / "var"
     return settings
-
-
-def start_worker(log_path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "train"],
-        cwd=REPO, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return proc
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (killed, not yet reaped by its parent) is dead for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class Watch:
@@ -166,7 +143,7 @@ def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
 
     # 1. The worker's process group is SIGKILLed (an operator's `kill -9 -<pgid>`).
     doomed = start_cycle(project, alice, profile="tiny", config=LONG)
-    worker = start_worker(logs[0])
+    worker = start_worker(logs[0], "train")
     try:
         horse = wait_for_training(doomed, worker, logs[0], watch)
     finally:
@@ -176,7 +153,7 @@ def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
 
     # 2. The horse alone is SIGKILLed (the OOM killer picks the biggest process): the worker
     # lives on, fails the job, and runs the next cycle to the end.
-    worker = start_worker(logs[1])
+    worker = start_worker(logs[1], "train")
     try:
         doomed = start_cycle(project, alice, profile="tiny", config=LONG)
         horse = wait_for_training(doomed, worker, logs[1], watch)
@@ -209,7 +186,7 @@ def test_killed_train_worker_stops_its_cycle_and_cycles_never_overlap(
 
     # A retry on a fresh worker learns from every annotation and becomes current.
     retry = start_cycle(project, alice, profile="tiny")
-    worker = start_worker(logs[2])
+    worker = start_worker(logs[2], "train")
     try:
         wait_done(retry, watch, worker, logs[2])
     finally:

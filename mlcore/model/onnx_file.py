@@ -1,0 +1,73 @@
+"""The ONNX hand-off file's metadata and its atomic save (ARCHITECTURE.md, "model file"), without
+PyTorch: the PyTorch and MXNet exports, the dense export, calibration and the scorers share it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def rounded(values):
+    return None if values is None else [round(float(v), 6) for v in values]
+
+
+def model_props(classes, window: int, mean, std, engine: str, extra: dict | None = None) -> dict:
+    """The metadata every model file carries (values as the JSON strings ONNX stores), then
+    ``extra`` for keys not already set."""
+    props = {
+        "classes": json.dumps(list(classes)),
+        "window": str(int(window)),
+        "mean": json.dumps(rounded(mean)),
+        "std": json.dumps(rounded(std)),
+        "engine": engine,
+    }
+    for key, value in (extra or {}).items():
+        props.setdefault(str(key), value if isinstance(value, str) else json.dumps(value))
+    return props
+
+
+def save_with_metadata(proto, props: dict, tmp: Path, path: Path, check: bool = True) -> None:
+    """Replace ``proto``'s metadata_props with ``props``, write it to ``tmp`` and move it onto
+    ``path`` (readers never see half a file); ``check``: the ONNX checker first."""
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    if check:
+        onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_metadata(path) -> dict:
+    """The model file's metadata_props, JSON values parsed (``thresholds``: {class: float} or
+    None when the model was never calibrated)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict = {}
+    for entry in proto.metadata_props:
+        try:
+            out[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            out[entry.key] = entry.value
+    out.setdefault("thresholds", None)
+    return out
+
+
+def write_metadata(path, updates: dict) -> None:
+    """Set metadata_props of an exported model file (JSON-encoded values), atomically."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    props.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in updates.items()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.meta.tmp")
+    try:
+        save_with_metadata(proto, props, tmp, path, check=False)
+    finally:
+        tmp.unlink(missing_ok=True)
