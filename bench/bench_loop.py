@@ -170,17 +170,6 @@ def score(model_path: Path, image, threads: int):
     return score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
 
 
-def oracle_answers(grid, truth, picks) -> list[str]:
-    """The simulated reviewer: the class under each picked window's centre (the grid's truth,
-    looked up per pick: ``window_truth`` wants sorted origins)."""
-    from mlcore.eval.metrics import window_truth
-
-    label = window_truth(grid.ys, grid.xs, grid.window, truth, grid.classes, "negative")
-    row = {int(y): i for i, y in enumerate(grid.ys)}
-    col = {int(x): j for j, x in enumerate(grid.xs)}
-    return [grid.classes[int(label[row[p.y], col[p.x]])] for p in picks]
-
-
 def picks_digest(picks) -> str:
     return hashlib.sha256(",".join(f"{p.y}:{p.x}" for p in picks).encode()).hexdigest()[:16]
 
@@ -195,6 +184,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
     """``cycles`` rounds of review, fine-tune, recalibrate, rescore for one strategy and seed."""
     from mlcore.data.canvases import CanvasSet
     from mlcore.eval.loop_figures import corrections_stick, stick_by_coverage
+    from mlcore.eval.oracle import Oracle
     from mlcore.inference.postprocess import decided_labels
     from mlcore.inference.scoring import ScoreGrid
     from mlcore.model.export import export_onnx
@@ -240,7 +230,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
             started = time.perf_counter()
             picks = select_batch(grid, strategy, args["per_cycle"], exclude=done,
                                  seed=strategy_seed(seed, cycle))  # fmt: skip
-            labels = oracle_answers(grid, truth, picks)
+            labels = Oracle(truth, "negative", grid.classes).answers(grid, picks)
             earlier = answered.copy()
             for p, label in zip(picks, labels):
                 done.add((p.y, p.x))

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from labeling.loop.metrics_view import predicted_labels, run_confusion
-from labeling.management.commands.simulate_review import Oracle
 from labeling.models import ModelVersion, Scene, ScoringRun
 from labeling.projects.storage_keys import get_storage, scene_prefix
 from labeling.scoring.results import store_scoring_result
 from labeling.scoring.thresholds import run_thresholds
 from mlcore.eval.metrics import window_metrics, window_truth
+from mlcore.eval.oracle import Oracle
 from mlcore.inference.scoring import ScoreGrid
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,9 @@ from django.core.management import call_command
 
 from labeling.jobs.local_services import live_workers
 from labeling.management.commands.demo import DEMO_PROJECT
-from labeling.management.commands.simulate_review import Oracle
 from labeling.models import Annotation, Dataset, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from labeling.projects.storage_keys import get_storage
+from mlcore.eval.oracle import Oracle
 
 ARGS = ["--profile", "tiny", "--no-serve", "--collage-cols", "12", "--canvases-per-class", "1",
         "--canvas-size", "256", "--step-timeout", "240"]  # fmt: skip

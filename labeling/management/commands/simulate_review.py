@@ -26,29 +26,6 @@ def strategies() -> tuple[tuple[str, ...], str]:
     return STRATEGIES, DEFAULT_STRATEGY
 
 
-class Oracle:
-    """The true class of any window of a scene with ground truth: mlcore.eval.metrics.window_truth
-    (the one definition the stored metrics and the metrics page use), given every box, negative
-    tiles too: the class of the top-most tile holding the window's centre, else the negative
-    class. A label outside ``classes`` (when given) counts as negative."""
-
-    def __init__(self, truth: list[dict], negative: str, classes=None):
-        self.boxes = list(truth)
-        self.negative = negative
-        labels = [negative] + sorted({str(g["label"]) for g in self.boxes} - {negative})
-        self.classes = list(classes) if classes is not None else labels
-        if negative not in self.classes:
-            self.classes.append(negative)
-
-    def label(self, x: int, y: int, w: int, h: int) -> str:
-        from mlcore.eval.metrics import window_truth
-
-        # A window of size 0 at the centre: window_truth's centre rule for any w x h box.
-        truth = window_truth([y + h / 2.0], [x + w / 2.0], 0, self.boxes, self.classes,
-                             self.negative)  # fmt: skip
-        return self.classes[int(truth[0, 0])]
-
-
 def review_service():
     """labeling.review's two functions (the review UI's code path)."""
     try:
@@ -125,6 +102,7 @@ def simulate(
     beside the project's own; ``record_config`` (seed, tag, ...) is stored with it."""
     from labeling.models import Annotation
     from labeling.scoring.results import load_scene_ground_truth
+    from mlcore.eval.oracle import Oracle
     from mlcore.progress import terminal_progress
 
     next_queue_window, record_annotation = review_service()
