@@ -12,6 +12,7 @@ samples (reviewed windows) are never held out.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,36 @@ def full_window_view(image: np.ndarray, window: int) -> np.ndarray:
     """Zero-copy view of the windows at every pixel origin: shape (H-w+1, W-w+1, w, w, 3)."""
     _check_image(image, window)
     return sliding_window_view(image, (window, window), axis=(0, 1)).transpose(0, 1, 3, 4, 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _area_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) weights of area averaging: output pixel i is the mean of the input span
+    [i * src / dst, (i + 1) * src / dst), partial pixels weighted by their overlap."""
+    edges = np.arange(dst + 1, dtype=np.float64) * (src / dst)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    j = np.arange(src, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+    matrix = overlap / overlap.sum(axis=1, keepdims=True)
+    matrix.flags.writeable = False
+    return matrix
+
+
+def resize_windows(windows: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (B, s, s, 3) windows -> uint8 (B, size, size, 3) by area averaging (a scene's
+    object-size windows shown to a model of another window; docs/own-data.md). Deterministic:
+    float64 sums rounded to the nearest integer, each window on its own, so the result does not
+    depend on how windows are batched. Same size: returned as is."""
+    windows = np.asarray(windows)
+    if windows.ndim != 4 or windows.shape[1] != windows.shape[2] or windows.shape[3] != 3:
+        raise ValueError(f"expected square windows (B, s, s, 3), got {windows.shape}")
+    src = windows.shape[1]
+    if src == size:
+        return windows
+    m = _area_matrix(src, int(size))
+    planes = windows.transpose(0, 3, 1, 2).astype(np.float64)  # (B, 3, s, s)
+    out = np.matmul(np.matmul(m, planes), m.T)  # (B, 3, size, size)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def grid_positions(length: int, window: int, step: int) -> np.ndarray:

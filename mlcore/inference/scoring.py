@@ -8,6 +8,11 @@ memory is one or two strips plus the (small) probability grid, whatever the scen
 Besides ``probs`` a model file may output ``boxes`` and ``centredness`` (ARCHITECTURE.md, "model
 file"); they are scored alongside and land in the grid. A model without them gives a grid
 without them, which post-processing reads as "box = the window, centredness = 1".
+
+Objects of any size (docs/own-data.md): with ``scene_window`` s other than the model's window w,
+each scoring window is s x s scene pixels, resized to w x w by area averaging before the network,
+and the grid (origins, ``window``, ``step``, ``boxes``) is in scene pixels, so that everything
+downstream (NMS, detections, metrics, the queue's crops) never sees the model's scale.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mlcore.data.windows import full_window_view, grid_positions
+from mlcore.data.windows import full_window_view, grid_positions, resize_windows
 from mlcore.progress import Progress, report
 
 STRIP_BYTES = 64 * 1024 * 1024  # automatic strip height: about this many pixel bytes per strip
@@ -255,6 +260,18 @@ class ScoreGrid:
         return columns
 
 
+def scene_geometry(window: int, object_size: int | None, step: int) -> tuple[int, int]:
+    """(scene window, scene step) in scene pixels for a model of ``window`` px and objects of
+    ``object_size`` px on the scene (None: the window, today's behaviour); ``step`` is the scoring
+    step at the model's scale, scaled with the window (at least 1 px)."""
+    size = int(object_size or window)
+    if size < 1 or window < 1 or step < 1:
+        raise ValueError(
+            f"object size, window and step must be positive, got {size}, {window}, {step}"
+        )
+    return size, max(1, int(round(step * size / window)))
+
+
 def output_arrays(scorer, n: int) -> dict[str, np.ndarray]:
     """Empty float32 results for ``n`` windows, one array per output of ``scorer``."""
     tails = {"probs": (len(scorer.classes),)} | REFINEMENTS
@@ -264,17 +281,25 @@ def output_arrays(scorer, n: int) -> dict[str, np.ndarray]:
 class _Batcher:
     """Fills one preallocated uint8 batch from strips; each output lands in ``out[name][dest]``."""
 
-    def __init__(self, scorer: Scorer, batch_size: int, out: dict[str, np.ndarray]):
+    def __init__(
+        self,
+        scorer: Scorer,
+        batch_size: int,
+        out: dict[str, np.ndarray],
+        scene_window: int | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        w = scorer.window
         self.scorer, self.out = scorer, out
-        self.buffer = np.empty((batch_size, w, w, 3), dtype=np.uint8)
+        # Windows are cut at the scene's size and resized to the model's at flush.
+        self.size = int(scene_window or scorer.window)
+        s = self.size
+        self.buffer = np.empty((batch_size, s, s, 3), dtype=np.uint8)
         self.dest = np.empty(batch_size, dtype=np.int64)
         self.fill = 0
 
     def add_strip(self, strip: np.ndarray, local_rows, xs: np.ndarray, first_index: int) -> None:
-        view = full_window_view(strip, self.scorer.window)  # zero-copy
+        view = full_window_view(strip, self.size)  # zero-copy
         size, k = len(self.buffer), len(xs)
         runs = _regular_runs(xs)
         for i, r in enumerate(local_rows):
@@ -299,10 +324,14 @@ class _Batcher:
     def flush(self) -> None:
         if self.fill:
             dest = self.dest[: self.fill]
+            w = self.scorer.window
+            images = resize_windows(self.buffer[: self.fill], w)
             if len(self.out) == 1:  # probs only: the one call every scorer has
-                self.out["probs"][dest] = self.scorer.predict(self.buffer[: self.fill])
+                self.out["probs"][dest] = self.scorer.predict(images)
             else:
-                results = predict_outputs(self.scorer, self.buffer[: self.fill])
+                results = predict_outputs(self.scorer, images)
+                if "boxes" in results and self.size != w:  # model pixels -> scene pixels
+                    results["boxes"] = results["boxes"] * np.float32(self.size / w)
                 for name, values in self.out.items():
                     values[dest] = results[name]
             self.fill = 0
@@ -335,21 +364,33 @@ def _check_strip(strip: np.ndarray, window: int) -> None:
 
 
 def score_strip(
-    scorer: Scorer, strip: np.ndarray, row_starts, xs, batch_size: int = 512
+    scorer: Scorer,
+    strip: np.ndarray,
+    row_starts,
+    xs,
+    batch_size: int = 512,
+    scene_window: int | None = None,
 ) -> np.ndarray:
     """Score the windows at (row_starts x xs) of ``strip`` (pixel rows ``[row_starts[0],
-    row_starts[-1] + window)`` of the scene; ``row_starts`` absolute). Returns float32 (R, K, C)."""
-    return score_strip_outputs(scorer, strip, row_starts, xs, batch_size)["probs"]
+    row_starts[-1] + window)`` of the scene; ``row_starts`` absolute). ``scene_window``: the
+    windows' size in the scene (default the model's), each resized to the model's window.
+    Returns float32 (R, K, C)."""
+    return score_strip_outputs(scorer, strip, row_starts, xs, batch_size, scene_window)["probs"]
 
 
 def score_strip_outputs(
-    scorer: Scorer, strip: np.ndarray, row_starts, xs, batch_size: int = 512
+    scorer: Scorer,
+    strip: np.ndarray,
+    row_starts,
+    xs,
+    batch_size: int = 512,
+    scene_window: int | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`score_strip` for every output of the scorer: {"probs": (R, K, C), and where the
-    model has them "boxes": (R, K, 4), "centredness": (R, K)}, float32."""
+    model has them "boxes": (R, K, 4) in scene pixels, "centredness": (R, K)}, float32."""
     row_starts = np.asarray(row_starts, dtype=np.int64)
     xs = np.asarray(xs, dtype=np.int64)
-    w = scorer.window
+    w = int(scene_window or scorer.window)
     _check_strip(strip, w)
     shape = (len(row_starts), len(xs))
     if len(row_starts) == 0 or len(xs) == 0:
@@ -361,7 +402,7 @@ def score_strip_outputs(
             f"{row_starts[0]}..{row_starts[-1]} and columns {xs.min()}..{xs.max()} (window {w})"
         )
     out = output_arrays(scorer, len(row_starts) * len(xs))
-    batcher = _Batcher(scorer, batch_size, out)
+    batcher = _Batcher(scorer, batch_size, out, w)
     batcher.add_strip(strip, local, xs, 0)
     batcher.flush()
     return {name: a.reshape(*shape, *a.shape[1:]) for name, a in out.items()}
@@ -380,19 +421,23 @@ def score_scene(
     batch_size: int = 512,
     progress: Progress | None = None,
     rows_per_strip: int | None = None,
+    scene_window: int | None = None,
 ) -> ScoreGrid:
     """Score every window of ``reader`` (``.height``, ``.width``, ``.read_rows(y0, y1)``).
+
+    ``scene_window``: the windows' size in scene pixels (default the model's window; see
+    :func:`scene_geometry`), ``step`` in scene pixels too; the grid is in scene pixels.
 
     Reads strip by strip (``rows_per_strip`` window rows each; auto: ~64 MB of pixels), so a scene
     larger than memory works. Batches run across strip boundaries, which makes the result
     independent of the strip height, bit for bit.
     """
-    w = scorer.window
+    w = int(scene_window or scorer.window)
     ys = grid_positions(int(reader.height), w, step)
     xs = grid_positions(int(reader.width), w, step)
     rows = rows_per_strip or auto_rows_per_strip(int(reader.width), w, step)
     out = output_arrays(scorer, len(ys) * len(xs))
-    batcher = _Batcher(scorer, batch_size, out)
+    batcher = _Batcher(scorer, batch_size, out, w)
     chunks = [(i, min(i + rows, len(ys))) for i in range(0, len(ys), rows)]
 
     def read(chunk):
