@@ -11,16 +11,13 @@ of the tree and the tree's sum, sampled every 0.2 s):
 2. ``check``: what the upload request does (labeling.ingest.uploads.check_scene_image): header and
    structure, no decoding.
 3. ``ingest-tiff`` / ``ingest-jpeg``: the import job's conversion,
-mlcore.ingest.scenes.image_to_npy,
-   streaming into the scoring ``.npy``.
+   mlcore.ingest.scenes.image_to_npy, streaming into the scoring ``.npy``.
 4. ``pyramid-vips`` / ``pyramid-ours``: the deep-zoom pyramid by mlcore.ingest.deepzoom (libvips
-dzsave)
-   and by the numpy + Pillow writer it replaced (bench/baseline_deepzoom.py), same scene.
+   dzsave) and by the numpy + Pillow writer it replaced (bench/baseline_deepzoom.py), same scene.
 5. ``score``: Spark ``local[2]`` (workers.spark_score.score_scene_on_spark, partitions reading
    only their strips) with a colour window classifier (ONNX, onnx.helper; it finds the squares).
 6. ``detections``: labeling.scoring.results.store_scoring_result: NMS-merged boxes and raw windows
-into
-   PostgreSQL, the grid into storage.
+   into PostgreSQL, the grid into storage.
 7. ``queue``: the review queue's ranking of every window (labeling.review.queue.ranked_run) and
    the first window handed out (next_queue_window), cold.
 8. ``viewer``: gunicorn + headless Chromium: log in, open the scene; time to first boxes, the

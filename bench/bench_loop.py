@@ -22,8 +22,7 @@ difference per seed removes what the seeds share. Random continues to ``--random
 
 The calibration scene holds each held-out image ``--calibration-copies`` times (the product's
 default, ``mlcore.data.canvases.CALIBRATION_COPIES``); each version is also calibrated on a corner
-of
-it as large as a one-copy scene, so the JSON compares the thresholds' spread of both. The default
+of it as large as a one-copy scene, so the JSON compares the thresholds' spread of both. The default
 strategy is chosen on the calibration scene's F1 after 600 answers, never on the collages.
 
     .venv/bin/python -m mlcore demo --out var/mlcore-demo             # the first model, once

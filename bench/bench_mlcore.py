@@ -3,8 +3,7 @@
 CPU figures (``run``):
 
 * scoring: ``mlcore.inference.scoring.score_scene`` (strip reading, window gathering, batching,
-results)
-  vs the bare ONNX Runtime session on ready-made batches of the same size, same session;
+  results) vs the bare ONNX Runtime session on ready-made batches of the same size, same session;
 * scoring cost per window of a model with a box head (the ``boxes`` and ``centredness``
   outputs) vs the same backbone without it, both through ``score_scene``;
 * peak RSS scoring a 20,000 x 20,000 scene ``.npy`` from disk, in a child process (VmHWM),

@@ -3,8 +3,7 @@
 ``make_scored_scene(project)`` goes through the real code paths: scene pixels as ``.npy`` in the
 configured storage, an ONNX model in the project's format scored by ONNX Runtime
 (``mlcore.inference.scoring.score_scene``), and ``labeling.scoring.results.store_scoring_result``
-writing the grid,
-the detections and the metrics against the scene's ground truth.
+writing the grid, the detections and the metrics against the scene's ground truth.
 
 The model is a colour detector built with onnx.helper: the mean colour of a window decides its
 class (red -> the first positive class, green -> the second, grey -> negative), so objects are

@@ -112,8 +112,7 @@ def training_label(annotation, project) -> str:
 
 def reconcile_job(record: JobRecord) -> JobRecord:
     """labeling.jobs.enqueue.reconcile: a job whose worker process is dead (SIGKILL, out of memory)
-    is
-    failed at once instead of after RQ's heartbeat timeout."""
+    is failed at once instead of after RQ's heartbeat timeout."""
     return reconcile(record)
 
 

@@ -1,15 +1,13 @@
 """What the metrics page and the dashboard show of model quality: per model version (one active-
 learning cycle each) the labels it learnt from, the thresholds its detections used (calibrated
 ones travel with the version: labeling.scoring.thresholds), object-level precision / recall / F1
-(the
-headline) and COCO AP@0.5 / AP@[.5:.95] over the scenes it scored, window-level figures as a
+(the headline) and COCO AP@0.5 / AP@[.5:.95] over the scenes it scored, window-level figures as a
 diagnostic, and a window confusion matrix of one scoring run.
 
 Scenes with ground truth are measured against it (the run's stored metrics, from
 labeling.scoring.results.compute_metrics); scenes without are measured against the reviewers'
-effective
-annotations (window level only: the window nearest each annotated box, its training label as
-truth). No HTTP here; labeling/views/pages.py renders it."""
+effective annotations (window level only: the window nearest each annotated box, its training
+label as truth). No HTTP here; labeling/views/pages.py renders it."""
 
 from __future__ import annotations
 
@@ -34,8 +32,7 @@ _lock = threading.Lock()
 def predicted_labels(grid, project, thresholds=None) -> np.ndarray:
     """Class index per window (R, K) by the hit rule: the best class whose probability reaches its
     threshold (the run's, labeling.scoring.thresholds.run_thresholds; default the project's), else
-    the
-    negative class (as labeling.scoring.results stores detections)."""
+    the negative class (as labeling.scoring.results stores detections)."""
     if thresholds is None:
         thresholds = project_thresholds(project, grid.classes)
     return decided_labels(grid.probs, grid.classes, thresholds, project.negative_class)

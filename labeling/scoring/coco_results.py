@@ -12,8 +12,7 @@ the order the run's COCO AP was computed in: copy it into ``score`` to reproduce
 
 Two sets of boxes: ``ranked`` (default) holds every merged box scoring at least
 ``labeling.scoring.results.AP_FLOOR``, the ranked list the run's COCO AP was computed on (AP needs
-the low
-scores too); ``merged`` holds the run's detections as stored (at the run's thresholds)."""
+the low scores too); ``merged`` holds the run's detections as stored (at the run's thresholds)."""
 
 from __future__ import annotations
 

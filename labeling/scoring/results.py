@@ -5,8 +5,7 @@ the Spark driver returns the grid; one transaction, so a run is either done with
 not done at all.
 
 From a model with a box head (mlcore.inference.postprocess) a merged detection's box is the refined
-box of
-the window NMS kept; its stored score stays the class probability, the number the thresholds,
+box of the window NMS kept; its stored score stays the class probability, the number the thresholds,
 the viewer's slider and its "class score" label compare (the ranking score, probability x
 centredness, orders the detections and COCO AP). Raw window rows are the windows themselves."""
 
@@ -87,8 +86,7 @@ def compute_metrics(
     (when it has one): object-level precision/recall/F1 of the merged boxes (the headline), COCO
     AP@0.5 and AP@[.5:.95] of the ranked boxes (mlcore.eval.coco_eval on ranked_detections) and
     window-level metrics (a diagnostic). The window truth is mlcore.eval.metrics.window_truth given
-    ALL
-    ground-truth boxes (negative tiles too: one pasted over a car's centre makes that window
+    ALL ground-truth boxes (negative tiles too: one pasted over a car's centre makes that window
     negative)."""
     negative = project.negative_class
     if thresholds is None:

@@ -92,8 +92,7 @@ def viewer_thresholds(project, run, requested=None) -> dict:
 
 def hit_class(classes, probs, thresholds: dict[str, float], negative: str | None) -> int:
     """Index of the class a window is detected as (mlcore.inference.postprocess.window_hits' rule,
-    so the
-    review queue's guess agrees with the boxes): the most probable positive class whose
+    so the review queue's guess agrees with the boxes): the most probable positive class whose
     probability reaches its threshold, else the negative class; the argmax without one."""
     classes = list(classes)
     if negative not in classes:

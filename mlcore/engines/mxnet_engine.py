@@ -7,8 +7,8 @@ MXNet 1.9.1 (retired 2023) needs numpy < 1.24, so this module runs only in the s
 
 Training uses a GPU when MXNet was built with CUDA (``mxnet-cu112``) and one is present, else the
 CPU. Options are the PyTorch engine's (:class:`mlcore.train.training.TrainConfig`) names, so one
-options
-dict drives either engine; options that only mean something to PyTorch are accepted and ignored.
+options dict drives either engine; options that only mean something to PyTorch are accepted and
+ignored.
 
 Export (``ENGINE.export(result, directory)``) writes ``model-symbol.json`` + ``model-0000.params``
 (``HybridBlock.export``), the sidecar ``model-meta.json`` (classes, window, normalisation) and,

@@ -20,8 +20,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 # CIFAR-10 training-set statistics in [0, 1] units (mlcore.model.network has the same; importing it
-# would
-# import torch, which the MXNet virtualenv does not have).
+# would import torch, which the MXNet virtualenv does not have).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 PREFIX = "wr_"

@@ -13,8 +13,8 @@ annotations). Categories are the positive classes, ids 1..n in the order given.
 whose label is not a positive class is not an object (negative tiles are not annotated in COCO).
 A positive box with ``visible < min_visible`` (mostly covered by later pastes) is "don't care",
 as in ``mlcore.eval.metrics.object_metrics``. COCO has exactly one mechanism for that:
-``iscrowd=1``.
-COCOeval sets a ground-truth box's ``ignore`` flag from ``iscrowd`` alone (an ``ignore`` key is
+``iscrowd=1``. COCOeval sets a ground-truth box's ``ignore`` flag from ``iscrowd`` alone (an
+``ignore`` key is
 overwritten), and for such a box
 
 - it is never counted as a miss (its recall slot is dropped),

@@ -3,8 +3,7 @@
 - **Corrections stick**: of the windows reviewers answered before a model version was trained,
   the share that version now decides the way the reviewer answered (its hit rule at its
   thresholds: ``mlcore.inference.postprocess.decided_labels``). A version that forgets what it was
-  taught
-  shows it here first.
+  taught shows it here first.
 - **Labels saved**: how many answers one strategy needs to reach another's F1 at a budget, read
   off its learning curve by linear interpolation.
 - **Paired differences**: runs that share a seed (the same first model, fine-tune seed and random
@@ -63,8 +62,7 @@ def stick_by_coverage(
 ) -> list[dict]:
     """Corrections stick split by how much of each answered window its answer's class covers
     (``mlcore.eval.metrics.centre_class_coverage``), in bins ``[0, e1), [e1, e2), ..., [ek, 1]``:
-    the
-    windows the centre rule answers from a sliver are the ones a smooth model cannot keep."""
+    the windows the centre rule answers from a sliver are the ones a smooth model cannot keep."""
     decided, answered, coverage = np.asarray(decided), np.asarray(answered), np.asarray(coverage)
     if not decided.shape == answered.shape == coverage.shape:
         raise ValueError("decided, answered and coverage must have the same shape")

@@ -4,8 +4,8 @@ and every window's outputs are read from the feature map by pooling at the windo
 Design
 ------
 *Strides.* WindowResNet (mlcore.model.network) is a stem (3x3, stride 1) and three stages whose
-first
-blocks have strides 1, 2, 2: the feature map is at 1/4 of the pixel resolution (``stride`` = 4),
+first blocks have strides 1, 2, 2: the feature map is at 1/4 of the pixel resolution (``stride`` =
+4),
 so a 32 px window is an 8x8 feature block, and a window whose origin is a multiple of 4 maps to
 whole feature cells. The per-window network ends in a global average pool over that 8x8 map and
 two linear heads (``fc``: head logits, ``box``: 4 offsets + centredness). Dense scoring takes the

@@ -6,8 +6,7 @@ local disk or from remote storage, without decoding the whole picture.
 
 * ``image_to_npy`` streams a picture (JPEG, PNG, TIFF, BigTIFF, tiled or pyramidal TIFF) into that
   format a band at a time (``mlcore.ingest.scene_decode``), so memory does not grow with the
-  picture;
-* ``validate_scene_image`` checks an upload from its header, before anything is stored;
+picture; * ``validate_scene_image`` checks an upload from its header, before anything is stored;
 * ``ArrayScene`` / ``NpyScene`` are the readers (``.height``, ``.width``, ``.read_rows(y0, y1)``)
   that ``scoring.score_scene`` and ``deepzoom.generate_dzi`` consume.
 """
@@ -42,8 +41,8 @@ class SceneError(ValueError):
 
 def _decode():
     """mlcore.ingest.scene_decode, imported when a picture is decoded: it needs libvips and
-    tifffile,
-    which Spark executors and the MXNet virtualenv (they read .npy strips only) do without."""
+    tifffile, which Spark executors and the MXNet virtualenv (they read .npy strips only) do
+    without."""
     from mlcore.ingest import scene_decode
 
     return scene_decode

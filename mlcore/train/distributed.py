@@ -1,8 +1,7 @@
 """Data-parallel training over several processes or GPUs, launched with ``torchrun``.
 
     torchrun --nproc_per_node 4 -m mlcore.train.distributed --canvases DIR --classes
-    car,boat,negative \\
-        --out model_dir --config '{"steps": 3000}'
+        car,boat,negative \\ --out model_dir --config '{"steps": 3000}'
 
 Every rank samples its own windows (its generator is seeded with the rank), the global batch
 ``config.batch_size`` is split evenly over the ranks, and DistributedDataParallel averages the

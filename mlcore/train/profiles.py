@@ -10,10 +10,10 @@ training starts from a previous model version."""
 from __future__ import annotations
 
 # A retrain draws half of its windows from the reviewed ones (mlcore.data.windows.WindowSampler):
-# with
-# their weight alone they were ~2% of a batch and a short fine-tune kept half of them; at a quarter
-# a 150-step fine-tune kept 83-88% of the default strategy's answers, at a half 95-99% at the same
-# calibration-scene F1 (bench/bench_loop.py on dev seeds 100-101, docs/loop.md#measured-loop).
+# with their weight alone they were ~2% of a batch and a short fine-tune kept half of them; at a
+# quarter a 150-step fine-tune kept 83-88% of the default strategy's answers, at a half 95-99% at
+# the same calibration-scene F1 (bench/bench_loop.py on dev seeds 100-101,
+# docs/loop.md#measured-loop).
 CORRECTION_SHARE = 0.5
 
 TRAIN_PROFILES: dict[str, dict] = {

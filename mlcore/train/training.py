@@ -549,8 +549,7 @@ def train(
 
     With ``world_size > 1`` (inside an initialised process group, see
     :mod:`mlcore.train.distributed`) each rank samples its own windows, the global batch is split
-    over
-    ranks and gradients are averaged by DistributedDataParallel."""
+    over ranks and gradients are averaged by DistributedDataParallel."""
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     if not 0.0 <= config.parent_mix < 1.0:  # before the training it would otherwise waste
         raise ValueError(f"parent_mix must be in [0, 1), got {config.parent_mix}")

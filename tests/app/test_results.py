@@ -1,6 +1,6 @@
 """labeling.scoring.results.store_scoring_result: the grid in storage, detections (raw windows >=
-0.5 with
-their probabilities, NMS-merged boxes at the project threshold), metrics against ground truth,
+0.5 with their probabilities, NMS-merged boxes at the project threshold), metrics against ground
+truth,
 and a retried run replacing only its own rows. Scenes are scored for real through ONNX Runtime
 (tests/review_helpers.py)."""
 

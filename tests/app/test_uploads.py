@@ -1,6 +1,5 @@
 """labeling.ingest.uploads: storage keys named by users, size and pixel limits and image checks,
-with
-the messages a user sees (the ground-truth parsers: tests/app/test_ground_truth.py)."""
+with the messages a user sees (the ground-truth parsers: tests/app/test_ground_truth.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """One window truth everywhere: the stored run metrics (labeling.scoring.results), the metrics
-page's
-confusion matrix (labeling.loop.metrics_view.run_confusion) and the simulated reviewer
+page's confusion matrix (labeling.loop.metrics_view.run_confusion) and the simulated reviewer
 (simulate_review's Oracle) agree on a hand-made scene where tiles cover each other, and a
 negative tile pasted over a car's centre makes the windows there negative in all three."""
 

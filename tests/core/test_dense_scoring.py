@@ -1,6 +1,6 @@
 """Dense scoring (mlcore.inference.dense_scoring, issue 37.1): the trunk over whole tiles, windows
-pooled
-from its feature map. Where it must equal per-window scoring (mlcore.inference.scoring.score_scene)
+pooled from its feature map. Where it must equal per-window scoring
+(mlcore.inference.scoring.score_scene)
 it does;
 tiles join without seams, bit for bit; the model file says whether it can be scored densely."""
 

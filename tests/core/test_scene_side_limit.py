@@ -1,7 +1,6 @@
 """No import step may need more than 1 GB whatever the picture's width: the deep-zoom pyramid holds
 a full-width strip, so a scene's side is bounded (mlcore.ingest.scenes.MAX_SIDE) and refused from
-the
-header, before anything is decoded or stored."""
+the header, before anything is decoded or stored."""
 
 from __future__ import annotations
 

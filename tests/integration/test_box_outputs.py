@@ -1,7 +1,6 @@
 """A model file with a box head, end to end (issue 22): a torch module with a known box offset
 and centredness, exported with torch.onnx through mlcore.model.export, round-trips its outputs
-through
-scoring, the grid file, Parquet and the database detections (the viewer's feed and the COCO
+through scoring, the grid file, Parquet and the database detections (the viewer's feed and the COCO
 results export read the refined boxes); the same backbone without the head is an old
 single-output model and scores exactly as before."""
 

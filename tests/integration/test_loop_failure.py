@@ -66,8 +66,7 @@ def test_worker_killed_mid_training_fails_the_cycle_and_a_retry_works(
         proc.wait()
 
     # Any page showing the job (labeling.jobs.enqueue.job_state) sees at once that its worker is
-    # dead,
-    # without waiting for RQ's own cleanup of abandoned jobs.
+    # dead, without waiting for RQ's own cleanup of abandoned jobs.
     assert job_state(JobRecord.objects.get(pk=doomed.pk))["status"] == "failed"
     # The retrain endpoint (running_cycle) finds no cycle in flight and fails the version.
     assert running_cycle(project) is None

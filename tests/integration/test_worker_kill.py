@@ -214,8 +214,7 @@ def test_a_horse_that_outlived_its_worker_is_killed_before_its_job_is_called_fai
 ):
     """Without workers.rq_worker (stock rq.Worker: no PR_SET_PDEATHSIG) a group kill of the
     worker leaves the horse running. Declaring its job failed (labeling.jobs.enqueue.reconcile, as
-    any
-    page showing it does) first kills that horse, so "failed" means stopped."""
+    any page showing it does) first kills that horse, so "failed" means stopped."""
     from labeling.jobs.enqueue import job_state
 
     record = enqueue("spin", "jobs_for_tests.spin", project=project, queue="train", seconds=120)
