@@ -91,6 +91,7 @@ class ProjectForm(forms.ModelForm):
             "description",
             "negative_class",
             "window_size",
+            "object_size",
             "train_step",
             "score_step",
             "threshold",
@@ -100,6 +101,9 @@ class ProjectForm(forms.ModelForm):
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         help_texts = {
             "window_size": "Pixels; the classifier sees square windows of this size.",
+            "object_size": "Your objects' typical size on the scenes, in pixels; empty: the "
+            "window size. Scenes are scored in windows of this size, each resized to the window, "
+            "and a click in the viewer places a box of this size.",
             "train_step": "Pixels between training windows (at most the window size).",
             "score_step": "Pixels between scored windows (at most the window size).",
             "threshold": "Probability above which a window counts as a detection.",

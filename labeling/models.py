@@ -60,6 +60,10 @@ def validate_classes(classes, negative_class: str) -> None:
         )
 
 
+# The largest object size a project can state: a scoring window of this many scene pixels.
+OBJECT_SIZE_MAX = 4096
+
+
 class Project(models.Model):
     ENGINES = [("torch", "PyTorch"), ("mxnet", "MXNet")]
 
@@ -75,6 +79,10 @@ class Project(models.Model):
     classes = models.JSONField(default=default_classes)
     negative_class = models.CharField(max_length=40, default="negative")
     window_size = models.PositiveIntegerField(default=32)
+    # The objects' typical size on the project's scenes, in scene pixels; empty: the window size.
+    # Scenes are scored (and reviewed windows cut) at this size, resized to the window
+    # (docs/own-data.md, "Objects of any size").
+    object_size = models.PositiveIntegerField(null=True, blank=True, default=None)
     train_step = models.PositiveIntegerField(default=8)
     score_step = models.PositiveIntegerField(default=16)
     threshold = models.FloatField(default=0.9)
@@ -116,6 +124,10 @@ class Project(models.Model):
         validate_classes(self.classes, self.negative_class)
         if self.window_size < 1:
             raise ValidationError("The window size must be at least 1 pixel.")
+        if self.object_size is not None and not 1 <= self.object_size <= OBJECT_SIZE_MAX:
+            raise ValidationError(
+                {"object_size": f"The object size must be between 1 and {OBJECT_SIZE_MAX} pixels."}
+            )
         for field in ("train_step", "score_step"):
             step = getattr(self, field)
             if step < 1 or step > self.window_size:
@@ -125,6 +137,18 @@ class Project(models.Model):
                 )
         if not 0.0 < self.threshold <= 1.0:
             raise ValidationError("The threshold must be in (0, 1].")
+
+    @property
+    def scene_window(self) -> int:
+        """A window's side in scene pixels: the object size, else the model's window."""
+        return int(self.object_size or self.window_size)
+
+    @property
+    def scene_score_step(self) -> int:
+        """The scoring step in scene pixels (``score_step`` is at the model's scale)."""
+        from mlcore.inference.scoring import scene_geometry
+
+        return scene_geometry(self.window_size, self.object_size, self.score_step)[1]
 
     @property
     def class_names(self) -> list[str]:

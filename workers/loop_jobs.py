@@ -256,15 +256,21 @@ def annotation_image_id(annotation) -> str:
     return f"ann-{annotation.pk}"
 
 
-def crop_tile(reader, annotation, window: int) -> np.ndarray:
+def crop_tile(reader, annotation, window: int, scene_window: int | None = None) -> np.ndarray:
     """The window-size tile centred on the annotation's box (the window the scorer saw when the
-    box is a window), clamped into the scene."""
+    box is a window), clamped into the scene. ``scene_window`` (Project.scene_window, default
+    ``window``): the square cut from the scene, resized to ``window`` as scoring resizes it
+    (mlcore.inference.scoring), so the model learns what scoring shows it."""
+    from mlcore.data.windows import resize_windows
+
+    size = int(scene_window or window)
     cy = annotation.y + annotation.h / 2.0
     cx = annotation.x + annotation.w / 2.0
-    y0 = int(min(max(round(cy - window / 2.0), 0), reader.height - window))
-    x0 = int(min(max(round(cx - window / 2.0), 0), reader.width - window))
-    rows = reader.read_rows(y0, y0 + window)
-    return np.ascontiguousarray(rows[:, x0 : x0 + window])
+    y0 = int(min(max(round(cy - size / 2.0), 0), reader.height - size))
+    x0 = int(min(max(round(cx - size / 2.0), 0), reader.width - size))
+    rows = reader.read_rows(y0, y0 + size)
+    tile = np.ascontiguousarray(rows[:, x0 : x0 + size])
+    return np.ascontiguousarray(resize_windows(tile[None], window)[0])
 
 
 def feed_corrections(ctx, project_id: int, version_id: int | None = None):
@@ -312,7 +318,8 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
             continue
         if scene.pk not in readers:
             readers[scene.pk] = NpyScene(storage, scene.pixels_key)
-        by_class[label].append((annotation_image_id(a), crop_tile(readers[scene.pk], a, window)))
+        tile = crop_tile(readers[scene.pk], a, window, project.scene_window)
+        by_class[label].append((annotation_image_id(a), tile))
         ctx.progress(i + 1, len(new), "cropping corrected tiles")
     held_out = hold_out_marks(ctx, cset, by_class)
     added = {}

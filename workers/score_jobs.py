@@ -2,8 +2,7 @@
 
 The Spark driver (workers.spark_score) computes the probability grid; this job writes the Parquet
 egress next to the scene, hands the grid to labeling.scoring.results.store_scoring_result (grid
-file,
-detections, metrics; marks the run done), records the per-partition timings and the Spark UI
+file, detections, metrics; marks the run done), records the per-partition timings and the Spark UI
 URL, and, when the run belongs to a retrain cycle, lets the cycle promote or fail its version
 and measures how many of the answers it learnt from it keeps (labeling.loop.corrections).
 A failure marks only this run failed, with the reason; earlier runs are never touched."""
@@ -55,6 +54,7 @@ def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int
             scene.pixels_key,
             version.model_key,
             step=project.score_step,
+            object_size=project.object_size,
             master=str(settings.SPARK_MASTER),
             partitions=partitions,
             progress=ctx,

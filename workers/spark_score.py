@@ -1,8 +1,7 @@
 """Spark scoring driver: score a scene's windows on a Spark cluster. Plumbing only.
 
 The math is :func:`mlcore.inference.scoring.score_strip`; this module cuts the scene's window rows
-into
-balanced contiguous partitions (many more than executors, so no executor waits on one long
+into balanced contiguous partitions (many more than executors, so no executor waits on one long
 remainder strip), ships the ONNX model once (``sc.addFile``) and the repo's ``mlcore`` and
 ``workers`` packages as a zip (``sc.addPyFile``), and assembles the probability grid from the
 compact float32 blocks the tasks return (one per model output: probs, and the boxes and
@@ -238,7 +237,7 @@ def _score_partition(task: dict, done_counter):
     window = task["window"]
     scene = NpyScene(storage_from_url(task["storage_url"]), task["scene_key"])
     strip = scene.read_rows(int(ys[0]), int(ys[-1]) + window)
-    outputs = score_strip_outputs(scorer, strip, ys, xs, task["batch_size"])
+    outputs = score_strip_outputs(scorer, strip, ys, xs, task["batch_size"], scene_window=window)
     blocks = {}
     for name, values in outputs.items():
         values = np.ascontiguousarray(values, dtype=np.float32)
@@ -316,8 +315,14 @@ def score_scene_on_spark(
     original_split: bool = False,
     spark_conf: dict[str, str] | None = None,
     executor_env: dict[str, str] | None = None,
+    object_size: int | None = None,
 ):
     """Score every window of the ``.npy`` scene ``scene_key`` in ``scene_storage_url``.
+
+    ``object_size``: the objects' size on the scene in pixels (None: the model's window). The
+    scoring windows are that size, at ``step`` scaled by it (``step`` is at the model's scale:
+    ``mlcore.inference.scoring.scene_geometry``), each resized to the model's window; the grid
+    is in scene pixels.
 
     Returns ``(ScoreGrid, SparkRunInfo)``; the grid equals single-process ``score_scene``.
     ``partitions`` defaults to 4x the default parallelism (capped at the number of window
@@ -326,7 +331,7 @@ def score_scene_on_spark(
     kept for benchmarks). ``executor_env`` adds environment variables for the executors.
     """
     from mlcore.data.windows import grid_positions
-    from mlcore.inference.scoring import ScoreGrid, load_scorer
+    from mlcore.inference.scoring import ScoreGrid, load_scorer, scene_geometry
     from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import StorageNotFoundError, storage_from_url, validate_key
 
@@ -341,7 +346,8 @@ def score_scene_on_spark(
         )
     model_path = _resolve_model(model_path_or_key, storage)
     scorer = load_scorer(str(model_path))
-    window, classes = int(scorer.window), list(scorer.classes)
+    classes = list(scorer.classes)
+    window, step = scene_geometry(int(scorer.window), object_size, step)
     scene = NpyScene(storage, scene_key)
     ys = grid_positions(scene.height, window, step)
     xs = grid_positions(scene.width, window, step)

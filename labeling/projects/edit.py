@@ -11,7 +11,9 @@ from __future__ import annotations
 from labeling.models import ModelVersion
 
 # What a trained model's outputs and windows are made of.
-MODEL_FIELDS = ("negative_class", "window_size", "train_step", "score_step", "engine")
+MODEL_FIELDS = (
+    "negative_class", "window_size", "object_size", "train_step", "score_step", "engine"
+)  # fmt: skip
 
 
 def class_lock_reason(project) -> str | None:

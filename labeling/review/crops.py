@@ -30,7 +30,7 @@ def window_crop(
 
     if not scene.pixels_key:
         raise ReviewError(f"scene {scene.name!r} has no pixels yet: wait for its import to finish")
-    size = scene.project.window_size if size in (None, "") else pixel_int("size", size)
+    size = scene.project.scene_window if size in (None, "") else pixel_int("size", size)
     context = size // 2 if context in (None, "") else pixel_int("context", context)
     scale = pixel_int("scale", scale)
     x, y = pixel_int("x", x), pixel_int("y", y)

@@ -133,7 +133,7 @@ def detections_feed(scene, run, kind="merged", label=None, min_score=None, regio
         "threshold": slider_start(run_thresholds(run), project.threshold),
         "class_thresholds": run_thresholds(run),
         "threshold_source": run_threshold_source(run),
-        "window": project.window_size,
+        "window": project.scene_window,  # scene pixels (Project.object_size)
         "count": int(len(idx)),
     }
     for name in ("id", "x", "y", "w", "h", "label"):

@@ -151,7 +151,7 @@ def skip_window(project, scene, user, x, y) -> QueueSkip:
     if scene.project_id != project.pk:
         raise ReviewError(f"scene {scene.pk} does not belong to project {project.name!r}")
     x, y = pixel_int("x", x), pixel_int("y", y)
-    size = project.window_size
+    size = project.scene_window
     if x < 0 or y < 0 or x + size > scene.width or y + size > scene.height:
         raise ReviewError(f"the window at x={x}, y={y} ({size} px) is outside scene {scene.name!r}")
     # Only a window the queue can hand out: any other place would be stored for nothing (a
@@ -326,8 +326,8 @@ def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining:
 
 def guess_reason(classes, probs, best: int, thresholds: dict, negative) -> str:
     """Why the model's guess is what it is, in the detection rule's terms
-    (labeling.scoring.thresholds
-    .hit_class): "negative: boat 0.336 is below boat's threshold 0.575"."""
+    (labeling.scoring.thresholds .hit_class): "negative: boat 0.336 is below boat's threshold
+    0.575"."""
     classes = list(classes)
     guess = classes[best]
     positives = [i for i, c in enumerate(classes) if c != negative and c in thresholds]

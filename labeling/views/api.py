@@ -65,6 +65,8 @@ def project_summary(project) -> dict:
         "class_thresholds": project.class_thresholds,
         "use_calibrated_thresholds": project.use_calibrated_thresholds,
         "window_size": project.window_size,
+        "object_size": project.object_size,
+        "scene_window": project.scene_window,
         "score_step": project.score_step,
         "engine": project.engine,
         "url": f"/projects/{project.pk}/",

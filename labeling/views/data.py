@@ -164,6 +164,7 @@ def project_json(project: Project) -> dict:
         "negative_class": project.negative_class,
         "class_names": project.class_names,
         "window_size": project.window_size,
+        "object_size": project.object_size,
         "train_step": project.train_step,
         "score_step": project.score_step,
         "threshold": project.threshold,

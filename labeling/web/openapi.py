@@ -67,6 +67,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                      "name": {"type": "string"}, "description": {"type": "string"},
                      "classes": {"type": "array", "items": {"type": "object"}},
                      "negative_class": {"type": "string"}, "window_size": {"type": "integer"},
+                     "object_size": {"type": "integer", "nullable": True},
                      "train_step": {"type": "integer"}, "score_step": {"type": "integer"},
                      "threshold": {"type": "number"}, "engine": {"type": "string"},
                      "start_from_scratch": {"type": "boolean"}},
