@@ -10,7 +10,7 @@ import zlib
 from django import forms
 from django.conf import settings
 
-from labeling.models import DEFAULT_CLASSES, Dataset, Project
+from labeling.models import DEFAULT_CLASSES, OBJECT_SIZE_MAX, Dataset, Project
 
 
 def split_sources(text) -> list[str]:
@@ -69,10 +69,29 @@ def _divisor_hint(window: int, step: int) -> int:
     return min(divisors, key=lambda d: (abs(d - step), -d))
 
 
+_OBJECT_SIZE_BOUNDS = (
+    f"The object size must be between 1 and {OBJECT_SIZE_MAX} pixels (empty: the window size)."
+)
+
+
 class ProjectForm(forms.ModelForm):
     """A project with its classes; the classes come from the class editor rows (pages) or a
     JSON list (API, command), passed as `classes`."""
 
+    # Project.object_size, declared for messages that name it (the model field's say "value").
+    object_size = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=OBJECT_SIZE_MAX,
+        error_messages={
+            "min_value": _OBJECT_SIZE_BOUNDS,
+            "max_value": _OBJECT_SIZE_BOUNDS,
+            "invalid": "The object size must be a whole number of pixels (or empty).",
+        },
+        help_text="Your objects' typical size on the scenes, in pixels; empty: the window size. "
+        "Scenes are scored in windows of this size, each resized to the window, and a click in "
+        "the viewer places a box of this size.",
+    )
     # Project.use_calibrated_thresholds; absent (API, command): calibrated, the model default.
     threshold_mode = forms.ChoiceField(
         choices=[
@@ -101,9 +120,6 @@ class ProjectForm(forms.ModelForm):
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         help_texts = {
             "window_size": "Pixels; the classifier sees square windows of this size.",
-            "object_size": "Your objects' typical size on the scenes, in pixels; empty: the "
-            "window size. Scenes are scored in windows of this size, each resized to the window, "
-            "and a click in the viewer places a box of this size.",
             "train_step": "Pixels between training windows (at most the window size).",
             "score_step": "Pixels between scored windows (at most the window size).",
             "threshold": "Probability above which a window counts as a detection.",

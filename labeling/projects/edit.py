@@ -28,8 +28,8 @@ def class_lock_reason(project) -> str | None:
         return None
     return (
         f"Model v{numbers[0]} was trained on these classes, so their names and sources, the "
-        "negative class and the window stay as they are (colours, the name, the description "
-        "and the thresholds can change). For other classes, create a new project."
+        "negative class, the window and the object size stay as they are (colours, the name, the "
+        "description and the thresholds can change). For other classes, create a new project."
     )
 
 
