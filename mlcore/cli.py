@@ -218,15 +218,18 @@ def cmd_train(args) -> dict:
 
 
 def cmd_score(args) -> dict:
-    from mlcore.inference.scoring import load_scorer, score_scene
+    from mlcore.inference.scoring import load_scorer, scene_geometry, score_scene
     from mlcore.ingest.scenes import open_scene
 
     scorer = load_scorer(args.model)
     scene = open_scene(args.scene)
     started = time.perf_counter()
+    # --step is at the model's scale; windows of --object-size scene pixels are resized to it.
+    size, step = scene_geometry(int(scorer.window), args.object_size, args.step)
     grid = score_scene(
-        scorer, scene, args.step, batch_size=args.batch_size, progress=terminal_progress("scoring")
-    )
+        scorer, scene, step, batch_size=args.batch_size, progress=terminal_progress("scoring"),
+        scene_window=size,
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     grid.save(args.out)
     rows = {
@@ -607,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--parquet", help="also write the scores as Parquet")
+    p.add_argument("--object-size", type=int, default=None,
+                   help="the objects' size on the scene in pixels (default: the model's window); "
+                   "windows of that size are resized to the model's")  # fmt: skip
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("evaluate", help="precision/recall/F1 of a grid against ground truth")
