@@ -88,7 +88,8 @@ def make_scored_scene(
 
     storage = get_storage()
     classes = project.class_names
-    pixels, truth = scene_pixels(height, width, seed, size=project.window_size)
+    # Objects of the project's size on the scene (Project.object_size, else the window).
+    pixels, truth = scene_pixels(height, width, seed, size=project.scene_window)
     for box in truth:
         box["label"] = classes[box["label"] % max(1, len(classes) - 1)]
     scene = Scene.objects.create(
@@ -121,7 +122,8 @@ def make_scored_scene(
             storage.write(version.model_key, model_path.read_bytes())
             version.save(update_fields=["model_key"])
         scorer = load_scorer(model_path)
-        grid = score_scene(scorer, NpyScene(storage, scene.pixels_key), project.score_step)
+        grid = score_scene(scorer, NpyScene(storage, scene.pixels_key),
+                           project.scene_score_step, scene_window=project.scene_window)  # fmt: skip
     run = ScoringRun.objects.create(scene=scene, model_version=version, status="running")
     store_scoring_result(run, grid, {"test_helper": True})
     run.refresh_from_db()

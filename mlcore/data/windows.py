@@ -66,6 +66,11 @@ def resize_windows(windows: np.ndarray, size: int) -> np.ndarray:
     src = windows.shape[1]
     if src == size:
         return windows
+    if src % size == 0:  # a whole factor: block means (the same bytes as the products, faster)
+        f = src // size
+        blocks = windows.reshape(len(windows), size, f, size, f, 3)
+        means = blocks.sum(axis=(2, 4), dtype=np.uint32) / float(f * f)
+        return np.rint(means).astype(np.uint8)
     m = _area_matrix(src, int(size))
     planes = windows.transpose(0, 3, 1, 2).astype(np.float64)  # (B, 3, s, s)
     out = np.matmul(np.matmul(m, planes), m.T)  # (B, 3, size, size)

@@ -128,3 +128,14 @@ def test_resize_windows_averages_areas_and_ignores_batching():
     blocks = windows[:1, :32, :32].astype(np.float64)
     big = np.kron(windows[:1, :32, :32], np.ones((1, 2, 2, 1), dtype=np.uint8))
     np.testing.assert_array_equal(resize_windows(big, 32), blocks.astype(np.uint8))
+
+
+def test_the_whole_factor_shortcut_gives_the_area_average_bytes():
+    from mlcore.data.windows import _area_matrix
+
+    rng = np.random.default_rng(1)
+    windows = rng.integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)
+    m = _area_matrix(64, 32)
+    products = np.matmul(np.matmul(m, windows.transpose(0, 3, 1, 2).astype(np.float64)), m.T)
+    expected = np.clip(np.rint(products), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(resize_windows(windows, 32), expected)
