@@ -9,7 +9,7 @@
     python -m mlcore ceiling GROUND_TRUTH.json --step 16   (a perfect classifier's figures)
     python -m mlcore upload STORAGE_URL LOCAL KEY / download STORAGE_URL KEY LOCAL
     python -m mlcore demo [--json FILE]                 (all of the above on ../shared/data)
-    python -m mlcore pretrain [--out DIR]               (the starting model and its card)
+    python -m mlcore pretrain [--out DIR] [--resume]    (the starting model and its card)
 
 Every long step shows a progress bar (a few plain lines when stderr is a log file); every command
 ends with a one-screen summary. Errors in the input (a missing file, an unknown class) end with one
@@ -202,7 +202,7 @@ def cmd_train(args) -> dict:
         "profile": args.profile, "config": result.config.to_dict(),
         "train_seconds": round(seconds, 1), "windows_per_s": round(result.windows_per_s, 1),
         "val_accuracy": result.val_accuracy, "calibration": calibration,
-        "started_from": started_from,
+        "started_from": started_from, "precision": result.precision,
     }  # fmt: skip
     (out / "train.json").write_text(json.dumps(info, indent=2))
     return {
@@ -210,6 +210,7 @@ def cmd_train(args) -> dict:
         "started from": started_from["name"],
         "steps": result.config.total_steps(1),
         "windows/s": f"{result.windows_per_s:,.0f}",
+        "precision": f"{result.precision['dtype']} ({result.precision['reason']})",
         "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
         "training seconds": f"{seconds:.1f}",
         "thresholds": calibration["thresholds"] if calibration else "0.9 (not calibrated)",
@@ -386,7 +387,8 @@ def cmd_pretrain(args) -> dict:
     card = pretrain(
         source, args.out, config, work_dir=None, seed=args.seed,
         limit_per_class=args.limit_per_class, command=command_line(sys.argv[1:]),
-        progress_for=terminal_progress,
+        progress_for=terminal_progress, checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )  # fmt: skip
     summary = card["figures"]["summary"]
     return {
@@ -662,6 +664,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="use only N train images a class")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=250,
+        help="write OUT/resume.pt every N steps (0: never); default 250",
+    )  # fmt: skip
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in OUT from its last checkpoint (same options)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="the whole pipeline on ../shared/data, with metrics")

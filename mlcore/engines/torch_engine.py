@@ -30,7 +30,8 @@ class TorchEngine:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        info = {"val_accuracy": result.val_accuracy, "depth": result.config.depth}
+        info = {"val_accuracy": result.val_accuracy, "depth": result.config.depth,
+                "precision": getattr(result, "precision", None)}  # fmt: skip
         info.update(meta or {})
         onnx_path = export_onnx(
             result.model, directory / MODEL_FILE, result.classes, result.config.window, info

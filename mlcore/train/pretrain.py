@@ -67,9 +67,15 @@ def pretrain(
     command: str | None = None,
     progress_for=None,
     log=print,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict:
     """Pretrain on ``source`` (a CIFAR-10 zip, archive or image folder with train/ and test/)
-    and write the starting model's files and card into ``out_dir``. Returns the card."""
+    and write the starting model's files and card into ``out_dir``. Returns the card.
+
+    ``checkpoint_every`` steps the training state goes to ``out_dir/resume.pt``; ``resume``
+    continues from it (same weights as one uninterrupted run), so a run of hours can be done in
+    pieces. The file is removed once the card is written."""
     from mlcore.data.canvases import CALIBRATION_FRACTION, build_canvas_set
     from mlcore.data.datasets import ClassMapping, load_dataset
     from mlcore.eval.aligned_tiles import aligned_accuracy
@@ -77,12 +83,22 @@ def pretrain(
     from mlcore.inference.scoring import OnnxScorer
     from mlcore.model.export import export_onnx
     from mlcore.progress import null_progress
-    from mlcore.train.training import TrainConfig, read_checkpoint, resolve_device, train
+    from mlcore.train.training import (
+        RESUME_FILE,
+        TrainConfig,
+        read_checkpoint,
+        resolve_device,
+        train,
+    )
 
     progress_for = progress_for or (lambda desc: null_progress)
     out_dir, started = Path(out_dir), time.perf_counter()
     commit = git_commit()  # the code that runs: read now, the tree may move on meanwhile
     config = TrainConfig.from_dict(dict(config) | {"seed": seed})
+    if resume and not (out_dir / RESUME_FILE).is_file():  # say so before the long part
+        raise FileNotFoundError(
+            f"nothing to resume: {out_dir} has no {RESUME_FILE}; start again without --resume"
+        )
     images = load_dataset(source, split="train", progress=progress_for("loading train split"))
     if limit_per_class:
         images = _first_per_class(images, limit_per_class)
@@ -95,9 +111,13 @@ def pretrain(
         progress=progress_for("canvases"),
     )  # fmt: skip
     log(f"pretrain: {len(images)} train images, {len(cset.canvases)} canvases, classes {classes}")
-    result = train(cset, classes, config, progress=progress_for("pretraining"), log=log)
-    train_seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
+    result = train(
+        cset, classes, config, progress=progress_for("pretraining"), log=log,
+        checkpoint_dir=out_dir, checkpoint_every=checkpoint_every, resume=resume,
+    )  # fmt: skip
+    # With a resume: this process's time plus the earlier pieces' training time.
+    train_seconds = time.perf_counter() - started + result.earlier_seconds
     checkpoint = result.save_checkpoint(out_dir / CHECKPOINT_FILE)
     onnx_path = export_onnx(result.model, out_dir / ONNX_FILE, classes, config.window,
                             {"starting_model": NAME})  # fmt: skip
@@ -141,6 +161,8 @@ def pretrain(
         "train_seconds": round(train_seconds, 1),
         "windows_per_s": round(result.windows_per_s, 1),
         "device": device_name(str(resolve_device(config.device))),
+        "precision": result.precision,
+        "resumed_from_step": result.resumed_from_step,
         "software": {"python": sys.version.split()[0], "torch": _torch_version()},
         "config": result.config.to_dict(),
         "val_accuracy_10way": result.val_accuracy,
@@ -161,6 +183,7 @@ def pretrain(
     }
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     (out_dir / CARD_MARKDOWN).write_text(card_markdown(card))
+    (out_dir / RESUME_FILE).unlink(missing_ok=True)  # the finished files supersede it
     return card
 
 
@@ -190,6 +213,8 @@ def card_markdown(card: dict) -> str:
     ten, three = fig["aligned_10way"], fig["aligned_3way_car_boat_negative"]
     calibration = fig.get("calibration_scene_car_boat") or {}
     per_class = ", ".join(f"{c} {r:.3f}" for c, r in ten["recall"].items())
+    chosen = card.get("precision")  # cards from before the choice was recorded have none
+    precision = f", {chosen['dtype']} ({chosen['reason']})" if chosen else ""
     lines = [
         f"# Starting model `{card['name']}`",
         "",
@@ -202,7 +227,7 @@ def card_markdown(card: dict) -> str:
         f"- **Command**: `{card['command']}` (seed {card['seed']}, commit {card['git_commit']})",
         f"- **Training**: {card['steps']:,} steps of {card['batch_size']} windows "
         f"({card['windows_seen']:,} windows), {card['train_seconds'] / 60:.1f} min on "
-        f"{card['device']}, {card['windows_per_s']:,.0f} windows/s",
+        f"{card['device']}, {card['windows_per_s']:,.0f} windows/s{precision}",
         f"- **Aligned tiles, CIFAR-10 test split, 10-way**: accuracy {ten['accuracy']:.3f}; "
         f"recall {per_class}",
         f"- **Aligned tiles, 3-way car / boat / negative** (heads summed, no fine-tune): "
