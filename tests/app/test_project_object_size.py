@@ -62,3 +62,10 @@ def test_the_viewer_places_a_click_box_of_the_object_size(alice_client, project)
     scene = Scene.objects.create(project=project, name="s", image_key="-", width=200, height=150)
     html = alice_client.get(f"/scenes/{scene.pk}/").content.decode()
     assert json_script(html, "viewer-config")["window"] == 48  # viewer.js windowBoxAt
+
+
+def test_the_command_states_the_object_size_too(alice):
+    from django.core.management import call_command
+
+    call_command("create_project", "aerial cars", "--user", "alice", "--object-size", "20")
+    assert Project.objects.get(name="aerial cars").object_size == 20

@@ -42,6 +42,10 @@ class Command(BaseCommand):
         parser.add_argument("--negative", default="negative", help="Negative class name")
         parser.add_argument("--description", default="")
         parser.add_argument("--window", type=int, default=32, help="Window size in pixels")
+        parser.add_argument(
+            "--object-size", type=int, default=None,
+            help="The objects' typical size on the scenes in pixels (default: the window size)",
+        )  # fmt: skip
         parser.add_argument("--train-step", type=int, default=8, help="Training step (px)")
         parser.add_argument("--score-step", type=int, default=16, help="Scoring step (px)")
         parser.add_argument("--threshold", type=float, default=0.9, help="Detection threshold")
@@ -61,6 +65,7 @@ class Command(BaseCommand):
                 "description": opts["description"],
                 "negative_class": opts["negative"],
                 "window_size": opts["window"],
+                "object_size": opts["object_size"],
                 "train_step": opts["train_step"],
                 "score_step": opts["score_step"],
                 "threshold": opts["threshold"],
