@@ -97,9 +97,6 @@ class Project(models.Model):
     # every pair of windows that can hold one object centre merges into one box.
     nms_iou = models.FloatField(null=True, blank=True, default=None)
     engine = models.CharField(max_length=10, choices=ENGINES, default="torch")
-    # How much more often a correction canvas is sampled than an original one in training. 50, not
-    # 5: at 5 a few hundred corrections were ~3% of the samples and moved F1 by < 0.02 (docs/).
-    correction_weight = models.FloatField(default=50.0)
     # A first model starts from the shipped starting model (mlcore.model.starting_model) and is
     # fine-tuned on the project's canvases; on: from random weights, as before it existed.
     start_from_scratch = models.BooleanField(default=False)

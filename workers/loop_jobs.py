@@ -275,11 +275,13 @@ def crop_tile(reader, annotation, window: int, scene_window: int | None = None) 
 
 def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     """Crop every pending annotation's tile from its scene and add it to its class's correction
-    canvases (weight = project.correction_weight) in the exact layout: the trainer samples each
-    tile only at its own origin, so it learns the reviewed window as reviewed, beside the original
-    canvases (replayed in every fine-tune). Annotations already on a canvas are skipped,
+    canvases (weight mlcore.data.canvases.CORRECTION_WEIGHT) in the exact layout: the trainer
+    samples each tile only at its own origin, so it learns the reviewed window as reviewed,
+    beside the original canvases (replayed in every fine-tune). Annotations already on a canvas
+    are skipped,
     so a retried cycle does not add them twice. With ``version_id`` the version's lineage records
     which annotations it learns from (they are marked consumed only at promotion)."""
+    from mlcore.data.canvases import CORRECTION_WEIGHT
     from mlcore.ingest.scenes import NpyScene
 
     project = Project.objects.get(pk=project_id)
@@ -329,7 +331,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
         tiles = np.stack([t for _, t in items])
         # Exact: each reviewed window is one training sample as it was reviewed (its pixels, its
         # label, the correction weight), never re-scattered, jittered or held out.
-        for canvas in cset.append(label, tiles, ids, weight=project.correction_weight,
+        for canvas in cset.append(label, tiles, ids, weight=CORRECTION_WEIGHT,
                                   kind="correction", layout="exact"):  # fmt: skip
             for p in canvas.placements:
                 samples[p[0]] = [canvas.name, int(p[1]), int(p[2])]

@@ -14,6 +14,7 @@ from labeling.loop.cycle import training_label
 from labeling.models import ModelVersion
 from labeling.projects.storage_keys import get_storage
 from labeling.review.annotations import record_annotation
+from mlcore.data.canvases import CORRECTION_WEIGHT
 from mlcore.data.windows import WindowSampler
 from mlcore.ingest.scenes import NpyScene
 from mlcore.train.training import TrainConfig
@@ -80,7 +81,7 @@ def test_a_reviewed_window_is_sampled_exactly_as_reviewed(
         name, cy, cx = samples[f"ann-{pk}"]
         canvas = by_name[name]
         assert canvas.kind == "correction" and canvas.layout == "exact"
-        assert canvas.weight == project.correction_weight
+        assert canvas.weight == CORRECTION_WEIGHT
         np.testing.assert_array_equal(
             canvas.array[cy : cy + window, cx : cx + window], pixels[y : y + window, x : x + window]
         )

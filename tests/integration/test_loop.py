@@ -22,6 +22,7 @@ from labeling.loop.cycle import (
 )
 from labeling.models import Annotation, Scene, ScoringRun, TrainingCanvas
 from labeling.projects.storage_keys import get_storage
+from mlcore.data.canvases import CORRECTION_WEIGHT
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_a_whole_cycle_promotes_v2_and_consumes_the_annotations(
     assert pending_annotations(project) == []
     corrections = TrainingCanvas.objects.filter(project=project, kind="correction")
     assert corrections.count() == 3
-    assert {c.weight for c in corrections} == {project.correction_weight}
+    assert {c.weight for c in corrections} == {CORRECTION_WEIGHT}
 
     # Rollback from the page: v1 becomes current again, v2 stays ready.
     set_current(project, v1)
