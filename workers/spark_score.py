@@ -226,7 +226,7 @@ def _executor_scorer(model_name: str, threads: int):
 def _score_partition(task: dict, done_counter):
     """Runs on an executor: read this partition's strip, score it, return float32 bytes per
     model output ({name: (shape, bytes)})."""
-    from mlcore.inference.scoring import score_strip_outputs
+    from mlcore.inference.scoring import score_strip
     from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import storage_from_url
 
@@ -237,7 +237,7 @@ def _score_partition(task: dict, done_counter):
     window = task["window"]
     scene = NpyScene(storage_from_url(task["storage_url"]), task["scene_key"])
     strip = scene.read_rows(int(ys[0]), int(ys[-1]) + window)
-    outputs = score_strip_outputs(scorer, strip, ys, xs, task["batch_size"], scene_window=window)
+    outputs = score_strip(scorer, strip, ys, xs, task["batch_size"], scene_window=window)
     blocks = {}
     for name, values in outputs.items():
         values = np.ascontiguousarray(values, dtype=np.float32)

@@ -370,24 +370,12 @@ def score_strip(
     xs,
     batch_size: int = 512,
     scene_window: int | None = None,
-) -> np.ndarray:
+) -> dict[str, np.ndarray]:
     """Score the windows at (row_starts x xs) of ``strip`` (pixel rows ``[row_starts[0],
     row_starts[-1] + window)`` of the scene; ``row_starts`` absolute). ``scene_window``: the
     windows' size in the scene (default the model's), each resized to the model's window.
-    Returns float32 (R, K, C)."""
-    return score_strip_outputs(scorer, strip, row_starts, xs, batch_size, scene_window)["probs"]
-
-
-def score_strip_outputs(
-    scorer: Scorer,
-    strip: np.ndarray,
-    row_starts,
-    xs,
-    batch_size: int = 512,
-    scene_window: int | None = None,
-) -> dict[str, np.ndarray]:
-    """:func:`score_strip` for every output of the scorer: {"probs": (R, K, C), and where the
-    model has them "boxes": (R, K, 4) in scene pixels, "centredness": (R, K)}, float32."""
+    Every output of the scorer, float32: {"probs": (R, K, C), and where the model has them
+    "boxes": (R, K, 4) in scene pixels, "centredness": (R, K)}."""
     row_starts = np.asarray(row_starts, dtype=np.int64)
     xs = np.asarray(xs, dtype=np.int64)
     w = int(scene_window or scorer.window)

@@ -114,7 +114,7 @@ def test_strip_by_strip_equals_whole_scene_exactly(scorer, scene):
     assert progress[-1] == (7, 7)
     # score_strip on one strip reproduces the grid rows it covers
     rows = whole.ys[2:5]
-    part = score_strip(scorer, scene[rows[0] : rows[-1] + 8], rows, whole.xs, batch_size=5)
+    part = score_strip(scorer, scene[rows[0] : rows[-1] + 8], rows, whole.xs, batch_size=5)["probs"]
     np.testing.assert_array_equal(part, whole.probs[2:5])
 
 

@@ -96,8 +96,8 @@ def test_score_strip_takes_the_scene_window_too(colour_scorer):
     small = small_scene()
     big = doubled(small)
     ys, xs = np.array([0, 32]), np.array([0, 32, 96])
-    got = score_strip(colour_scorer, big[: 32 + 64], ys, xs, scene_window=64)
-    want = score_strip(colour_scorer, small[: 16 + 32], ys // 2, xs // 2)
+    got = score_strip(colour_scorer, big[: 32 + 64], ys, xs, scene_window=64)["probs"]
+    want = score_strip(colour_scorer, small[: 16 + 32], ys // 2, xs // 2)["probs"]
     np.testing.assert_array_equal(got, want)
 
 

@@ -19,7 +19,7 @@ from mlcore.inference.scoring import (
     ScoreGrid,
     load_scorer,
     score_scene,
-    score_strip_outputs,
+    score_strip,
 )
 from mlcore.ingest.scenes import ArrayScene
 from workers.spark_score import scores_table
@@ -75,7 +75,7 @@ def test_scoring_fills_the_grid_and_the_grid_file_keeps_it(models, scene, tmp_pa
     np.testing.assert_array_equal(grid.boxes.reshape(-1, 4), expected["boxes"])
     np.testing.assert_allclose(grid.centredness.reshape(-1), expected["centredness"], atol=1e-6)
     # A strip scores its rows alike (what a Spark task runs).
-    part = score_strip_outputs(scorer, scene[ys[2] : ys[4] + 32], ys[2:5], xs, batch_size=5)
+    part = score_strip(scorer, scene[ys[2] : ys[4] + 32], ys[2:5], xs, batch_size=5)
     for name in ("probs", *REFINEMENTS):
         np.testing.assert_array_equal(part[name], getattr(grid, name)[2:5])
     back = ScoreGrid.load(grid.save(tmp_path / "grid.npz"))
