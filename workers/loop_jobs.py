@@ -471,7 +471,9 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
         }
     version.checkpoint_key = keys.get(CHECKPOINT_FILE, next(iter(keys.values())))
     val = getattr(result, "val_accuracy", None)
-    version.metrics = dict(version.metrics) | {"val_accuracy": val}
+    # What precision training ran in, and why (mlcore.train.training.resolve_precision).
+    precision = getattr(result, "precision", None)
+    version.metrics = dict(version.metrics) | {"val_accuracy": val, "precision": precision}
     version.data_counts = dict(version.data_counts) | counts
     version.log += "\n".join(f"step {h['step']}: loss {h['loss']:.4f}" for h in result.history)
     version.save(update_fields=["checkpoint_key", "model_key", "thresholds", "metrics",

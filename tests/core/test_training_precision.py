@@ -1,5 +1,6 @@
-"""Reduced precision on the CPU (issue 36.2): bf16 autocast is chosen where the CPU has bf16
-units, can be switched off, is really used when chosen, and the choice is recorded."""
+"""Reduced precision on the CPU (issue 36.2): the CPU's bf16 units are detected and named, bf16
+autocast is used on the CPU when asked (auto keeps float32 there until its calibration-scene F1 is
+measured against float32), is really used when chosen, and the choice is recorded."""
 
 import numpy as np
 import pytest
@@ -21,8 +22,8 @@ CPU = torch.device("cpu")
 def test_the_choice_follows_the_cpu_and_the_option():
     units = cpu_bf16_units()
     auto = resolve_precision(TrainConfig(), CPU)  # "auto" is the default
-    if units:
-        assert auto == {"dtype": "bfloat16", "reason": f"auto: the CPU has {units} units"}
+    if units:  # found and named, used only when asked until its F1 is measured
+        assert auto["dtype"] == "float32" and f"the CPU has {units} units" in auto["reason"]
     else:
         assert auto["dtype"] == "float32" and "no bf16 units" in auto["reason"]
     for off in (False, "false", "False"):
