@@ -100,7 +100,9 @@ def cancel(record: JobRecord, reason: str) -> bool:
     record.status, record.error, record.finished_at = "failed", reason, ended
     fail_run_of(record)
     if record.rq_job_id and record.queue != "inline":
-        _stop_rq_job(record)
+        # After the commit (at once outside a transaction): a job stopped before its record
+        # reads failed could be retried by a reader that still sees it queued.
+        transaction.on_commit(lambda: _stop_rq_job(record))
     return True
 
 

@@ -125,16 +125,19 @@ def fail_version(version, reason: str) -> None:
     other jobs are cancelled (a queued scoring job never runs, a running one is stopped: their
     work could not be used) and its scoring runs not done are failed with it, so none stays
     queued or running forever."""
-    updated = ModelVersion.objects.filter(pk=version.pk, status__in=IN_FLIGHT).update(
-        status="failed", error=reason[:5000], finished_at=timezone.now(), is_current=False
-    )
-    if updated:
-        version.status, version.error = "failed", reason[:5000]
-        why = f"model v{version.number} failed: {reason}"[:5000]
-        cancel_jobs_of(version, f"Cancelled: {why}")
-        ScoringRun.objects.filter(model_version_id=version.pk, status__in=ACTIVE).update(
-            status="failed", error=why, finished_at=timezone.now()
+    # One transaction: whoever reads the version failed reads its jobs and runs failed too (RQ is
+    # told to drop or stop the jobs once it commits).
+    with transaction.atomic():
+        updated = ModelVersion.objects.filter(pk=version.pk, status__in=IN_FLIGHT).update(
+            status="failed", error=reason[:5000], finished_at=timezone.now(), is_current=False
         )
+        if updated:
+            version.status, version.error = "failed", reason[:5000]
+            why = f"model v{version.number} failed: {reason}"[:5000]
+            cancel_jobs_of(version, f"Cancelled: {why}")
+            ScoringRun.objects.filter(model_version_id=version.pk, status__in=ACTIVE).update(
+                status="failed", error=why, finished_at=timezone.now()
+            )
 
 
 def cancel_jobs_of(version, reason: str) -> None:
