@@ -14,6 +14,7 @@ from labeling.jobs.follow import JobFailed, follow_cycle, follow_job
 from labeling.jobs.local_services import ServiceError, workers_for
 from labeling.loop import cycle
 from labeling.loop.first_model import NothingToTrainOn
+from labeling.web.formatting import fixed3
 from mlcore.model.starting_model import StartingModelError
 
 
@@ -101,8 +102,8 @@ class CycleCommand(ProjectJobCommand):
             version = self.follow_cycle(record)
         self.stdout.write(
             f"model v{version.number} is current: validation accuracy "
-            f"{version.metrics.get('val_accuracy')}, scenes "
-            f"{list(version.metrics.get('scenes', {}))}"
+            f"{fixed3(version.metrics.get('val_accuracy'))}, scenes "
+            f"{', '.join(map(str, version.metrics.get('scenes', {}))) or 'none'}"
         )
 
 
@@ -183,7 +184,9 @@ def run_metrics_line(run) -> str:
     if not summary:
         return f"{run.n_windows} windows scored (no ground truth)"
     obj, coco = summary["object"], summary.get("coco")
-    thresholds = ", ".join(f"{c} {t:.2f}" for c, t in summary.get("thresholds", {}).items())
+    counts = run.metrics.get("detections") or {}
+    detections = ", ".join(f"{label} {n:,}" for label, n in counts.items())
+    thresholds = ", ".join(f"{c} {fixed3(t)}" for c, t in summary.get("thresholds", {}).items())
     ap = (
         f"COCO AP@0.5 {coco['ap50']:.3f} AP@[.5:.95] {coco['ap']:.3f}"
         if coco
@@ -194,5 +197,5 @@ def run_metrics_line(run) -> str:
         f"({summary.get('threshold_source', 'project')}); object P {obj['precision']:.3f} "
         f"R {obj['recall']:.3f} F1 {obj['f1']:.3f}; {ap}; window F1 "
         f"{summary['window']['f1']:.3f} (diagnostic); "
-        f"detections {run.metrics.get('detections')}"
+        f"detections {detections or 'none'}"
     )

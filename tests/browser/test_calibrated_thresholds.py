@@ -156,7 +156,9 @@ def test_demo_summary_prints_thresholds_object_figures_and_ap(calibrated_run):
     _, run = calibrated_run
     line = Command.metrics_line(run)
     obj, coco = run.metrics["object"]["overall"], run.metrics["coco"]
-    assert "thresholds car 0.62, boat 0.70 (calibrated)" in line
+    # Three decimals like every figure; counts as words, never a Python dict.
+    assert "thresholds car 0.620, boat 0.700 (calibrated)" in line
+    assert "{" not in line and "detections car " in line
     assert f"object P {obj['precision']:.3f} R {obj['recall']:.3f} F1 {obj['f1']:.3f}" in line
     assert f"COCO AP@0.5 {coco['ap50']:.3f} AP@[.5:.95] {coco['ap']:.3f}" in line
     assert "(diagnostic)" in line

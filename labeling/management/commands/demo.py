@@ -25,6 +25,7 @@ from django.core.management.base import CommandError
 from labeling.jobs.follow import output_stream
 from labeling.jobs.local_services import Services
 from labeling.management.command_support import LabelingCommand, enqueue_canvases, run_metrics_line
+from labeling.web.formatting import fixed3
 from mlcore.model.starting_model import StartingModelError
 
 DEMO_PROJECT = "Mona Lisa cars and boats"
@@ -161,7 +162,7 @@ class Command(LabelingCommand):
         with self.step(f"first model (profile {profile})"):
             version = self.ensure_model(project, user, profile)
             val = version.metrics.get("val_accuracy")
-            self.say(f"   model v{version.number} is current (validation accuracy {val})")
+            self.say(f"   model v{version.number} is current (validation accuracy {fixed3(val)})")
         with self.step("Mona Lisa collage"):
             scene = self.ensure_collage(project)
             self.say(f"   scene #{scene.pk} {scene.width} x {scene.height} px")
