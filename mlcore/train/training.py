@@ -856,15 +856,23 @@ def read_resume_state(path: Path) -> dict:
             f"nothing to resume: {path.parent} has no {path.name} (the run was started without "
             "checkpoints, or in another folder); start it again without --resume"
         )
+    return _load_payload(
+        path, RESUME_FORMAT,
+        corrupt=lambda exc: f"{path.name} in {path.parent} is corrupt ({type(exc).__name__}); "
+        "delete it and start again without --resume",
+        foreign=f"{path} is not an mlcore resume checkpoint ({RESUME_FORMAT})",
+    )  # fmt: skip
+
+
+def _load_payload(path: Path, fmt: str, corrupt, foreign: str) -> dict:
+    """A torch.load'ed dict of format ``fmt`` (weights only), or ValueError: ``corrupt(exc)`` when
+    torch cannot read it, ``foreign`` when it is some other file."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
-        raise ValueError(
-            f"{path.name} in {path.parent} is corrupt ({type(exc).__name__}); "
-            "delete it and start again without --resume"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
-        raise ValueError(f"{path} is not an mlcore resume checkpoint ({RESUME_FORMAT})")
+        raise ValueError(corrupt(exc)) from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(foreign)
     return payload
 
 
@@ -924,16 +932,12 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged zip/pickle
-        raise ValueError(
-            f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: {exc}); "
-            "retrain or restore the model version"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an mlcore checkpoint (expected {CHECKPOINT_FORMAT})")
-    return payload
+    return _load_payload(
+        path, CHECKPOINT_FORMAT,
+        corrupt=lambda exc: f"checkpoint {path} is corrupt or not a PyTorch file "
+        f"({type(exc).__name__}: {exc}); retrain or restore the model version",
+        foreign=f"{path} is not an mlcore checkpoint (expected {CHECKPOINT_FORMAT})",
+    )  # fmt: skip
 
 
 def load_checkpoint(path, device: str = "cpu") -> tuple[WindowResNet, dict]:
