@@ -5,10 +5,15 @@ terminal needs); this middleware is the net for every answer: a JSON, HTML or te
 holds one of the server's folders gets it written relative (the app's own folder) or as a
 bracketed name ([var], [storage], [starting model], [python], [tmp]). Staff, who run the
 server, see answers as they are (the health page's details are theirs). The check is a byte
-search per folder, so answers without them cost nothing more."""
+search per folder, so answers without them cost nothing more.
+
+The folders and their pattern are worked out once per process (settings do not change while a
+server runs); a test that changes a setting (Django's setting_changed) has them worked out
+again."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -16,13 +21,16 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_KINDS = ("application/json", "text/html", "text/plain", "text/csv")
 
 
-def _folders() -> list[tuple[str, str]]:
-    """(absolute folder, what is shown instead), the longest first (the most specific wins)."""
+@functools.lru_cache(maxsize=1)
+def _folders() -> tuple[tuple[str, str], ...]:
+    """(absolute folder, what is shown instead), the longest first (the most specific wins);
+    computed once per process."""
     from labeling.projects.storage_keys import get_storage
     from mlcore.model.starting_model import starting_model_dir
     from mlcore.storage import LocalStorage
@@ -46,7 +54,31 @@ def _folders() -> list[tuple[str, str]]:
             for form in {str(folder).rstrip("/"), str(Path(folder).resolve())}:
                 if len(form) > 1:  # never "/" itself
                     named.setdefault(form, name)
-    return sorted(named.items(), key=lambda item: -len(item[0]))
+    return tuple(sorted(named.items(), key=lambda item: -len(item[0])))
+
+
+@functools.lru_cache(maxsize=1)
+def _pattern() -> re.Pattern:
+    """A folder only as a whole path, not inside a longer name ("/tmp" in "/var/tmp", "/tmpx");
+    the "/" after it is taken along, so the app's own files read as relative paths."""
+    folders = _folders()
+    return re.compile(
+        r"(?<![\w.-])(" + "|".join(re.escape(f) for f, _ in folders) + r")(?:(/)|(?![\w.-]))"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _needles() -> tuple[bytes, ...]:
+    """Each folder as the bytes of a body that holds it, plain and JSON-escaped."""
+    return tuple({n for f, _ in _folders() for n in (f.encode(), _json_escaped(f))})
+
+
+def _forget(**_kwargs) -> None:
+    for cached in (_folders, _pattern, _needles):
+        cached.cache_clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="labeling.web.server_paths")
 
 
 def hide_server_paths(text: str) -> str:
@@ -55,11 +87,7 @@ def hide_server_paths(text: str) -> str:
     if not any(folder in text for folder, _ in folders):
         return text
     names = dict(folders)
-    # A folder only as a whole path, not inside a longer name ("/tmp" in "/var/tmp", "/tmpx");
-    # the "/" after it is taken along, so the app's own files read as relative paths.
-    pattern = re.compile(
-        r"(?<![\w.-])(" + "|".join(re.escape(f) for f, _ in folders) + r")(?:(/)|(?![\w.-]))"
-    )
+    pattern = _pattern()
 
     def shown(match: re.Match) -> str:
         name, slash = names[match.group(1)], match.group(2) or ""
@@ -92,8 +120,7 @@ class HideServerPaths:
         ):
             return response
         body = response.content
-        folders = _folders()
-        if not any(f.encode() in body or _json_escaped(f) in body for f, _ in folders):
+        if not any(needle in body for needle in _needles()):
             return response
         charset = response.charset or "utf-8"
         text = body.decode(charset, errors="replace")

@@ -9,6 +9,7 @@ from django.conf import settings
 from loop_helpers import add_dataset
 
 from labeling.models import JobRecord, ModelVersion
+from labeling.web import server_paths
 from labeling.web.server_paths import REPO, hide_server_paths
 from mlcore.model import starting_model
 
@@ -74,3 +75,20 @@ def test_only_whole_folders_are_rewritten(settings, tmp_path):
     assert hide_server_paths(f"{REPO}/mlcore/x.py") == "mlcore/x.py"
     assert hide_server_paths(f"{tmp_path}/var/cache/a") == "[var]/cache/a"
     assert hide_server_paths("/var/tmp/a /tmpfile /api/tmp") == "/var/tmp/a /tmpfile /api/tmp"
+
+
+@pytest.mark.django_db
+def test_the_folders_are_worked_out_once_per_process(var_settings, project, alice_client,
+                                                     tmp_path):  # fmt: skip
+    """Settings do not change while a server runs: many answers, one look at the folders (a
+    test's setting change has them worked out again)."""
+    error = f"FileNotFoundError: {settings.VAR_DIR}/cache/x.npy"
+    JobRecord.objects.create(project=project, kind="import_scene", status="failed", error=error)
+    server_paths._folders.cache_clear()
+    for _ in range(3):
+        assert_no_server_path(alice_client.get(f"/api/projects/{project.pk}/jobs"), tmp_path)
+        assert_no_server_path(alice_client.get(f"/projects/{project.pk}/"), tmp_path)
+    assert server_paths._folders.cache_info().misses == 1
+    var_settings.VAR_DIR = tmp_path / "var2"
+    assert server_paths._folders.cache_info().currsize == 0  # forgotten: worked out again
+    assert hide_server_paths(f"{tmp_path}/var2/a") == "[var]/a"
