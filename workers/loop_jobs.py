@@ -12,7 +12,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
@@ -236,11 +235,9 @@ def refresh_canvases(ctx, project) -> dict:
     elif not ready:
         # The scene alone: an empty set that only the reviewers' marks join (exact samples,
         # each trained at its own window), so no unmarked pixel ever teaches "negative".
-        from mlcore.data.canvases import CanvasSet
+        from mlcore.data.scene_marks import scene_only_set
 
-        window = project.window_size
-        cset = CanvasSet(project.class_names, tile_size=(window, window),
-                         meta={"datasets": [], "source": "scene marks"})  # fmt: skip
+        cset = scene_only_set(project.class_names, project.window_size)
         cdir.save(cset)
         sync_canvas_rows(project, cdir, cset)
         ctx.log("no dataset: the first model learns from the windows marked on the scenes")
@@ -256,23 +253,6 @@ def annotation_image_id(annotation) -> str:
     return f"ann-{annotation.pk}"
 
 
-def crop_tile(reader, annotation, window: int, scene_window: int | None = None) -> np.ndarray:
-    """The window-size tile centred on the annotation's box (the window the scorer saw when the
-    box is a window), clamped into the scene. ``scene_window`` (Project.scene_window, default
-    ``window``): the square cut from the scene, resized to ``window`` as scoring resizes it
-    (mlcore.inference.scoring), so the model learns what scoring shows it."""
-    from mlcore.data.windows import resize_windows
-
-    size = int(scene_window or window)
-    cy = annotation.y + annotation.h / 2.0
-    cx = annotation.x + annotation.w / 2.0
-    y0 = int(min(max(round(cy - size / 2.0), 0), reader.height - size))
-    x0 = int(min(max(round(cx - size / 2.0), 0), reader.width - size))
-    rows = reader.read_rows(y0, y0 + size)
-    tile = np.ascontiguousarray(rows[:, x0 : x0 + size])
-    return np.ascontiguousarray(resize_windows(tile[None], window)[0])
-
-
 def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     """Crop every pending annotation's tile from its scene and add it to its class's correction
     canvases (weight mlcore.data.canvases.CORRECTION_WEIGHT) in the exact layout: the trainer
@@ -281,7 +261,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     are skipped,
     so a retried cycle does not add them twice. With ``version_id`` the version's lineage records
     which annotations it learns from (they are marked consumed only at promotion)."""
-    from mlcore.data.canvases import CORRECTION_WEIGHT
+    from mlcore.data.scene_marks import add_marked_windows, crop_mark, hold_out_marks
     from mlcore.ingest.scenes import NpyScene
 
     project = Project.objects.get(pk=project_id)
@@ -320,22 +300,17 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
             continue
         if scene.pk not in readers:
             readers[scene.pk] = NpyScene(storage, scene.pixels_key)
-        tile = crop_tile(readers[scene.pk], a, window, project.scene_window)
+        box = (a.x, a.y, a.w, a.h)
+        tile = crop_mark(readers[scene.pk], box, window, project.scene_window)
         by_class[label].append((annotation_image_id(a), tile))
         ctx.progress(i + 1, len(new), "cropping corrected tiles")
-    held_out = hold_out_marks(ctx, cset, by_class)
-    added = {}
-    samples = {}  # image id -> [canvas, y, x]: which annotation became which training sample
-    for label, items in by_class.items():
-        ids = [i for i, _ in items]
-        tiles = np.stack([t for _, t in items])
-        # Exact: each reviewed window is one training sample as it was reviewed (its pixels, its
-        # label, the correction weight), never re-scattered, jittered or held out.
-        for canvas in cset.append(label, tiles, ids, weight=CORRECTION_WEIGHT,
-                                  kind="correction", layout="exact"):  # fmt: skip
-            for p in canvas.placements:
-                samples[p[0]] = [canvas.name, int(p[1]), int(p[2])]
-        added[label] = len(items)
+    held_out = hold_out_marks(cset, by_class)
+    if held_out:
+        ctx.log(f"held out for calibration (not trained on): {held_out}")
+    # Exact: each reviewed window is one training sample as it was reviewed (its pixels, its
+    # label, the correction weight), never re-scattered, jittered or held out.
+    samples = add_marked_windows(cset, by_class)  # image id -> [canvas, y, x]
+    added = {label: len(items) for label, items in by_class.items() if items}
     if added or held_out:
         cdir.save(cset)
     sync_canvas_rows(project, cdir, cset)
@@ -360,43 +335,6 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
         )
         version.save(update_fields=["data_counts"])
     return {"pending": len(pending), "added": added, "skipped": len(skipped)}
-
-
-# A scene-only project calibrates on this share of its first marks (per class, at least one of a
-# class with 3 or more), held out of training; they stay its calibration scene for later cycles.
-CALIBRATION_MARK_SHARE = 0.2
-
-
-def hold_out_marks(ctx, cset, by_class) -> dict[str, int]:
-    """For a set without dataset canvases and without a calibration scene (a project starting
-    from its scenes alone): take a share of each class's new marked tiles out of ``by_class``
-    and make them the set's calibration scene (thresholds are then chosen on marks the model
-    never trained on). Returns {class: tiles held out} ({} when nothing was held out)."""
-    from mlcore.data.canvases import calibration_scene
-    from mlcore.data.datasets import LabelledImages
-
-    if cset.calibration is not None or any(c.kind == "original" for c in cset.canvases):
-        return {}
-    held: dict[str, list] = {}
-    for label, items in by_class.items():
-        n = int(len(items) * CALIBRATION_MARK_SHARE) or (1 if len(items) >= 3 else 0)
-        if n:
-            held[label], by_class[label] = items[-n:], items[:-n]
-    if len(held) < 2:  # a calibration scene of one class calibrates nothing: train on all
-        for label, items in held.items():
-            by_class[label] = by_class[label] + items
-        return {}
-    items = [(i, t, label) for label, rows in held.items() for i, t in rows]
-    images = LabelledImages(
-        images=np.stack([t for _, t, _ in items]),
-        labels=np.array([cset.classes.index(label) for _, _, label in items], dtype=np.int64),
-        class_names=list(cset.classes),
-        ids=[i for i, _, _ in items],
-    )
-    cset.calibration = calibration_scene(images, seed=0)
-    counts = {label: len(rows) for label, rows in held.items()}
-    ctx.log(f"held out for calibration (not trained on): {counts}")
-    return counts
 
 
 # -- training and export ------------------------------------------------------------------------
@@ -535,6 +473,7 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
     from labeling.scoring.thresholds import model_file_thresholds
+    from mlcore.inference.dense_scoring import export_dense_sibling
     from mlcore.model.export import export_onnx
     from mlcore.train.training import load_checkpoint
 
@@ -550,7 +489,11 @@ def export(ctx, project_id: int, version_id: int):
             payload["config"]["window"],
             {"version": version.number, "project": version.project.name},
         )
+        # A model trained for dense scoring says so: its dense graph travels beside it.
+        dense = export_dense_sibling(model, payload["classes"], payload["config"], path)
         calibrate(ctx, version, path)
+        if dense is not None:
+            _upload(dense, f"{model_prefix(version)}/{dense.name}")
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
         version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
     version.save(update_fields=["model_key", "thresholds", "metrics"])

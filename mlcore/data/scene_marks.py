@@ -1,0 +1,93 @@
+"""A first model from a scene alone (issue 34.2): the training material a project without a tile
+dataset gets from what its reviewers mark on its scenes.
+
+Only the marked windows become training samples: the canvas set starts empty
+(:func:`scene_only_set`), each mark's window is cut from the scene as scoring shows it
+(:func:`crop_mark`) and joins the set as one exact sample (:func:`add_marked_windows`), so no
+unmarked pixel ever teaches "negative". A share of the first marks of each class is held out to
+calibrate the thresholds (:func:`hold_out_marks`) and never trained on.
+
+The app's cycle (workers.loop_jobs) and bench/bench_scene_only.py both call these functions, so
+the bench measures the recipe the app runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlcore.data.canvases import CORRECTION_WEIGHT, CanvasSet, calibration_scene
+from mlcore.data.datasets import LabelledImages
+from mlcore.data.windows import resize_windows
+
+# A scene-only project calibrates on this share of its first marks (per class, at least one of a
+# class with 3 or more), held out of training; they stay its calibration scene for later cycles.
+CALIBRATION_MARK_SHARE = 0.2
+SCENE_MARKS_SOURCE = "scene marks"
+
+
+def scene_only_set(classes, window: int) -> CanvasSet:
+    """The empty canvas set of a project that starts from its scenes alone: only the reviewers'
+    marks join it (exact samples, each trained at its own window)."""
+    return CanvasSet(list(classes), tile_size=(window, window),
+                     meta={"datasets": [], "source": SCENE_MARKS_SOURCE})  # fmt: skip
+
+
+def crop_mark(reader, box, window: int, scene_window: int | None = None) -> np.ndarray:
+    """The window-size tile centred on a mark's box ``(x, y, w, h)`` in scene pixels (the window
+    the scorer saw when the box is a window), clamped into the scene. ``scene_window`` (the
+    project's object size, default ``window``): the square cut from the scene, resized to
+    ``window`` as scoring resizes it (mlcore.inference.scoring), so the model learns what
+    scoring shows it. ``reader``: anything with ``height``, ``width`` and ``read_rows``."""
+    x, y, w, h = box
+    size = int(scene_window or window)
+    cy, cx = y + h / 2.0, x + w / 2.0
+    y0 = int(min(max(round(cy - size / 2.0), 0), reader.height - size))
+    x0 = int(min(max(round(cx - size / 2.0), 0), reader.width - size))
+    rows = reader.read_rows(y0, y0 + size)
+    tile = np.ascontiguousarray(rows[:, x0 : x0 + size])
+    return np.ascontiguousarray(resize_windows(tile[None], window)[0])
+
+
+def hold_out_marks(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, int]:
+    """For a set without dataset canvases and without a calibration scene (a project starting
+    from its scenes alone): take a share of each class's new marked tiles (``by_class``: class ->
+    [(image id, tile)], the last ones of each list are taken) out of ``by_class`` and make them
+    the set's calibration scene, so thresholds are chosen on marks the model never trained on.
+    Returns {class: tiles held out} ({} when nothing was held out)."""
+    if cset.calibration is not None or any(c.kind == "original" for c in cset.canvases):
+        return {}
+    held: dict[str, list] = {}
+    for label, items in by_class.items():
+        n = int(len(items) * CALIBRATION_MARK_SHARE) or (1 if len(items) >= 3 else 0)
+        if n:
+            held[label], by_class[label] = items[-n:], items[:-n]
+    if len(held) < 2:  # a calibration scene of one class calibrates nothing: train on all
+        for label, items in held.items():
+            by_class[label] = by_class[label] + items
+        return {}
+    items = [(i, t, label) for label, rows in held.items() for i, t in rows]
+    images = LabelledImages(
+        images=np.stack([t for _, t, _ in items]),
+        labels=np.array([cset.classes.index(label) for _, _, label in items], dtype=np.int64),
+        class_names=list(cset.classes),
+        ids=[i for i, _, _ in items],
+    )
+    cset.calibration = calibration_scene(images, seed=0)
+    return {label: len(rows) for label, rows in held.items()}
+
+
+def add_marked_windows(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, list]:
+    """Add every marked tile (``by_class``: class -> [(image id, tile)]) to its class's
+    correction canvases in the exact layout, at the correction weight: each one is one training
+    sample as it was marked (its pixels, its label), never re-scattered, jittered or held out.
+    Returns {image id: [canvas name, y, x]}: which mark became which training sample."""
+    samples: dict[str, list] = {}
+    for label, items in by_class.items():
+        if not items:
+            continue
+        ids = [i for i, _ in items]
+        tiles = np.stack([t for _, t in items])
+        for canvas in cset.append(label, tiles, ids, weight=CORRECTION_WEIGHT,
+                                  kind="correction", layout="exact"):  # fmt: skip
+            for p in canvas.placements:
+                samples[p[0]] = [canvas.name, int(p[1]), int(p[2])]
+    return samples
