@@ -402,6 +402,9 @@ class Annotation(models.Model):
         ("wrong_class", "wrong class"),
         ("false_negative", "missed object"),
         ("review", "review queue answer"),
+        # A rectangle holding no object of any class (label: the negative class); its training
+        # samples: labeling.loop.regions.
+        ("region", "background region"),
         ("undo", "undo"),
     ]
 

@@ -10,6 +10,7 @@ model version behind."""
 
 from __future__ import annotations
 
+from labeling.loop.regions import is_region, marks_object, object_boxes, region_windows
 from labeling.models import Dataset, ModelVersion, TrainingCanvas
 
 
@@ -51,8 +52,8 @@ def material_problem(project, pending) -> str | None:
         f"zip of image folders {_sources_text(project)}, other folders becoming "
         f"{project.negative_class!r}, or the CIFAR-10 archive. Or start from a scene alone: "
         "in its viewer click an object and pick its class, and click a spot with no object and "
-        f'pick "nothing here" (so far {objects} object{"s" if objects != 1 else ""} and '
-        f"{background} background mark{'s' if background != 1 else ''}; at least one of each)."
+        'pick "nothing here" (or press b and drag over an area with no object) (so far '
+        f"{_marks_text(project, pending)}; at least one of each)."
     )
     failed = datasets.filter(status="failed").order_by("-pk").first()
     if failed is not None:
@@ -63,12 +64,32 @@ def material_problem(project, pending) -> str | None:
 def scene_marks(project, pending) -> tuple[int, int]:
     """(objects, background marks) among ``pending``, the annotations the next cycle learns
     from: what a project without a dataset trains its first model on (only these windows, never
-    the unmarked rest of a scene)."""
-    # cycle.training_label's rule (cycle imports this module, so not the other way round)
-    negative = project.negative_class
-    labels = [negative if a.kind == "false_positive" else a.label for a in pending]
-    background = sum(1 for label in labels if label == project.negative_class)
-    return len(labels) - background, background
+    the unmarked rest of a scene). A background region counts the samples it yields."""
+    objects, background, _, _ = region_counts(project, pending)
+    return objects, background
+
+
+def region_counts(project, pending) -> tuple[int, int, int, int]:
+    """(objects, background marks, regions, background marks from regions) among ``pending``:
+    a region counts as the windows it teaches (labeling.loop.regions), an object inside it wins."""
+    objects = sum(1 for a in pending if marks_object(a, project))
+    regions = [a for a in pending if is_region(a)]
+    boxes = object_boxes(pending, project)
+    from_regions = sum(len(region_windows(project, r, boxes[r.scene_id])) for r in regions)
+    background = len(pending) - objects - len(regions) + from_regions
+    return objects, background, len(regions), from_regions
+
+
+def _marks_text(project, pending) -> str:
+    """The marks in words: 3 objects and 40 background marks (32 from 1 region)."""
+    objects, background, regions, from_regions = region_counts(project, pending)
+    text = (
+        f"{objects} object{'s' if objects != 1 else ''} and {background} background "
+        f"mark{'s' if background != 1 else ''}"
+    )
+    if regions:
+        text += f" ({from_regions} from {regions} region{'s' if regions != 1 else ''})"
+    return text
 
 
 def check_first_model(project, pending) -> None:
@@ -123,10 +144,8 @@ def next_step(project, pending: list, cycle_running: bool) -> dict:
         if Dataset.objects.filter(project=project, status="ready").exists():
             source = "the project's datasets and the windows reviewed so far"
         else:
-            objects, background = scene_marks(project, pending)
             source = (
-                f"the {objects} object{'s' if objects != 1 else ''} and {background} background "
-                f"mark{'s' if background != 1 else ''} on the scenes (only those windows; a "
+                f"the {_marks_text(project, pending)} on the scenes (only those windows; a "
                 "share is held out to calibrate it)"
             )
         step |= {

@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from labeling.loop.cycle import effective_annotations
+from labeling.loop.regions import REGION, REGION_MAX_WINDOWS
 from labeling.models import Annotation, Detection
 from labeling.review.answered import place_changed
 from labeling.review.common import ReviewError, pixel_int
@@ -27,6 +28,33 @@ def check_box(scene, x, y, w, h) -> tuple[int, int, int, int]:
             f"the box x={x}, y={y}, w={w}, h={h} is outside scene {scene.name!r} "
             f"({scene.width}x{scene.height} pixels): keep 0 <= x, x + w <= {scene.width}, "
             f"0 <= y, y + h <= {scene.height}"
+        )
+    return x, y, w, h
+
+
+def check_region(project, scene, label, detection, x, y, w, h) -> tuple[int, int, int, int]:
+    """A background region's box, checked: the negative class, no detection, inside the scene,
+    at least one object size and at most REGION_MAX_WINDOWS object sizes a side."""
+    if label != project.negative_class:
+        raise ReviewError(
+            f"a background region holds no object of any class: its label is the negative "
+            f"class {project.negative_class!r}, got {label!r}"
+        )
+    if detection not in (None, ""):
+        raise ReviewError("a background region is drawn on the scene: send detection null")
+    x, y, w, h = check_box(scene, x, y, w, h)
+    size = project.scene_window
+    largest = REGION_MAX_WINDOWS * size
+    if w < size or h < size:
+        raise ReviewError(
+            f"the region {w}x{h} px is smaller than one object ({size}x{size} px): draw a larger "
+            'one, or click the spot and pick "nothing here"'
+        )
+    if w > largest or h > largest:
+        raise ReviewError(
+            f"the region {w}x{h} px is too large: at most {largest}x{largest} px "
+            f"({REGION_MAX_WINDOWS} object sizes a side, about one screen where objects can be "
+            "seen); draw several smaller ones"
         )
     return x, y, w, h
 
@@ -135,6 +163,8 @@ def record_annotation(
             f"unknown class {label!r}: project {project.name!r} has "
             f"{', '.join(project.class_names)}"
         )
+    if kind == REGION:
+        x, y, w, h = check_region(project, scene, label, detection, x, y, w, h)
     x, y, w, h = check_box(scene, x, y, w, h)
     det = _detection_of(scene, detection)
     row = Annotation(

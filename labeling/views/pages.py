@@ -29,6 +29,7 @@ from labeling.loop.cycle import (
 )
 from labeling.loop.learning_curve import learning_curve
 from labeling.loop.metrics_view import run_confusion, version_rows
+from labeling.loop.regions import REGION_MAX_WINDOWS
 from labeling.models import JobRecord, ScoringRun, shown_runs
 from labeling.projects.access import project_for, scene_for
 from labeling.projects.storage_keys import get_storage
@@ -325,6 +326,7 @@ def scene_viewer(request, scene_id):
         "negative": project.negative_class,
         **viewer_thresholds(project, run, request.GET.get("threshold")),
         "window": project.scene_window,
+        "region_max": REGION_MAX_WINDOWS * project.scene_window,  # a background region's side
         "run": {"id": run.pk, "model_version": run.model_version.number} if run else None,
         "raw_windows": raw_window_loading(),
         "dzi_url": reverse("scene-dzi", args=[scene.pk, files[1]]) if files else None,

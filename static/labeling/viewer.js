@@ -30,7 +30,8 @@
     mine: [],            // this session's corrections, for undo (newest last)
     selected: null,      // {source: "feed"|"annotation", i|a, x, y, w, h, label, score, detection}
     draft: null,         // a missed-object box waiting for its class {x, y, w, h}
-    drawing: null,       // shift-drag start in scene pixels
+    drawing: null,       // shift-drag (or region) start in scene pixels {x, y, region}
+    regionMode: false,   // b: a drag draws a background region ("nothing here", any class)
     hover: null,         // {x, y} scene pixels
     firstBoxes: false,
   };
@@ -280,26 +281,38 @@
   }
 
   function undo() {
-    for (let k = state.mine.length - 1; k >= 0; k--) {
-      const target = state.mine[k];
-      state.mine.splice(k, 1);
-      if (target.state === "failed" && !target.id) {
-        target.state = "dropped";  // never reached the server: nothing to undo there
-        recomputeEffective(); updateSaveStatus(); schedule();
-        return;
-      }
-      const a = {
-        id: null, client_id: api.uuid(), kind: "undo", label: target.label, x: target.x,
-        y: target.y, w: target.w, h: target.h, detection: target.detection, state: "saving",
-        order: nextOrder(), target: target,
-      };
-      state.annotations.push(a);
-      recomputeEffective();
-      post(a);
-      flash("Undone: " + describe(target));
+    if (state.mine.length) undoMark(state.mine[state.mine.length - 1]);
+    else flash("Nothing of yours to undo in this session.");
+  }
+
+  /* Cancel one annotation (your last one, or a region picked at its edge): an undo row. */
+  function undoMark(target) {
+    const k = state.mine.indexOf(target);
+    if (k >= 0) state.mine.splice(k, 1);
+    if (target.state === "failed" && !target.id) {
+      target.state = "dropped";  // never reached the server: nothing to undo there
+      recomputeEffective(); updateSaveStatus(); schedule();
       return;
     }
-    flash("Nothing of yours to undo in this session.");
+    const a = {
+      id: null, client_id: api.uuid(), kind: "undo", label: target.label, x: target.x,
+      y: target.y, w: target.w, h: target.h, detection: target.detection, state: "saving",
+      order: nextOrder(), target: target,
+    };
+    state.annotations.push(a);
+    recomputeEffective();
+    post(a);
+    flash("Undone: " + describe(target));
+  }
+
+  /* b: a drag draws a background region instead of panning (until b again). */
+  function setRegionMode(on) {
+    state.regionMode = on;
+    $("region-mode").setAttribute("aria-pressed", on ? "true" : "false");
+    $("region-hint").hidden = !on;
+    // Inline, not in app.css: the crosshair and the lit button say the drag draws, not pans.
+    $("osd").style.cursor = on ? "crosshair" : "";
+    $("region-mode").style.background = on ? "#ffd600" : "";
   }
 
   function retryFailed() {
@@ -319,6 +332,7 @@
 
   /* A correction's own words, on the image (its tag) and in the legend, popup and toasts. */
   function correctionText(a) {
+    if (a.kind === "region") return "nothing here (region)";
     if (a.kind === "false_positive" || (a.label === cfg.negative && a.kind !== "review")) return "not an object";
     if (a.kind === "review" && a.label === cfg.negative && !a.detection) return "nothing here";
     if (a.kind === "wrong_class") return (a.was ? "was " + a.was : "class") + " → " + a.label;
@@ -519,6 +533,8 @@
     let best = null, bestArea = Infinity;
     for (const a of state.effective) {
       if (p.x < a.x - tol || p.x > a.x + a.w + tol || p.y < a.y - tol || p.y > a.y + a.h + tol) continue;
+      // A background region is picked at its edge only: inside it, objects can still be marked.
+      if (a.kind === "region" && p.x > a.x + tol && p.x < a.x + a.w - tol && p.y > a.y + tol && p.y < a.y + a.h - tol) continue;
       const area = a.w * a.h;
       if (area < bestArea) {
         bestArea = area;
@@ -549,7 +565,10 @@
     box.replaceChildren();
     state.popupAt = at;
     const sel = state.selected, draft = state.draft;
-    if (sel) {
+    if (sel && sel.kindOf === "region") {
+      box.appendChild(api.el("p", {class: "popup-title", text: "your mark: " + describe(sel.a) + ", " + sel.w + "×" + sel.h + " px"}));
+      box.appendChild(button("Undo this region (u)", function () { act("u"); }, {"data-action": "undo-region"}));
+    } else if (sel) {
       const title = sel.source === "feed"
         ? sel.label + " " + api.fixed3(sel.score) + " (" + (sel.kindOf === "merged" ? "merged box" : "window") + ")"
         : "your correction: " + describe(sel.a);
@@ -561,6 +580,11 @@
         box.appendChild(button("→ " + name + " (" + (k + 1) + ")", function () { act(String(k + 1)); },
           {"data-action": "class-" + name}));
       });
+    } else if (draft && draft.region) {
+      const problem = regionProblem(draft);
+      box.appendChild(api.el("p", {class: "popup-title",
+        text: problem || "No object of any class in this " + draft.w + "×" + draft.h + " px region?"}));
+      if (!problem) box.appendChild(button("0 nothing here (region)", function () { act("0"); }, {"data-action": "background-region"}));
     } else if (draft) {
       box.appendChild(api.el("p", {class: "popup-title",
         text: "Missed object here (" + draft.w + "×" + draft.h + " px)? Its class, or nothing here:"}));
@@ -589,6 +613,14 @@
     box.style.left = left + "px"; box.style.top = top + "px";
   }
 
+  /* The server's limits on a region (labeling.review.annotations.check_region), said at once. */
+  function regionProblem(b) {
+    const size = cfg.window || 32, most = cfg.region_max || 32 * size;
+    if (b.w < size || b.h < size) return "Too small for a region: at least " + size + "×" + size + " px (one object); Esc.";
+    if (b.w > most || b.h > most) return "Too large for one region: at most " + most + "×" + most + " px; draw several.";
+    return "";
+  }
+
   function closePopup() {
     state.selected = null; state.draft = null; state.popupAt = null;
     $("box-popup").hidden = true;
@@ -599,7 +631,11 @@
   function act(key) {
     const sel = state.selected, draft = state.draft;
     const k = Number(key);
-    if (sel) {
+    if (sel && sel.kindOf === "region") {
+      if (key !== "u") return false;
+      undoMark(sel.a); closePopup();
+      return true;
+    } else if (sel) {
       const box = {x: sel.x, y: sel.y, w: sel.w, h: sel.h};
       const det = sel.detection === undefined ? null : sel.detection;
       let a = null;
@@ -613,6 +649,11 @@
             sel.source === "feed" ? sel.label : sel.a && sel.a.was);
       }
       if (a) { closePopup(); flash("Marked: " + describe(a)); return true; }
+    } else if (draft && draft.region) {
+      if ((key !== "0" && key !== "n" && key !== "x") || regionProblem(draft)) return false;
+      const a = annotate("region", cfg.negative, draft, null);
+      closePopup(); flash("Marked: " + describe(a));
+      return true;
     } else if (draft && (key === "0" || key === "n" || key === "x")) {
       const a = annotate("review", cfg.negative, draft, null);
       closePopup(); flash("Marked: " + describe(a));
@@ -686,10 +727,14 @@
     let handled = true;
     if ((event.ctrlKey || event.metaKey) && key.toLowerCase() === "z") undo();
     else if (event.ctrlKey || event.metaKey || event.altKey) handled = false;
-    else if (key === "Escape") { closePopup(); $("help-overlay").hidden = true; }
+    else if (key === "Escape") {
+      if ($("box-popup").hidden && $("help-overlay").hidden && state.regionMode) setRegionMode(false);
+      closePopup(); $("help-overlay").hidden = true;
+    }
     else if (key === "?") $("help-overlay").hidden = !$("help-overlay").hidden;
     else if ((state.selected || state.draft) && act(key.toLowerCase())) handled = true;
     else if (key === "u") undo();
+    else if (key === "b") setRegionMode(!state.regionMode);
     else if (key === "r") setKind(state.kind === "merged" ? "window" : "merged");
     else if (key === "[") setThreshold(state.threshold - 0.01);
     else if (key === "]") setThreshold(state.threshold + 0.01);
@@ -742,9 +787,9 @@
       schedule();
     });
     viewer.addHandler("canvas-press", function (e) {
-      if (e.originalEvent && e.originalEvent.shiftKey && tiled) {
+      if (e.originalEvent && (e.originalEvent.shiftKey || state.regionMode) && tiled) {
         const p = toScene(e.originalEvent.clientX, e.originalEvent.clientY);
-        state.drawing = {x: p.x, y: p.y};
+        state.drawing = {x: p.x, y: p.y, region: state.regionMode};
         closePopup();
       }
     });
@@ -754,6 +799,7 @@
       const p = toScene(e.originalEvent.clientX, e.originalEvent.clientY);
       const d = state.drawing;
       state.draft = clampBox({x: Math.min(d.x, p.x), y: Math.min(d.y, p.y), w: Math.abs(p.x - d.x), h: Math.abs(p.y - d.y)});
+      state.draft.region = d.region;
       schedule();
     });
     viewer.addHandler("canvas-release", function () {
@@ -804,6 +850,7 @@
       });
     });
     $("retry-button").addEventListener("click", retryFailed);
+    $("region-mode").addEventListener("click", function () { setRegionMode(!state.regionMode); });
     $("help-link").addEventListener("click", function (e) { e.preventDefault(); $("help-overlay").hidden = false; });
     $("help-close").addEventListener("click", function () { $("help-overlay").hidden = true; });
     window.addEventListener("keydown", onKey, true);
