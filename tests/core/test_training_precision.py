@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from training_helpers import CLASSES, TINY, synthetic_set  # noqa: E402
+
 from mlcore.train.training import (  # noqa: E402
     TrainConfig,
     cpu_bf16_units,
@@ -14,7 +16,6 @@ from mlcore.train.training import (  # noqa: E402
     resolve_precision,
     train,
 )
-from tests.core.test_model_training import CLASSES, TINY, synthetic_set  # noqa: E402
 
 CPU = torch.device("cpu")
 

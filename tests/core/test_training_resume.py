@@ -6,8 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from training_helpers import CLASSES, synthetic_set  # noqa: E402
+
 from mlcore.train.training import RESUME_FILE, TrainConfig, train  # noqa: E402
-from tests.core.test_model_training import CLASSES, synthetic_set  # noqa: E402
 
 STEPS, EVERY, CRASH_AT = 30, 8, 21  # the crash loses steps 17..21: the resume redoes them
 TINY = dict(depth=8, width=8, batch_size=16, steps=STEPS, lr=0.05, log_every=1, val_windows=64,

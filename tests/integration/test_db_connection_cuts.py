@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 import requests
+from db_helpers import dsn
 from django.conf import settings
 from django.test import Client
 from review_helpers import make_scored_scene
@@ -35,13 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def dsn() -> str:
-    db = settings.DATABASES["default"]
-    return (f"host={db.get('HOST') or '127.0.0.1'} port={db.get('PORT') or 5432} "
-            f"dbname={db['NAME']} user={db.get('USER') or 'postgres'}"
-            + (f" password={db['PASSWORD']}" if db.get("PASSWORD") else ""))  # fmt: skip
 
 
 class Killer(threading.Thread):

@@ -14,9 +14,9 @@ import time
 
 import psycopg
 import pytest
+from db_helpers import dsn
 from django.db import OperationalError, connection, transaction
 from loop_helpers import add_dataset, add_scene, annotate, run_workers
-from test_db_connection_cuts import dsn
 
 from labeling.jobs.db_cuts import retry_on_cut, surviving_cuts
 from labeling.jobs.enqueue import enqueue
