@@ -15,8 +15,8 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from labeling.loop import cycle
-from labeling.models import Dataset, ModelVersion, Project, ScoringRun, TrainingCanvas
+from labeling.loop import cycle, regions
+from labeling.models import Annotation, Dataset, ModelVersion, Project, ScoringRun, TrainingCanvas
 from labeling.projects.storage_keys import get_storage, model_prefix, project_prefix
 from mlcore.model import starting_model
 
@@ -253,6 +253,21 @@ def annotation_image_id(annotation) -> str:
     return f"ann-{annotation.pk}"
 
 
+def region_image_id(annotation, box) -> str:
+    """One of a background region's windows: its annotation's id and the window's origin."""
+    return f"{annotation_image_id(annotation)}@{box[0]},{box[1]}"
+
+
+def training_boxes(project, annotation, objects) -> list[tuple[str, tuple]]:
+    """[(image id, box)] the annotation teaches: its own box, or a background region's windows
+    that touch none of its scene's ``objects`` (labeling.loop.regions)."""
+    if regions.is_region(annotation):
+        boxes = regions.region_windows(project, annotation, objects[annotation.scene_id])
+        return [(region_image_id(annotation, box), box) for box in boxes]
+    a = annotation
+    return [(annotation_image_id(a), (a.x, a.y, a.w, a.h))]
+
+
 def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     """Crop every pending annotation's tile from its scene and add it to its class's correction
     canvases (weight mlcore.data.canvases.CORRECTION_WEIGHT) in the exact layout: the trainer
@@ -279,7 +294,13 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     }
     if cset.calibration is not None:  # marks held out for calibration never join training
         on_canvas |= {str(box["id"]) for box in cset.calibration[1]}
+    on_canvas = {i.partition("@")[0] for i in on_canvas}  # a region's windows: its annotation
     new = [a for a in pending if annotation_image_id(a) not in on_canvas]
+    # Every object a reviewer marked (consumed or not) wins over a background region.
+    objects = {}
+    if any(regions.is_region(a) for a in new):
+        history = Annotation.objects.filter(project=project)
+        objects = regions.object_boxes(cycle.effective_annotations(history), project)
     window = project.window_size
     if tuple(cset.tile_size) != (window, window):
         raise ValueError(
@@ -300,9 +321,9 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
             continue
         if scene.pk not in readers:
             readers[scene.pk] = NpyScene(storage, scene.pixels_key)
-        box = (a.x, a.y, a.w, a.h)
-        tile = crop_mark(readers[scene.pk], box, window, project.scene_window)
-        by_class[label].append((annotation_image_id(a), tile))
+        for image_id, box in training_boxes(project, a, objects):
+            tile = crop_mark(readers[scene.pk], box, window, project.scene_window)
+            by_class[label].append((image_id, tile))
         ctx.progress(i + 1, len(new), "cropping corrected tiles")
     held_out = hold_out_marks(cset, by_class)
     if held_out:
@@ -473,6 +494,7 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
     from labeling.scoring.thresholds import model_file_thresholds
+    from mlcore.inference.dense_scoring import export_dense_sibling
     from mlcore.model.export import export_onnx
     from mlcore.train.training import load_checkpoint
 
@@ -488,7 +510,11 @@ def export(ctx, project_id: int, version_id: int):
             payload["config"]["window"],
             {"version": version.number, "project": version.project.name},
         )
+        # A model trained for dense scoring says so: its dense graph travels beside it.
+        dense = export_dense_sibling(model, payload["classes"], payload["config"], path)
         calibrate(ctx, version, path)
+        if dense is not None:
+            _upload(dense, f"{model_prefix(version)}/{dense.name}")
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
         version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
     version.save(update_fields=["model_key", "thresholds", "metrics"])
