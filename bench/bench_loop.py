@@ -126,7 +126,7 @@ def corner(grid, truth: list[dict], share: float):
 def calibrate(model_path: Path, scene, copies: int, threads: int) -> dict:
     """Thresholds of ``model_path`` on the calibration scene (written into the file, as the app's
     export does) and, for the spread, on a corner the size of a one-copy scene."""
-    from mlcore.inference.calibration import calibrate_thresholds
+    from mlcore.inference.calibration import accept_scores, calibrate_thresholds
     from mlcore.inference.scoring import OnnxScorer, score_scene
     from mlcore.ingest.scenes import ArrayScene
     from mlcore.model.onnx_file import write_metadata
@@ -139,7 +139,8 @@ def calibrate(model_path: Path, scene, copies: int, threads: int) -> dict:
     f1 = _overall_f1(grid, truth, full["thresholds"])
     return {"thresholds": full["thresholds"], "thresholds_one_copy": part["thresholds"],
             "thresholds_plateau": plateau_middle(full["curve"]), "objects": full["objects"],
-            "f1": f1}  # fmt: skip
+            "f1": f1, "precision": full["precision"], "recall": full["recall"],
+            "accept": accept_scores(grid, truth, full["thresholds"])}  # fmt: skip
 
 
 def plateau_middle(curve: dict, tolerance: float = 0.005) -> dict:
@@ -179,8 +180,12 @@ def strategy_seed(seed: int, cycle: int) -> int:
     return seed * 1000 + cycle
 
 
-def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
-    """``cycles`` rounds of review, fine-tune, recalibrate, rescore for one strategy and seed."""
+def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mona_lisa",
+            observe=None) -> dict:  # fmt: skip
+    """``cycles`` rounds of review, fine-tune, recalibrate, rescore for one strategy and seed on
+    ``scene`` (the other collage is the held-out one). ``observe(cycle, picks, labels, grid,
+    calibration)``, when given, sees each cycle's answers and the new version's grid of the scene
+    and calibration (bench/bench_review_time.py reads the scene's labels off them)."""
     from mlcore.data.canvases import CanvasSet
     from mlcore.eval.loop_figures import corrections_stick, stick_by_coverage
     from mlcore.eval.oracle import Oracle
@@ -203,20 +208,22 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
                             parent_mix=args["parent_mix"])  # fmt: skip
     config.update(log_every=10**6, threads=threads)
     first = setup["first"]
-    grid = ScoreGrid.load(first["grid"])
-    image, truth = scenes["mona_lisa"]
+    grid = ScoreGrid.load(first["grids"][scene])
+    image, truth = scenes[scene]
+    heldout = next(name for name in SCENES if name != scene)
     classes = grid.classes
     answered = np.full(grid.shape, -1, dtype=np.int64)
     row = {int(y): i for i, y in enumerate(grid.ys)}
     col = {int(x): j for j, x in enumerate(grid.xs)}
     done: set = set()
-    coverage = setup["answer_coverage"]
+    coverage = setup["answer_coverage"][scene]
     record = {
         "seed": seed, "strategy": strategy, "first_model_sha256": first["sha256"],
         "finetune_seed": config["seed"], "steps": config["steps"], "lr": config["lr"],
         "correction_share": config.get("correction_share"),
         "parent_mix": config.get("parent_mix", 0.0),
-        "f1": [first["f1"]["mona_lisa"]], "heldout_f1": {"0": first["f1"]["heldout"]},
+        "scene": scene,
+        "f1": [first["f1"][scene]], "heldout_f1": {"0": first["f1"][heldout]},
         "calibration_f1": [first["calibration"]["f1"]],
         "thresholds": [first["calibration"]["thresholds"]],
         "thresholds_one_copy": [first["calibration"]["thresholds_one_copy"]],
@@ -255,8 +262,10 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int) -> dict:
             record["stick"].append(corrections_stick(decided, answered))
             record["stick_earlier"].append(corrections_stick(decided, earlier))
             record["stick_by_coverage"].append(stick_by_coverage(decided, answered, coverage))
+            if observe is not None:
+                observe(cycle, picks, labels, grid, cal)
             if cycle in setup["heldout_at"]:
-                held_image, held_truth = scenes["heldout"]
+                held_image, held_truth = scenes[heldout]
                 held = score(model_path, held_image, threads)
                 record["heldout_f1"][str(cycle)] = _overall_f1(held, held_truth, cal["thresholds"])
             record["seconds"].append(round(time.perf_counter() - started, 1))
@@ -279,12 +288,13 @@ def _worker_init(setup: dict) -> None:
     scenes = {name: load_scene(Path(setup["args"]["demo"]), stem) for name, stem in SCENES.items()}
     calib = (np.load(setup["calibration_files"][0]),
              json.loads(Path(setup["calibration_files"][1]).read_text()))  # fmt: skip
-    # How much of each window of the labelled collage its centre's class covers: the same for
-    # every run, so once per worker.
-    image, truth = scenes["mona_lisa"]
-    grid = ScoreGrid.load(setup["first"]["grid"])
-    coverage = centre_class_coverage(grid.ys, grid.xs, WINDOW, truth, image.shape, grid.classes,
-                                     "negative")  # fmt: skip
+    # How much of each window of each collage its centre's class covers: the same for every
+    # run, so once per worker.
+    coverage = {}
+    for name, (image, truth) in scenes.items():
+        grid = ScoreGrid.load(setup["first"]["grids"][name])
+        coverage[name] = centre_class_coverage(grid.ys, grid.xs, WINDOW, truth, image.shape,
+                                               grid.classes, "negative")  # fmt: skip
     _SETUP.update(setup | {"scenes": scenes, "calibration": calib, "answer_coverage": coverage})
 
 
@@ -526,11 +536,11 @@ def prepare(args, cache: Path) -> dict:
         scene_image, scene_truth = load_scene(demo, stem)
         grid = score(first_model, scene_image, args.threads * args.workers)
         f1[name] = _overall_f1(grid, scene_truth, cal["thresholds"])
-        if name == "mona_lisa":
-            grid.save(cache / "first-grid.npz")
+        grid.save(cache / f"first-grid-{name}.npz")
     log(f"first model: F1 {f1}, thresholds {cal['thresholds']}")
     return {
-        "grid": str(cache / "first-grid.npz"), "f1": f1, "calibration": cal,
+        "grids": {name: str(cache / f"first-grid-{name}.npz") for name in SCENES},
+        "f1": f1, "calibration": cal,
         "sha256": sha256(demo / "model" / "model.onnx"),
         "calibration_files": [str(p) for p in calib_files],
     }  # fmt: skip

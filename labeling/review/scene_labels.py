@@ -10,7 +10,8 @@ A scene's labels are
 A detection is covered by an effective annotation that points at it (``Annotation.detection``)
 or whose box holds the detection's centre (the object matcher's rule). A covering annotation
 that names the negative class (a false positive, or a queue answer "negative") rejects it; one
-naming a positive class replaces it by the reviewer's box and class. Every box carries one
+naming a positive class replaces it by the reviewer's box and class (the rule is
+mlcore.eval.scene_labels.merge_labels, which the reviewer-time bench scores). Every box carries one
 ``probability``: the class probability the model gave the detection (the number the viewer's
 feed shows as its score); a reviewed box that replaced a detection keeps that detection's
 probability, an added box has none (null).
@@ -24,7 +25,6 @@ import csv
 import io
 import re
 import zipfile
-from collections import defaultdict
 from pathlib import PurePosixPath
 
 from django.utils import timezone
@@ -32,8 +32,8 @@ from django.utils import timezone
 from labeling.loop.cycle import effective_annotations, training_label
 from labeling.models import Annotation, Detection, ScoringRun
 from labeling.review.common import ReviewError
+from mlcore.eval.scene_labels import MODEL, REVIEWED, merge_labels
 
-REVIEWED, MODEL = "reviewed", "model"
 FORMATS = ("json", "coco", "yolo", "csv", "geojson")
 PROBABILITY_DIGITS = 3  # as the viewer's feed rounds its scores: one box reads one number
 
@@ -47,36 +47,6 @@ def labels_run(scene) -> ScoringRun | None:
 
 def _probability(value) -> float | None:
     return None if value is None else round(float(value), PROBABILITY_DIGITS)
-
-
-def _holds_centre(a, d) -> bool:
-    cx, cy = d["x"] + d["w"] / 2.0, d["y"] + d["h"] / 2.0
-    return a.x <= cx < a.x + a.w and a.y <= cy < a.y + a.h
-
-
-CELL = 64  # pixels per cell of the centre index
-
-
-def _centre_index(detections) -> dict:
-    """Detections by the cell their centre falls in: an annotation looks only at the cells its
-    box overlaps (a scene of 10,000 answers and 200,000 boxes stays linear, not their product)."""
-    index = defaultdict(list)
-    for i, d in enumerate(detections):
-        cell = (int((d["x"] + d["w"] / 2.0) // CELL), int((d["y"] + d["h"] / 2.0) // CELL))
-        index[cell].append(i)
-    return index
-
-
-def _centres_in(a, detections, index) -> list[dict]:
-    """The detections whose centre ``a``'s box holds, in the detections' order."""
-    hits = [
-        i
-        for gy in range(int(a.y // CELL), int((a.y + a.h) // CELL) + 1)
-        for gx in range(int(a.x // CELL), int((a.x + a.w) // CELL) + 1)
-        for i in index.get((gx, gy), ())
-        if _holds_centre(a, detections[i])
-    ]
-    return [detections[i] for i in sorted(hits)]
 
 
 def scene_labels(scene, run=None) -> list[dict]:
@@ -93,49 +63,42 @@ def scene_labels(scene, run=None) -> list[dict]:
             .order_by("-score", "id")
             .values("id", "x", "y", "w", "h", "label", "score")
         )
-    by_id = {d["id"]: d for d in detections}
-    index = _centre_index(detections)
     rows = Annotation.objects.filter(scene=scene).select_related("user")
     effective = sorted(effective_annotations(list(rows)), key=lambda a: a.pk)
-    covered: set[int] = set()
+    reviews = [{"x": a.x, "y": a.y, "w": a.w, "h": a.h, "label": training_label(a, project),
+                "detection": a.detection_id} for a in effective]  # fmt: skip
     out = []
-    for a in effective:
-        linked = [by_id[a.detection_id]] if a.detection_id in by_id else []
-        linked += [d for d in _centres_in(a, detections, index) if d["id"] != a.detection_id]
-        covered.update(d["id"] for d in linked)
-        label = training_label(a, project)
-        if label == negative:
-            continue  # a rejection: neither the detection nor the reviewer's box is a label
-        model = linked[0] if linked else None
-        out.append(
-            {
-                "id": f"a{a.pk}",
-                "scene": scene.pk,
-                "label": label,
-                "x": a.x, "y": a.y, "w": a.w, "h": a.h,
-                "source": REVIEWED,
-                "probability": _probability(model["score"]) if model else None,
-                "model_label": model["label"] if model else None,
-                "detection": model["id"] if model else None,
-                "kind": a.kind,
-                "reviewer": a.user.username if a.user else None,
-                "reviewed_at": a.created_at.isoformat(),
-                "run": run.pk if run is not None else None,
-            }
-        )  # fmt: skip
-    for d in detections:
-        if d["id"] in covered or d["label"] == negative:
+    for entry in merge_labels(detections, reviews, negative):
+        model = entry["model"]
+        if entry["source"] == REVIEWED:
+            a = effective[entry["review"]]
+            out.append(
+                {
+                    "id": f"a{a.pk}",
+                    "scene": scene.pk,
+                    "label": reviews[entry["review"]]["label"],
+                    "x": a.x, "y": a.y, "w": a.w, "h": a.h,
+                    "source": REVIEWED,
+                    "probability": _probability(model["score"]) if model else None,
+                    "model_label": model["label"] if model else None,
+                    "detection": model["id"] if model else None,
+                    "kind": a.kind,
+                    "reviewer": a.user.username if a.user else None,
+                    "reviewed_at": a.created_at.isoformat(),
+                    "run": run.pk if run is not None else None,
+                }
+            )  # fmt: skip
             continue
         out.append(
             {
-                "id": f"d{d['id']}",
+                "id": f"d{model['id']}",
                 "scene": scene.pk,
-                "label": d["label"],
-                "x": d["x"], "y": d["y"], "w": d["w"], "h": d["h"],
+                "label": model["label"],
+                "x": model["x"], "y": model["y"], "w": model["w"], "h": model["h"],
                 "source": MODEL,
-                "probability": _probability(d["score"]),
-                "model_label": d["label"],
-                "detection": d["id"],
+                "probability": _probability(model["score"]),
+                "model_label": model["label"],
+                "detection": model["id"],
                 "kind": None,
                 "reviewer": None,
                 "reviewed_at": None,

@@ -51,6 +51,31 @@ def calibrate_thresholds(
     }
 
 
+# A box the model keeps at or above its class's accept score is right this often on the
+# calibration scene: what a reviewer may accept unreviewed (bench/bench_review_time.py).
+ACCEPT_PRECISION = 0.99
+
+
+def accept_scores(grid, truth: list[dict], thresholds, precision: float = ACCEPT_PRECISION,
+                  negative: str | None = "auto") -> dict:  # fmt: skip
+    """Per positive class, the lowest detection score from which the boxes kept at
+    ``thresholds`` are right at least ``precision`` of the time on ``grid`` against ``truth``
+    (counted from the top score down: the deepest such prefix); None where no prefix reaches it.
+    Choose it on the calibration scene, never on the scene it is used on."""
+    negative = default_negative(grid.classes) if negative == "auto" else negative
+    dets = detections(grid, thresholds=thresholds, negative=negative)
+    right = {i for i, _ in object_metrics(dets, truth, grid.classes, negative=negative)["matches"]}
+    out: dict = {}
+    for c in (c for c in grid.classes if c != negative):
+        mine = sorted((i for i, d in enumerate(dets) if d.label == c), key=lambda i: -dets[i].score)
+        out[c], hits = None, 0
+        for n, i in enumerate(mine, 1):
+            hits += i in right
+            if hits >= precision * n:
+                out[c] = float(dets[i].score)
+    return out
+
+
 def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int = 1024) -> dict:
     """Score the canvas set's calibration scene with the model file, choose the thresholds and
     write them into the file's metadata. Returns the calibration summary (without the curve)."""
@@ -73,6 +98,7 @@ def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int 
     """The calibration of a model file on the canvas set's calibration scene, the file left
     as it is: ``{"thresholds", "method", "step", "scene", "f1", "precision", "recall",
     "objects"}``."""
+    from mlcore.inference.dense_scoring import dense_scorer_for, score_scene_dense
     from mlcore.inference.scoring import OnnxScorer, score_scene
     from mlcore.ingest.scenes import ArrayScene
 
@@ -82,12 +108,18 @@ def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int 
             "thresholds stay at the published 0.9"
         )
     image, truth = canvas_set.calibration
-    scorer = OnnxScorer(model_path)
-    grid = score_scene(scorer, ArrayScene(np.asarray(image)), step, batch_size=batch_size)
+    # Calibrated as the file is scored: densely when it says it can be.
+    dense = dense_scorer_for(model_path, step)
+    if dense is not None:
+        grid = score_scene_dense(dense, ArrayScene(np.asarray(image)), step)
+    else:
+        grid = score_scene(OnnxScorer(model_path), ArrayScene(np.asarray(image)), step,
+                           batch_size=batch_size)  # fmt: skip
     result = calibrate_thresholds(grid, truth)
     summary = {
         "method": "per-class object F1 maximum on the calibration scene (held-out images)",
         "step": int(step),
+        "scoring": "dense" if dense is not None else "per window",
         "scene": f"{image.shape[1]}x{image.shape[0]}",
         "f1": result["f1"],
         "precision": result["precision"],

@@ -10,42 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("torch")
 
+from tiny_demo_helpers import build_tiny_demo  # noqa: E402
+
 from bench import bench_loop  # noqa: E402
-from mlcore import cli  # noqa: E402
-from mlcore.data.canvases import build_canvas_set, calibration_scene  # noqa: E402
-from mlcore.data.datasets import LabelledImages  # noqa: E402
 from mlcore.train.profiles import profile_config  # noqa: E402
-
-COLOURS = {"car": (200, 30, 30), "boat": (30, 40, 200), "negative": (60, 160, 60)}
-
-
-def _images(n_per_class: int, seed: int) -> LabelledImages:
-    rng = np.random.default_rng(seed)
-    images, labels, ids = [], [], []
-    for k, colour in enumerate(COLOURS.values()):
-        noise = rng.integers(-40, 40, (n_per_class, 32, 32, 3))
-        images.append(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8))
-        labels += [k] * n_per_class
-        ids += [f"s{seed}-{k}-{i}" for i in range(n_per_class)]
-    return LabelledImages(np.concatenate(images), np.array(labels), list(COLOURS), ids)
 
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    cset = build_canvas_set(_images(84, 0), canvas_size=128, seed=0, calibration_fraction=0.25)
-    cset.save(root / "canvases")
-    trained = cli.main(["train", str(root / "canvases"), str(root / "model"), "--profile", "tiny"])
-    assert trained == 0
-    for k, stem in enumerate(bench_loop.SCENES.values()):
-        image, truth = calibration_scene(_images(12, 10 + k), seed=k, copies=1)
-        Image.fromarray(image).save(root / f"{stem}.png")
-        (root / f"{stem}.json").write_text(json.dumps(truth))
-    return root
+    return build_tiny_demo(tmp_path_factory.mktemp("demo"), bench_loop.SCENES.values())
 
 
 def _run(demo: Path, out: Path, strategies: list[str], seeds: int = 1, extra=()) -> dict:
