@@ -137,9 +137,8 @@ def export_dense_onnx(model, path, classes, *, window: int = 32, per_window_path
             self.net = net
 
         def forward(self, images):
-            x = (images.float() - self.net.mean) * self.net.inv_std
-            x = self.net.layers(self.net.stem(x.permute(0, 3, 1, 2)))
-            return x.permute(0, 2, 3, 1)  # NHWC: a window's channels are contiguous
+            # NHWC: a window's channels are contiguous
+            return self.net.trunk(images).permute(0, 2, 3, 1)
 
     weight = [model.fc.weight.detach()]
     bias = [model.fc.bias.detach()]
@@ -197,20 +196,40 @@ def export_dense_onnx(model, path, classes, *, window: int = 32, per_window_path
     return path
 
 
-def dense_model_path(model_path) -> Path | None:
-    """The dense graph a per-window model file names in its ``dense_model`` metadata, when that
-    file exists next to it; None: score this model per window."""
+def export_dense_sibling(model, classes, train_config, per_window_path) -> Path | None:
+    """The dense graph of a model trained for dense scoring (its training config's
+    ``dense_crop`` > 0: mlcore.train.training), written beside the exported ``per_window_path``
+    (``model.onnx`` -> ``model.dense.onnx``), which then says it can be scored densely; None
+    for any other model: it stays scored per window."""
+    config = train_config if isinstance(train_config, dict) else train_config.to_dict()
+    if not int(config.get("dense_crop") or 0):
+        return None
+    per_window_path = Path(per_window_path)
+    dense = per_window_path.with_name(f"{per_window_path.stem}.dense.onnx")
+    return export_dense_onnx(model, dense, classes, window=int(config["window"]),
+                             per_window_path=per_window_path)  # fmt: skip
+
+
+def dense_model_name(model_path) -> str | None:
+    """The file name a per-window model file records in its ``dense_model`` metadata (a bare
+    sibling name, never a path), or None."""
     import onnx
 
-    model_path = Path(model_path)
     try:
         proto = onnx.load(str(model_path), load_external_data=False)
     except Exception:  # another engine's file, or not ONNX: no dense graph
         return None
     name = next((e.value for e in proto.metadata_props if e.key == "dense_model"), None)
-    if not name or Path(name).name != name:  # a bare sibling name only, never a path
+    return name if name and Path(name).name == name else None
+
+
+def dense_model_path(model_path) -> Path | None:
+    """The dense graph a per-window model file names in its ``dense_model`` metadata, when that
+    file exists next to it; None: score this model per window."""
+    name = dense_model_name(model_path)
+    if name is None:
         return None
-    dense = model_path.with_name(name)
+    dense = Path(model_path).with_name(name)
     return dense if dense.is_file() else None
 
 
@@ -223,6 +242,20 @@ def open_dense_scorer(model_path, threads: int | None = None):
     (:func:`dense_model_path`), else None: score it per window (mlcore.inference.scoring)."""
     dense = dense_model_path(model_path)
     return None if dense is None else DenseScorer(dense, threads=threads)
+
+
+def dense_scorer_for(model_path, step: int, scene_window: int | None = None,
+                     threads: int | None = None):  # fmt: skip
+    """How ``model_path`` is scored at ``step``: a DenseScorer when the file says it can be
+    scored densely (:func:`dense_model_path`) and the grid fits the trunk (windows of the
+    model's own size, a step on the trunk's grid); None: per window (mlcore.inference.scoring),
+    the reference. The one rule of the CLI, the calibration, the scoring job and Spark."""
+    scorer = open_dense_scorer(model_path, threads=threads)
+    if scorer is None:
+        return None
+    if scene_window not in (None, scorer.window) or step % scorer.stride:
+        return None  # resized windows (an object size) or an off-grid step: per window
+    return scorer
 
 
 class DenseScorer:
@@ -270,23 +303,8 @@ class DenseScorer:
 
     def pooled(self, feats: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Mean feature (R, K, C) of the windows at feature cells (rows x cols) (their top-left
-        cells). Each window's block is summed on its own, in the same order wherever it lies:
-        rows first (fixed order of the b rows), then columns: the tile's extent never changes a
-        window's value."""
-        b = self.window // self.stride
-        cols = np.asarray(cols)
-        out = np.empty((len(rows), len(cols), feats.shape[2]), dtype=np.float32)
-        lo, hi = int(cols.min()), int(cols.max()) + b
-        for i, r in enumerate(rows):
-            band = feats[r, lo:hi].copy()
-            for k in range(1, b):
-                band += feats[r + k, lo:hi]
-            acc = band[cols - lo].copy()
-            for k in range(1, b):
-                acc += band[cols - lo + k]
-            out[i] = acc
-        out *= np.float32(1.0 / (b * b))
-        return out
+        cells): :func:`window_means`."""
+        return window_means(feats, np.asarray(rows), np.asarray(cols), self.window // self.stride)
 
     def heads_of(self, pooled: np.ndarray) -> dict[str, np.ndarray]:
         """The per-window model's heads on pooled features (N, C): probs, boxes, centredness."""
@@ -311,6 +329,21 @@ class DenseScorer:
             out["boxes"] = ((box[:, :4] + unit) * np.float32(self.window)).astype(np.float32)
             out["centredness"] = (1.0 / (1.0 + np.exp(-box[:, 4]))).astype(np.float32)
         return out
+
+
+def window_means(feats, rows, cols, block: int):
+    """Mean feature of each window's ``block`` x ``block`` cells: feats (..., H, W, C) (numpy, or
+    torch when training for dense scoring: mlcore.train.training), rows (R,) and cols (K,) the
+    windows' top-left cells -> (..., R, K, C). The one pooling of dense scoring and of its
+    training. Each window's block is summed on its own, in the same order wherever it lies (its
+    rows first, in order, then its columns): the tile's extent never changes a window's value."""
+    band = feats[..., rows, :, :]
+    for k in range(1, block):
+        band = band + feats[..., rows + k, :, :]
+    out = band[..., cols, :]
+    for k in range(1, block):
+        out = out + band[..., cols + k, :]
+    return out * (1.0 / (block * block))
 
 
 def _spans(origins: np.ndarray, length: int, window: int, stride: int, halo: int, per: int):
@@ -340,7 +373,29 @@ def score_scene_dense(
 ) -> ScoreGrid:
     """Score every window of ``reader`` (``.height``, ``.width``, ``.read_rows(y0, y1)``) at
     ``step``, the same grid as :func:`mlcore.inference.scoring.score_scene`, from the trunk's
-    feature map.
+    feature map (:func:`score_rows_dense` over all the window rows)."""
+    ys = grid_positions(int(reader.height), scorer.window, step)
+    xs = grid_positions(int(reader.width), scorer.window, step)
+    out = score_rows_dense(scorer, reader, ys, xs, step, progress, rows_per_strip, cols_per_tile)
+    probs = out.pop("probs")
+    return ScoreGrid(ys, xs, probs, scorer.classes, scorer.window, step, **out)
+
+
+def score_rows_dense(
+    scorer: DenseScorer,
+    reader,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    step: int,
+    progress: Progress | None = None,
+    rows_per_strip: int | None = None,
+    cols_per_tile: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The outputs ({"probs": (R, K, C), "boxes", "centredness"}) of the windows at row origins
+    ``ys`` x column origins ``xs`` (the grid at ``step``) of the scene ``reader``: any subset of
+    the scene's grid rows (a Spark partition's: workers.spark_score) gives those rows of the
+    whole scene's grid, bit for bit, since each window's features depend only on the scene
+    around it.
 
     Tiles are ``rows_per_strip`` window rows by ``cols_per_tile`` window columns (auto: about
     TILE_PX pixels each way), each with its halo; the result does not depend on either, bit for
@@ -348,8 +403,7 @@ def score_scene_dense(
     current one is scored."""
     w, s, halo = scorer.window, scorer.stride, scorer.halo
     height, width = int(reader.height), int(reader.width)
-    ys = grid_positions(height, w, step)
-    xs = grid_positions(width, w, step)
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
     rows = rows_per_strip or max(1, TILE_PX // step)
     cols = cols_per_tile or max(1, TILE_PX // step)
     row_spans = _spans(ys, height, w, s, halo, max(1, int(rows)))
@@ -386,5 +440,4 @@ def score_scene_dense(
             del band
             done += len(yi)
             report(progress, done, len(ys), f"scored {done} of {len(ys)} window rows")
-    probs = out.pop("probs")
-    return ScoreGrid(ys, xs, probs, scorer.classes, w, step, **out)
+    return out

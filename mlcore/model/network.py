@@ -114,15 +114,25 @@ class WindowResNet(nn.Module):
         """Head logits (N, H); with a box head a dict: ``logits``, ``boxes`` (N, 4) x0, y0, x1,
         y1 in pixels from the window's origin, ``centredness`` (N,) in [0, 1], and
         ``box_raw`` (N, 5), what the losses read (mlcore.model.export writes the first three)."""
+        x = F.adaptive_avg_pool2d(self.trunk(images), 1).flatten(1)
+        return self.heads_on(x, images.shape[1])
+
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """The convolutional trunk's feature map (N, C, H/4, W/4) of uint8 NHWC images of any
+        size (a window, or a whole crop or tile for dense scoring)."""
         x = (images.float() - self.mean) * self.inv_std  # (N, H, W, 3) float
         x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
-        x = self.layers(self.stem(x))
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        logits = self.fc(x)
+        return self.layers(self.stem(x))
+
+    def heads_on(self, pooled: torch.Tensor, window: int):
+        """The heads on pooled features (N, C) of ``window`` px windows: what :meth:`forward`
+        returns (per window the pool is the global average, densely a block of the feature map:
+        mlcore.inference.dense_scoring.window_means)."""
+        logits = self.fc(pooled)
         if self.box is None:
             return logits
-        raw = self.box(x).float()
-        boxes, centredness = BoxHead.decode(raw, float(images.shape[1]))
+        raw = self.box(pooled).float()
+        boxes, centredness = BoxHead.decode(raw, float(window))
         return {"logits": logits, "boxes": boxes, "centredness": centredness, "box_raw": raw}
 
     def class_probs(self, logits: torch.Tensor) -> torch.Tensor:

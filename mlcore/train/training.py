@@ -107,6 +107,13 @@ class TrainConfig(TrainOptions):
     # window of a mixed canvas whose top tile is known; post-processing ranks by p x IoU.
     box_head: bool = False
     box_loss_weight: float = 1.0
+    # Train for dense scoring (mlcore.inference.dense_scoring; issue 37): 0 = isolated windows
+    # (each zero-padded by its convs, as per-window scoring sees it); N = crops of N px run
+    # through the trunk once, every window of the crop (at ``step``) pooled from the crop's
+    # feature map exactly as dense scoring pools it, the loss on those outputs. A step's crops
+    # hold about ``batch_size`` windows' pixels (the same compute as a per-window step). A model
+    # trained so exports a dense graph beside its model file: it is scored densely.
+    dense_crop: int = 0
     val_fraction: float = 0.1
     val_windows: int = 2048
     log_every: int = 10
@@ -295,18 +302,80 @@ class TorchWindowGather:
             )
             y = torch.minimum(torch.maximum(y + shift[0], t["ylo"][rows]), t["yhi"][rows])
             x = torch.minimum(torch.maximum(x + shift[1], t["xlo"][rows]), t["xhi"][rows])
-        half = self.window // 2
-        centre = self.offsets[canvas] // 3 + (y + half) * width + (x + half)
+        centre_labels, heads, weights, box_target, box_weight = self._targets(canvas, y, x)
         if jitter > 0:
-            labels = self.flat_labels[centre].long()
+            labels = centre_labels
+        base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
+        index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
+        return WindowBatch(self.flat[index], labels, heads, weights, box_target, box_weight)
+
+    def _targets(self, canvas, y, x):
+        """Class under each window's centre, head (-1 unknown), coverage-rule weight and box
+        targets of the windows at (canvas, y, x)."""
+        half = self.window // 2
+        centre = self.offsets[canvas] // 3 + (y + half) * self.widths[canvas] + (x + half)
+        labels = self.flat_labels[centre].long()
         heads = self.flat_heads[centre].long()
         heads = torch.where(heads == NO_HEAD, -1, heads)
         share = self.flat_coverage[centre].float() / FULL_COVERAGE
         weights = coverage_weights(share, self.sampler.coverage, self.sampler.min_coverage)
-        base = (self.offsets[canvas] + (y * width + x) * 3).view(-1, 1, 1, 1)
-        index = base + self.dy * width.view(-1, 1, 1, 1) * 3 + self.dx_ch
         box_target, box_weight = self._box_targets(centre, y, x)
-        return WindowBatch(self.flat[index], labels, heads, weights, box_target, box_weight)
+        return labels, heads, weights, box_target, box_weight
+
+    def sample_crops(
+        self, n_crops: int, crop: int, generator: torch.Generator, split: str = "train",
+        jitter: int = 0,
+    ) -> WindowBatch:  # fmt: skip
+        """Crops for dense training (TrainConfig.dense_crop): ``images`` uint8 (n, crop, crop,
+        3) and the targets of each crop's windows on its ``step`` grid, (n * g * g, ...) in
+        row-major order (g = crop_grid(crop)).
+
+        A crop is placed around a window drawn as :meth:`sample_batch` draws one (class shares,
+        canvas weights), that window on its grid at a random place, the whole crop shifted by up
+        to ``jitter`` px. It sees only its split region's pixels (zeros elsewhere, like a scene's
+        edge: no train crop sees the held-out band, and a reviewed window of an exact canvas is
+        seen alone); its windows outside the region weigh 0."""
+        t = self.tables[split]
+        if t["n"] == 0:
+            raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
+        dev, w, step = self.device, self.window, self.step
+        g = crop_grid(crop, w, step)
+        u = torch.rand(n_crops, generator=generator, device=dev, dtype=torch.float64)
+        rows = torch.searchsorted(t["cdf"], u * t["cdf"][-1]).clamp_(max=t["n"] - 1)
+        canvas = t["canvas"][rows]
+        ylo, yhi, xlo, xhi = (t[k][rows].view(-1, 1) for k in ("ylo", "yhi", "xlo", "xhi"))
+        place = torch.randint(0, g, (2, n_crops), generator=generator, device=dev) * step
+        cy, cx = t["y"][rows] - place[0], t["x"][rows] - place[1]
+        if jitter > 0:
+            shift = torch.randint(-jitter, jitter + 1, (2, n_crops), generator=generator,
+                                  device=dev)  # fmt: skip
+            cy, cx = cy + shift[0], cx + shift[1]
+        span = torch.arange(crop, device=dev)
+        py, px = cy.view(-1, 1) + span, cx.view(-1, 1) + span  # (n, crop) pixel rows / cols
+        seen_y = (py >= ylo) & (py < yhi + w)
+        seen_x = (px >= xlo) & (px < xhi + w)
+        py = torch.minimum(torch.maximum(py, ylo), yhi + w - 1)
+        px = torch.minimum(torch.maximum(px, xlo), xhi + w - 1)
+        width = self.widths[canvas].view(-1, 1, 1, 1)
+        index = (self.offsets[canvas].view(-1, 1, 1, 1)
+                 + (py.view(-1, crop, 1, 1) * width + px.view(-1, 1, crop, 1)) * 3
+                 + torch.arange(3, device=dev))  # fmt: skip
+        seen = (seen_y.view(-1, crop, 1, 1) & seen_x.view(-1, 1, crop, 1)).to(torch.uint8)
+        images = self.flat[index] * seen
+        grid = torch.arange(g, device=dev) * step
+        wy = (cy.view(-1, 1, 1) + grid.view(1, g, 1)).expand(-1, g, g)
+        wx = (cx.view(-1, 1, 1) + grid.view(1, 1, g)).expand(-1, g, g)
+        inside = (wy >= ylo.view(-1, 1, 1)) & (wy <= yhi.view(-1, 1, 1))
+        inside &= (wx >= xlo.view(-1, 1, 1)) & (wx <= xhi.view(-1, 1, 1))
+        wy = torch.minimum(torch.maximum(wy, ylo.view(-1, 1, 1)), yhi.view(-1, 1, 1))
+        wx = torch.minimum(torch.maximum(wx, xlo.view(-1, 1, 1)), xhi.view(-1, 1, 1))
+        every = canvas.view(-1, 1, 1).expand(-1, g, g).reshape(-1)
+        labels, heads, weights, box_target, box_weight = self._targets(
+            every, wy.reshape(-1), wx.reshape(-1)
+        )
+        inside = inside.reshape(-1).float()
+        return WindowBatch(images, labels, heads, weights * inside, box_target,
+                           box_weight * inside)  # fmt: skip
 
     def _box_targets(self, centre, y, x) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 5) targets of the box head, in window units: the top tile's edges minus the
@@ -336,6 +405,75 @@ class WindowBatch(NamedTuple):
     weights: torch.Tensor
     box_target: torch.Tensor
     box_weight: torch.Tensor
+
+
+def crop_grid(crop: int, window: int, step: int) -> int:
+    """Windows per side of a dense-training crop: its ``step`` grid from its corner, which must
+    end at the crop's far edge (so a flipped crop holds the same windows)."""
+    if crop < window or (crop - window) % step:
+        raise ValueError(
+            f"dense_crop must be the window ({window}) plus a multiple of the step ({step}) "
+            f"px, e.g. {window + 8 * step}; got {crop}"
+        )
+    return (crop - window) // step + 1
+
+
+def crops_per_batch(config: TrainConfig) -> int:
+    """Crops per step: about ``batch_size`` windows' pixels (a per-window step's compute)."""
+    return max(1, round(config.batch_size * config.window**2 / config.dense_crop**2))
+
+
+class DenseCrops(nn.Module):
+    """A WindowResNet over whole crops: the trunk once per crop, then every window of the crop's
+    grid pooled from the feature map (mlcore.inference.dense_scoring.window_means, what dense
+    scoring computes) and the model's heads on it; outputs (n * g * g, ...) as ``forward``'s."""
+
+    def __init__(self, model: WindowResNet, crop: int, step: int, window: int):
+        super().__init__()
+        from mlcore.inference.dense_scoring import trunk_geometry
+
+        self.model, self.window = model, window
+        self.stride = trunk_geometry(model)[0]
+        if step % self.stride or window % self.stride:
+            raise ValueError(
+                f"dense training needs the step ({step}) and window ({window}) on the trunk's "
+                f"{self.stride} px grid"
+            )
+        cells = torch.arange(crop_grid(crop, window, step)) * (step // self.stride)
+        self.register_buffer("cells", cells, persistent=False)
+
+    def forward(self, crops: torch.Tensor):
+        from mlcore.inference.dense_scoring import window_means
+
+        feats = self.model.trunk(crops).float().permute(0, 2, 3, 1)  # (n, h, w, C)
+        pooled = window_means(feats, self.cells, self.cells, self.window // self.stride)
+        return self.model.heads_on(pooled.reshape(-1, feats.shape[-1]), self.window)
+
+
+def augment_crops(batch: WindowBatch, config: TrainConfig, generator: torch.Generator):
+    """:func:`augment` of dense-training crops: a flipped crop's windows are its grid's mirror
+    images, so each window's targets move to the mirrored place (box targets flipped too)."""
+    images, n, dev = batch.images.float(), batch.images.shape[0], batch.images.device
+    g = batch.labels.shape[0] // n
+    g = int(round(math.sqrt(g)))
+    targets = {name: getattr(batch, name).view(n, g, g, *getattr(batch, name).shape[1:])
+               for name in ("labels", "heads", "weights", "box_target", "box_weight")}  # fmt: skip
+    for axis, on in ((2, config.hflip), (1, config.vflip)):
+        if not on:
+            continue
+        flip = torch.rand(n, generator=generator, device=dev) < 0.5
+        images = torch.where(flip.view(n, 1, 1, 1), images.flip(axis), images)
+        for name, value in targets.items():
+            shape = (n,) + (1,) * (value.ndim - 1)
+            value = torch.where(flip.view(shape), value.flip(axis), value)
+            if name == "box_target":
+                a, b = (0, 2) if axis == 2 else (1, 3)  # x0/x1 or y0/y1, in window units
+                swapped = torch.stack([-value[..., b], -value[..., a]], -1)
+                value = value.clone()
+                value[..., [a, b]] = torch.where(flip.view(n, 1, 1, 1), swapped, value[..., [a, b]])
+            targets[name] = value
+    flat = {name: value.reshape(n * g * g, *value.shape[3:]) for name, value in targets.items()}
+    return augment(images, config, generator, flips=False), batch._replace(**flat)
 
 
 def _flat_tensor(array: np.ndarray) -> torch.Tensor:
@@ -642,6 +780,9 @@ def train(
         raise ValueError(f"batch_size {config.batch_size} must divide among {world_size} ranks")
     local_batch = config.batch_size // world_size
 
+    dense = config.dense_crop > 0
+    if dense:
+        crop_grid(config.dense_crop, config.window, config.step)  # refuse a bad size up front
     norm = {k: v for k, v in (("mean", config.mean), ("std", config.std)) if v is not None}
     use_heads = config.source_heads and sampler.fine
     head_classes = sampler.head_classes if use_heads else None
@@ -658,11 +799,13 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     mode = compile_mode(config, device, total)
     net: nn.Module = model
+    if dense:
+        net = DenseCrops(model, config.dense_crop, config.step, config.window).to(device)
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
+        net = DistributedDataParallel(net, device_ids=ids)
     eager = net
     if mode is not None:
         net = torch.compile(net, mode=mode)
@@ -707,17 +850,30 @@ def train(
     # Compiled runs (CUDA graphs above all) record/recompile during their first steps.
     warmup = min(total - 1, first + (1 if mode is None else 3))
     compiled = f", torch.compile mode {mode!r}" if mode else ""
+    what = f"{local_batch} windows"
+    step_windows = config.batch_size
+    if dense:
+        local_crops = max(1, crops_per_batch(config) // world_size)
+        per_crop = crop_grid(config.dense_crop, config.window, config.step) ** 2
+        step_windows = local_crops * world_size * per_crop
+        what = (f"{local_crops} crops of {config.dense_crop} px ({per_crop} windows each, "
+                "pooled from the crop's feature map: dense)")  # fmt: skip
     log(
-        f"training {config.depth}-layer ResNet on {device} for {total} steps of {local_batch}"
+        f"training {config.depth}-layer ResNet on {device} for {total} steps of {what}"
         f"{compiled}, {precision['dtype']} ({precision['reason']})"
     )
     model.train()
     for step in range(first + 1, total + 1):
-        batch = gather.sample_batch(local_batch, generator, "train", config.jitter)
-        if config.box_head:  # flips move the box targets too
-            x, batch = augment_batch(batch, config, generator)
+        if dense:
+            batch = gather.sample_crops(local_crops, config.dense_crop, generator, "train",
+                                        config.jitter)  # fmt: skip
+            x, batch = augment_crops(batch, config, generator)
         else:
-            x = augment(batch.images, config, generator)
+            batch = gather.sample_batch(local_batch, generator, "train", config.jitter)
+            if config.box_head:  # flips move the box targets too
+                x, batch = augment_batch(batch, config, generator)
+            else:
+                x = augment(batch.images, config, generator)
         args = (x, batch, loss_fn, optimizer, device, autocast, config.box_loss_weight)
         try:
             loss = _forward_backward(net, *args)
@@ -761,7 +917,7 @@ def train(
     elapsed = time.perf_counter() - timed_from
     timed_steps = max(1, total - warmup)
     ran = total - first > 1 and elapsed > 0  # a resume at the last step times nothing
-    windows_per_s = timed_steps * config.batch_size / elapsed if ran else 0.0
+    windows_per_s = timed_steps * step_windows / elapsed if ran else 0.0
 
     if parent is not None:
         mix_with_parent(model, parent, config.parent_mix, fresh)
