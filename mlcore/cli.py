@@ -470,7 +470,7 @@ def cmd_demo(args) -> dict:
         grid_path = out / f"grid-{name}.npz"
         step(f"score {name}", grid_path, cmd_score, {
             "model": model, "scene": picture, "out": grid_path, "step": 16,
-            "batch_size": 1024, "parquet": None,
+            "batch_size": 1024, "parquet": None, "object_size": None,
         })  # fmt: skip
         grid, truth = ScoreGrid.load(grid_path), load_ground_truth(picture.with_suffix(".json"))
         results[name] = {
