@@ -164,6 +164,7 @@ def start_of(args, window: int = 32):
 
 def cmd_train(args) -> dict:
     from mlcore.data.canvases import CanvasSet
+    from mlcore.inference.dense_scoring import export_dense_sibling
     from mlcore.model.export import export_onnx
     from mlcore.train.profiles import profile_config
     from mlcore.train.training import train
@@ -193,6 +194,7 @@ def cmd_train(args) -> dict:
     result.save_checkpoint(out / "checkpoint.pt")
     model_path = out / "model.onnx"
     export_onnx(result.model, model_path, cset.classes, result.config.window)
+    dense = export_dense_sibling(result.model, cset.classes, result.config, model_path)
     calibration = None
     if getattr(args, "calibrate", True) and cset.calibration is not None:
         from mlcore.inference.calibration import calibrate_model_file
@@ -214,11 +216,13 @@ def cmd_train(args) -> dict:
         "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
         "training seconds": f"{seconds:.1f}",
         "thresholds": calibration["thresholds"] if calibration else "0.9 (not calibrated)",
-        "files": f"{out / 'checkpoint.pt'}, {model_path}",
+        "files": ", ".join(str(f) for f in (out / "checkpoint.pt", model_path, dense) if f),
+        "scoring": "dense (trained for it)" if dense else "per window",
     }
 
 
 def cmd_score(args) -> dict:
+    from mlcore.inference.dense_scoring import dense_scorer_for, score_scene_dense
     from mlcore.inference.scoring import load_scorer, scene_geometry, score_scene
     from mlcore.ingest.scenes import open_scene
 
@@ -227,16 +231,22 @@ def cmd_score(args) -> dict:
     started = time.perf_counter()
     # --step is at the model's scale; windows of --object-size scene pixels are resized to it.
     size, step = scene_geometry(int(scorer.window), args.object_size, args.step)
-    grid = score_scene(
-        scorer, scene, step, batch_size=args.batch_size, progress=terminal_progress("scoring"),
-        scene_window=size,
-    )  # fmt: skip
+    # A model file that says it can be scored densely is (the trunk over the scene once).
+    dense = dense_scorer_for(args.model, step, size)
+    if dense is not None:
+        grid = score_scene_dense(dense, scene, step, progress=terminal_progress("scoring"))
+    else:
+        grid = score_scene(
+            scorer, scene, step, batch_size=args.batch_size,
+            progress=terminal_progress("scoring"), scene_window=size,
+        )  # fmt: skip
     seconds = time.perf_counter() - started
     grid.save(args.out)
     rows = {
         "scene": f"{scene.width} x {scene.height}",
         "windows": f"{grid.probs.shape[0] * grid.probs.shape[1]:,}",
         "windows/s": f"{grid.probs.shape[0] * grid.probs.shape[1] / seconds:,.0f}",
+        "scoring": f"dense ({dense.path.name})" if dense is not None else "per window",
         "grid": args.out,
     }
     if args.parquet:

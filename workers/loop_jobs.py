@@ -494,6 +494,7 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
     from labeling.scoring.thresholds import model_file_thresholds
+    from mlcore.inference.dense_scoring import export_dense_sibling
     from mlcore.model.export import export_onnx
     from mlcore.train.training import load_checkpoint
 
@@ -509,7 +510,11 @@ def export(ctx, project_id: int, version_id: int):
             payload["config"]["window"],
             {"version": version.number, "project": version.project.name},
         )
+        # A model trained for dense scoring says so: its dense graph travels beside it.
+        dense = export_dense_sibling(model, payload["classes"], payload["config"], path)
         calibrate(ctx, version, path)
+        if dense is not None:
+            _upload(dense, f"{model_prefix(version)}/{dense.name}")
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
         version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
     version.save(update_fields=["model_key", "thresholds", "metrics"])

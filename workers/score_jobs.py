@@ -89,7 +89,8 @@ def score_scene(ctx, run_id: int, version_id: int | None = None, partitions: int
         run.save(update_fields=["timings"])
         ctx.log(
             f"scored {run.n_windows} windows of {scene.name!r} with v{version.number} in "
-            f"{spark_s:.1f}s on {run.spark_master} ({run.n_partitions} partitions)"
+            f"{spark_s:.1f}s on {run.spark_master} ({run.n_partitions} partitions, "
+            f"{info.scoring})"
         )
     except BaseException as exc:
         # A run failed meanwhile (its job declared dead, its cycle cancelled) keeps its reason.

@@ -63,6 +63,7 @@ class SparkRunInfo:
     n_partitions: int = 0
     wall_s: float = 0.0
     master: str = ""
+    scoring: str = "per window"  # or "dense" (the model file says it can be: issue 37)
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +200,17 @@ def _ship_code(sc) -> None:
 _SCORERS: dict[str, object] = {}  # one InferenceSession per executor Python process and model
 
 
+def _executor_dense_scorer(dense_name: str, threads: int):
+    from pyspark import SparkFiles
+
+    from mlcore.inference.dense_scoring import DenseScorer
+
+    path = SparkFiles.get(dense_name)
+    if path not in _SCORERS:
+        _SCORERS[path] = DenseScorer(path, threads=threads)
+    return _SCORERS[path]
+
+
 def _executor_scorer(model_name: str, threads: int):
     from pyspark import SparkFiles
 
@@ -225,19 +237,26 @@ def _executor_scorer(model_name: str, threads: int):
 
 def _score_partition(task: dict, done_counter):
     """Runs on an executor: read this partition's strip, score it, return float32 bytes per
-    model output ({name: (shape, bytes)})."""
+    model output ({name: (shape, bytes)}). Densely (the trunk over the strip and its halo,
+    which it reads from the scene: mlcore.inference.dense_scoring.score_rows_dense) when the
+    driver shipped a dense graph, so partitions join without seams; per window otherwise."""
+    from mlcore.inference.dense_scoring import score_rows_dense
     from mlcore.inference.scoring import score_strip
     from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import storage_from_url
 
     start = time.perf_counter()
-    scorer = _executor_scorer(task["model_name"], task["threads"])
     ys = np.asarray(task["ys"], dtype=np.int64)
     xs = np.asarray(task["xs"], dtype=np.int64)
     window = task["window"]
     scene = NpyScene(storage_from_url(task["storage_url"]), task["scene_key"])
-    strip = scene.read_rows(int(ys[0]), int(ys[-1]) + window)
-    outputs = score_strip(scorer, strip, ys, xs, task["batch_size"], scene_window=window)
+    if task.get("dense_name"):
+        dense = _executor_dense_scorer(task["dense_name"], task["threads"])
+        outputs = score_rows_dense(dense, scene, ys, xs, task["step"])
+    else:
+        scorer = _executor_scorer(task["model_name"], task["threads"])
+        strip = scene.read_rows(int(ys[0]), int(ys[-1]) + window)
+        outputs = score_strip(scorer, strip, ys, xs, task["batch_size"], scene_window=window)
     blocks = {}
     for name, values in outputs.items():
         values = np.ascontiguousarray(values, dtype=np.float32)
@@ -282,10 +301,23 @@ def _resolve_model(model_path_or_key: str, storage) -> Path:
             keys = [k for k in storage.list(prefix) if "/" not in k[len(prefix) :]]
         for each in keys:
             download_file(storage, each, folder / Path(each).name)
+        _download_dense_sibling(storage, key, folder / path.name)
         return folder / path.name
     raise SparkScoringError(
         f"model {model_path_or_key!r} is neither a local file nor a key in {storage.root_url}"
     )
+
+
+def _download_dense_sibling(storage, key: str, local: Path) -> None:
+    """The dense graph a downloaded model file names (its ``dense_model``), from beside its key,
+    when the storage has it: without it the model is scored per window."""
+    from mlcore.inference.dense_scoring import dense_model_name
+    from mlcore.storage import download_file
+
+    name = dense_model_name(local) if local.suffix == ".onnx" else None
+    sibling = f"{key.rpartition('/')[0]}/{name}" if "/" in key else name
+    if name and storage.exists(sibling):
+        download_file(storage, sibling, local.with_name(name))
 
 
 def _model_payload(model_path: Path) -> tuple[bytes, str]:
@@ -331,6 +363,7 @@ def score_scene_on_spark(
     kept for benchmarks). ``executor_env`` adds environment variables for the executors.
     """
     from mlcore.data.windows import grid_positions
+    from mlcore.inference.dense_scoring import dense_scorer_for
     from mlcore.inference.scoring import ScoreGrid, load_scorer, scene_geometry
     from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import StorageNotFoundError, storage_from_url, validate_key
@@ -348,6 +381,8 @@ def score_scene_on_spark(
     scorer = load_scorer(str(model_path))
     classes = list(scorer.classes)
     window, step = scene_geometry(int(scorer.window), object_size, step)
+    # A model file that says it can be scored densely is, partition by partition.
+    dense = dense_scorer_for(model_path, step, window)
     scene = NpyScene(storage, scene_key)
     ys = grid_positions(scene.height, window, step)
     xs = grid_positions(scene.width, window, step)
@@ -361,12 +396,12 @@ def score_scene_on_spark(
     # addFile refuses a second, different file under one name: name the copy by its content.
     payload, suffix = _model_payload(model_path)
     model_name = f"model-{hashlib.sha1(payload).hexdigest()[:12]}{suffix}"
-    if (id(sc._jsc), model_name) not in _SHIPPED_MODELS:
-        shipped = Path(tempfile.gettempdir()) / model_name
-        if not shipped.exists():
-            shipped.write_bytes(payload)
-        sc.addFile(str(shipped))
-        _SHIPPED_MODELS.add((id(sc._jsc), model_name))
+    _ship_model(sc, model_name, payload)
+    dense_name = None
+    if dense is not None:
+        dense_payload = dense.path.read_bytes()
+        dense_name = f"model-{hashlib.sha1(dense_payload).hexdigest()[:12]}.dense.onnx"
+        _ship_model(sc, dense_name, dense_payload)
     if model_path.parent.name.startswith("collage-model-"):  # our download of a storage key
         shutil.rmtree(model_path.parent, ignore_errors=True)
 
@@ -379,6 +414,8 @@ def score_scene_on_spark(
             "ys": ys[lo:hi].tolist(),
             "xs": xs.tolist(),
             "window": window,
+            "step": step,
+            "dense_name": dense_name,
             "batch_size": batch_size,
             "threads": int(sc.getConf().get("spark.task.cpus", "1")),
         }
@@ -442,8 +479,21 @@ def score_scene_on_spark(
         n_partitions=len(ranges),
         wall_s=time.perf_counter() - wall_start,
         master=sc.master,
+        scoring="dense" if dense is not None else "per window",
     )
     return grid, info
+
+
+def _ship_model(sc, name: str, payload: bytes) -> None:
+    """addFile ``payload`` as ``name`` once per SparkContext (addFile refuses a second,
+    different file under one name: names carry a digest of the content)."""
+    if (id(sc._jsc), name) in _SHIPPED_MODELS:
+        return
+    shipped = Path(tempfile.gettempdir()) / name
+    if not shipped.exists():
+        shipped.write_bytes(payload)
+    sc.addFile(str(shipped))
+    _SHIPPED_MODELS.add((id(sc._jsc), name))
 
 
 def _explain_task_failure(exc: Exception, url: str, key: str) -> str:

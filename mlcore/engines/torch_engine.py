@@ -26,6 +26,7 @@ class TorchEngine:
 
     def export(self, result, directory, meta: dict | None = None) -> ExportedModel:
         """Write ``model.onnx`` (for scoring) and ``checkpoint.pt`` (for fine-tuning)."""
+        from mlcore.inference.dense_scoring import export_dense_sibling
         from mlcore.model.export import export_onnx
 
         directory = Path(directory)
@@ -36,8 +37,10 @@ class TorchEngine:
         onnx_path = export_onnx(
             result.model, directory / MODEL_FILE, result.classes, result.config.window, info
         )
+        dense = export_dense_sibling(result.model, result.classes, result.config, onnx_path)
         checkpoint = result.save_checkpoint(directory / CHECKPOINT_FILE)
-        return ExportedModel(onnx_path, checkpoint, [onnx_path, checkpoint], self.name)
+        files = [onnx_path, checkpoint] + ([dense] if dense else [])
+        return ExportedModel(onnx_path, checkpoint, files, self.name)
 
     def load_scorer(self, path):
         from mlcore.inference.scoring import OnnxScorer
