@@ -16,6 +16,7 @@ from labeling.loop.first_model import next_step
 from labeling.models import Annotation, ScoringRun
 from labeling.projects.access import project_for, projects_for, scene_for
 from labeling.projects.edit import class_lock_reason
+from labeling.projects.measured_size import measured_object_size
 from labeling.review import annotations, crops, exports, feed, queue
 from labeling.review.common import ReviewError, dumps, pixel_int
 from labeling.views.common import json_api, json_body
@@ -149,6 +150,8 @@ def api_project(request, project_id):
             "current_model": current.number if current else None,
             "next_step": next_step(project, pending, running_cycle(project) is not None),
             "classes_locked": class_lock_reason(project),
+            # The median side of the boxes reviewers drew, offered for object_size.
+            "measured_object_size": measured_object_size(project),
             "model_versions": [
                 {
                     "number": v.number,

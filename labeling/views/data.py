@@ -24,6 +24,7 @@ from labeling.jobs.enqueue import job_state
 from labeling.models import Dataset, JobRecord, Project, Scene
 from labeling.projects.access import project_for
 from labeling.projects.edit import class_lock_reason, locked_change
+from labeling.projects.measured_size import measured_object_size
 from labeling.views.common import json_api, json_body
 from labeling.web.input_parsing import parse_int
 
@@ -150,7 +151,13 @@ def project_edit(request, project_id):
     return render(
         request,
         "labeling/project_form.html",
-        {"form": form, "project": project, "editing": True, "lock": lock},
+        {
+            "form": form,
+            "project": project,
+            "editing": True,
+            "lock": lock,
+            "measured": measured_object_size(project),  # offered for the object size
+        },
         status=400 if request.method == "POST" else 200,
     )
 

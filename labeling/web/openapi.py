@@ -76,7 +76,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     },
     "api-project": {
         "get": {"summary": "One project: classes, colours, threshold, counts (scenes, model "
-                           "versions, annotations, pending annotations), versions, scenes",
+                           "versions, annotations, pending annotations), versions, scenes, "
+                           "measured_object_size (median side of the boxes reviewers drew)",
                 "tags": ["review"], "responses": _ok("project")},
         "patch": {"summary": "Edit the project: the fields given change (name, description, "
                              "classes with colours and sources, negative class, window, steps, "
@@ -226,7 +227,9 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                  "requestBody": _json_body("the annotation", {
                      "client_id": {"type": "string", "maxLength": 64},
                      "kind": {"type": "string", "enum": ["confirm", "false_positive",
-                              "wrong_class", "false_negative", "review"]},
+                              "wrong_class", "false_negative", "review", "region"],
+                              "description": "region: a background region (the negative "
+                              "class, 1 to 32 object sizes a side)"},
                      "label": {"type": "string", "description": "a class or the negative class"},
                      **BOX,
                      "detection": {"type": ["integer", "null"]},
