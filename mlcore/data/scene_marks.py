@@ -5,7 +5,8 @@ Only the marked windows become training samples: the canvas set starts empty
 (:func:`scene_only_set`), each mark's window is cut from the scene as scoring shows it
 (:func:`crop_mark`) and joins the set as one exact sample (:func:`add_marked_windows`), so no
 unmarked pixel ever teaches "negative". A share of the first marks of each class is held out to
-calibrate the thresholds (:func:`hold_out_marks`) and never trained on.
+calibrate the thresholds (:func:`hold_out_marks`) and never trained on; a project whose tile
+dataset is too small to hold images out calibrates on its reviewers' marks the same way.
 
 The app's cycle (workers.loop_jobs) and bench/bench_scene_only.py both call these functions, so
 the bench measures the recipe the app runs."""
@@ -48,12 +49,13 @@ def crop_mark(reader, box, window: int, scene_window: int | None = None) -> np.n
 
 
 def hold_out_marks(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, int]:
-    """For a set without dataset canvases and without a calibration scene (a project starting
-    from its scenes alone): take a share of each class's new marked tiles (``by_class``: class ->
-    [(image id, tile)], the last ones of each list are taken) out of ``by_class`` and make them
-    the set's calibration scene, so thresholds are chosen on marks the model never trained on.
-    Returns {class: tiles held out} ({} when nothing was held out)."""
-    if cset.calibration is not None or any(c.kind == "original" for c in cset.canvases):
+    """For a set without a calibration scene (a project starting from its scenes alone, or one
+    whose tile dataset is too small to hold images out): take a share of each class's new marked
+    tiles (``by_class``: class -> [(image id, tile)], the last ones of each list are taken) out of
+    ``by_class`` and make them the set's calibration scene, so thresholds are chosen, and a new
+    version is compared with the current one (no silent regressions, labeling.loop.cycle), on
+    marks the model never trained on. Returns {class: tiles held out} ({} when nothing was)."""
+    if cset.calibration is not None:
         return {}
     held: dict[str, list] = {}
     for label, items in by_class.items():
