@@ -18,6 +18,7 @@ import numpy as np
 from django.db.models import Count
 
 from labeling.loop.cycle import effective_annotations, rounded_prf, training_label
+from labeling.loop.regions import is_region, object_boxes, region_windows
 from labeling.models import Annotation, ScoringRun
 from labeling.scoring.results import load_grid, load_scene_ground_truth, project_thresholds
 from labeling.scoring.thresholds import run_threshold_source, run_thresholds
@@ -41,21 +42,28 @@ def predicted_labels(grid, project, thresholds=None) -> np.ndarray:
 def annotation_truth(grid, project, annotations) -> np.ndarray:
     """Window truth (R, K) from reviewers' annotations: the grid window whose centre is nearest
     each annotated box's centre (within half a window) gets the annotation's training label;
-    every other window is -1 (unknown)."""
+    every other window is -1 (unknown). A background region gives each window it teaches
+    (labeling.loop.regions: objects win, capped) the negative class, as training saw it."""
     classes = list(grid.classes)
     truth = np.full((len(grid.ys), len(grid.xs)), -1, dtype=np.int64)
     if not len(grid.ys) or not len(grid.xs):
         return truth
     half = grid.window / 2.0
     cy, cx = np.asarray(grid.ys) + half, np.asarray(grid.xs) + half
+    annotations = list(annotations)
+    objects = object_boxes(annotations, project)
     for a in sorted(annotations, key=lambda a: (a.created_at, a.pk)):  # newest written last
         label = training_label(a, project)
         if label not in classes:
             continue
-        ay, ax = a.y + a.h / 2.0, a.x + a.w / 2.0
-        r, c = int(np.abs(cy - ay).argmin()), int(np.abs(cx - ax).argmin())
-        if abs(cy[r] - ay) <= half and abs(cx[c] - ax) <= half:
-            truth[r, c] = classes.index(label)
+        boxes = [(a.x, a.y, a.w, a.h)]
+        if is_region(a):
+            boxes = region_windows(project, a, objects[a.scene_id])
+        for x, y, w, h in boxes:
+            ay, ax = y + h / 2.0, x + w / 2.0
+            r, c = int(np.abs(cy - ay).argmin()), int(np.abs(cx - ax).argmin())
+            if abs(cy[r] - ay) <= half and abs(cx[c] - ax) <= half:
+                truth[r, c] = classes.index(label)
     return truth
 
 

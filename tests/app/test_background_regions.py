@@ -111,3 +111,25 @@ def test_the_scenes_labels_never_show_a_region(alice, alice_client, scene, proje
     text = csv.content.decode()
     rows = text.strip().splitlines()[1:]
     assert len(rows) == 1 and ",boat," in rows[0] and ",region," not in text
+
+
+def test_a_regions_window_truth_is_the_windows_it_teaches(alice, scene, project):
+    """The metrics page's confusion and "corrections stick" judge a region on every window it
+    taught (objects inside win), not on one window at its centre."""
+    import numpy as np
+
+    from labeling.loop.cycle import effective_annotations
+    from labeling.loop.metrics_view import annotation_truth
+    from mlcore.inference.scoring import ScoreGrid
+
+    record_annotation(project, scene, alice, kind="false_negative", label="car", x=40, y=20,
+                      w=10, h=10)  # fmt: skip
+    record_annotation(project, scene, alice, kind="region", label="negative", x=0, y=0, w=96,
+                      h=64)  # fmt: skip
+    origins = np.arange(0, 225, 16)
+    grid = ScoreGrid(origins, origins, np.zeros((15, 15, 3)), project.class_names, 32, 16)
+    truth = annotation_truth(grid, project, effective_annotations(Annotation.objects.all()))
+    negative = {(int(grid.xs[c]), int(grid.ys[r])) for r, c in zip(*np.nonzero(truth == 2))}
+    touching = {(x, y) for x in (16, 32, 48) for y in (0, 16)}
+    assert negative == {(x, y) for x in (0, 16, 32, 48, 64) for y in (0, 16, 32)} - touching
+    assert (truth == 0).sum() == 1 and (truth >= 0).sum() == 10  # the car's window, 9 negatives
