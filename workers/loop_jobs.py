@@ -258,6 +258,35 @@ def region_image_id(annotation, box) -> str:
     return f"{annotation_image_id(annotation)}@{box[0]},{box[1]}"
 
 
+def drop_overruled_region_windows(project, cset, objects) -> int:
+    """Objects win also when marked after a region was learnt: a region's window already on a
+    correction canvas that a box marked as an object now touches leaves training (its placement
+    is dropped, so the sampler never draws it; its tile stays, so it is never added again).
+    Returns how many were dropped."""
+    window = project.scene_window
+    ids = {p[0] for c in cset.canvases if c.kind == "correction" for p in c.placements}
+    pks = {int(i.partition("@")[0].removeprefix("ann-")) for i in ids if "@" in i}
+    if not pks:
+        return 0
+    scene_of = dict(Annotation.objects.filter(pk__in=pks).values_list("pk", "scene_id"))
+
+    def overruled(image_id: str) -> bool:
+        head, _, origin = image_id.partition("@")
+        x, y = (int(v) for v in origin.split(","))
+        boxes = objects.get(scene_of.get(int(head.removeprefix("ann-"))), ())
+        return any(x < bx + bw and bx < x + window and y < by + bh and by < y + window
+                   for bx, by, bw, bh in boxes)  # fmt: skip
+
+    dropped = 0
+    for c in cset.canvases:
+        if c.kind != "correction":
+            continue
+        kept = [p for p in c.placements if "@" not in p[0] or not overruled(p[0])]
+        dropped += len(c.placements) - len(kept)
+        c.placements = kept
+    return dropped
+
+
 def training_boxes(project, annotation, objects) -> list[tuple[str, tuple]]:
     """[(image id, box)] the annotation teaches: its own box, or a background region's windows
     that touch none of its scene's ``objects`` (labeling.loop.regions)."""
@@ -294,13 +323,18 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     }
     if cset.calibration is not None:  # marks held out for calibration never join training
         on_canvas |= {str(box["id"]) for box in cset.calibration[1]}
+    on_canvas_ids = on_canvas
     on_canvas = {i.partition("@")[0] for i in on_canvas}  # a region's windows: its annotation
     new = [a for a in pending if annotation_image_id(a) not in on_canvas]
-    # Every object a reviewer marked (consumed or not) wins over a background region.
-    objects = {}
-    if any(regions.is_region(a) for a in new):
+    # Every object a reviewer marked (consumed or not) wins over a background region, also over
+    # one learnt before the object was marked.
+    objects, dropped = {}, 0
+    if any(regions.is_region(a) for a in new) or any("@" in i for i in on_canvas_ids):
         history = Annotation.objects.filter(project=project)
         objects = regions.object_boxes(cycle.effective_annotations(history), project)
+        dropped = drop_overruled_region_windows(project, cset, objects)
+        if dropped:
+            ctx.log(f"{dropped} background region window(s) left training: an object is there")
     window = project.window_size
     if tuple(cset.tile_size) != (window, window):
         raise ValueError(
@@ -332,7 +366,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     # label, the correction weight), never re-scattered, jittered or held out.
     samples = add_marked_windows(cset, by_class)  # image id -> [canvas, y, x]
     added = {label: len(items) for label, items in by_class.items() if items}
-    if added or held_out:
+    if added or held_out or dropped:
         cdir.save(cset)
     sync_canvas_rows(project, cdir, cset)
     for pk, why in skipped:

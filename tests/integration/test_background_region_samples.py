@@ -1,8 +1,9 @@
 """A background region becomes training samples (issue 34.2), through the cycle's own step
 (workers.loop_jobs.feed_corrections) on a scene-only project: the object-size windows on the
-scoring grid inside the region, none touching a marked object (objects win), at most 32 a
-region, each cut from the scene as scoring sees it; a retried feed adds none twice, and the
-first model's count of background marks is exactly what was fed. Real PostgreSQL, storage."""
+scoring grid inside the region, none touching a marked object (objects win, also one marked
+after the region was learnt), at most 32 a region, each cut from the scene as scoring sees it; a
+retried feed adds none twice, and the first model's count of background marks is exactly what was
+fed. Real PostgreSQL, storage."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from labeling.loop.first_model import scene_marks
 from labeling.projects.storage_keys import get_storage
 from labeling.review.annotations import record_annotation
 from mlcore.data.regions import REGION_SAMPLE_CAP
+from mlcore.data.windows import WindowSampler
 from mlcore.ingest.scenes import NpyScene
 from workers.loop_jobs import CanvasDir, feed_corrections, refresh_canvases
 
@@ -81,3 +83,19 @@ def test_a_region_teaches_its_free_windows_capped(redis_conn, storage_dir, proje
     feed_corrections(Ctx(), project.pk)
     again = CanvasDir(project).load()
     assert sum(len(c.placements) for c in again.canvases) == 2 + 9 + REGION_SAMPLE_CAP
+
+    # An object marked later inside a learnt region wins too: the windows it touches leave
+    # training (x 0..20, y 40..60 touches the small region's windows at (0, 16), (0, 32), (16, 32)).
+    record_annotation(project, scene, alice, kind="false_negative", label="blue", x=0, y=40, w=20,
+                      h=20)  # fmt: skip
+    feed_corrections(Ctx(), project.pk)
+    later = CanvasDir(project).load()
+    left = {p[0] for c in later.of_class("negative") for p in c.placements}
+    gone = {f"ann-{small.pk}@{x},{y}" for x, y in ((0, 16), (0, 32), (16, 32))}
+    assert left == set(negatives) - gone
+    assert sum(len(c.placements) for c in later.canvases) == 3 + 9 + REGION_SAMPLE_CAP - 3
+    # The trainer's sampler draws from what is left.
+    images, labels = WindowSampler(later, project.class_names, window=32, step=8).sample(
+        16, np.random.default_rng(0)
+    )
+    assert images.shape == (16, 32, 32, 3) and set(labels.tolist()) <= {0, 1, 2}
