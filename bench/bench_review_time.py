@@ -80,24 +80,54 @@ def care(truth: list[dict]) -> list[int]:
             if g["label"] != NEGATIVE and g.get("visible", 1.0) >= 0.5]  # fmt: skip
 
 
+MARGIN = 96  # px around an action's box: the labels and objects it can change lie inside
+
+
+def _boxes(items) -> np.ndarray:
+    return np.array([[b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]] for b in items],
+                    dtype=np.float64).reshape(-1, 4)  # fmt: skip
+
+
+def _inside(boxes: np.ndarray, region) -> np.ndarray:
+    x0, y0, x1, y1 = region
+    return np.flatnonzero((boxes[:, 2] > x0) & (boxes[:, 0] < x1) & (boxes[:, 3] > y0)
+                          & (boxes[:, 1] < y1))  # fmt: skip
+
+
+def _key(box: dict) -> tuple:
+    """A label's identity across rescoring: its review's place, or its detection."""
+    return box["source"], box.get("place") or box["detection"]
+
+
 class ReviewedScene:
     """One scene's labels as a reviewer builds them: the reviews (the newest per place counts,
     in the order they count), the current version's boxes, the actions and their seconds, and
-    the trace ``[seconds, actions, object F1, phase]`` after every change."""
+    the trace ``[seconds, actions, object F1, phase]`` after every change.
+
+    A scene holds thousands of labels, so an action is scored where it acts: the labels and
+    objects within MARGIN of its box are scored before and after, and the change in true and
+    false positives and misses carried over to the scene's counts (the matcher is greedy, but
+    only boxes that touch one object compete for it). :meth:`rescore` scores the whole scene
+    again; ``drift`` is the largest F1 difference it found from the carried counts."""
 
     def __init__(self, truth: list[dict], classes, costs: dict = COSTS, window: int = WINDOW):
         self.truth, self.classes, self.costs, self.window = truth, list(classes), costs, window
+        self._truth_boxes = _boxes(truth)
         self.reviews: dict[tuple, dict] = {}
         self.detections: list[dict] = []
+        self._det_boxes = _boxes([])
         self.actions: Counter = Counter()
         self.seconds = 0.0
         self.trace: list[list] = []
+        self.counts: dict | None = None  # tp, fp, fn of the labels now
+        self.drift = 0.0
 
     def copy(self) -> ReviewedScene:
-        other = ReviewedScene(self.truth, self.classes, self.costs, self.window)
-        other.reviews, other.detections = dict(self.reviews), self.detections
-        other.actions, other.seconds = Counter(self.actions), self.seconds
+        other = ReviewedScene.__new__(ReviewedScene)
+        other.__dict__.update(self.__dict__)
+        other.reviews, other.actions = dict(self.reviews), Counter(self.actions)
         other.trace = [list(t) for t in self.trace]
+        other.counts = dict(self.counts) if self.counts is not None else None
         return other
 
     def use_model(self, detections, version) -> None:
@@ -106,27 +136,36 @@ class ReviewedScene:
         self.detections = [{"id": f"{version}:{i}", "x": float(d.x), "y": float(d.y),
                             "w": float(d.w), "h": float(d.h), "label": d.label,
                             "score": float(d.score)} for i, d in enumerate(detections)]  # fmt: skip
+        self._det_boxes = _boxes(self.detections)
+        self.counts = None
 
-    def act(self, kind: str, box: dict | None = None, label: str | None = None,
-            detection=None, undo: bool = False) -> None:  # fmt: skip
+    def act(self, kind: str, box: dict, label: str | None = None, detection=None,
+            undo: bool = False) -> None:  # fmt: skip
         """One reviewer action, costed: a review at ``box``'s place (replacing what was there),
         or with ``undo`` the place's review withdrawn."""
+        region = (box["x"] - MARGIN, box["y"] - MARGIN, box["x"] + box["w"] + MARGIN,
+                  box["y"] + box["h"] + MARGIN)  # fmt: skip
+        before = self.local(region)[1]["overall"] if self.counts is not None else None
         place = (box["x"], box["y"], box["w"], box["h"])
         self.reviews.pop(place, None)
         if not undo:
             self.reviews[place] = {"x": box["x"], "y": box["y"], "w": box["w"], "h": box["h"],
                                    "label": label, "detection": detection}  # fmt: skip
+        if before is not None:
+            after = self.local(region)[1]["overall"]
+            for k in ("tp", "fp", "fn"):
+                self.counts[k] += after[k] - before[k]
+        self.count(kind)
+
+    def count(self, kind: str) -> None:
         self.actions[kind] += 1
         self.seconds += self.costs[kind]
 
-    def labels(self) -> list[dict]:
-        """The scene's labels now (merge_labels), each with ``source``, ``score`` (the model's,
-        or REVIEWED_RANK) and ``detection``/``place`` to find it again."""
+    def _labels(self, detections: list[dict], reviews: list[dict]) -> list[dict]:
         from mlcore.eval.scene_labels import REVIEWED, merge_labels
 
-        reviews = list(self.reviews.values())
         out = []
-        for entry in merge_labels(self.detections, reviews, NEGATIVE):
+        for entry in merge_labels(detections, reviews, NEGATIVE):
             model = entry["model"]
             if entry["source"] == REVIEWED:
                 r = reviews[entry["review"]]
@@ -138,18 +177,49 @@ class ReviewedScene:
                 out.append(model | {"source": entry["source"], "detection": model["id"]})
         return out
 
+    def labels(self) -> list[dict]:
+        """The scene's labels now (merge_labels), each with ``source``, ``score`` (the model's,
+        or REVIEWED_RANK) and ``detection``/``place`` to find it again."""
+        return self._labels(self.detections, list(self.reviews.values()))
+
     def score(self) -> tuple[list[dict], dict]:
-        """The labels and their object metrics against the truth."""
+        """The labels and their object metrics against the truth (the whole scene)."""
         from mlcore.eval.metrics import object_metrics
 
         labels = self.labels()
         return labels, object_metrics(labels, self.truth, self.classes, negative=NEGATIVE)
 
-    def mark(self, phase: str, metrics: dict | None = None) -> float:
-        metrics = metrics if metrics is not None else self.score()[1]
-        f1 = round(float(metrics["overall"]["f1"]), 4)
+    def local(self, region) -> tuple[list[dict], dict]:
+        """The labels and metrics of what lies in ``region`` (x0, y0, x1, y1)."""
+        from mlcore.eval.metrics import object_metrics
+
+        detections = [self.detections[i] for i in _inside(self._det_boxes, region)]
+        reviews = [r for r in self.reviews.values() if len(_inside(_boxes([r]), region))]
+        truth = [self.truth[i] for i in _inside(self._truth_boxes, region)]
+        labels = self._labels(detections, reviews)
+        return labels, object_metrics(labels, truth, self.classes, negative=NEGATIVE)
+
+    def rescore(self) -> tuple[list[dict], dict]:
+        """Score the whole scene; the counts from here on start from it."""
+        labels, metrics = self.score()
+        fresh = {k: metrics["overall"][k] for k in ("tp", "fp", "fn")}
+        if self.counts is not None:
+            self.drift = max(self.drift, abs(_f1(self.counts) - _f1(fresh)))
+        self.counts = fresh
+        return labels, metrics
+
+    def mark(self, phase: str) -> float:
+        if self.counts is None:
+            self.rescore()
+        f1 = round(_f1(self.counts), 4)
         self.trace.append([round(self.seconds, 1), sum(self.actions.values()), f1, phase])
         return f1
+
+
+def _f1(counts: dict) -> float:
+    from mlcore.eval.metrics import _prf
+
+    return _prf(counts["tp"], counts["fp"], counts["fn"])["f1"]
 
 
 def window_box(cx: float, cy: float, window: int = WINDOW) -> dict:
@@ -158,49 +228,37 @@ def window_box(cx: float, cy: float, window: int = WINDOW) -> dict:
             "h": window}  # fmt: skip
 
 
-def _key(box: dict) -> tuple:
-    """A label's identity across rescoring: its review's place, or its detection."""
-    return box["source"], box.get("place") or box["detection"]
-
-
-def _verify(state: ReviewedScene, which) -> int:
-    """Verify the labels ``which(label)`` selects, least sure first: a matched box is confirmed,
-    any other rejected (a model box) or withdrawn (a reviewed one). Rescored after every change
-    of the labels. Returns the rejections."""
-
-    def rescore():
-        labels, metrics = state.score()
-        right = {di for di, _ in metrics["matches"]}
-        return labels, {_key(b): i for i, b in enumerate(labels)}, right
-
-    labels, current, right = rescore()
-    queue = [_key(b) for b in sorted((b for b in labels if which(b)), key=lambda b: b["score"])]
+def _verify(state: ReviewedScene, labels: list[dict]) -> int:
+    """Verify ``labels`` (of the whole scene, scored just before), least sure first: where the
+    matcher matches it the box is confirmed, else rejected (a model box) or withdrawn (a
+    reviewed one). Each is looked at in its neighbourhood as the labels are now (an earlier
+    review may have covered it). Returns the rejections."""
     rejected = 0
-    for key in queue:
-        if key not in current:
+    for box in sorted(labels, key=lambda b: b["score"]):
+        region = (box["x"] - MARGIN, box["y"] - MARGIN, box["x"] + box["w"] + MARGIN,
+                  box["y"] + box["h"] + MARGIN)  # fmt: skip
+        near, metrics = state.local(region)
+        where = {_key(b): i for i, b in enumerate(near)}
+        if _key(box) not in where:
             continue  # an earlier review covered it: nothing left to look at
-        i = current[key]
-        box = labels[i]
-        if i in right and box["source"] == "model":
-            state.act("verify", box, box["label"], box["detection"])
-            continue  # a confirmation: the same box, now reviewed (F1 unchanged)
-        if i in right:
-            state.actions["verify"] += 1  # a reviewed box looked at again and kept
-            state.seconds += state.costs["verify"]
-            continue
-        if box["source"] == "model":
-            state.act("verify", box, NEGATIVE, box["detection"])
+        right = any(di == where[_key(box)] for di, _ in metrics["matches"])
+        if right and box["source"] == "model":
+            state.act("verify", box, box["label"], box["detection"])  # confirmed, now reviewed
+        elif right:
+            state.count("verify")  # a reviewed box looked at again and kept
         else:
-            state.act("verify", box, undo=True)
-        rejected += 1
-        state.mark("verify")
-        labels, current, right = rescore()
+            if box["source"] == "model":
+                state.act("verify", box, NEGATIVE, box["detection"])
+            else:
+                state.act("verify", box, undo=True)
+            rejected += 1
+            state.mark("verify")
     return rejected
 
 
 def _click_misses(state: ReviewedScene) -> int:
     """Click every object the labels miss (the care objects the matcher leaves unmatched)."""
-    _, metrics = state.score()
+    _, metrics = state.rescore()
     found = {gi for _, gi in metrics["matches"]}
     missed = [i for i in care(state.truth) if i not in found]
     for i in missed:
@@ -218,24 +276,25 @@ def final_pass(state: ReviewedScene, accept: dict) -> dict:
         cut = accept.get(b["label"])
         return b["source"] == "model" and (cut is None or b["score"] < cut)
 
+    labels, _ = state.rescore()
     state.mark("pass")
-    _verify(state, uncertain)
+    _verify(state, [b for b in labels if uncertain(b)])
     _click_misses(state)
-    _, metrics = state.score()
+    state.rescore()
     accepted = {"seconds": round(state.seconds, 1), "actions": sum(state.actions.values()),
-                "f1": state.mark("accepted", metrics)}  # fmt: skip
+                "f1": state.mark("accepted")}  # fmt: skip
     for _ in range(3):  # a rejection can uncover an object: click it, look again
-        _, metrics = state.score()
+        labels, metrics = state.rescore()
         if not metrics["overall"]["fp"] and not metrics["overall"]["fn"]:
             break
         right = {di for di, _ in metrics["matches"]}
-        labels = state.labels()
-        todo = {_key(b) for i, b in enumerate(labels) if b["source"] == "model" or i not in right}
-        _verify(state, lambda b, todo=todo: _key(b) in todo)
+        _verify(state, [b for i, b in enumerate(labels)
+                        if b["source"] == "model" or i not in right])  # fmt: skip
         _click_misses(state)
-    _, metrics = state.score()
+    state.rescore()
     done = {"seconds": round(state.seconds, 1), "actions": sum(state.actions.values()),
-            "f1": state.mark("done", metrics), "by_kind": dict(state.actions)}  # fmt: skip
+            "f1": state.mark("done"), "by_kind": dict(state.actions),
+            "largest_local_drift": round(state.drift, 4)}  # fmt: skip
     return {"accepted": accepted, "done": done, "to": reached(state.trace)}
 
 

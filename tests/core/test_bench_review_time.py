@@ -64,7 +64,8 @@ def test_the_final_pass_costs_and_scores_each_action_as_worked_out_by_hand():
     v, c = COSTS["verify"], COSTS["click"]
     assert result["accepted"] == {"seconds": round(3 * v + 3 * c, 1), "actions": 6, "f1": 0.9091}
     assert result["done"] == {"seconds": round(5 * v + 3 * c, 1), "actions": 8, "f1": 1.0,
-                              "by_kind": {"verify": 5, "click": 3}}  # fmt: skip
+                              "by_kind": {"verify": 5, "click": 3},
+                              "largest_local_drift": 0.0}  # fmt: skip
     assert result["to"]["0.95"] == result["to"]["0.99"] == {"seconds": 13.7, "actions": 8}
     # The labels now: every counted object once, reviewed; the hidden car neither found nor
     # missed.
