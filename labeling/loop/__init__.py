@@ -7,4 +7,5 @@ Import from the module you use:
   decides as answered
 - ``metrics_view``: what the metrics page and the dashboard show of model quality per version
 - ``learning_curve``: labels learnt against object F1, with simulated baselines
+- ``regions``: background regions (annotations of kind ``region``) as the windows they teach
 """
