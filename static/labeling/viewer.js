@@ -100,6 +100,9 @@
   const lowestThreshold = Object.keys(classThresholds).length
     ? Math.min.apply(null, Object.values(classThresholds)) : cfg.threshold;
   const sliderMin = Math.min(0.5, Math.floor(lowestThreshold * 100) / 100);
+  /* Merged boxes exist only at or above the run's thresholds (NMS ran there), so in merged mode
+     the slider starts at the lowest of them: every position of it changes what is shown. */
+  function lowestFor(kind) { return kind === "merged" ? lowestThreshold : sliderMin; }
 
   /* The score a box of this class needs to be shown. */
   function cut(name) {
@@ -379,37 +382,62 @@
   const CORRECTION_DOTS = [2, 3];
   const LABEL_MIN_PX = 36;  // model boxes narrower than this on screen get no "class score" text
 
-  function drawCorrection(a, t, drawn) {
+  const TAG_H = 15, LABEL_H = 13;
+
+  function overlaps(r, rects) {
+    for (const o of rects) if (r.x < o.x + o.w && o.x < r.x + r.w && r.y < o.y + o.h && o.y < r.y + r.h) return true;
+    return false;
+  }
+
+  /* Where a correction's tag goes: under its frame, else above it, whichever overlaps no tag
+     placed before (the last choice when both do). */
+  function placeTag(a, t, taken) {
     const g = CORRECTION_GAP;
     const x = t.ox + a.x * t.s - g, y = t.oy + a.y * t.s - g, w = a.w * t.s + 2 * g, h = a.h * t.s + 2 * g;
+    ctx.font = "600 11px system-ui, sans-serif";
+    const text = correctionText(a) + (a.state === "failed" ? " (not saved)" : "");
+    const tw = ctx.measureText(text).width + 8;
+    const below = {x: x, y: y + h + 1, w: tw, h: TAG_H}, above = {x: x, y: y - TAG_H - 1, w: tw, h: TAG_H};
+    const tag = !overlaps(below, taken) || overlaps(above, taken) ? below : above;
+    taken.push(tag);
+    return {a: a, text: text, frame: {x: x, y: y, w: w, h: h}, tag: tag};
+  }
+
+  function drawCorrection(placed, drawn) {
+    const a = placed.a, f = placed.frame, tag = placed.tag, text = placed.text;
+    const x = f.x, y = f.y, w = f.w, h = f.h;
     ctx.globalAlpha = a.state === "saving" ? 0.6 : 1;
     ctx.setLineDash([]); ctx.lineWidth = 4; ctx.strokeStyle = "rgba(0,0,0,0.85)";
     ctx.strokeRect(x, y, w, h);
     ctx.setLineDash(CORRECTION_DOTS); ctx.lineWidth = 2;
     ctx.strokeStyle = a.state === "failed" ? "#ff1744" : "#ffffff";
     ctx.strokeRect(x, y, w, h);
-    const text = correctionText(a) + (a.state === "failed" ? " (not saved)" : "");
     ctx.setLineDash([]);
     ctx.font = "600 11px system-ui, sans-serif";
-    const tw = ctx.measureText(text).width + 8;
     ctx.fillStyle = a.state === "failed" ? "#b71c1c" : "rgba(0,0,0,0.85)";
-    ctx.fillRect(x, y + h + 1, tw, 15);
+    ctx.fillRect(tag.x, tag.y, tag.w, tag.h);
     ctx.fillStyle = "#ffffff";
-    ctx.fillText(text, x + 4, y + h + 12);
+    ctx.fillText(text, tag.x + 4, tag.y + 11);
     ctx.globalAlpha = 1;
-    drawn.push({id: a.id, kind: a.kind, text: text, x: x, y: y, w: w, h: h});
+    drawn.push({id: a.id, kind: a.kind, text: text, x: x, y: y, w: w, h: h, tag: tag});
   }
 
-  /* "boat 0.957" above a model box big enough on screen: what the model says now. */
-  function drawModelLabel(f, i, t, labels) {
+  /* "boat 0.957" above a model box big enough on screen (else just inside its top edge, else
+     under it): what the model says now; left out where it would overlap a tag or a label. */
+  function drawModelLabel(f, i, t, labels, taken) {
     const x = t.ox + f.x[i] * t.s, y = t.oy + f.y[i] * t.s;
     const text = f.classes[f.label[i]] + " " + api.fixed3(f.score[i]);
     ctx.font = "11px system-ui, sans-serif";
     const tw = ctx.measureText(text).width + 6;
+    let r = {x: x, y: y - 1 - LABEL_H - CORRECTION_GAP, w: tw, h: LABEL_H};
+    if (overlaps(r, taken)) r = {x: x + 2, y: y + 2, w: tw, h: LABEL_H};
+    if (overlaps(r, taken)) r = {x: x, y: y + f.h[i] * t.s + 1 + CORRECTION_GAP, w: tw, h: LABEL_H};
+    if (overlaps(r, taken)) return;
+    taken.push(r);
     ctx.fillStyle = f.colour[f.label[i]];
-    ctx.fillRect(x, y - 14 - CORRECTION_GAP, tw, 13);
+    ctx.fillRect(r.x, r.y, r.w, r.h);
     ctx.fillStyle = "#000000";
-    ctx.fillText(text, x + 3, y - 4 - CORRECTION_GAP);
+    ctx.fillText(text, r.x + 3, r.y + 10);
     labels.push({id: f.id[i], text: text});
   }
 
@@ -428,6 +456,12 @@
     const f = state.feeds[state.kind];
     let inView = 0;
     const labelled = [], labels = [];
+    // Corrections' tags are placed first: model labels keep clear of them (and of each other).
+    const placed = [], taken = [];
+    for (const a of state.effective) {
+      if (a.x > v.x1 || a.x + a.w < v.x0 || a.y > v.y1 || a.y + a.h < v.y0) continue;
+      placed.push(placeTag(a, t, taken));
+    }
     if (f) {
       const paths = f.classes.map(function () { return new Path2D(); });
       query(f, v.x0, v.y0, v.x1, v.y1, function (i) {
@@ -439,7 +473,7 @@
       ctx.setLineDash([]);
       ctx.lineWidth = inView > 5000 ? 1 : 1.6;
       paths.forEach(function (p, k) { ctx.strokeStyle = f.colour[k]; ctx.stroke(p); });
-      if (labelled.length <= 300) for (const i of labelled) drawModelLabel(f, i, t, labels);
+      if (labelled.length <= 300) for (const i of labelled) drawModelLabel(f, i, t, labels, taken);
       if (!state.firstBoxes) {
         state.firstBoxes = true;
         performance.mark("first-boxes");
@@ -449,10 +483,7 @@
     $("legend-inview").textContent = inView;
     // Corrections on top in their own style, outside the box: the model's box stays visible.
     const corrections = [];
-    for (const a of state.effective) {
-      if (a.x > v.x1 || a.x + a.w < v.x0 || a.y > v.y1 || a.y + a.h < v.y0) continue;
-      drawCorrection(a, t, corrections);
-    }
+    for (const p of placed) drawCorrection(p, corrections);
     ctx.globalAlpha = 1;
     const outline = function (b, colour, dash, width) {
       ctx.setLineDash(dash); ctx.lineWidth = width; ctx.strokeStyle = colour;
@@ -462,7 +493,8 @@
     if (state.selected) outline(state.selected, "#ffd600", [], 2.5);
     if (state.draft) outline(state.draft, "#ffffff", [5, 4], 2);
     if (state.popupAt) positionPopup();
-    state.lastDraw = {ms: performance.now() - started, boxes: inView, corrections: corrections, labels: labels};
+    // taken: every tag and label drawn, as screen rectangles (tests check none overlap).
+    state.lastDraw = {ms: performance.now() - started, boxes: inView, corrections: corrections, labels: labels, taken: taken};
   }
 
   // ---------------------------------------------------------------- legend and filters
@@ -486,12 +518,13 @@
     $("legend-total").textContent = f ? String(total) : (cfg.run ? "…" : "0");
     const note = $("threshold-note");
     if (!cfg.run) note.textContent = "This scene has no scoring run yet: no detections to show.";
-    else if (state.kind === "merged" && !state.perClass && state.threshold < lowestThreshold)
-      note.textContent = "Merged boxes exist at or above the run's thresholds (" + thresholdText() + "); switch to raw windows to see lower scores.";
     else if (state.perClass)
       note.textContent = (cfg.threshold_source === "calibrated" ? "Calibrated thresholds of this model version: " : "The run's thresholds: ") +
         thresholdText() + ". Moving the slider sets one threshold for every class.";
     else note.textContent = "";
+    if (cfg.run && state.kind === "merged")
+      note.textContent += (note.textContent ? " " : "") + "Merged boxes exist from the run's thresholds up, so the slider starts at " +
+        api.fixed3(lowestThreshold) + "; raw windows (r) go down to " + api.fixed3(sliderMin) + ".";
   }
 
   function thresholdText() {
@@ -504,7 +537,8 @@
     state.perClass = Boolean(perClass);
     // Per class: the run's exact thresholds; moved by hand: steps of 0.01.
     const stepped = state.perClass ? value : Math.round(value * 100) / 100;
-    state.threshold = Math.max(sliderMin, Math.min(1, stepped));
+    state.threshold = Math.max(lowestFor(state.kind), Math.min(1, stepped));
+    $("threshold").min = String(Math.floor(lowestFor(state.kind) * 100) / 100);
     $("threshold").value = String(state.threshold);
     $("threshold-value").textContent = api.fixed3(state.threshold);
     updateLegend(); schedule();
@@ -513,6 +547,7 @@
   function setKind(kind) {
     state.kind = kind;
     $("kind-" + kind).checked = true;
+    setThreshold(state.threshold, state.perClass);  // the slider's range follows the kind
     $("raw-hint").hidden = !(kind === "window" && rawViewTooWide());
     closePopup();
     loadFeed(kind);
@@ -707,12 +742,24 @@
     else if (!text && raw) text = "no window scores 0.5 or more here";
     info.textContent = text || "Hover a box to see the model's probabilities.";
     if (text) {
-      const r = $("viewer-wrap").getBoundingClientRect();
       tip.textContent = text; tip.hidden = false;
-      tip.style.left = Math.min(clientX - r.left + 14, r.width - 260) + "px";
-      tip.style.top = (clientY - r.top + 16) + "px";
+      placeTip(tip, clientX, clientY);
     } else tip.hidden = true;
     schedule();
+  }
+
+  /* The tooltip beside the pointer, on the first side (below right, above right, below left,
+     above left) where it covers no correction tag, inside the viewer. */
+  function placeTip(tip, clientX, clientY) {
+    const r = $("viewer-wrap").getBoundingClientRect();
+    const px = clientX - r.left, py = clientY - r.top, tw = tip.offsetWidth, th = tip.offsetHeight;
+    const tags = ((state.lastDraw && state.lastDraw.corrections) || []).map(function (c) { return c.tag; });
+    const fit = function (x, y) {
+      return {x: Math.max(0, Math.min(x, r.width - tw)), y: Math.max(0, Math.min(y, r.height - th)), w: tw, h: th};
+    };
+    const sides = [fit(px + 14, py + 16), fit(px + 14, py - th - 12), fit(px - tw - 14, py + 16), fit(px - tw - 14, py - th - 12)];
+    const spot = sides.find(function (b) { return !overlaps(b, tags); }) || sides[0];
+    tip.style.left = spot.x + "px"; tip.style.top = spot.y + "px";
   }
 
   // ---------------------------------------------------------------- wiring
@@ -836,7 +883,6 @@
   }
 
   function init() {
-    $("threshold").min = String(sliderMin);
     $("threshold").addEventListener("input", function (e) { setThreshold(Number(e.target.value)); });
     $("threshold-calibrated").addEventListener("click", function () { setThreshold(lowestThreshold, true); });
     $("threshold-published").addEventListener("click", function () { setThreshold(cfg.published_threshold); });

@@ -53,6 +53,17 @@ def test_slider_starts_at_the_calibrated_thresholds(page, alice, project, storag
     expect(page.locator("#threshold-note")).to_contain_text("car 0.575, boat 0.625")
     assert page.evaluate("sceneViewer.thresholds().perClass") is True
 
+    # Merged boxes exist only from the run's thresholds up: the slider goes no lower there (it
+    # once moved down to 0.500 and changed nothing), and the note says why; raw windows go lower.
+    merged = page.evaluate("sceneViewer.shownBoxes().length")
+    expect(page.locator("#threshold-note")).to_contain_text("the slider starts at 0.575")
+    page.focus("#threshold")
+    for _ in range(10):
+        page.keyboard.press("ArrowLeft")
+    expect(page.locator("#threshold-value")).to_have_text("0.575")
+    assert page.evaluate("sceneViewer.shownBoxes().length") == merged
+    page.click("#threshold-calibrated")
+
     page.check("#kind-window")
     calibrated = expected(run, lambda label: CALIBRATED[label])
     page.wait_for_function(
@@ -60,6 +71,14 @@ def test_slider_starts_at_the_calibrated_thresholds(page, alice, project, storag
     )
     assert shown_counts(page) == calibrated
     screenshot(page, "viewer-calibrated-thresholds.png")
+    page.focus("#threshold")
+    for _ in range(10):
+        page.keyboard.press("ArrowLeft")
+    expect(page.locator("#threshold-value")).to_have_text("0.500")
+    page.click("#threshold-calibrated")
+    page.wait_for_function(
+        "n => sceneViewer.shownBoxes().length === n", arg=sum(calibrated.values())
+    )
 
     # One click for the published 0.9: one threshold for every class.
     page.click("#threshold-published")
