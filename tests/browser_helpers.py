@@ -120,3 +120,10 @@ def stop_page_worker(proc, log: Path, timeout: float = 30.0) -> None:
                 break
         time.sleep(0.2)
     connection.close()  # opened beside Playwright's greenlet: pytest-django would not close it
+
+
+def accept_key(item: dict) -> str:
+    """The key that accepts the review queue's guess for ``item``: Enter, or 0 (the negative
+    class) where the queue asks for a choice instead (``needs_choice``: no class reaches its
+    threshold, yet one ranks above the negative class)."""
+    return "0" if item.get("needs_choice") else "Enter"

@@ -112,15 +112,18 @@ def skip_returns_after() -> int:
     return settings.REVIEW_SKIP_RETURNS_AFTER
 
 
-def _held_back_places(project, scene_ids) -> dict[int, set]:
+def _held_back_places(project, scene_ids, ahead: int = 0) -> dict[int, set]:
     """Skipped windows still held back: fewer than skip_returns_after() answers or skips of the
-    project came after their newest skip.
+    project came after their newest skip, counting ``ahead`` answers still to come before the
+    window asked for is shown (the queue page asks for the next window while one is on screen).
 
     A skip at time t is held back exactly when t is no older than the need-th newest answer or
     skip, so only the need newest of each are read (index on (project, created_at)), however
     many the project has."""
-    need = skip_returns_after()
+    need = skip_returns_after() - ahead
     out: dict[int, set] = {s: set() for s in scene_ids}
+    if need <= 0:
+        return out
     skips = list(
         QueueSkip.objects.filter(project=project)
         .order_by("-created_at", "-id")
@@ -203,7 +206,7 @@ def _queue_runs(project, scene=None) -> list[ScoringRun]:
 
 
 def next_queue_window(
-    project, user, strategy=DEFAULT_STRATEGY, scene=None, redis=None
+    project, user, strategy=DEFAULT_STRATEGY, scene=None, redis=None, ahead: int = 0
 ) -> dict | None:
     """The next window this reviewer should label, leased to them, or None when every window of
     the project's (or ``scene``'s) latest done runs is annotated or leased to someone else.
@@ -215,7 +218,11 @@ def next_queue_window(
     The work does not grow with the project's annotations: the answered windows are a Redis set
     per run and each strategy's walk starts at a cursor past the answered top of its ranking
     (labeling.review.answered); the database is read for the runs, the newest skips and the one
-    place handed out."""
+    place handed out.
+
+    ``ahead``: answers still to come before this window is shown (1 when asked for while the
+    reviewer looks at another window): a skipped window comes back after skip_returns_after()
+    answers as the reviewer counts them, not one later."""
     name = normalise_strategy(strategy)
     if scene is not None and scene.project_id != project.pk:
         raise ReviewError(f"scene {scene.pk} does not belong to project {project.name!r}")
@@ -223,7 +230,7 @@ def next_queue_window(
     runs = _queue_runs(project, scene)
     if not runs:
         return None
-    held = _held_back_places(project, [r.scene_id for r in runs])
+    held = _held_back_places(project, [r.scene_id for r in runs], ahead)
     walks = open_walks([(run, ranked_run(run, name)) for run in runs], name, redis)
     held_flats = []
     for walk in walks:
@@ -232,7 +239,7 @@ def next_queue_window(
     remaining = sum(w.remaining for w in walks)
     ttl = lease_seconds()
     owner = str(getattr(user, "pk", "") or "anonymous")
-    lease = _Leaser(project, redis, owner, ttl, remaining)
+    lease = _Leaser(project, redis, owner, ttl, remaining, ahead)
     # Loose windows (undone, or skipped and passed by the cursor) first: they may rank above
     # the cursor; then the ranking from the cursor, further down while everything is leased.
     tried = [set() for _ in walks]
@@ -258,19 +265,20 @@ def next_queue_window(
     for i, walk in enumerate(walks):
         flats = sorted(held_flats[i], key=lambda f: walk.ranked.rank[f])
         later += [(i, f) for f, a in zip(flats, walk.is_answered(flats), strict=True) if not a]
-    return lease.first(walks, later)
+    return lease.first(walks, later, held_ok=True)
 
 
 class _Leaser:
     """Takes the lease of the best candidate nobody holds."""
 
-    def __init__(self, project, redis, owner, ttl, remaining):
+    def __init__(self, project, redis, owner, ttl, remaining, ahead=0):
         self.project, self.redis, self.owner = project, redis, owner
-        self.ttl, self.remaining = ttl, remaining
+        self.ttl, self.remaining, self.ahead = ttl, remaining, ahead
 
-    def first(self, walks, candidates) -> dict | None:
+    def first(self, walks, candidates, held_ok=False) -> dict | None:
         """``candidates`` [(walk index, flat)]: best priority first (stable: scene order, then
-        rank), the first one free in Redis and still unanswered in the database, leased."""
+        rank), the first one free in Redis and still unanswered in the database, leased; unless
+        ``held_ok``, not one skipped meanwhile (see _skipped_meanwhile)."""
         candidates = sorted(
             candidates,
             key=lambda c: (-walks[c[0]].ranked.priority[c[1]], c[0], walks[c[0]].ranked.rank[c[1]]),
@@ -295,8 +303,20 @@ class _Leaser:
                 self.redis.delete(key)
                 self.remaining -= 1
                 continue
+            if not held_ok and self._skipped_meanwhile(walk.run.scene_id, place):
+                self.redis.delete(key)
+                continue
             return _queue_item(self.project, walk.run, walk.ranked, flat, self.ttl, self.remaining)
         return None
+
+    def _skipped_meanwhile(self, scene_id: int, place) -> bool:
+        """A skip saved while this request ran: its window's lease was given back by the skip,
+        after the held-back places were read. Only a place with a skip is looked at again."""
+        x, y, w, h = place
+        skips = QueueSkip.objects.filter(project=self.project, scene_id=scene_id, x=x, y=y)
+        if not skips.exists():
+            return False
+        return place in _held_back_places(self.project, [scene_id], self.ahead)[scene_id]
 
 
 def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining: int) -> dict:
@@ -318,6 +338,7 @@ def _queue_item(project, run, ranked: RankedRun, flat: int, ttl: int, remaining:
         "score": round(float(p[best]), 4),
         "thresholds": {c: float(t) for c, t in thresholds.items() if c in ranked.classes},
         "reason": guess_reason(ranked.classes, p, best, thresholds, project.negative_class),
+        "needs_choice": needs_choice(ranked.classes, p, best, thresholds, project.negative_class),
         "priority": round(float(ranked.priority[flat]), 6),
         "lease_seconds": ttl,
         "remaining": int(remaining),
@@ -344,6 +365,17 @@ def guess_reason(classes, probs, best: int, thresholds: dict, negative) -> str:
     return f"{guess}: {guess} {fixed3(probs[best])} reaches {guess}'s threshold " + fixed3(
         thresholds[guess]
     )
+
+
+def needs_choice(classes, probs, best: int, thresholds: dict, negative) -> bool:
+    """True when accepting the guess would take the threshold rule's word against the ranking:
+    no class reaches its threshold, so the guess is ``negative``, yet a class is more probable
+    than ``negative`` ("negative p = 0.121" beside car 0.440). The queue page then wants a
+    choice instead of Enter."""
+    classes = list(classes)
+    if classes[best] != negative or not any(c in thresholds for c in classes if c != negative):
+        return False
+    return any(c != negative and probs[i] > probs[best] for i, c in enumerate(classes))
 
 
 def release_lease(project, scene_id: int, x: int, y: int, user, redis=None) -> bool:

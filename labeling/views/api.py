@@ -363,7 +363,9 @@ def api_queue(request, project_id):
     scene = _scene_param(request, scene) if scene else None
     if scene is not None and scene.project_id != project.pk:
         raise Http404("No such scene in this project.")
-    item = queue.next_queue_window(project, request.user, strategy, scene=scene)
+    # ahead=1: asked for while the reviewer still looks at a window (the page's prefetch).
+    ahead = parse_int(request.GET.get("ahead", "0"), "ahead", ReviewError, high=1)
+    item = queue.next_queue_window(project, request.user, strategy, scene=scene, ahead=ahead)
     if item is None:
         return JsonResponse({"done": True, "strategy": strategy, "remaining": 0})
     return JsonResponse(item | {"done": False, "strategy": strategy})

@@ -118,9 +118,13 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                        "never hand out two overlapping windows in one round)",
                        enum=list(STRATEGIES)),
                     _q("scene", "only this scene id", "integer"),
+                    _q("ahead", "1 when asked for while you still look at another window (its "
+                       "answer counts toward a skipped window's return); default 0", "integer"),
                 ],
                 "responses": _ok("{scene, run, x, y, w, h, probs: {class: p}, guess, score, "
-                                 "thresholds: {class: t}, reason, priority, lease_seconds, "
+                                 "thresholds: {class: t}, reason, needs_choice (no class reaches "
+                                 "its threshold yet one ranks above the negative class: ask for a "
+                                 "choice), priority, lease_seconds, "
                                  "remaining, done: false} or "
                                  "{done: true}")},
     },

@@ -29,8 +29,10 @@
     done: false,
   };
 
-  function queueUrl() {
+  /* ahead: 1 when asked for while a window is on screen (its answer comes first). */
+  function queueUrl(ahead) {
     const q = new URLSearchParams({strategy: state.strategy});
+    if (ahead) q.set("ahead", "1");
     if (state.scene) q.set("scene", state.scene);
     return cfg.urls.queue + "?" + q.toString();
   }
@@ -41,9 +43,9 @@
   }
 
   /* The next item from the server with its picture already loaded (or {done: true}). */
-  function fetchItem() {
+  function fetchItem(ahead) {
     const generation = state.generation;
-    return api.get(queueUrl()).then(function (item) {
+    return api.get(queueUrl(ahead)).then(function (item) {
       if (!item || item.done) return {done: true, generation: generation};
       item.generation = generation;
       return new Promise(function (resolve) {
@@ -54,8 +56,13 @@
     });
   }
 
+  /* The window after the one on screen, asked for once this page's answers are saved (the
+     server counts them, and the one on screen as ahead, so a skipped window comes back after
+     exactly REVIEW_SKIP_RETURNS_AFTER answers, as the help says). */
   function prefetch() {
-    if (!state.prefetch) state.prefetch = fetchItem();
+    if (state.prefetch) return;
+    const saving = state.answers.filter(function (a) { return a.state === "saving"; }).map(function (a) { return a.promise; });
+    state.prefetch = Promise.all(saving).then(function () { return fetchItem(1); });
   }
 
   /* Between an answer and the next window on screen: the old window greyed out, buttons off. */
@@ -65,6 +72,7 @@
     document.querySelector(".queue-window").classList.toggle("loading", on);
     $("queue-loading").hidden = !on;
     document.querySelectorAll("#answer-buttons button").forEach(function (b) { b.disabled = on; });
+    if (!on) $("accept-guess").disabled = Boolean($("accept-guess").dataset.needsChoice);
   }
 
   function takeNext() {
@@ -113,7 +121,11 @@
     img.dataset.x = item.x; img.dataset.y = item.y; img.dataset.scene = item.scene;
     $("queue-guess").textContent = item.guess;
     $("queue-guess").style.color = colourOf[item.guess] || "";
-    $("accept-label").textContent = item.guess;
+    // No class reaches its threshold, yet one ranks above the negative class: Enter would take
+    // the rule's word against the ranking, so the reviewer chooses (the reason says why).
+    $("accept-label").textContent = item.needs_choice ? "off: choose a class or " + cfg.negative : item.guess;
+    $("accept-guess").dataset.needsChoice = item.needs_choice ? "1" : "";
+    $("queue-reason").classList.toggle("needs-choice", Boolean(item.needs_choice));
     $("queue-score").textContent = "p = " + api.fixed3(item.score) + (item.model_version ? " · model v" + item.model_version : "");
     $("queue-reason").textContent = item.reason ? "Why: " + item.reason + "." : "";
     const thresholds = item.thresholds || {};
@@ -207,6 +219,18 @@
     state.refused++;
     state.refusedNote = true;
     setStatus("Not applied (" + (key === " " ? "space" : key) + "): the next window is still loading. Answer it when it shows.");
+    const status = $("queue-status");
+    status.classList.remove("refused"); void status.offsetWidth; status.classList.add("refused");
+  }
+
+  /* Enter (or space) accepts the guess, unless the guess needs a choice (item.needs_choice). */
+  function accept(key) {
+    const item = state.current;
+    if (!item) return;
+    if (!item.needs_choice) { answer(item.guess); return; }
+    state.refusedNote = true;
+    setStatus("Not applied (" + (key === " " ? "space" : key) + "): no class reaches its threshold, yet one ranks above " +
+      cfg.negative + ". Choose: a class's number, or 0 / n for " + cfg.negative + ".");
     const status = $("queue-status");
     status.classList.remove("refused"); void status.offsetWidth; status.classList.add("refused");
   }
@@ -342,7 +366,7 @@
     else if (state.loading && isAnswerKey(key)) refuse(key);
     else if (key === "Backspace") back();
     else if (key.toLowerCase() === "s") skip();
-    else if (key === "Enter" || key === " ") { if (state.current) answer(state.current.guess); }
+    else if (key === "Enter" || key === " ") accept(key);
     else if (key === "0" || key.toLowerCase() === "n" || key === String(classNames.length + 1)) answer(cfg.negative);
     else if (/^[1-9]$/.test(key) && Number(key) <= classNames.length) answer(classNames[Number(key) - 1]);
     else handled = false;
@@ -354,7 +378,7 @@
     document.querySelectorAll("[data-answer]").forEach(function (b) {
       b.addEventListener("click", function () { answer(b.dataset.answer); b.blur(); });
     });
-    $("accept-guess").addEventListener("click", function (e) { if (state.current) answer(state.current.guess); e.target.blur(); });
+    $("accept-guess").addEventListener("click", function (e) { accept("Enter"); e.currentTarget.blur(); });
     $("back-button").addEventListener("click", function (e) { back(); e.target.blur(); });
     $("skip-button").addEventListener("click", function (e) { skip(); e.currentTarget.blur(); });
     $("queue-retry").addEventListener("click", function () { if (retryAction) retryAction(); });

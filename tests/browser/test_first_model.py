@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser_helpers import login, stop_page_worker
+from browser_helpers import accept_key, login, stop_page_worker
 from helpers_data import image_folder_zip, png_bytes, scene_png
 
 from labeling.models import Annotation, Project, Scene
@@ -134,7 +134,7 @@ def test_own_classes_and_a_tile_dataset_reach_a_scored_scene_and_a_queue(
     expect(probs).to_contain_text("frog")
     expect(probs).to_contain_text("horse")
     no_demo_classes(page.locator("body"), "the review queue")
-    page.keyboard.press("Enter")
+    page.keyboard.press(accept_key(page.evaluate("reviewQueue.current()")))
     page.wait_for_function("reviewQueue.count() === 1")
     page.wait_for_function("reviewQueue.pending() === 0")
     answer = Annotation.objects.get(project=project)
@@ -234,7 +234,7 @@ def test_two_classes_of_ones_own_learn_from_the_scene_alone_then_retrain(
     page.wait_for_function("window.reviewQueue && reviewQueue.current()")
     expect(page.locator("#queue-probs")).to_contain_text("blue")
     no_demo_classes(page.locator("body"), "the review queue")
-    page.keyboard.press("Enter")
+    page.keyboard.press(accept_key(page.evaluate("reviewQueue.current()")))
     page.wait_for_function("reviewQueue.count() === 1 && reviewQueue.pending() === 0")
 
     # Then a retrain on that answer.

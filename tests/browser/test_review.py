@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from browser_helpers import ARTIFACTS, REPO, add_dzi, login, screenshot
+from browser_helpers import ARTIFACTS, REPO, accept_key, add_dzi, login, screenshot
 from review_helpers import make_scored_scene
 
 from labeling.loop.cycle import effective_annotations
@@ -207,7 +207,8 @@ def test_review_session_in_the_browser(page, alice, project, storage_dir, redis_
             "Enter": item["guess"], " ": item["guess"], "1": "car", "2": "boat",
             "0": "negative", "n": "negative",
         }[key]  # fmt: skip
-        page.keyboard.press(key)
+        # Enter and space accept the guess, unless the queue asks for a choice there.
+        page.keyboard.press(accept_key(item) if key in ("Enter", " ") else key)
         page.wait_for_function(
             "([x, y, n]) => { const c = reviewQueue.current();"
             " return reviewQueue.count() === n && c && (c.x !== x || c.y !== y); }",
@@ -432,7 +433,7 @@ def test_queue_runs_dry_and_changes_strategy(page, alice, project, storage_dir, 
         )
         if page.locator("#queue-empty").is_visible():
             break
-        page.keyboard.press("Enter")
+        page.keyboard.press(accept_key(page.evaluate("reviewQueue.current()")))
         answered += 1
         page.wait_for_function("n => reviewQueue.count() === n", arg=answered)
     expect(page.locator("#queue-empty")).to_be_visible()
