@@ -2,9 +2,9 @@
 
 from django import template
 
-from labeling.web.formatting import fixed3, percent1, signed3
+from labeling.web.formatting import fixed3, share3, signed3
 
 register = template.Library()
 register.filter("fixed3", fixed3)
 register.filter("signed3", signed3)
-register.filter("percent1", percent1)
+register.filter("share3", share3)

@@ -30,7 +30,7 @@ from labeling.loop.cycle import (
 from labeling.loop.learning_curve import learning_curve
 from labeling.loop.metrics_view import run_confusion, version_rows
 from labeling.loop.regions import REGION_MAX_WINDOWS
-from labeling.models import JobRecord, ScoringRun, shown_runs
+from labeling.models import Annotation, JobRecord, ScoringRun, shown_runs
 from labeling.projects.access import project_for, scene_for
 from labeling.projects.storage_keys import get_storage
 from labeling.review.queue import DEFAULT_STRATEGY, skip_returns_after
@@ -234,9 +234,12 @@ def project_dashboard(request, project_id):
         .order_by("-created_at")[:20]
     ]
     pending = pending_annotations(project)
-    cycle_running = JobRecord.objects.filter(
-        project=project, kind=CYCLE_KIND, status__in=ACTIVE
-    ).exists()
+    cycle_job = (
+        JobRecord.objects.filter(project=project, kind=CYCLE_KIND, status__in=ACTIVE)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    cycle_running = cycle_job is not None
     jobs = [
         job_state(j)
         | {
@@ -254,6 +257,8 @@ def project_dashboard(request, project_id):
         "project_url": _url("api-project", project.pk),
         "pending": len(pending),
         "cycle_running": cycle_running,
+        # The running cycle's job: the page's status line follows it until the cycle ends.
+        "cycle_job": cycle_job.pk if cycle_job else None,
         "poll_ms": 2000,
     }
     return render(
@@ -266,7 +271,7 @@ def project_dashboard(request, project_id):
             "runs": runs,
             "jobs": jobs,
             "pending": len(pending),
-            "pending_by_kind": _count_by(pending, "kind"),
+            "pending_by_kind": kinds_in_words(_count_by(pending, "kind")),
             "cycle_effect": cycle_effect(row_list),
             "held_back": held_back_version(project),
             "export_url": _url("api-export", project.pk),
@@ -297,6 +302,19 @@ def _count_by(rows, attr) -> list[tuple[str, int]]:
     for row in rows:
         counts[getattr(row, attr)] = counts.get(getattr(row, attr), 0) + 1
     return sorted(counts.items())
+
+
+def kinds_in_words(counts) -> list[tuple[str, int]]:
+    """[(kind, n)] -> [(its name in words, n)]: "1 missed object", "2 false positives" (never
+    "1 false_negative")."""
+    names = dict(Annotation.KINDS)
+    out = []
+    for kind, n in counts:
+        name = names.get(kind, kind.replace("_", " "))
+        if n != 1:
+            name += "es" if name.endswith(("s", "x", "sh", "ch")) else "s"
+        out.append((name, n))
+    return out
 
 
 def _latest_job_state(project, kind, **params) -> dict | None:

@@ -27,13 +27,13 @@ def signed3(value) -> str:
     return text if text.startswith("-") or text == "—" else "+" + text
 
 
-def percent1(share) -> str:
-    """A share (0..1) as a percentage with one decimal, rounded down: "99.5%"; 100.0% only
+def share3(share) -> str:
+    """A share (0..1) with three decimals like every figure, rounded down: "0.995"; 1.000 only
     when nothing is missing. "—" for None or anything that is not a number."""
     try:
-        exact = Decimal(float(share)) * 100
+        exact = Decimal(float(share))
     except (TypeError, ValueError):
         return "—"
     if not exact.is_finite():
         return "—"
-    return f"{exact.quantize(Decimal('0.1'), rounding=ROUND_FLOOR)}%"
+    return str(exact.quantize(Decimal(1).scaleb(-DECIMALS), rounding=ROUND_FLOOR))

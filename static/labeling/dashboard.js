@@ -12,6 +12,8 @@
   let polled = false;  // the first answer only records what is there
   const seen = new Map();  // job id -> "status|done|message" seen last
   let refreshing = null;
+  // The retrain cycle the status line follows (started here, or running when the page loaded).
+  const followed = {job: cfg.cycle_job || null, version: null};
 
   /* "12 s", "3 min 05 s" */
   function duration(seconds) {
@@ -103,8 +105,29 @@
     const button = document.getElementById("retrain-button");
     if (button && cycle) { button.disabled = true; button.title = "A cycle is running"; }
     polled = true;
+    followCycle(jobs);
     if (finished) refreshSections();
     return active;
+  }
+
+  /* The status line says where the followed cycle is, never "started" after it ended: running
+     (with its phase), scoring the scenes, ended, or failed (with the reason). */
+  function followCycle(jobs) {
+    if (!followed.job) return;
+    const job = jobs.find(function (j) { return j.id === followed.job; });
+    if (!job) return;
+    const what = "Retrain cycle" + (followed.version ? " of model v" + followed.version : "") + " (job " + job.id + ")";
+    if (ACTIVE.includes(job.status)) {
+      message(what + " running" + (job.message ? ": " + job.message : "") + ".", "ok");
+    } else if (job.status === "failed") {
+      message(what + " failed: " + (job.error || "no reason recorded"), "error");
+      followed.job = null;
+    } else if (jobs.some(function (j) { return j.kind === "score" && ACTIVE.includes(j.status); })) {
+      message(what + ": trained; scoring the scenes…", "ok");
+    } else {
+      message(what + " ended: see its version in Model versions.", "ok");
+      followed.job = null;
+    }
   }
 
   function poll() {
@@ -131,6 +154,7 @@
         const button = document.getElementById("retrain-button");
         button.disabled = true;
         api.post(form.action).then(function (data) {
+          followed.job = data.job; followed.version = data.version;
           message("Retrain cycle started: model v" + data.version + " (job " + data.job + ").", "ok");
           clearTimeout(timer); poll();
         }).catch(function (err) {

@@ -71,4 +71,4 @@ def test_corrections_stick_counts_the_learnt_answers_the_version_keeps(
     html = alice_client.get(reverse("project-metrics", args=[project.pk])).content.decode()
     assert "Corrections stick" in html
     row = html.split('data-version="1"')[1].split("</tr>")[0]
-    assert "66.6%" in row and "2 of 3" in row  # rounded down: never more than was kept
+    assert "0.666" in row and "2 of 3" in row  # rounded down: never more than was kept

@@ -20,6 +20,7 @@ from review_helpers import make_scored_scene
 from labeling.models import Detection
 from labeling.review import cache
 from labeling.review.annotations import record_annotation
+from labeling.web.formatting import fixed3
 
 pytestmark = pytest.mark.django_db
 
@@ -245,4 +246,4 @@ def test_dashboard_estimates_the_share_still_wrong(alice_client, project, review
     estimate = card["labels"]["estimate"]
     assert estimate["wrong_share"] == pytest.approx(share, abs=1e-3)
     assert estimate["false_boxes"] == pytest.approx(false, abs=0.05)
-    assert f"estimated {round(share * 100)}% still wrong" in r.content.decode()
+    assert f"estimated share still wrong {fixed3(estimate['wrong_share'])}" in r.content.decode()

@@ -29,6 +29,9 @@ def test_a_held_back_version_shows_live_and_the_button_makes_it_current(
     login(page, "alice", "pw-alice")
     page.goto(f"/projects/{project.pk}/")
     expect(page.locator("#held-back")).to_have_count(0)
+    # The status line follows the running cycle (it once said "started" long after the end).
+    status_line = page.locator("#retrain-message")
+    expect(status_line).to_contain_text(f"Retrain cycle (job {job.pk}) running: scoring")
 
     # The cycle's last steps, as the workers write them: a version that calls cars boats.
     v2 = finished_cycle(project, scene, run1, v1, ["boat", "car", "negative"], alice)
@@ -39,6 +42,8 @@ def test_a_held_back_version_shows_live_and_the_button_makes_it_current(
 
     notice = page.locator("#held-back")
     expect(notice).to_contain_text("Model v2 was not made current")
+    expect(status_line).to_contain_text(f"Retrain cycle (job {job.pk}) ended")
+    expect(status_line).not_to_contain_text("running")
     expect(notice).to_contain_text(f"{held['new']:.3f}")
     expect(notice).to_contain_text(f"the current v1 {held['current']:.3f}")
     expect(page.locator("#version-table tr[data-version='2']")).to_contain_text("kept back")

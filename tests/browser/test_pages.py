@@ -99,7 +99,7 @@ def test_dashboard_shows_scenes_versions_runs_jobs_and_pending(
                              progress_done=3, progress_total=12, message="level 4")  # fmt: skip
     html = alice_client.get(url).content.decode()
     assert re.search(r'id="pending-count">2<', html)
-    assert "1 false_negative" in html and "1 false_positive" in html
+    assert "1 missed object" in html and "1 false positive" in html  # words, not snake_case
     assert not re.search(r'id="retrain-button"[^>]*disabled', html)
     assert "level 4" in html and 'aria-valuenow="25"' in html
 

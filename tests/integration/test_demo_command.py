@@ -15,6 +15,7 @@ from labeling.jobs.local_services import live_workers
 from labeling.management.commands.demo import DEMO_PROJECT
 from labeling.models import Annotation, Dataset, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from labeling.projects.storage_keys import get_storage
+from labeling.web.formatting import share3
 from mlcore.eval.oracle import Oracle
 
 ARGS = ["--profile", "tiny", "--no-serve", "--collage-cols", "12", "--canvases-per-class", "1",
@@ -90,7 +91,7 @@ def test_demo_builds_everything_then_reuses_it(redis_conn, demo_env, client):
     # Corrections stick: v2 is judged on the 30 answers it learnt from.
     stick = result["cycles"][1]["corrections_stick"]
     assert stick["answered"] == 30 and 0 <= stick["kept"] <= 30
-    assert f"stick {stick['share']:.1%}" in out.getvalue()
+    assert f"stick {share3(stick['share'])}" in out.getvalue()
     v2 = project.current_model()
     assert v2.number == 2 and v2.parent.number == 1
     answers = list(Annotation.objects.filter(project=project))

@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from labeling.jobs.follow import follow_cycle
 from labeling.jobs.local_services import workers_for
 from labeling.management.command_support import LabelingCommand, get_project
+from labeling.web.formatting import share3
 
 
 def strategies() -> tuple[tuple[str, ...], str]:
@@ -244,7 +245,7 @@ def format_row(row: dict, strategy: str) -> str:
         f"window P {w['precision']:.3f} R {w['recall']:.3f} F1 {w['f1']:.3f}  "
         f"object P {o['precision']:.3f} R {o['recall']:.3f} F1 {o['f1']:.3f}"
         + (f"  AP@0.5 {row['coco']['ap50']:.3f}" if row.get("coco") else "")
-        + (f"  stick {stick['share']:.1%}" if stick else "")
+        + (f"  stick {share3(stick['share'])}" if stick else "")
         + (f"  {secs:.0f}s" if secs is not None else "")
     )
 
