@@ -11,7 +11,7 @@
   const sims = data.simulations || [];
   if (!own.length && !sims.length) return;
   const NS = "http://www.w3.org/2000/svg";
-  const W = 720, H = 280, L = 48, R = 24, T = 16, B = 40;
+  const W = 720, H = 290, L = 64, R = 24, T = 16, B = 46;
   const palette = ["#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080", "#9a6324"];
   const lines = [];
   if (own.length)
@@ -42,11 +42,15 @@
   for (let i = 0; i <= 5; i++) {
     const v = top * i / 5;
     root.appendChild(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e5e7eb"}));
-    root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, v.toFixed(2)));
+    root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, v.toFixed(3)));
     const lv = Math.round(maxLabels * i / 5);
     root.appendChild(svg("text", {x: x(lv), y: H - B + 16, "text-anchor": "middle", "font-size": 11, fill: "#667085"}, String(lv)));
   }
-  root.appendChild(svg("text", {x: (W - R + L) / 2, y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#667085"}, "labels learnt"));
+  // Both axes say what they measure and in which unit.
+  root.appendChild(svg("text", {x: (W - R + L) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12, fill: "#344054", class: "axis-x"},
+    "labels learnt (reviewed windows and corrections, count)"));
+  root.appendChild(svg("text", {x: 14, y: (T + H - B) / 2, "text-anchor": "middle", "font-size": 12, fill: "#344054", class: "axis-y",
+    transform: "rotate(-90 14 " + (T + H - B) / 2 + ")"}, "object F1 (0 to 1, ground truth)"));
   for (const line of lines) {
     const band = line.points.filter(function (p) { return p.low !== undefined && p.high > p.low; });
     if (band.length > 1) {

@@ -136,7 +136,12 @@ def test_a_new_user_brings_their_own_data(
     expect(table.locator("tbody tr").nth(0)).to_have_text("airplane4plane")
     expect(table.locator("tbody tr").nth(1)).to_have_text("ship3ship")
     expect(table.locator("tbody tr").nth(2)).to_have_text("bird2negative")
-    expect(table.locator("tfoot")).to_contain_text("negative")
+    # The per-project-class totals are a block of their own, with a heading.
+    expect(page.locator("#project-counts-heading")).to_contain_text("Per project class")
+    totals = page.locator("#project-count-table")
+    expect(totals.locator("thead")).to_contain_text("Project class")
+    expect(totals.locator("tbody tr")).to_have_count(3)
+    expect(totals).to_contain_text("negative")
     expect(page.locator("#skipped-count")).to_have_text("1")
     expect(page.locator("#skipped-table")).to_contain_text("ship/broken.jpg")
     expect(page.locator("#skipped-table")).to_contain_text("not a readable image")

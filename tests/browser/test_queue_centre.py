@@ -4,6 +4,8 @@ mix of this cycle's answers follows the reviewer's answers and undos."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from browser_helpers import login, screenshot
 from review_helpers import make_scored_scene
@@ -79,6 +81,9 @@ def test_metrics_page_draws_the_learning_curve_beside_the_random_baseline(
     # One line per series: the project's cycles, random (dashed, with its band), diverse.
     expect(curve.locator("path[stroke-dasharray]")).to_have_count(1)
     expect(curve.locator("circle")).to_have_count(1 + 3 + 3)
+    # Both axes are labelled with what they measure and its unit.
+    expect(curve.locator("text.axis-x")).to_have_text(re.compile(r"^labels learnt .*count\)$"))
+    expect(curve.locator("text.axis-y")).to_have_text(re.compile(r"^object F1 \(0 to 1"))
     legend = page.locator("#learning-curve-legend")
     expect(legend).to_contain_text("this project's cycles")
     expect(legend).to_contain_text("random (simulated, 200/cycle, 2 runs) — baseline")
