@@ -1,6 +1,7 @@
 """labeling.jobs.follow.follow_job on a real JobRecord: in a log (a stream that is not a terminal)
 a job reporting progress 150 times writes a handful of lines, and a failure says why and where
-the job's log is. The 'worker' is the follower's own wait between polls, which steps the row."""
+the job's log is. The 'worker' is the follower's own wait between polls, which steps the row.
+A retrain cycle's phases report their real counts (the training's steps), not a scale of 1000."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 from labeling.jobs.follow import JobFailed, follow_job
 from labeling.models import JobRecord
+from workers.loop_jobs import Phases
+from workers.runner import JobContext
 
 STEPS = 150
 
@@ -61,3 +64,17 @@ def test_a_failed_job_says_why_and_where_its_log_is(project):
     )
     assert len(log.getvalue().splitlines()) <= 12
     assert "done" not in log.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_cycle_shows_the_training_s_real_steps(project, alice_client):
+    record = JobRecord.objects.create(project=project, kind="retrain_cycle", queue="train",
+                                      status="running", rq_job_id="")  # fmt: skip
+    phases = Phases(JobContext(record))
+    phases("training")(300, 1400, "loss 0.4100")
+    row = JobRecord.objects.get(pk=record.pk)
+    assert (row.progress_done, row.progress_total) == (300, 1400)
+    assert row.message == "training: loss 0.4100"
+    [job] = alice_client.get(f"/api/projects/{project.pk}/jobs").json()["jobs"]
+    assert (job["progress_done"], job["progress_total"]) == (300, 1400)
+    assert "300/1400" in alice_client.get(f"/projects/{project.pk}/").content.decode()
