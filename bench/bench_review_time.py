@@ -570,10 +570,11 @@ def main(argv=None) -> int:
             s["b_summary"] = summarise(s["b_runs"])
             log(f"{SCENE_NAMES[scene]} b: {first_pass['to']}, done {first_pass['done']}")
         save()
-        for mode, name in (("c", strategy), ("d", "random")):
-            if mode not in args.modes:
-                continue
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
+        # Seeds outside, modes inside: an interrupted run leaves whole pairs.
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for mode, name in (("c", strategy), ("d", "random")):
+                if mode not in args.modes:
+                    continue
                 run = loop_run(scene, name, seed, args, start, calibration, first_pass)
                 s.setdefault(f"{mode}_runs", []).append(run)
                 s[f"{mode}_summary"] = summarise(s[f"{mode}_runs"])
