@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from labeling.web.formatting import fixed3
 from labeling.web.input_parsing import text_problem
 
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -389,7 +390,7 @@ class Detection(models.Model):
         indexes = [models.Index(fields=["run", "kind", "label"])]
 
     def __str__(self):
-        return f"{self.label} {self.score:.2f} at ({self.x}, {self.y})"
+        return f"{self.label} {fixed3(self.score)} at ({self.x}, {self.y})"  # as every page
 
 
 class Annotation(models.Model):

@@ -117,3 +117,10 @@ def test_the_dashboard_names_the_running_cycle_to_follow(project, scored, alice_
     r = alice_client.get(reverse("project-dashboard", args=[project.pk]))
     assert r.context["config"]["cycle_job"] is None
     assert "Retrain cycle running" not in r.content.decode()
+
+
+def test_a_detection_reads_with_three_decimals_as_on_every_page():
+    from labeling.models import Detection
+
+    # The admin's rows once read "car 0.82" beside the pages' "car 0.820".
+    assert str(Detection(label="car", score=0.82, x=1, y=2, w=32, h=32)) == "car 0.820 at (1, 2)"
