@@ -447,6 +447,7 @@ def draw_chart(results: dict, path: Path) -> None:
             ax.axhline(target, color="k", lw=0.6, ls="--")
         ax.set_ylim(0.6, 1.005)
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
         ax.set_xlabel("reviewer minutes (log beyond 10)")
         ax.set_ylabel("scene-label object F1")
         ax.set_title(f"{SCENE_NAMES[scene]}: {s['objects']} objects")

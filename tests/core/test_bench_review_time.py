@@ -127,3 +127,22 @@ def test_every_mode_runs_on_the_tiny_demo_and_ends_with_correct_labels(tiny_demo
         assert phases[:3] == ["first model", "answers 1", "cycle 1"]
         assert run["trace"][1][0] == round(12 * COSTS["answer"], 1)
     assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_the_accept_score_is_where_the_boxes_from_the_top_stop_being_right_often_enough():
+    import numpy as np
+
+    from mlcore.inference.calibration import accept_scores
+    from mlcore.inference.scoring import ScoreGrid
+
+    # One row of six windows that do not overlap; cars under the first four. The car
+    # probabilities, best first: 0.99 right, 0.97 wrong, 0.95, 0.9, 0.8 right, 0.6 wrong.
+    car = np.array([0.99, 0.95, 0.9, 0.8, 0.97, 0.6])
+    probs = np.stack([car, np.zeros(6), 1.0 - car], -1)[None].astype(np.float32)
+    grid = ScoreGrid(np.array([0]), np.arange(6) * 32, probs, CLASSES, 32, 32)
+    truth = [box("car", 32 * k, 0) for k in range(4)]
+    # Precision of the top 1..6: 1, 1/2, 2/3, 3/4, 4/5, 4/6.
+    strict = accept_scores(grid, truth, {"car": 0.5, "boat": 0.5})
+    assert strict["car"] == pytest.approx(0.99) and strict["boat"] is None  # only the top box
+    loose = accept_scores(grid, truth, {"car": 0.5, "boat": 0.5}, precision=0.75)
+    assert loose["car"] == pytest.approx(0.8)  # the deepest prefix at 0.75 or better: top 5
