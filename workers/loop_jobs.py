@@ -22,7 +22,6 @@ from mlcore.model import starting_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.onnx"
-NO_SCENE_YET = "done: no scene to score yet (scenes added later are scored by this model)"
 
 
 class TrainingMaterialError(ValueError):
@@ -437,6 +436,11 @@ def train_model(ctx, project_id: int, version_id: int, progress=None):
             kind: {c: sum(1 for k in cset.of_class(c) if k.kind == kind) for c in cset.classes}
             for kind in ("original", "correction")
         },
+        # The dataset images it learns from (each once, however often its canvases repeat it):
+        # the model's row says so beside the reviewed labels (labeling.loop.trained_on).
+        "dataset_images": len(
+            {p[0] for c in cset.canvases if c.kind == "original" for p in c.placements}
+        ),
     }
     ctx.log(f"training v{version.number} ({version.engine}) with {config}; windows {windows}")
     engine = get_engine(version.engine)
@@ -581,14 +585,31 @@ def _retrain_cycle(ctx, version_id: int):
     else:
         cycle.advance(version, "scoring", allowed=("pending", "training"))
         runs = cycle.enqueue_scoring(version)
-    queued = f"{len(runs)} scene(s) queued for scoring" if runs else NO_SCENE_YET
-    phases("scoring")(1, 1, queued)
+    phases("scoring")(1, 1, scoring_message(project, runs))
     if not runs:
         version.refresh_from_db()
         if not cycle.promote(version):
             raise cycle.VersionNotInFlight(f"model v{version.number} was failed meanwhile")
     ctx.log(f"v{version.number}: {len(runs)} scoring run(s) queued")
     return {"version": version.number, "runs": [r.pk for r in runs], "at": str(timezone.now())}
+
+
+def scoring_message(project, runs) -> str:
+    """What the cycle's scoring step did, as it happened: the scenes it queued, or why it
+    queued none (a scene still importing is scored by the current model once its import ends:
+    workers.data_jobs.queue_follow_up)."""
+    if runs:
+        return f"{len(runs)} scene{'s' if len(runs) != 1 else ''} queued for scoring"
+    importing = list(
+        project.scenes.filter(pixels_key="").order_by("pk").values_list("name", flat=True)
+    )
+    if importing:
+        names = ", ".join(repr(n) for n in importing)
+        return (
+            f"scene{'s' if len(importing) != 1 else ''} {names} still importing: scored by "
+            "this model when the import ends"
+        )
+    return "no scene yet: scenes added later are scored by this model"
 
 
 class phase_ctx:  # noqa: N801 - a tiny adapter used like a function

@@ -6,10 +6,11 @@ import django_rq
 from django.db import transaction
 from django.utils import timezone
 
+from labeling.jobs.kinds import CYCLE_KIND, job_label
 from labeling.models import JobRecord, ScoringRun
 
 # Which RQ queue a kind of job runs on: training wants the GPU worker, scoring the Spark driver.
-QUEUE_OF_KIND = {"train": "train", "retrain_cycle": "train", "score": "score"}
+QUEUE_OF_KIND = {"train": "train", CYCLE_KIND: "train", "score": "score"}
 ACTIVE = ("queued", "running")
 # A record still without its RQ job id this long after creation was never pushed to Redis (the
 # push runs right after the commit and takes milliseconds): it is failed, never left queued.
@@ -245,6 +246,7 @@ def job_state(record: JobRecord) -> dict:
     return {
         "id": record.pk,
         "kind": record.kind,
+        "label": job_label(record),  # the kind in words, for people
         "status": record.status,
         "done": record.progress_done,
         "total": record.progress_total,

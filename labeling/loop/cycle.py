@@ -18,13 +18,13 @@ from django.db.models import Max
 from django.utils import timezone
 
 from labeling.jobs.enqueue import ACTIVE, QueueUnavailable, cancel, enqueue, fail_run_of, reconcile
+from labeling.jobs.kinds import CYCLE_KIND
 from labeling.loop.cycle_lock import cycle_process_running
 from labeling.loop.first_model import check_first_model
 from labeling.models import Annotation, JobRecord, ModelVersion, Project, Scene, ScoringRun
 from mlcore.model import starting_model
 from mlcore.train.profiles import TRAIN_PROFILES, profile_config, profile_start
 
-CYCLE_KIND = "retrain_cycle"
 IN_FLIGHT = ("pending", "training", "scoring")
 
 # Training profiles (tiny / quick / full) live in mlcore so the CLI and benchmarks share them.

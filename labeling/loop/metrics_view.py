@@ -19,6 +19,7 @@ from django.db.models import Count
 
 from labeling.loop.cycle import effective_annotations, rounded_prf, training_label
 from labeling.loop.regions import is_region, object_boxes, region_windows
+from labeling.loop.trained_on import trained_on
 from labeling.models import Annotation, ScoringRun
 from labeling.scoring.results import load_grid, load_scene_ground_truth, project_thresholds
 from labeling.scoring.thresholds import run_threshold_source, run_thresholds
@@ -176,6 +177,7 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
     for version in project.model_versions.order_by("number"):
         data = version.data_counts or {}
         labels_used = int(data.get("annotations_used", 0) or 0)
+        labels_known = "annotations_used" in data or version.status == "ready"
         # Effective labels only (what the cycle learnt from: labeling.loop.cycle.
         # pending_annotations): the consumed rows also hold undone and superseded answers and
         # the undo rows. A version learnt its labels once it was promoted (ready), so the total
@@ -218,7 +220,9 @@ def version_rows(project, with_annotations: bool = True) -> list[dict]:
                 "parent": version.parent.number if version.parent_id else None,
                 "labels_used": labels_used,
                 # False while a cycle has not fed its corrections yet (labels used not known).
-                "labels_known": "annotations_used" in data or version.status == "ready",
+                "labels_known": labels_known,
+                # Dataset images and reviewed labels apart, in words (the dashboard's row).
+                "trained_on": trained_on(version, labels_used, labels_known),
                 "labels_consumed": consumed[version.pk],
                 "labels_cumulative": cumulative,
                 "val_accuracy": (version.metrics or {}).get("val_accuracy"),

@@ -11,6 +11,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
 from labeling.jobs.enqueue import job_state
+from labeling.jobs.kinds import job_label
 from labeling.loop.cycle import (
     TRAIN_PROFILES,
     CycleAlreadyRunning,
@@ -70,6 +71,7 @@ def job_json(record: JobRecord, with_log: bool = False) -> dict:
         "id": record.pk,
         "project": record.project_id,
         "kind": record.kind,
+        "label": state["label"],  # the kind in words (labeling.jobs.kinds)
         "queue": record.queue,
         "status": record.status,
         "progress_done": record.progress_done,
@@ -127,11 +129,14 @@ def api_retrain(request, project_id):
         return JsonResponse(body, status=409)
     version = ModelVersion.objects.get(pk=record.params["version_id"])
     if not as_json:
-        what = "Retrain cycle" if version.parent_id else "First model"
-        messages.success(request, f"{what} started: model v{version.number} is training.")
+        messages.success(
+            request, f"{job_label(record)} started: model v{version.number} is training."
+        )
         return _back(request, project)
     return JsonResponse(
-        {"job": record.pk, "version": version.number, "status": version.status}, status=202
+        {"job": record.pk, "label": job_label(record), "version": version.number,
+         "status": version.status},
+        status=202,
     )
 
 

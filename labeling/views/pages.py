@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_safe
 
 from labeling.jobs.enqueue import ACTIVE, job_state
+from labeling.jobs.kinds import job_label
 from labeling.loop import first_model
 from labeling.loop.cycle import (
     CYCLE_KIND,
@@ -277,6 +278,7 @@ def project_dashboard(request, project_id):
             "export_url": _url("api-export", project.pk),
             "labels_url": _url("api-labels", project.pk),
             "cycle_running": cycle_running,
+            "cycle_label": job_label(cycle_job) if cycle_job else "",
             "next_step": next_step,
             "config": config,
             "datasets": project.datasets.all()[:10],
@@ -387,6 +389,13 @@ def class_mix(project, pending=None) -> list[dict]:
     return [{"name": c, "count": n, "color": colours.get(c, "#9e9e9e")} for c, n in counts.items()]
 
 
+def queue_next_step(project) -> dict:
+    """The dashboard's next step (labeling.loop.first_model.next_step), for a project that has
+    no model yet: what to mark, that the first model can be trained now, or that it trains."""
+    running = JobRecord.objects.filter(project=project, kind=CYCLE_KIND, status__in=ACTIVE)
+    return first_model.next_step(project, pending_annotations(project), running.exists())
+
+
 @require_safe
 def review_queue(request, project_id):
     project = project_for(request.user, project_id)
@@ -428,6 +437,8 @@ def review_queue(request, project_id):
             "config": config,
             "class_mix": mix,
             "class_mix_total": sum(m["count"] for m in mix),
+            # Without a model the queue has nothing to hand out: it says the project's next step.
+            "next_step": None if project.current_model() else queue_next_step(project),
             "skip_returns_after": skip_returns_after(),
         },
     )

@@ -298,7 +298,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "post": {"summary": "Start a retrain cycle", "tags": ["loop"],
                  "parameters": [_q("profile", "training profile", enum=["tiny", "quick",
                                                                          "full"])],
-                 "responses": _ok("{job, version}", "202")
+                 "responses": _ok("{job, label, version}", "202")
                  | {"409": {"description": "a cycle is already running",
                             "content": {"application/json": {"schema": ERROR}}}}},
     },
@@ -309,7 +309,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     "api-jobs": {
         "get": {"summary": "Recent jobs of the project with progress", "tags": ["loop"],
                 "parameters": [_q("limit", "1-200, default 50", "integer")],
-                "responses": _ok("{\"jobs\": [...]}")},
+                "responses": _ok("{\"jobs\": [...]}: each with its kind (an identifier) "
+                                 "and its label (the kind in words)")},
     },
     "api-job": {
         "get": {"summary": "One job with its log", "tags": ["loop"], "responses": _ok("job")},

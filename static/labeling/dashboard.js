@@ -56,7 +56,7 @@
     if (job.error) msg.appendChild(api.el("span", {class: "error", text: job.error.slice(0, 160)}));
     else msg.textContent = job.message || "";
     return api.el("tr", {"data-job": String(job.id), class: "job-" + job.status}, [
-      api.el("td", {text: String(job.id)}), api.el("td", {text: job.kind}),
+      api.el("td", {text: String(job.id)}), api.el("td", {class: "job-kind", title: job.kind, text: job.label || job.kind}),
       api.el("td", {class: "job-status", text: job.status}),
       api.el("td", {}, [bar, api.el("span", {class: "hint", text: " " + done + "/" + total})]),
       api.el("td", {class: "job-time", "data-started": job.started_at || "", text: duration(jobSeconds(job))}),
@@ -116,7 +116,8 @@
     if (!followed.job) return;
     const job = jobs.find(function (j) { return j.id === followed.job; });
     if (!job) return;
-    const what = "Retrain cycle" + (followed.version ? " of model v" + followed.version : "") + " (job " + job.id + ")";
+    // "First model (model v1, job 5)", "Retrain cycle (job 9)": the job's kind in words.
+    const what = (job.label || job.kind) + " (" + (followed.version ? "model v" + followed.version + ", " : "") + "job " + job.id + ")";
     if (ACTIVE.includes(job.status)) {
       message(what + " running" + (job.message ? ": " + job.message : "") + ".", "ok");
     } else if (job.status === "failed") {
@@ -155,7 +156,7 @@
         button.disabled = true;
         api.post(form.action).then(function (data) {
           followed.job = data.job; followed.version = data.version;
-          message("Retrain cycle started: model v" + data.version + " (job " + data.job + ").", "ok");
+          message((data.label || "Retrain cycle") + " started: model v" + data.version + " (job " + data.job + ").", "ok");
           clearTimeout(timer); poll();
         }).catch(function (err) {
           message(err.message, err.status === 409 ? "warn" : "error");

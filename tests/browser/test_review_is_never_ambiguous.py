@@ -373,7 +373,9 @@ def test_dashboard_shows_the_cycle_live_and_labels_agree_with_the_curve(
         "seen_annotation_ids": list(cycle.unconsumed(project).values_list("pk", flat=True)),
     })  # fmt: skip
     expect(row).to_contain_text("training")
-    expect(row.locator("td").nth(4)).to_have_text("3")
+    expect(row.locator("td.trained-on")).to_have_text(
+        "3 reviewed labels; dataset images counted once it is trained"
+    )
     job_time = page.locator(f"#job-table tr[data-job='{job.pk}'] td.job-time")
     expect(job_time).to_have_text(re.compile(r"^\d+ s$"))
     first_time = int(job_time.inner_text().split()[0])
