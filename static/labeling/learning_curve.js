@@ -7,6 +7,7 @@
   const box = document.getElementById("learning-curve");
   if (!node || !box) return;
   const data = JSON.parse(node.textContent);
+  const fixed3 = window.LabelingApi.fixed3;  // every figure with three decimals, ticks too
   const own = data.project || [];
   const sims = data.simulations || [];
   if (!own.length && !sims.length) return;
@@ -42,7 +43,7 @@
   for (let i = 0; i <= 5; i++) {
     const v = top * i / 5;
     root.appendChild(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e5e7eb"}));
-    root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, v.toFixed(3)));
+    root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085", class: "tick-y"}, fixed3(v)));
     const lv = Math.round(maxLabels * i / 5);
     root.appendChild(svg("text", {x: x(lv), y: H - B + 16, "text-anchor": "middle", "font-size": 11, fill: "#667085"}, String(lv)));
   }
@@ -64,8 +65,8 @@
     root.appendChild(svg("path", attrs));
     for (const p of line.points) {
       const dot = svg("circle", {cx: x(p.labels), cy: y(p.f1), r: 4, fill: line.colour});
-      dot.appendChild(svg("title", {}, line.name + " · " + p.note + ": " + p.labels + " labels, object F1 " + p.f1.toFixed(3) +
-        (p.low !== undefined && p.high > p.low ? " (runs " + p.low.toFixed(3) + "–" + p.high.toFixed(3) + ")" : "")));
+      dot.appendChild(svg("title", {}, line.name + " · " + p.note + ": " + p.labels + " labels, object F1 " + fixed3(p.f1) +
+        (p.low !== undefined && p.high > p.low ? " (runs " + fixed3(p.low) + "–" + fixed3(p.high) + ")" : "")));
       root.appendChild(dot);
     }
   }

@@ -6,6 +6,7 @@
   const box = document.getElementById("metrics-chart");
   if (!node || !box) return;
   const rows = (JSON.parse(node.textContent).rows || []);
+  const fixed3 = window.LabelingApi.fixed3;  // every figure with three decimals, ticks too
   if (!rows.length) return;
   const NS = "http://www.w3.org/2000/svg";
   const W = 720, H = 280, L = 48, R = 56, T = 16, B = 36;
@@ -18,9 +19,9 @@
   ].filter(function (s) { return rows.some(function (r) { return r[s.key]; }); });
   function tip(r, s, m) {
     if (s.key === "coco")
-      return "v" + r.number + " COCO AP@0.5 " + m.ap50.toFixed(3) + " · AP@[.5:.95] " + m.ap.toFixed(3);
-    return "v" + r.number + " " + s.name + ": F1 " + m.f1.toFixed(3) +
-      " · precision " + m.precision.toFixed(3) + " · recall " + m.recall.toFixed(3) + " (tp " + m.tp + ", fp " + m.fp + ", fn " + m.fn + ")";
+      return "v" + r.number + " COCO AP@0.5 " + fixed3(m.ap50) + " · AP@[.5:.95] " + fixed3(m.ap);
+    return "v" + r.number + " " + s.name + ": F1 " + fixed3(m.f1) +
+      " · precision " + fixed3(m.precision) + " · recall " + fixed3(m.recall) + " (tp " + m.tp + ", fp " + m.fp + ", fn " + m.fn + ")";
   }
 
   function svg(tag, attrs, text) {
@@ -39,7 +40,7 @@
   for (let k = 0; k <= 5; k++) {  // grid and left axis (0..1)
     const v = k / 5;
     root.appendChild(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e5e7eb"}));
-    root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, v.toFixed(1)));
+    root.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085", class: "tick-y"}, fixed3(v)));
   }
   if (rows.some(function (r) { return r.labels_cumulative; }))
     root.appendChild(svg("text", {x: W - R + 6, y: T + 4, "font-size": 11, fill: "#98a2b3"}, maxLabels + " labels"));
