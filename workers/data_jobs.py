@@ -244,15 +244,23 @@ def import_scene(ctx, scene_id: int):
 
 
 def queue_follow_up(scene: Scene) -> dict:
-    """Deep-zoom tiles, and a first scoring when the project has a current model."""
+    """Deep-zoom tiles, and a first scoring when the project has a current model that has not
+    scored the scene yet."""
     from labeling.jobs.enqueue import enqueue
 
     project = scene.project
     with transaction.atomic():
+        # The scene's row lock: a cycle promoting its version now scores the scenes that
+        # version has not scored under the same lock (labeling.loop.cycle.
+        # score_scenes_imported_meanwhile), so the scene is scored once, never twice or never.
+        Scene.objects.select_for_update().get(pk=scene.pk)
         dzi = enqueue("dzi", "workers.data_jobs.generate_dzi", project=project, scene_id=scene.pk)
         result = {"dzi_job": dzi.pk}
         model = project.current_model()
-        if model is not None:
+        if (
+            model is not None
+            and not ScoringRun.objects.filter(scene=scene, model_version=model).exists()
+        ):
             run = ScoringRun.objects.create(scene=scene, model_version=model, status="queued")
             score = enqueue(
                 "score", "workers.score_jobs.score_scene", project=project, run_id=run.pk

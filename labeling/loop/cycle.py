@@ -436,7 +436,24 @@ def promote(version) -> bool:
         version.status, version.is_current, version.finished_at = "ready", True, timezone.now()
         version.save(update_fields=["status", "is_current", "finished_at", "metrics"])
         consume_learnt(version)
+    score_scenes_imported_meanwhile(version)
     return True
+
+
+def score_scenes_imported_meanwhile(version) -> list[ScoringRun]:
+    """Score with the version just made current every scene it has not scored: a scene whose
+    import ended while the cycle ran was skipped by its scoring step (no pixels yet) and
+    scored by the model current then, or by none before a first model. Each scene's row lock,
+    also taken by the import's follow-up (workers.data_jobs.queue_follow_up), makes sure one of
+    the two scores it, never both."""
+    runs = []
+    scenes = Scene.objects.filter(project_id=version.project_id).exclude(pixels_key="")
+    for scene in scenes.exclude(scoring_runs__model_version=version).order_by("pk"):
+        with transaction.atomic():
+            Scene.objects.select_for_update().get(pk=scene.pk)
+            if not ScoringRun.objects.filter(scene=scene, model_version=version).exists():
+                runs += enqueue_scoring(version, [scene])
+    return runs
 
 
 def version_metrics(version) -> dict:

@@ -107,3 +107,24 @@ def test_the_queue_without_a_model_says_the_next_step(project, alice_client):
                              params={"version_id": version.pk})  # fmt: skip
     html = alice_client.get(url).content.decode()
     assert re.search(r'id="queue-no-model">A training cycle is running', html)
+
+
+def test_a_scene_imported_while_the_first_model_trained_is_scored_by_it_once(project):
+    """The scoring step found the scene still importing; its import ended before the version
+    was promoted (no current model then: the import's follow-up scored nothing). Promotion
+    scores it, and a follow-up running after that does not score it again."""
+    from labeling.loop import cycle
+    from workers.data_jobs import queue_follow_up
+
+    scene = Scene.objects.create(project=project, name="harbour.tif", image_key="k")
+    version = _version(project, 1, status="scoring", model_key="m.onnx",
+                       train_config={"finetune_from": None})  # fmt: skip
+    Scene.objects.filter(pk=scene.pk).update(pixels_key="p.npy", width=64, height=64)
+    scene.refresh_from_db()
+    assert "scoring_run" not in queue_follow_up(scene)  # no current model yet
+    assert cycle.promote(version)
+    [run] = ScoringRun.objects.filter(scene=scene)
+    assert run.model_version_id == version.pk
+    assert JobRecord.objects.filter(kind="score", params__run_id=run.pk).count() == 1
+    assert "scoring_run" not in queue_follow_up(scene)  # scored once, not twice
+    assert ScoringRun.objects.filter(scene=scene).count() == 1
