@@ -454,8 +454,7 @@ def augment_crops(batch: WindowBatch, config: TrainConfig, generator: torch.Gene
     """:func:`augment` of dense-training crops: a flipped crop's windows are its grid's mirror
     images, so each window's targets move to the mirrored place (box targets flipped too)."""
     images, n, dev = batch.images.float(), batch.images.shape[0], batch.images.device
-    g = batch.labels.shape[0] // n
-    g = int(round(math.sqrt(g)))
+    g = crop_grid(images.shape[1], config.window, config.step)
     targets = {name: getattr(batch, name).view(n, g, g, *getattr(batch, name).shape[1:])
                for name in ("labels", "heads", "weights", "box_target", "box_weight")}  # fmt: skip
     for axis, on in ((2, config.hflip), (1, config.vflip)):
