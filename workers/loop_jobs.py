@@ -388,6 +388,8 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
 
 
 def _local_model_file(key: str) -> Path:
+    from workers.spark_score import download_dense_sibling
+
     storage = get_storage()
     local = storage.local_path(key)
     if local is not None:
@@ -396,6 +398,8 @@ def _local_model_file(key: str) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(storage.read(key))
+        # A model file that is scored densely (its calibration too) needs its dense graph.
+        download_dense_sibling(storage, key, target)
     return target
 
 

@@ -301,14 +301,14 @@ def _resolve_model(model_path_or_key: str, storage) -> Path:
             keys = [k for k in storage.list(prefix) if "/" not in k[len(prefix) :]]
         for each in keys:
             download_file(storage, each, folder / Path(each).name)
-        _download_dense_sibling(storage, key, folder / path.name)
+        download_dense_sibling(storage, key, folder / path.name)
         return folder / path.name
     raise SparkScoringError(
         f"model {model_path_or_key!r} is neither a local file nor a key in {storage.root_url}"
     )
 
 
-def _download_dense_sibling(storage, key: str, local: Path) -> None:
+def download_dense_sibling(storage, key: str, local: Path) -> None:
     """The dense graph a downloaded model file names (its ``dense_model``), from beside its key,
     when the storage has it: without it the model is scored per window."""
     from mlcore.inference.dense_scoring import dense_model_name
