@@ -86,8 +86,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="another training option of the fine-tune")  # fmt: skip
-    parser.add_argument("--dev", action="store_true",
-                        help="the calibration scene's figures only (to choose a variant on)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="the calibration scene's figures only (to choose a variant on)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     demo = REPO / args.demo

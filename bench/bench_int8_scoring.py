@@ -86,8 +86,10 @@ def agreement(reference, grid) -> dict:
     import numpy as np
 
     same_top = reference.probs.argmax(-1) == grid.probs.argmax(-1)
-    out = {"top_class_agreement": round(float(same_top.mean()), 4),
-           "max_abs_prob_diff": round(float(np.abs(reference.probs - grid.probs).max()), 4)}
+    out = {
+        "top_class_agreement": round(float(same_top.mean()), 4),
+        "max_abs_prob_diff": round(float(np.abs(reference.probs - grid.probs).max()), 4),
+    }
     if reference.boxes is not None and grid.boxes is not None:
         diff = np.abs(reference.boxes - grid.boxes)
         out |= {"mean_abs_box_diff_px": round(float(diff.mean()), 3),
@@ -126,8 +128,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration-windows", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0, help="which calibration windows")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="the windows/s rounds only (a second look at noisy speed rows)")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="the windows/s rounds only (a second look at noisy speed rows)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     demo = REPO / args.demo
@@ -176,8 +181,7 @@ def main(argv=None) -> int:
         print(f"{name}: {rows[name]}", flush=True)
     load["after"] = os.getloadavg()
 
-    keys = () if args.speed_only else ("mona_lisa_f1", "mona_lisa_ap50", "rocket_f1",
-                                       "rocket_ap50")
+    keys = () if args.speed_only else ("mona_lisa_f1", "mona_lisa_ap50", "rocket_f1", "rocket_ap50")
     print("\n" + " | ".join(["model", "windows/s (rounds)", *keys]))
     for name, row in rows.items():
         rates = ", ".join(f"{r:.0f}" for r in row["windows_per_s"])

@@ -477,9 +477,11 @@ def table(results: dict) -> str:
             if not m:
                 continue
             done = f"{cell(m['seconds_done'])} s ({m['final_f1']['min']:.3f})"
-            lines.append(f"| {SCENE_NAMES[scene]} | {mode}: {MODES[mode]} | {len(m['seeds'])} | "
-                         f"{cell(m['seconds_to_0.95'])} | {cell(m['actions_to_0.95'])} | "
-                         f"{cell(m['seconds_to_0.99'])} | {cell(m['actions_to_0.99'])} | {done} |")
+            lines.append(
+                f"| {SCENE_NAMES[scene]} | {mode}: {MODES[mode]} | {len(m['seeds'])} | "
+                f"{cell(m['seconds_to_0.95'])} | {cell(m['actions_to_0.95'])} | "
+                f"{cell(m['seconds_to_0.99'])} | {cell(m['actions_to_0.99'])} | {done} |"
+            )
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ def _count(n: int, one: str, many: str) -> str:
 
 
 def dataset_images_text(data_counts: dict) -> str:
-    """"50,000 dataset images"; "no dataset images" for a model of the scene marks alone; the
+    """ "50,000 dataset images"; "no dataset images" for a model of the scene marks alone; the
     project's dataset images without a number for a version trained before it was counted."""
     n = data_counts.get("dataset_images")
     if n is not None:

@@ -134,8 +134,12 @@ def api_retrain(request, project_id):
         )
         return _back(request, project)
     return JsonResponse(
-        {"job": record.pk, "label": job_label(record), "version": version.number,
-         "status": version.status},
+        {
+            "job": record.pk,
+            "label": job_label(record),
+            "version": version.number,
+            "status": version.status,
+        },
         status=202,
     )
 

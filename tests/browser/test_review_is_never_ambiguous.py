@@ -103,8 +103,13 @@ def test_corrections_have_their_own_style_and_the_model_box_stays_visible(
     expect(page.locator("#toast")).to_contain_text("was car → boat")
     # A missed object marked just above a model box: its tag (under its frame) would sit on
     # that box's score label (above the box).
-    near = next(b for b in boxes if b.pk not in (fp_box.pk, other.pk) and b.y >= 48
-                and min(abs(b.x - o.x) + abs(b.y - o.y) for o in (fp_box, other)) > 120)
+    near = next(
+        b
+        for b in boxes
+        if b.pk not in (fp_box.pk, other.pk)
+        and b.y >= 48
+        and min(abs(b.x - o.x) + abs(b.y - o.y) for o in (fp_box, other)) > 120
+    )
     page.evaluate("([x, y]) => sceneViewer.zoomTo(x, y, 200, 140)", [near.x - 80, near.y - 60])
     page.wait_for_timeout(300)
     xs = page.evaluate("([x, y]) => [sceneViewer.pageXY(x, y).x, sceneViewer.pageXY(x + 100, y).x]",
@@ -133,8 +138,12 @@ def test_corrections_have_their_own_style_and_the_model_box_stays_visible(
     draw = page.evaluate("() => sceneViewer.lastDraw()")
 
     def overlap(a, b):
-        return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and \
-            a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+        return (
+            a["x"] < b["x"] + b["w"]
+            and b["x"] < a["x"] + a["w"]
+            and a["y"] < b["y"] + b["h"]
+            and b["y"] < a["y"] + a["h"]
+        )
 
     taken = draw["taken"]
     tags = [c["tag"] for c in draw["corrections"]]
