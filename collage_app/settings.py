@@ -122,9 +122,9 @@ DEFAULT_TRAIN_PROFILE = os.environ.get("DEFAULT_TRAIN_PROFILE", "quick")
 # is below the current model's by more than this margin is kept, ready, but not made current;
 # the dashboard says why and offers "Make current". In F1 units. Why 0.01: over 10 paired seeds
 # the change of this figure in one retrain varies by a standard deviation of 0.003-0.007 between
-# fine-tune seeds of the same answers (median 0.0055; docs/loop.md#no-silent-regressions-the-margin),
-# so 0.01 is about 1.8 of them: a retrain truly as good as its parent is held back in ~3-4% of
-# cycles, and one 0.02 worse is caught in ~96%. 1 never holds a version back.
+# fine-tune seeds of the same answers (median 0.0055; docs/loop.md, "No silent regressions: the
+# margin"), so 0.01 is about 1.8 of them: a retrain truly as good as its parent is held back
+# in ~3-4% of cycles, and one 0.02 worse is caught in ~96%. 1 never holds a version back.
 PROMOTION_MARGIN = env_float("PROMOTION_MARGIN", 0.01)
 
 # --- review -------------------------------------------------------------------------------------
