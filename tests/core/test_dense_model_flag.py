@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from dense_helpers import export_flagged, varied_model
 from PIL import Image
 
 from mlcore.cli import main
@@ -14,13 +14,11 @@ from mlcore.inference.calibration import calibration_summary
 from mlcore.inference.dense_scoring import (
     DenseScorer,
     dense_scorer_for,
-    export_dense_onnx,
     score_scene_dense,
 )
 from mlcore.inference.scoring import OnnxScorer, ScoreGrid, score_scene
 from mlcore.ingest.scenes import ArrayScene
 from mlcore.model.export import export_onnx
-from mlcore.model.network import build_model
 
 CLASSES = ["car", "negative"]
 
@@ -28,19 +26,9 @@ CLASSES = ["car", "negative"]
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The same network exported twice: flagged (with model.dense.onnx) and plain."""
-    torch.manual_seed(0)
-    model = build_model(2, depth=8, width=8, box_head=True)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):  # not the near-identity of a fresh net
-                m.weight.uniform_(0.5, 1.5)
-                m.running_mean.uniform_(-0.2, 0.2)
-        torch.nn.init.normal_(model.fc.weight, std=0.05)
-    model.eval()
+    model = varied_model(2, seed=0)
     flagged = tmp_path_factory.mktemp("flagged")
-    per_window = export_onnx(model, flagged / "model.onnx", CLASSES)
-    dense = export_dense_onnx(model, flagged / "model.dense.onnx", CLASSES,
-                              per_window_path=per_window)  # fmt: skip
+    per_window, dense = export_flagged(model, flagged, CLASSES)
     plain = export_onnx(model, tmp_path_factory.mktemp("plain") / "model.onnx", CLASSES)
     scene = np.random.default_rng(0).integers(0, 256, (112, 144, 3), dtype=np.uint8)
     picture = tmp_path_factory.mktemp("scene") / "scene.png"

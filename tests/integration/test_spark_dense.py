@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from dense_helpers import export_flagged, varied_model
 from spark_helpers import put_scene
 
-from mlcore.inference.dense_scoring import DenseScorer, export_dense_onnx, score_scene_dense
+from mlcore.inference.dense_scoring import DenseScorer, score_scene_dense
 from mlcore.inference.scoring import OnnxScorer, score_scene
 from mlcore.ingest.scenes import NpyScene
-from mlcore.model.export import export_onnx
-from mlcore.model.network import build_model
 from mlcore.storage import storage_from_url
 from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
 
@@ -34,18 +32,8 @@ def spark():
 
 
 def test_spark_partitions_join_densely_without_seams(spark, tmp_path):
-    torch.manual_seed(3)
-    model = build_model(3, depth=8, width=8, box_head=True)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):  # not the near-identity of a fresh net
-                m.weight.uniform_(0.5, 1.5)
-                m.running_mean.uniform_(-0.2, 0.2)
-        torch.nn.init.normal_(model.fc.weight, std=0.05)
-    model.eval()
-    per_window = export_onnx(model, tmp_path / "model.onnx", CLASSES)
-    dense = export_dense_onnx(model, tmp_path / "model.dense.onnx", CLASSES,
-                              per_window_path=per_window)  # fmt: skip
+    model = varied_model(3, seed=3)
+    per_window, dense = export_flagged(model, tmp_path, CLASSES)
     store = storage_from_url(str(tmp_path / "store"))
     put_scene(store, "scenes/s.npy", HEIGHT, WIDTH)
     for path in (per_window, dense):  # where the export job puts a version's files
