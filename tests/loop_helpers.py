@@ -146,15 +146,17 @@ def save_calibration_scene(project):
 
 
 def finished_cycle(project, scene, like, parent, classes, alice) -> ModelVersion:
-    """A cycle's version at the end of its chain: trained on one answer, exported and
-    calibrated by the export job's calibrate step (the model file: the colour detector with
-    ``classes`` in that order), every scene scored."""
+    """A retrain cycle's version (fine-tuned from ``parent``, as start_cycle records it) at the
+    end of its chain: trained on one answer, exported and calibrated by the export job's
+    calibrate step (the model file: the colour detector with ``classes`` in that order), every
+    scene scored."""
     answer, _ = record_annotation(project, scene, alice, kind="false_negative", label="car",
                                   x=0, y=0, w=32, h=32)  # fmt: skip
     number = project.model_versions.count() + 1
     version = ModelVersion.objects.create(
         project=project, number=number, status="training", parent=parent, classes=classes,
         data_counts={"seen_annotation_ids": [answer.pk]},
+        train_config={"finetune_from": parent.number if parent else None},
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = colour_onnx_model(Path(tmp) / "model.onnx", classes, project.window_size)
