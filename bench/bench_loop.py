@@ -66,6 +66,16 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def has_first_model(demo: Path) -> bool:
+    """Whether ``demo`` holds the first model of `python -m mlcore demo`; if not, say how to
+    make it."""
+    if (demo / "model" / "model.onnx").exists():
+        return True
+    print(f"error: {demo} holds no first model: run `python -m mlcore demo --out {demo}`",
+          file=sys.stderr)  # fmt: skip
+    return False
+
+
 def load_scene(demo: Path, stem: str):
     from PIL import Image
 
@@ -591,9 +601,7 @@ def main(argv=None) -> int:
     from mlcore.train.profiles import profile_config
 
     demo = Path(args.demo)
-    if not (demo / "model" / "model.onnx").exists():
-        print(f"error: {demo} holds no first model: run `python -m mlcore demo --out {demo}`",
-              file=sys.stderr)  # fmt: skip
+    if not has_first_model(demo):
         return 2
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:

@@ -514,9 +514,7 @@ def main(argv=None) -> int:
     from mlcore.sampling import DEFAULT_STRATEGY
 
     demo = Path(args.demo)
-    if not (demo / "model" / "model.onnx").exists():
-        print(f"error: {demo} holds no first model: run `python -m mlcore demo --out {demo}`",
-              file=sys.stderr)  # fmt: skip
+    if not bench_loop.has_first_model(demo):
         return 2
     strategy = args.strategy or DEFAULT_STRATEGY
     started = time.perf_counter()

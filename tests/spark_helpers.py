@@ -79,3 +79,15 @@ def put_scene(storage, key: str, height: int, width: int, seed: int = 1) -> np.n
     np.save(buffer, pixels)
     storage.write(key, buffer.getvalue())
     return pixels
+
+
+LOCAL_MASTER = "local[2]"
+
+
+def local_spark_session():
+    """A Spark session in local mode on two cores, without its web UI, bound to loopback: what
+    the Spark scoring tests run on (one per test module, stopped after it)."""
+    from workers.spark_score import get_spark
+
+    conf = {"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"}
+    return get_spark(LOCAL_MASTER, conf=conf)

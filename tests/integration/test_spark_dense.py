@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dense_helpers import export_flagged, varied_model
-from spark_helpers import put_scene
+from spark_helpers import LOCAL_MASTER, local_spark_session, put_scene
 
 from mlcore.inference.dense_scoring import DenseScorer, score_scene_dense
 from mlcore.inference.scoring import OnnxScorer, score_scene
 from mlcore.ingest.scenes import NpyScene
 from mlcore.storage import storage_from_url
-from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
+from workers.spark_score import score_scene_on_spark, stop_spark
 
-MASTER = "local[2]"
+MASTER = LOCAL_MASTER
 # 12 window rows at step 16, the last clamped to 186 (off the trunk's 4 px grid: its own phase).
 HEIGHT, WIDTH, STEP = 218, 330, 16
 CLASSES = ["negative", "car", "boat"]
@@ -24,9 +24,7 @@ CLASSES = ["negative", "car", "boat"]
 
 @pytest.fixture(scope="module")
 def spark():
-    session = get_spark(
-        MASTER, conf={"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"}
-    )
+    session = local_spark_session()
     yield session
     stop_spark(session)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from adls_standin import DEFAULT_KEY, AdlsStandIn
-from spark_helpers import put_scene, tiny_onnx_model
+from spark_helpers import LOCAL_MASTER, local_spark_session, put_scene, tiny_onnx_model
 
 from mlcore.inference.scoring import load_scorer, score_scene
 from mlcore.ingest.scenes import NpyScene
@@ -26,15 +26,13 @@ from workers.spark_score import (
     write_scores_parquet,
 )
 
-MASTER = "local[2]"
+MASTER = LOCAL_MASTER
 HEIGHT, WIDTH, STEP = 216, 328, 16  # 12 window rows (last one clamped) x 20 columns
 
 
 @pytest.fixture(scope="module")
 def spark():
-    session = get_spark(
-        MASTER, conf={"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"}
-    )
+    session = local_spark_session()
     yield session
     stop_spark(session)
 
