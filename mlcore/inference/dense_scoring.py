@@ -8,8 +8,9 @@ first blocks have strides 1, 2, 2: the feature map is at 1/4 of the pixel resolu
 4),
 so a 32 px window is an 8x8 feature block, and a window whose origin is a multiple of 4 maps to
 whole feature cells. The per-window network ends in a global average pool over that 8x8 map and
-two linear heads (``fc``: head logits, ``box``: 4 offsets + centredness). Dense scoring takes the
-mean of the window's 8x8 block of the *scene's* feature map and applies the same heads (numpy).
+two linear heads (``fc``: head logits, ``box``: 4 offsets + centredness; a ``quadrants`` box head
+reads the four 4x4 quadrant means instead: mlcore.model.box_head). Dense scoring takes the same
+means of the window's 8x8 block of the *scene's* feature map and applies the same heads (numpy).
 
 *Tiles and halos.* The trunk is run on tiles of the scene (about TILE_PX square, so memory
 stays bounded however wide the scene: ONNX Runtime holds ~250 bytes per tile pixel). A tile
@@ -55,10 +56,11 @@ Model file
 :func:`export_dense_onnx` writes a second graph next to the per-window file (``model.onnx`` ->
 ``model.dense.onnx``): input ``images`` uint8 (1, H, W, 3), any H and W, normalisation inside the
 graph (as mlcore.model.export); outputs ``features`` float32 (1, ceil(H/4), ceil(W/4), C) (NHWC, so
-the pooling reads contiguous channels), and the heads' constants ``head_weight`` (H+5, C) (fc rows
-then box rows), ``head_bias`` and ``head_to_class`` (H, classes), read once when the file is
-opened. metadata_props: ``dense`` = true, ``stride``, ``halo``, ``window``, ``classes``, ``mean``,
-``std``, ``heads``, ``box_head``. The per-window file records ``dense_model`` = the dense file's
+the pooling reads contiguous channels), and the heads' constants ``head_weight`` (H, C),
+``head_bias`` and ``head_to_class`` (H, classes), with a box head ``box_weight`` (5, C, or 4C for
+quadrants) and ``box_bias``, read once when the file is opened. metadata_props: ``dense`` = true,
+``stride``, ``halo``, ``window``, ``classes``, ``mean``, ``std``, ``heads``, ``box_head``,
+``box_pool``. The per-window file records ``dense_model`` = the dense file's
 name (its sibling), which is how a model file says it can be scored densely
 (:func:`dense_model_path`); without it, or for other engines (MXNet, foreign ONNX files with a
 fixed window input), scoring stays per window: the per-window path is the reference.
@@ -83,6 +85,7 @@ from mlcore.progress import Progress, report
 # 1104 x 2128 tile), so ~1100 px squares keep a tile near 300 MB whatever the scene's width.
 TILE_PX = 1024
 HEAD_OUTPUTS = ("head_weight", "head_bias", "head_to_class")
+BOX_OUTPUTS = ("box_weight", "box_bias")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,16 +143,14 @@ def export_dense_onnx(model, path, classes, *, window: int = 32, per_window_path
             # NHWC: a window's channels are contiguous
             return self.net.trunk(images).permute(0, 2, 3, 1)
 
-    weight = [model.fc.weight.detach()]
-    bias = [model.fc.bias.detach()]
-    if model.box is not None:
-        weight.append(model.box.weight.detach())
-        bias.append(model.box.bias.detach())
     heads = {
-        "head_weight": torch.cat(weight).float().numpy(),
-        "head_bias": torch.cat(bias).float().numpy(),
+        "head_weight": model.fc.weight.detach().float().numpy(),
+        "head_bias": model.fc.bias.detach().float().numpy(),
         "head_to_class": model.head_to_class.detach().float().numpy(),
     }
+    if model.box is not None:
+        heads["box_weight"] = model.box.weight.detach().float().numpy()
+        heads["box_bias"] = model.box.bias.detach().float().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.zeros((1, 2 * window, 2 * window, 3), dtype=torch.uint8)
@@ -185,6 +186,7 @@ def export_dense_onnx(model, path, classes, *, window: int = 32, per_window_path
             "halo": str(halo),
             "heads": str(len(model.head_classes)),
             "box_head": model.box is not None,
+            "box_pool": model.box_pool,
         }
         props = model_props(classes, window, norm["mean"], norm["std"], "torch", extra)
         save_with_metadata(proto, props, tmp, path)
@@ -288,12 +290,19 @@ class DenseScorer:
         self.stride = int(meta["stride"])
         self.halo = int(meta["halo"])
         self.box_head = bool(json.loads(meta.get("box_head", "false")))
+        self.box_pool = meta.get("box_pool", "mean")
+        if self.box_pool == "quadrants" and (self.window // self.stride) % 2:
+            raise ValueError(f"{self.path}: quadrant pooling needs an even number of cells")
+        names = list(HEAD_OUTPUTS) + (list(BOX_OUTPUTS) if self.box_head else [])
         probe = np.zeros((1, self.stride, self.stride, 3), dtype=np.uint8)
-        weight, bias, head_to_class = self.session.run(list(HEAD_OUTPUTS), {"images": probe})
-        self.weight_t = np.ascontiguousarray(weight.T, dtype=np.float32)  # (C, H [+5])
-        self.bias = bias.astype(np.float32)
-        self.head_to_class = head_to_class.astype(np.float32)
-        self.heads = head_to_class.shape[0]
+        constants = dict(zip(names, self.session.run(names, {"images": probe})))
+        self.weight_t = np.ascontiguousarray(constants["head_weight"].T, dtype=np.float32)  # (C, H)
+        self.bias = constants["head_bias"].astype(np.float32)
+        self.head_to_class = constants["head_to_class"].astype(np.float32)
+        self.heads = self.head_to_class.shape[0]
+        if self.box_head:  # (C or 4C, 5)
+            self.box_weight_t = np.ascontiguousarray(constants["box_weight"].T, dtype=np.float32)
+            self.box_bias = constants["box_bias"].astype(np.float32)
         self.output_names = ("probs", "boxes", "centredness") if self.box_head else ("probs",)
 
     def features(self, tile: np.ndarray) -> np.ndarray:
@@ -306,14 +315,21 @@ class DenseScorer:
         cells): :func:`window_means`."""
         return window_means(feats, np.asarray(rows), np.asarray(cols), self.window // self.stride)
 
-    def heads_of(self, pooled: np.ndarray) -> dict[str, np.ndarray]:
-        """The per-window model's heads on pooled features (N, C): probs, boxes, centredness."""
-        # Explicit sums in a fixed order, not a matmul: BLAS picks its kernel (and its rounding)
-        # by the number of rows, and a tile's window count must not change a window's value.
-        raw = np.repeat(self.bias[None], len(pooled), axis=0)
-        for c in range(pooled.shape[1]):
-            raw += pooled[:, c : c + 1] * self.weight_t[c]
-        logits = raw[:, : self.heads]
+    def box_input(self, feats, rows, cols, pooled: np.ndarray) -> np.ndarray | None:
+        """What the box head reads, (R * K, C or 4C): the windows' means, or with a quadrant
+        box head their quadrant means (:func:`quadrant_means`); None without a box head."""
+        if not self.box_head:
+            return None
+        if self.box_pool != "quadrants":
+            return pooled.reshape(-1, pooled.shape[-1])
+        block = self.window // self.stride
+        quads = quadrant_means(feats, np.asarray(rows), np.asarray(cols), block)
+        return quads.reshape(-1, quads.shape[-2] * quads.shape[-1])
+
+    def heads_of(self, pooled: np.ndarray, box_input: np.ndarray | None = None):
+        """The per-window model's heads on pooled features (N, C) (the box head on
+        ``box_input``, :meth:`box_input`; the means when None): probs, boxes, centredness."""
+        logits = _fixed_order_affine(pooled, self.weight_t, self.bias)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         total = e[:, 0].copy()
         for h in range(1, self.heads):
@@ -324,11 +340,38 @@ class DenseScorer:
             probs += e[:, h : h + 1] * self.head_to_class[h]
         out = {"probs": probs}
         if self.box_head:
-            box = raw[:, self.heads : self.heads + 5]
+            box_in = pooled if box_input is None else box_input
+            box = _fixed_order_affine(box_in, self.box_weight_t, self.box_bias)
             unit = np.array([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
             out["boxes"] = ((box[:, :4] + unit) * np.float32(self.window)).astype(np.float32)
             out["centredness"] = (1.0 / (1.0 + np.exp(-box[:, 4]))).astype(np.float32)
         return out
+
+
+def _fixed_order_affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x (N, C) @ weight_t (C, O) + bias as explicit sums in a fixed order, not a matmul: BLAS
+    picks its kernel (and its rounding) by the number of rows, and a tile's window count must
+    not change a window's value."""
+    out = np.repeat(bias[None], len(x), axis=0)
+    for c in range(x.shape[1]):
+        out += x[:, c : c + 1] * weight_t[c]
+    return out
+
+
+def quadrant_means(feats, rows, cols, block: int):
+    """The means of each window's four ``block/2`` quadrants (top-left, top-right,
+    bottom-left, bottom-right): feats (..., H, W, C), numpy or torch -> (..., R, K, 4, C);
+    each quadrant summed as :func:`window_means` sums a window, so tiles join bit for bit."""
+    if block % 2:
+        raise ValueError(f"quadrant means need an even block, got {block}")
+    half = block // 2
+    parts = [window_means(feats, rows + dy, cols + dx, half)
+             for dy in (0, half) for dx in (0, half)]  # fmt: skip
+    if isinstance(feats, np.ndarray):
+        return np.stack(parts, axis=-2)
+    import torch
+
+    return torch.stack(parts, dim=-2)
 
 
 def window_means(feats, rows, cols, block: int):
@@ -433,8 +476,10 @@ def score_rows_dense(
             frows = (ys[yi] - y0) // s
             for xi, x0, x1 in col_spans:
                 feats = scorer.features(band[:, x0:x1])
-                pooled = scorer.pooled(feats, frows, (xs[xi] - x0) // s)
-                results = scorer.heads_of(pooled.reshape(-1, pooled.shape[2]))
+                fcols = (xs[xi] - x0) // s
+                pooled = scorer.pooled(feats, frows, fcols)
+                box_in = scorer.box_input(feats, frows, fcols, pooled)
+                results = scorer.heads_of(pooled.reshape(-1, pooled.shape[2]), box_in)
                 for name, value in results.items():
                     out[name][np.ix_(yi, xi)] = value.reshape(len(yi), len(xi), *value.shape[1:])
             del band

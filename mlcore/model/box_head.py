@@ -15,16 +15,35 @@ import torch
 from torch import nn
 
 OUTPUTS = 5  # x0, y0, x1, y1 offsets + the centredness logit
+# What the box head reads: "mean", the window's one average (what the class head reads), or
+# "quadrants", the averages of its four quadrants side by side (top-left, top-right,
+# bottom-left, bottom-right; 4x the features). Why quadrants: run densely, a window has no
+# zero-padded border to tell it where its edges are, so one mean says what is in the window but
+# hardly where (measured: docs/speed.md, "Training for dense scoring").
+BOX_POOLS = ("mean", "quadrants")
+QUADRANTS = 4
 
 
 class BoxHead(nn.Linear):
     """A linear layer on the pooled features (its weights stay ``box.weight`` / ``box.bias`` in
     checkpoints), with the decoding and the loss that belong to it."""
 
-    def __init__(self, in_features: int):
-        super().__init__(in_features, OUTPUTS)
+    def __init__(self, in_features: int, pool: str = "mean"):
+        if pool not in BOX_POOLS:
+            raise ValueError(f"box_pool must be one of {BOX_POOLS}, not {pool!r}")
+        super().__init__(in_features * (QUADRANTS if pool == "quadrants" else 1), OUTPUTS)
+        self.pool = pool
         nn.init.zeros_(self.weight)
         nn.init.zeros_(self.bias)
+
+    @staticmethod
+    def widened(weight: torch.Tensor, in_features: int) -> torch.Tensor:
+        """A mean-pool head's weight (5, C) as a quadrant head's (5, 4C) with the same outputs
+        (the mean is the average of the four quadrant means), so a quadrant head fine-tuned from
+        a start with a mean head starts where that head was."""
+        if weight.shape[1] * QUADRANTS != in_features:
+            raise ValueError(f"cannot widen a box head of {weight.shape[1]} to {in_features}")
+        return weight.repeat(1, QUADRANTS) / QUADRANTS
 
     @staticmethod
     def decode(raw: torch.Tensor, window: float) -> tuple[torch.Tensor, torch.Tensor]:

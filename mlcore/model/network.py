@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlcore.model.box_head import BoxHead
+from mlcore.model.box_head import QUADRANTS, BoxHead
 
 # CIFAR-10 training-set statistics, in [0, 1] units.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -56,6 +56,7 @@ class WindowResNet(nn.Module):
         std=CIFAR_STD,
         head_classes=None,
         box_head: bool = False,
+        box_pool: str = "mean",
     ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -93,7 +94,8 @@ class WindowResNet(nn.Module):
         # Box head (FCOS-like): where the window's object lies (4 offsets, in windows, from the
         # window's edges) and how well the window is centred on it (its IoU with the object).
         self.box_head = bool(box_head)
-        self.box = BoxHead(in_planes) if box_head else None
+        self.box_pool = box_pool
+        self.box = BoxHead(in_planes, box_pool) if box_head else None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -114,8 +116,13 @@ class WindowResNet(nn.Module):
         """Head logits (N, H); with a box head a dict: ``logits``, ``boxes`` (N, 4) x0, y0, x1,
         y1 in pixels from the window's origin, ``centredness`` (N,) in [0, 1], and
         ``box_raw`` (N, 5), what the losses read (mlcore.model.export writes the first three)."""
-        x = F.adaptive_avg_pool2d(self.trunk(images), 1).flatten(1)
-        return self.heads_on(x, images.shape[1])
+        feats = self.trunk(images)
+        pooled = F.adaptive_avg_pool2d(feats, 1).flatten(1)
+        quadrants = None
+        if self.box is not None and self.box_pool == "quadrants":
+            # (N, C, 2, 2) -> (N, 4C) quadrant-major: top-left, top-right, bottom-left, -right
+            quadrants = F.adaptive_avg_pool2d(feats, 2).permute(0, 2, 3, 1).flatten(1)
+        return self.heads_on(pooled, images.shape[1], quadrants)
 
     def trunk(self, images: torch.Tensor) -> torch.Tensor:
         """The convolutional trunk's feature map (N, C, H/4, W/4) of uint8 NHWC images of any
@@ -124,14 +131,20 @@ class WindowResNet(nn.Module):
         x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
         return self.layers(self.stem(x))
 
-    def heads_on(self, pooled: torch.Tensor, window: int):
+    def heads_on(self, pooled: torch.Tensor, window: int, quadrants: torch.Tensor | None = None):
         """The heads on pooled features (N, C) of ``window`` px windows: what :meth:`forward`
         returns (per window the pool is the global average, densely a block of the feature map:
-        mlcore.inference.dense_scoring.window_means)."""
+        mlcore.inference.dense_scoring.window_means); a quadrant box head reads ``quadrants``
+        (N, 4C), the four quadrant means side by side."""
         logits = self.fc(pooled)
         if self.box is None:
             return logits
-        raw = self.box(pooled).float()
+        if self.box_pool == "quadrants":
+            if quadrants is None or quadrants.shape[1] != QUADRANTS * pooled.shape[1]:
+                raise ValueError("a quadrant box head needs the window's four quadrant means")
+            raw = self.box(quadrants).float()
+        else:
+            raw = self.box(pooled).float()
         boxes, centredness = BoxHead.decode(raw, float(window))
         return {"logits": logits, "boxes": boxes, "centredness": centredness, "box_raw": raw}
 

@@ -134,7 +134,8 @@ def as_project_model(payload: dict, classes: list[str], class_of: dict[str, str]
         raise ValueError(f"the head mapping names classes {unknown} that are not in {classes}")
     head_classes = [classes.index(class_of.get(h, classes[-1])) for h in heads]
     model = build_model(len(classes), arch["depth"], arch["width"], head_classes=head_classes,
-                        box_head=arch.get("box_head", False), **norm)  # fmt: skip
+                        box_head=arch.get("box_head", False),
+                        box_pool=arch.get("box_pool", "mean"), **norm)  # fmt: skip
     model.heads = heads
     state = {k: v for k, v in payload["state_dict"].items() if k != "head_to_class"}
     model.load_state_dict(state | {"head_to_class": model.head_to_class})

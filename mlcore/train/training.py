@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mlcore.data.windows import FULL_COVERAGE, NO_HEAD, SPLITS, WindowSampler, coverage_weights
-from mlcore.model.box_head import box_loss_per_window
+from mlcore.model.box_head import BoxHead, box_loss_per_window
 from mlcore.model.network import WindowResNet, build_model, logits_of
 from mlcore.progress import Progress, report
 from mlcore.train.options import TrainOptions
@@ -107,6 +107,11 @@ class TrainConfig(TrainOptions):
     # window of a mixed canvas whose top tile is known; post-processing ranks by p x IoU.
     box_head: bool = False
     box_loss_weight: float = 1.0
+    # What the box head reads (mlcore.model.box_head.BOX_POOLS): "mean" or "quadrants" (the
+    # window's four quadrant means, which keep where in the window the features lie: measured
+    # for dense scoring in docs/speed.md). A start's quadrant head is kept; a start's mean head
+    # starts a quadrant head at the same outputs (BoxHead.widened).
+    box_pool: str = "mean"
     # Train for dense scoring (mlcore.inference.dense_scoring; issue 37): 0 = isolated windows
     # (each zero-padded by its convs, as per-window scoring sees it); N = crops of N px run
     # through the trunk once, every window of the crop (at ``step``) pooled from the crop's
@@ -443,11 +448,16 @@ class DenseCrops(nn.Module):
         self.register_buffer("cells", cells, persistent=False)
 
     def forward(self, crops: torch.Tensor):
-        from mlcore.inference.dense_scoring import window_means
+        from mlcore.inference.dense_scoring import quadrant_means, window_means
 
         feats = self.model.trunk(crops).float().permute(0, 2, 3, 1)  # (n, h, w, C)
-        pooled = window_means(feats, self.cells, self.cells, self.window // self.stride)
-        return self.model.heads_on(pooled.reshape(-1, feats.shape[-1]), self.window)
+        block, channels = self.window // self.stride, feats.shape[-1]
+        pooled = window_means(feats, self.cells, self.cells, block).reshape(-1, channels)
+        quadrants = None
+        if self.model.box is not None and self.model.box_pool == "quadrants":
+            quadrants = quadrant_means(feats, self.cells, self.cells, block)
+            quadrants = quadrants.reshape(-1, quadrants.shape[-2] * channels)
+        return self.model.heads_on(pooled, self.window, quadrants)
 
 
 def augment_crops(batch: WindowBatch, config: TrainConfig, generator: torch.Generator):
@@ -626,6 +636,8 @@ def follow_init_architecture(
     updates = {k: int(arch[k]) for k in ("depth", "width") if arch.get(k) is not None}
     if arch.get("box_head"):  # a box head once learnt is kept
         updates["box_head"] = True
+    if arch.get("box_pool") == "quadrants":  # and so is where it reads from
+        updates["box_pool"] = "quadrants"
     heads = arch.get("heads") or []
     if heads and list(heads) != list(classes):
         updates["source_heads"] = True
@@ -651,6 +663,12 @@ def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) ->
     backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing = [k for k in own if k not in state and k != "head_to_class"]
     unexpected = [k for k in state if k not in own]
+    if "box.weight" in state and own.get("box.weight") is not None:
+        if own["box.weight"].shape[1] != state["box.weight"].shape[1]:  # a mean head -> quadrants
+            log("the start's box head widened to read the window's quadrants")
+            widened = BoxHead.widened(state["box.weight"], own["box.weight"].shape[1])
+            state = state | {"box.weight": widened}
+            backbone = backbone | {"box.weight": widened}
     wrong = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
     fresh: dict = {}
     if missing and all(k.startswith(("fc.", "box.")) for k in missing):
@@ -786,7 +804,7 @@ def train(
     use_heads = config.source_heads and sampler.fine
     head_classes = sampler.head_classes if use_heads else None
     model = build_model(len(classes), config.depth, config.width, head_classes=head_classes,
-                        box_head=config.box_head, **norm)  # fmt: skip
+                        box_head=config.box_head, box_pool=config.box_pool, **norm)  # fmt: skip
     model.heads = list(sampler.heads) if use_heads else list(classes)
     parent, fresh = None, {}
     if init_state is not None:
@@ -1071,6 +1089,7 @@ def save_checkpoint(
             "head_classes": model.head_classes,
             "heads": list(getattr(model, "heads", []) or []),
             "box_head": bool(getattr(model, "box_head", False)),
+            "box_pool": getattr(model, "box_pool", "mean"),
         },  # fmt: skip
         "normalisation": model.normalisation,
         "history": list(history or []),
@@ -1101,7 +1120,8 @@ def load_checkpoint(path, device: str = "cpu") -> tuple[WindowResNet, dict]:
     arch, norm = payload["architecture"], payload["normalisation"]
     model = build_model(
         len(payload["classes"]), arch["depth"], arch["width"],
-        head_classes=arch.get("head_classes"), box_head=arch.get("box_head", False), **norm,
+        head_classes=arch.get("head_classes"), box_head=arch.get("box_head", False),
+        box_pool=arch.get("box_pool", "mean"), **norm,
     )  # fmt: skip
     model.heads = arch.get("heads") or list(payload["classes"])
     state = dict(payload["state_dict"])

@@ -35,12 +35,13 @@ class ArrayReader:
         return self.pixels[y0:y1]
 
 
-def _model(seed: int, depth: int = 20, width: int = 8, centre_only: bool = False):
+def _model(seed: int, depth: int = 20, width: int = 8, centre_only: bool = False,
+           box_pool: str = "mean"):  # fmt: skip
     """A box-head WindowResNet with random BN statistics and heads (a fresh one is near identity
     and would hide differences); ``centre_only`` zeroes every conv tap but the centre: no
     spatial mixing, strides as the real network."""
     torch.manual_seed(seed)
-    model = build_model(3, depth=depth, width=width, box_head=True)
+    model = build_model(3, depth=depth, width=width, box_head=True, box_pool=box_pool)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -65,14 +66,17 @@ def _export(model, folder):
     return OnnxScorer(per_window), DenseScorer(dense)
 
 
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    return _export(_model(1), tmp_path_factory.mktemp("real"))
+# Both box pools (mlcore.model.box_head.BOX_POOLS): the box head reads the window's mean or its
+# four quadrant means, per window and densely alike.
+@pytest.fixture(scope="module", params=["mean", "quadrants"])
+def real(request, tmp_path_factory):
+    return _export(_model(1, box_pool=request.param), tmp_path_factory.mktemp("real"))
 
 
-@pytest.fixture(scope="module")
-def pointwise(tmp_path_factory):
-    return _export(_model(2, centre_only=True), tmp_path_factory.mktemp("pointwise"))
+@pytest.fixture(scope="module", params=["mean", "quadrants"])
+def pointwise(request, tmp_path_factory):
+    model = _model(2, centre_only=True, box_pool=request.param)
+    return _export(model, tmp_path_factory.mktemp("pointwise"))
 
 
 def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -8,17 +8,22 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from mlcore.data.windows import WindowSampler
 from mlcore.inference.dense_scoring import DenseScorer, export_dense_sibling, score_scene_dense
 from mlcore.inference.scoring import OnnxScorer, score_scene
 from mlcore.model.export import export_onnx
+from mlcore.model.network import build_model
 from mlcore.train.training import (
     DenseCrops,
     TorchWindowGather,
     TrainConfig,
     augment_crops,
+    load_checkpoint,
+    load_init_state,
+    save_checkpoint,
     train,
 )
 
@@ -81,10 +86,11 @@ def test_each_crop_window_has_the_class_under_its_centre_also_when_flipped():
     assert torch.equal(seen[sure], flipped.labels[sure])
 
 
-def test_dense_training_trains_and_computes_what_dense_scoring_computes(tmp_path):
+@pytest.mark.parametrize("box_pool", ["mean", "quadrants"])
+def test_dense_training_trains_and_computes_what_dense_scoring_computes(tmp_path, box_pool):
     config = {"depth": 8, "width": 16, "box_head": True, "dense_crop": CROP, "step": STEP,
               "steps": 20, "batch_size": 64, "lr": 0.05, "log_every": 5, "val_windows": 64,
-              "threads": 1}  # fmt: skip
+              "threads": 1, "box_pool": box_pool}  # fmt: skip
     # Width 16: torch 2.13's CPU backward of a width-8 net on 64 px inputs crashes (segfault).
     cset = car_canvas()
     result = train(cset, CLASSES, config)
@@ -126,3 +132,33 @@ def test_a_model_trained_on_isolated_windows_stays_per_window(tmp_path):
     per_window = export_onnx(result.model, tmp_path / "model.onnx", CLASSES)
     assert export_dense_sibling(result.model, CLASSES, result.config, per_window) is None
     assert not (tmp_path / "model.dense.onnx").exists()
+
+
+def test_a_quadrant_box_head_starts_where_the_start_s_mean_head_was(tmp_path):
+    # A fine-tune from a start with a one-mean box head (the shipped starting model's) into a
+    # quadrant head: the same outputs before the first step, then its own checkpoint keeps
+    # the quadrant head.
+    torch.manual_seed(0)
+    start = build_model(2, depth=8, width=8, box_head=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(start.box.weight, std=0.1)
+        torch.nn.init.normal_(start.box.bias, std=0.1)
+    path = save_checkpoint(tmp_path / "start.pt", start, CLASSES, TrainConfig(box_head=True))
+    logs = []
+    quad = build_model(2, depth=8, width=8, box_head=True, box_pool="quadrants")
+    quad.heads = list(CLASSES)
+    load_init_state(quad, str(path), logs.append)
+    quad.eval()
+    assert quad.box.weight.shape == (5, 4 * start.box.weight.shape[1])
+    assert any("widened" in line for line in logs)
+    windows = torch.randint(0, 256, (6, W, W, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        before, after = start(windows), quad(windows)
+    torch.testing.assert_close(after["logits"], before["logits"])
+    torch.testing.assert_close(after["boxes"], before["boxes"], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(after["centredness"], before["centredness"])
+
+    saved = save_checkpoint(tmp_path / "quad.pt", quad, CLASSES, TrainConfig(box_head=True))
+    reloaded, payload = load_checkpoint(saved)
+    assert payload["architecture"]["box_pool"] == "quadrants"
+    assert reloaded.box_pool == "quadrants" and reloaded.box.weight.shape == quad.box.weight.shape
