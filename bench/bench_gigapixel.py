@@ -7,7 +7,9 @@ of the tree and the tree's sum, sampled every 0.2 s):
 
 1. ``make``: a 32,768 x 32,768 scene (3.2 GB of pixels) written tile by tile as a tiled,
    JPEG-compressed BigTIFF: grey noise with ~130,000 red and green 32-pixel squares (objects);
-   also the same picture as a baseline JPEG (libvips, streamed).
+   also the same picture as a baseline JPEG (libvips, streamed). ``--scene cifar``: instead a
+   wall of CIFAR-10 *test* images (a seeded random draw per 32 px cell, so about a tenth of the
+   cells are cars and a tenth ships), what a real model has objects to find in.
 2. ``check``: what the upload request does (labeling.ingest.uploads.check_scene_image): header and
    structure, no decoding.
 3. ``ingest-tiff`` / ``ingest-jpeg``: the import job's conversion,
@@ -15,7 +17,10 @@ of the tree and the tree's sum, sampled every 0.2 s):
 4. ``pyramid-vips`` / ``pyramid-ours``: the deep-zoom pyramid by mlcore.ingest.deepzoom (libvips
    dzsave) and by the numpy + Pillow writer it replaced (bench/baseline_deepzoom.py), same scene.
 5. ``score``: Spark ``local[2]`` (workers.spark_score.score_scene_on_spark, partitions reading
-   only their strips) with a colour window classifier (ONNX, onnx.helper; it finds the squares).
+   only their strips) with a colour window classifier (ONNX, onnx.helper; it finds the squares),
+   or with ``--model`` a real model file (the demo's first model:
+   ``var/exp/demo/model/model.onnx``), scored the way the file says (densely when it names a
+   dense graph beside it).
 6. ``detections``: labeling.scoring.results.store_scoring_result: NMS-merged boxes and raw windows
    into PostgreSQL, the grid into storage.
 7. ``queue``: the review queue's ranking of every window (labeling.review.queue.ranked_run) and
@@ -73,13 +78,36 @@ def scene_tile(ty: int, tx: int):
     return tile
 
 
-def step_make(work: Path, side: int) -> dict:
+def cifar_tiles():
+    """A function (ty, tx) -> tile of CIFAR-10 test images, 8 x 8 a tile, seeded per tile; and
+    the class names (the images are the shared data's, read once)."""
+    import numpy as np
+
+    from mlcore.data.datasets import load_dataset
+
+    data = load_dataset(REPO.parent / "shared" / "data" / "cifar10-jpg.zip", split="test")
+    images, per = data.images, TILE // OBJECT
+
+    def tile(ty: int, tx: int):
+        rng = np.random.default_rng(ty * 100_003 + tx)
+        picks = images[rng.integers(0, len(images), per * per)]
+        return (
+            picks.reshape(per, per, OBJECT, OBJECT, 3)
+            .transpose(0, 2, 1, 3, 4)
+            .reshape(TILE, TILE, 3)
+        )
+
+    return tile
+
+
+def step_make(work: Path, side: int, scene: str = "squares") -> dict:
     import pyvips
     import tifffile
 
     n = side // TILE
+    make_tile = cifar_tiles() if scene == "cifar" else scene_tile
     tifffile.imwrite(
-        work / "scene.tif", (scene_tile(ty, tx) for ty in range(n) for tx in range(n)),
+        work / "scene.tif", (make_tile(ty, tx) for ty in range(n) for tx in range(n)),
         shape=(side, side, 3), dtype="uint8", tile=(TILE, TILE), photometric="rgb",
         compression="jpeg", compressionargs={"level": 90}, bigtiff=True, maxworkers=2,
     )  # fmt: skip
@@ -165,11 +193,32 @@ def colour_model(path: Path, classes=("car", "boat", "negative"), window=32) -> 
     return path
 
 
+def bench_model(work: Path) -> Path:
+    """The model file the run scores with: the copy of ``--model`` (and its dense sibling) in
+    the work folder, else the colour classifier."""
+    chosen = work / "model" / "model.onnx"
+    return chosen if chosen.is_file() else colour_model(work / "colour.onnx")
+
+
+def copy_model(source: Path, work: Path) -> None:
+    from mlcore.inference.dense_scoring import dense_model_name
+
+    folder = work / "model"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / "model.onnx")
+    dense = dense_model_name(source)
+    if dense and (source.parent / dense).is_file():
+        shutil.copy(source.parent / dense, folder / dense)
+
+
 def step_score(work: Path, side: int) -> dict:
+    from mlcore.inference.dense_scoring import dense_scorer_for
     from mlcore.storage import LocalStorage
     from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
 
-    model = colour_model(work / "colour.onnx")
+    model = bench_model(work)
+    dense = dense_scorer_for(model, STEP) is not None
     url = LocalStorage(work / "storage").root_url
     spark = get_spark("local[2]", conf={"spark.ui.enabled": "false"})
     spark.sparkContext.setLogLevel("ERROR")
@@ -183,7 +232,8 @@ def step_score(work: Path, side: int) -> dict:
     grid.save(work / "grid.npz")
     windows = int(grid.probs.shape[0] * grid.probs.shape[1])
     return {"windows": windows, "seconds": seconds, "windows_per_s": windows / seconds,
-            "partitions": getattr(info, "partitions", None)}  # fmt: skip
+            "partitions": getattr(info, "partitions", None), "model": model.name,
+            "dense": dense}  # fmt: skip
 
 
 def step_detections(work: Path, side: int) -> dict:
@@ -206,8 +256,9 @@ def step_detections(work: Path, side: int) -> dict:
     storage = get_storage()
     version = ModelVersion.objects.create(project=project, number=1, status="ready",
                                           is_current=True, classes=project.class_names)  # fmt: skip
-    version.model_key = f"{PROJECT}/colour.onnx"
-    storage.write(version.model_key, (work / "colour.onnx").read_bytes())
+    model = bench_model(work)
+    version.model_key = f"{PROJECT}/{model.name}"
+    storage.write(version.model_key, model.read_bytes())
     version.save(update_fields=["model_key"])
     pixels = f"{PROJECT}/pixels.npy"
     scene = Scene.objects.create(project=project, name="gigapixel", image_key=pixels,
@@ -314,9 +365,9 @@ def step_viewer(work: Path, side: int) -> dict:
             "feed_gzip_bytes": feed.get("bytes")}  # fmt: skip
 
 
-def run_step(name: str, work: Path, side: int) -> dict:
+def run_step(name: str, work: Path, side: int, scene: str = "squares") -> dict:
     if name == "make":
-        return step_make(work, side)
+        return step_make(work, side, scene)
     if name == "check":
         return step_check(work, side)
     if name.startswith("ingest-"):
@@ -359,8 +410,9 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def measure(name: str, work: Path, side: int) -> dict:
-    cmd = [sys.executable, __file__, "--step", name, "--work", str(work), "--side", str(side)]
+def measure(name: str, work: Path, side: int, scene: str = "squares") -> dict:
+    cmd = [sys.executable, __file__, "--step", name, "--work", str(work), "--side", str(side),
+           "--scene", scene]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     peak = {"largest": 0, "tree": 0}
@@ -401,16 +453,26 @@ def main(argv=None) -> None:
     parser.add_argument("--step", choices=STEPS)
     parser.add_argument("--only", nargs="*", choices=STEPS, help="run these steps only")
     parser.add_argument("--clean", action="store_true", help="delete the work folder at the end")
+    parser.add_argument("--scene", choices=("squares", "cifar"), default="squares",
+                        help="what the scene shows (module docstring, step 1)")  # fmt: skip
+    parser.add_argument("--model", type=Path,
+                        help="a model file to score with (default: colour classifier)")  # fmt: skip
+    parser.add_argument("--results", default="gigapixel",
+                        help="bench/results/NAME.json to write (and merge into)")  # fmt: skip
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("STORAGE_URL", str(args.work / "storage"))
     if args.step:
-        print(json.dumps(run_step(args.step, args.work, args.side)))
+        print(json.dumps(run_step(args.step, args.work, args.side, args.scene)))
         return
+    if args.model is not None:
+        if not args.model.is_file():
+            parser.error(f"--model {args.model} is not a file")
+        copy_model(args.model, args.work)
     rows = []
     load = os.getloadavg()
     for name in args.only or STEPS:
-        row = measure(name, args.work, args.side)
+        row = measure(name, args.work, args.side, args.scene)
         row["load_before"] = load[0]
         load = os.getloadavg()
         row["load_after"] = load[0]
@@ -422,10 +484,11 @@ def main(argv=None) -> None:
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
     previous = {}
-    if (results / "gigapixel.json").exists():
-        previous = {r["step"]: r for r in json.loads((results / "gigapixel.json").read_text())}
+    path = results / f"{args.results}.json"
+    if path.exists():
+        previous = {r["step"]: r for r in json.loads(path.read_text())}
     previous.update({r["step"]: r for r in rows})
-    (results / "gigapixel.json").write_text(json.dumps(list(previous.values()), indent=1))
+    path.write_text(json.dumps(list(previous.values()), indent=1))
     if args.clean:
         shutil.rmtree(args.work)
 
