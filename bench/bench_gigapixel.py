@@ -244,6 +244,7 @@ def step_detections(work: Path, side: int) -> dict:
     from labeling.models import Detection, ModelVersion, Project, Scene, ScoringRun
     from labeling.projects.storage_keys import get_storage
     from labeling.scoring.results import store_scoring_result
+    from labeling.scoring.thresholds import model_file_thresholds
     from mlcore.inference.scoring import ScoreGrid
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -259,7 +260,8 @@ def step_detections(work: Path, side: int) -> dict:
     model = bench_model(work)
     version.model_key = f"{PROJECT}/{model.name}"
     storage.write(version.model_key, model.read_bytes())
-    version.save(update_fields=["model_key"])
+    version.thresholds = model_file_thresholds(model)  # a real model's calibrated ones
+    version.save(update_fields=["model_key", "thresholds"])
     pixels = f"{PROJECT}/pixels.npy"
     scene = Scene.objects.create(project=project, name="gigapixel", image_key=pixels,
                                  pixels_key=pixels, width=side, height=side,
