@@ -1,7 +1,7 @@
-"""Dense scoring of the demo's first model (issue 37.1): object F1 and AP@0.5 on the Mona Lisa and
-rocket collages at step 16, per window vs dense, of the model as the demo trained it and after a
-short fine-tune that trains for dense scoring (TrainConfig.dense_crop: crops through the trunk
-once, each window pooled from the crop's feature map as dense scoring pools it).
+"""Dense scoring of the demo's first model (issue 37.1): object F1, AP@0.5 and AP@[.5:.95] on the
+Mona Lisa and rocket collages at step 16, per window vs dense, of the model as the demo trained it
+and after a short fine-tune that trains for dense scoring (TrainConfig.dense_crop: crops through
+the trunk once, each window pooled from the crop's feature map as dense scoring pools it).
 
 Each row's thresholds are calibrated on the canvas set's calibration scene, scored the way the row
 scores (never on the collages). Needs a finished `python -m mlcore demo --out DEMO`.
@@ -59,12 +59,14 @@ def figures(path: Path, mode: str, cset, collages) -> dict:
     dev = evaluate_grid(grid, truth, calibration["thresholds"], "negative")
     row = {"thresholds": calibration["thresholds"], "calibration_f1": calibration["f1"],
            "calibration_object_f1": round(dev["object"]["overall"]["f1"], 4),
-           "calibration_ap50": round(dev["coco"]["ap50"], 4)}  # fmt: skip
+           "calibration_ap50": round(dev["coco"]["ap50"], 4),
+           "calibration_ap": round(dev["coco"]["ap"], 4)}  # fmt: skip
     for name, (picture, truth) in collages.items():
         grid = score(path, picture, mode)
         metrics = evaluate_grid(grid, truth, calibration["thresholds"], "negative")
         row[f"{name}_f1"] = round(metrics["object"]["overall"]["f1"], 4)
         row[f"{name}_ap50"] = round(metrics["coco"]["ap50"], 4)
+        row[f"{name}_ap"] = round(metrics["coco"]["ap"], 4)  # AP@[.5:.95]: how tight the boxes are
     row["seconds"] = round(time.perf_counter() - started, 1)
     print(f"  {mode}: {row}", flush=True)
     return row
@@ -133,8 +135,9 @@ def main(argv=None) -> int:
             print(f"{name}, {mode}", flush=True)
             rows[f"{name} {mode}"] = figures(path, mode, cset, collages)
 
-    keys = ("calibration_object_f1", "calibration_ap50")
-    keys += () if args.dev else ("mona_lisa_f1", "mona_lisa_ap50", "rocket_f1", "rocket_ap50")
+    keys = ("calibration_object_f1", "calibration_ap50", "calibration_ap")
+    keys += () if args.dev else ("mona_lisa_f1", "mona_lisa_ap50", "mona_lisa_ap", "rocket_f1",
+                                 "rocket_ap50", "rocket_ap")  # fmt: skip
     print("\n" + " | ".join(["model, scoring", *keys, "calibration F1 per class"]))
     for name, row in rows.items():
         cal = " ".join(f"{c} {v:.3f}" for c, v in row["calibration_f1"].items())

@@ -8,9 +8,10 @@ first blocks have strides 1, 2, 2: the feature map is at 1/4 of the pixel resolu
 4),
 so a 32 px window is an 8x8 feature block, and a window whose origin is a multiple of 4 maps to
 whole feature cells. The per-window network ends in a global average pool over that 8x8 map and
-two linear heads (``fc``: head logits, ``box``: 4 offsets + centredness; a ``quadrants`` box head
-reads the four 4x4 quadrant means instead: mlcore.model.box_head). Dense scoring takes the same
-means of the window's 8x8 block of the *scene's* feature map and applies the same heads (numpy).
+two linear heads (``fc``: head logits, ``box``: 4 offsets + centredness; a box head of parts
+reads the means of the block's 2 x 2 or 4 x 4 parts instead: mlcore.model.box_head). Dense
+scoring takes the same means of the window's 8x8 block of the *scene's* feature map and applies
+the same heads (numpy).
 
 *Tiles and halos.* The trunk is run on tiles of the scene (about TILE_PX square, so memory
 stays bounded however wide the scene: ONNX Runtime holds ~250 bytes per tile pixel). A tile
@@ -57,13 +58,14 @@ Model file
 ``model.dense.onnx``): input ``images`` uint8 (1, H, W, 3), any H and W, normalisation inside the
 graph (as mlcore.model.export); outputs ``features`` float32 (1, ceil(H/4), ceil(W/4), C) (NHWC, so
 the pooling reads contiguous channels), and the heads' constants ``head_weight`` (H, C),
-``head_bias`` and ``head_to_class`` (H, classes), with a box head ``box_weight`` (5, C, or 4C for
-quadrants) and ``box_bias``, read once when the file is opened. metadata_props: ``dense`` = true,
-``stride``, ``halo``, ``window``, ``classes``, ``mean``, ``std``, ``heads``, ``box_head``,
-``box_pool``. The per-window file records ``dense_model`` = the dense file's
-name (its sibling), which is how a model file says it can be scored densely
-(:func:`dense_model_path`); without it, or for other engines (MXNet, foreign ONNX files with a
-fixed window input), scoring stays per window: the per-window path is the reference.
+``head_bias`` and ``head_to_class`` (H, classes), with a box head ``box_weight`` (5, C, or k*k*C
+for a head of k x k parts) and ``box_bias``, read once when the file is opened. metadata_props:
+``dense`` = true, ``stride``, ``halo``, ``window``, ``classes``, ``mean``, ``std``, ``heads``,
+``box_head``, ``box_pool`` (its parts a side follow from ``box_weight``'s width). The
+per-window file records ``dense_model`` = the dense file's name (its sibling), which is how a
+model file says it can be scored densely (:func:`dense_model_path`); without it, or for other
+engines (MXNet, foreign ONNX files with a fixed window input), scoring stays per window: the
+per-window path is the reference.
 """
 
 from __future__ import annotations
@@ -291,8 +293,6 @@ class DenseScorer:
         self.halo = int(meta["halo"])
         self.box_head = bool(json.loads(meta.get("box_head", "false")))
         self.box_pool = meta.get("box_pool", "mean")
-        if self.box_pool == "quadrants" and (self.window // self.stride) % 2:
-            raise ValueError(f"{self.path}: quadrant pooling needs an even number of cells")
         names = list(HEAD_OUTPUTS) + (list(BOX_OUTPUTS) if self.box_head else [])
         probe = np.zeros((1, self.stride, self.stride, 3), dtype=np.uint8)
         constants = dict(zip(names, self.session.run(names, {"images": probe})))
@@ -300,9 +300,16 @@ class DenseScorer:
         self.bias = constants["head_bias"].astype(np.float32)
         self.head_to_class = constants["head_to_class"].astype(np.float32)
         self.heads = self.head_to_class.shape[0]
-        if self.box_head:  # (C or 4C, 5)
+        self.box_parts = 1  # parts a side the box head reads (mlcore.model.box_head.BOX_POOLS)
+        if self.box_head:  # (C or k*k*C, 5): k from the weights, so no name table is needed
             self.box_weight_t = np.ascontiguousarray(constants["box_weight"].T, dtype=np.float32)
             self.box_bias = constants["box_bias"].astype(np.float32)
+            k = round((len(self.box_weight_t) / len(self.weight_t)) ** 0.5)
+            if k * k * len(self.weight_t) != len(self.box_weight_t) or (
+                (self.window // self.stride) % k
+            ):
+                raise ValueError(f"{self.path}: its box head reads no whole parts of a window")
+            self.box_parts = k
         self.output_names = ("probs", "boxes", "centredness") if self.box_head else ("probs",)
 
     def features(self, tile: np.ndarray) -> np.ndarray:
@@ -316,15 +323,15 @@ class DenseScorer:
         return window_means(feats, np.asarray(rows), np.asarray(cols), self.window // self.stride)
 
     def box_input(self, feats, rows, cols, pooled: np.ndarray) -> np.ndarray | None:
-        """What the box head reads, (R * K, C or 4C): the windows' means, or with a quadrant
-        box head their quadrant means (:func:`quadrant_means`); None without a box head."""
+        """What the box head reads, (R * K, C or k*k*C): the windows' means, or with a box head
+        of parts the means of their parts (:func:`part_means`); None without a box head."""
         if not self.box_head:
             return None
-        if self.box_pool != "quadrants":
+        if self.box_parts == 1:
             return pooled.reshape(-1, pooled.shape[-1])
         block = self.window // self.stride
-        quads = quadrant_means(feats, np.asarray(rows), np.asarray(cols), block)
-        return quads.reshape(-1, quads.shape[-2] * quads.shape[-1])
+        parts = part_means(feats, np.asarray(rows), np.asarray(cols), block, self.box_parts)
+        return parts.reshape(-1, parts.shape[-2] * parts.shape[-1])
 
     def heads_of(self, pooled: np.ndarray, box_input: np.ndarray | None = None):
         """The per-window model's heads on pooled features (N, C) (the box head on
@@ -358,15 +365,16 @@ def _fixed_order_affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray) -
     return out
 
 
-def quadrant_means(feats, rows, cols, block: int):
-    """The means of each window's four ``block/2`` quadrants (top-left, top-right,
-    bottom-left, bottom-right): feats (..., H, W, C), numpy or torch -> (..., R, K, 4, C);
-    each quadrant summed as :func:`window_means` sums a window, so tiles join bit for bit."""
-    if block % 2:
-        raise ValueError(f"quadrant means need an even block, got {block}")
-    half = block // 2
-    parts = [window_means(feats, rows + dy, cols + dx, half)
-             for dy in (0, half) for dx in (0, half)]  # fmt: skip
+def part_means(feats, rows, cols, block: int, parts: int):
+    """The means of each window's ``parts`` x ``parts`` parts (row by row: top-left first):
+    feats (..., H, W, C), numpy or torch -> (..., R, K, parts**2, C); each part summed as
+    :func:`window_means` sums a window, so tiles join bit for bit."""
+    if block % parts:
+        raise ValueError(f"a block of {block} cells does not split into {parts} parts a side")
+    size = block // parts
+    offsets = [k * size for k in range(parts)]
+    parts = [window_means(feats, rows + dy, cols + dx, size)
+             for dy in offsets for dx in offsets]  # fmt: skip
     if isinstance(feats, np.ndarray):
         return np.stack(parts, axis=-2)
     import torch

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 OUTPUTS = 5  # x0, y0, x1, y1 offsets + the centredness logit
-# What the box head reads: "mean", the window's one average (what the class head reads), or
-# "quadrants", the averages of its four quadrants side by side (top-left, top-right,
-# bottom-left, bottom-right; 4x the features). Why quadrants: run densely, a window has no
-# zero-padded border to tell it where its edges are, so one mean says what is in the window but
-# hardly where (measured: docs/speed.md, "Training for dense scoring").
-BOX_POOLS = ("mean", "quadrants")
-QUADRANTS = 4
+# What the box head reads, by name -> parts a side: "mean", the window's one average (what the
+# class head reads); "quadrants", the averages of its 2 x 2 quadrants side by side (row by row:
+# top-left, top-right, bottom-left, bottom-right; 4x the features); "grid4", of its 4 x 4
+# sixteenths (16x). Why: run densely, a window has no zero-padded border to tell it where its
+# edges are, so one mean says what is in the window but hardly where (measured: docs/speed.md,
+# "Training for dense scoring").
+BOX_POOLS = {"mean": 1, "quadrants": 2, "grid4": 4}
 
 
 class BoxHead(nn.Linear):
@@ -30,20 +30,21 @@ class BoxHead(nn.Linear):
 
     def __init__(self, in_features: int, pool: str = "mean"):
         if pool not in BOX_POOLS:
-            raise ValueError(f"box_pool must be one of {BOX_POOLS}, not {pool!r}")
-        super().__init__(in_features * (QUADRANTS if pool == "quadrants" else 1), OUTPUTS)
-        self.pool = pool
+            raise ValueError(f"box_pool must be one of {list(BOX_POOLS)}, not {pool!r}")
+        super().__init__(in_features * BOX_POOLS[pool] ** 2, OUTPUTS)
+        self.pool, self.parts = pool, BOX_POOLS[pool]
         nn.init.zeros_(self.weight)
         nn.init.zeros_(self.bias)
 
     @staticmethod
     def widened(weight: torch.Tensor, in_features: int) -> torch.Tensor:
-        """A mean-pool head's weight (5, C) as a quadrant head's (5, 4C) with the same outputs
-        (the mean is the average of the four quadrant means), so a quadrant head fine-tuned from
-        a start with a mean head starts where that head was."""
-        if weight.shape[1] * QUADRANTS != in_features:
+        """A mean-pool head's weight (5, C) as a head of k parts' (5, kC) with the same outputs
+        (the mean is the average of the parts' means), so a head of parts fine-tuned from a
+        start with a mean head starts where that head was."""
+        k = in_features // weight.shape[1]
+        if k * weight.shape[1] != in_features or k not in {p * p for p in BOX_POOLS.values()}:
             raise ValueError(f"cannot widen a box head of {weight.shape[1]} to {in_features}")
-        return weight.repeat(1, QUADRANTS) / QUADRANTS
+        return weight.repeat(1, k) / k
 
     @staticmethod
     def decode(raw: torch.Tensor, window: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlcore.model.box_head import QUADRANTS, BoxHead
+from mlcore.model.box_head import BoxHead
 
 # CIFAR-10 training-set statistics, in [0, 1] units.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -118,11 +118,11 @@ class WindowResNet(nn.Module):
         ``box_raw`` (N, 5), what the losses read (mlcore.model.export writes the first three)."""
         feats = self.trunk(images)
         pooled = F.adaptive_avg_pool2d(feats, 1).flatten(1)
-        quadrants = None
-        if self.box is not None and self.box_pool == "quadrants":
-            # (N, C, 2, 2) -> (N, 4C) quadrant-major: top-left, top-right, bottom-left, -right
-            quadrants = F.adaptive_avg_pool2d(feats, 2).permute(0, 2, 3, 1).flatten(1)
-        return self.heads_on(pooled, images.shape[1], quadrants)
+        parts = None
+        if self.box is not None and self.box.parts > 1:
+            # (N, C, k, k) -> (N, k*k*C) part-major, row by row (mlcore.model.box_head)
+            parts = F.adaptive_avg_pool2d(feats, self.box.parts).permute(0, 2, 3, 1).flatten(1)
+        return self.heads_on(pooled, images.shape[1], parts)
 
     def trunk(self, images: torch.Tensor) -> torch.Tensor:
         """The convolutional trunk's feature map (N, C, H/4, W/4) of uint8 NHWC images of any
@@ -131,18 +131,18 @@ class WindowResNet(nn.Module):
         x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
         return self.layers(self.stem(x))
 
-    def heads_on(self, pooled: torch.Tensor, window: int, quadrants: torch.Tensor | None = None):
+    def heads_on(self, pooled: torch.Tensor, window: int, parts: torch.Tensor | None = None):
         """The heads on pooled features (N, C) of ``window`` px windows: what :meth:`forward`
         returns (per window the pool is the global average, densely a block of the feature map:
-        mlcore.inference.dense_scoring.window_means); a quadrant box head reads ``quadrants``
-        (N, 4C), the four quadrant means side by side."""
+        mlcore.inference.dense_scoring.window_means); a box head of parts (``box_pool``
+        quadrants or grid4) reads ``parts`` (N, k*k*C), the parts' means side by side."""
         logits = self.fc(pooled)
         if self.box is None:
             return logits
-        if self.box_pool == "quadrants":
-            if quadrants is None or quadrants.shape[1] != QUADRANTS * pooled.shape[1]:
-                raise ValueError("a quadrant box head needs the window's four quadrant means")
-            raw = self.box(quadrants).float()
+        if self.box.parts > 1:
+            if parts is None or parts.shape[1] != self.box.in_features:
+                raise ValueError(f"a {self.box_pool} box head needs the means of its parts")
+            raw = self.box(parts).float()
         else:
             raw = self.box(pooled).float()
         boxes, centredness = BoxHead.decode(raw, float(window))

@@ -107,10 +107,10 @@ class TrainConfig(TrainOptions):
     # window of a mixed canvas whose top tile is known; post-processing ranks by p x IoU.
     box_head: bool = False
     box_loss_weight: float = 1.0
-    # What the box head reads (mlcore.model.box_head.BOX_POOLS): "mean" or "quadrants" (the
-    # window's four quadrant means, which keep where in the window the features lie: measured
-    # for dense scoring in docs/speed.md). A start's quadrant head is kept; a start's mean head
-    # starts a quadrant head at the same outputs (BoxHead.widened).
+    # What the box head reads (mlcore.model.box_head.BOX_POOLS): "mean", "quadrants" or "grid4"
+    # (the means of the window's 2 x 2 or 4 x 4 parts, which keep where in the window the
+    # features lie: measured for dense scoring in docs/speed.md). A start's head of parts is
+    # kept; a start's mean head starts a head of parts at the same outputs (BoxHead.widened).
     box_pool: str = "mean"
     # Train for dense scoring (mlcore.inference.dense_scoring; issue 37): 0 = isolated windows
     # (each zero-padded by its convs, as per-window scoring sees it); N = crops of N px run
@@ -448,16 +448,16 @@ class DenseCrops(nn.Module):
         self.register_buffer("cells", cells, persistent=False)
 
     def forward(self, crops: torch.Tensor):
-        from mlcore.inference.dense_scoring import quadrant_means, window_means
+        from mlcore.inference.dense_scoring import part_means, window_means
 
         feats = self.model.trunk(crops).float().permute(0, 2, 3, 1)  # (n, h, w, C)
         block, channels = self.window // self.stride, feats.shape[-1]
         pooled = window_means(feats, self.cells, self.cells, block).reshape(-1, channels)
-        quadrants = None
-        if self.model.box is not None and self.model.box_pool == "quadrants":
-            quadrants = quadrant_means(feats, self.cells, self.cells, block)
-            quadrants = quadrants.reshape(-1, quadrants.shape[-2] * channels)
-        return self.model.heads_on(pooled, self.window, quadrants)
+        parts = None
+        if self.model.box is not None and self.model.box.parts > 1:
+            parts = part_means(feats, self.cells, self.cells, block, self.model.box.parts)
+            parts = parts.reshape(-1, parts.shape[-2] * channels)
+        return self.model.heads_on(pooled, self.window, parts)
 
 
 def augment_crops(batch: WindowBatch, config: TrainConfig, generator: torch.Generator):
@@ -636,8 +636,8 @@ def follow_init_architecture(
     updates = {k: int(arch[k]) for k in ("depth", "width") if arch.get(k) is not None}
     if arch.get("box_head"):  # a box head once learnt is kept
         updates["box_head"] = True
-    if arch.get("box_pool") == "quadrants":  # and so is where it reads from
-        updates["box_pool"] = "quadrants"
+    if arch.get("box_pool", "mean") != "mean":  # and so is where it reads from
+        updates["box_pool"] = arch["box_pool"]
     heads = arch.get("heads") or []
     if heads and list(heads) != list(classes):
         updates["source_heads"] = True
@@ -664,8 +664,8 @@ def load_init_state(model: nn.Module, init_state, log: Callable[[str], None]) ->
     missing = [k for k in own if k not in state and k != "head_to_class"]
     unexpected = [k for k in state if k not in own]
     if "box.weight" in state and own.get("box.weight") is not None:
-        if own["box.weight"].shape[1] != state["box.weight"].shape[1]:  # a mean head -> quadrants
-            log("the start's box head widened to read the window's quadrants")
+        if own["box.weight"].shape[1] != state["box.weight"].shape[1]:  # a mean head -> parts
+            log("the start's box head widened to read the parts of the window")
             widened = BoxHead.widened(state["box.weight"], own["box.weight"].shape[1])
             state = state | {"box.weight": widened}
             backbone = backbone | {"box.weight": widened}

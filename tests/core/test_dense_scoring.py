@@ -66,14 +66,14 @@ def _export(model, folder):
     return OnnxScorer(per_window), DenseScorer(dense)
 
 
-# Both box pools (mlcore.model.box_head.BOX_POOLS): the box head reads the window's mean or its
-# four quadrant means, per window and densely alike.
-@pytest.fixture(scope="module", params=["mean", "quadrants"])
+# Every box pool (mlcore.model.box_head.BOX_POOLS): the box head reads the window's mean or the
+# means of its parts, per window and densely alike.
+@pytest.fixture(scope="module", params=["mean", "quadrants", "grid4"])
 def real(request, tmp_path_factory):
     return _export(_model(1, box_pool=request.param), tmp_path_factory.mktemp("real"))
 
 
-@pytest.fixture(scope="module", params=["mean", "quadrants"])
+@pytest.fixture(scope="module", params=["mean", "quadrants", "grid4"])
 def pointwise(request, tmp_path_factory):
     model = _model(2, centre_only=True, box_pool=request.param)
     return _export(model, tmp_path_factory.mktemp("pointwise"))

@@ -86,7 +86,7 @@ def test_each_crop_window_has_the_class_under_its_centre_also_when_flipped():
     assert torch.equal(seen[sure], flipped.labels[sure])
 
 
-@pytest.mark.parametrize("box_pool", ["mean", "quadrants"])
+@pytest.mark.parametrize("box_pool", ["mean", "quadrants", "grid4"])
 def test_dense_training_trains_and_computes_what_dense_scoring_computes(tmp_path, box_pool):
     config = {"depth": 8, "width": 16, "box_head": True, "dense_crop": CROP, "step": STEP,
               "steps": 20, "batch_size": 64, "lr": 0.05, "log_every": 5, "val_windows": 64,
@@ -134,10 +134,10 @@ def test_a_model_trained_on_isolated_windows_stays_per_window(tmp_path):
     assert not (tmp_path / "model.dense.onnx").exists()
 
 
-def test_a_quadrant_box_head_starts_where_the_start_s_mean_head_was(tmp_path):
+@pytest.mark.parametrize("box_pool", ["quadrants", "grid4"])
+def test_a_box_head_of_parts_starts_where_the_start_s_mean_head_was(tmp_path, box_pool):
     # A fine-tune from a start with a one-mean box head (the shipped starting model's) into a
-    # quadrant head: the same outputs before the first step, then its own checkpoint keeps
-    # the quadrant head.
+    # head of parts: the same outputs before the first step, then its own checkpoint keeps it.
     torch.manual_seed(0)
     start = build_model(2, depth=8, width=8, box_head=True).eval()
     with torch.no_grad():
@@ -145,11 +145,11 @@ def test_a_quadrant_box_head_starts_where_the_start_s_mean_head_was(tmp_path):
         torch.nn.init.normal_(start.box.bias, std=0.1)
     path = save_checkpoint(tmp_path / "start.pt", start, CLASSES, TrainConfig(box_head=True))
     logs = []
-    quad = build_model(2, depth=8, width=8, box_head=True, box_pool="quadrants")
+    quad = build_model(2, depth=8, width=8, box_head=True, box_pool=box_pool)
     quad.heads = list(CLASSES)
     load_init_state(quad, str(path), logs.append)
     quad.eval()
-    assert quad.box.weight.shape == (5, 4 * start.box.weight.shape[1])
+    assert quad.box.weight.shape == (5, quad.box.parts**2 * start.box.weight.shape[1])
     assert any("widened" in line for line in logs)
     windows = torch.randint(0, 256, (6, W, W, 3), dtype=torch.uint8)
     with torch.no_grad():
@@ -160,5 +160,5 @@ def test_a_quadrant_box_head_starts_where_the_start_s_mean_head_was(tmp_path):
 
     saved = save_checkpoint(tmp_path / "quad.pt", quad, CLASSES, TrainConfig(box_head=True))
     reloaded, payload = load_checkpoint(saved)
-    assert payload["architecture"]["box_pool"] == "quadrants"
-    assert reloaded.box_pool == "quadrants" and reloaded.box.weight.shape == quad.box.weight.shape
+    assert payload["architecture"]["box_pool"] == box_pool
+    assert reloaded.box_pool == box_pool and reloaded.box.weight.shape == quad.box.weight.shape
