@@ -104,3 +104,55 @@ def test_uncertainty_kinds():
     assert uncertainty(probs.reshape(2, 2, 3), "margin").shape == (2, 2)
     with pytest.raises(ValueError, match="uncertainty kind"):
         uncertainty(probs, "variance")
+
+
+def _greedy_nms_against_every_hit(hits, iou, merge):
+    """The reference: each kept hit compared with every hit of its class (quadratic)."""
+    from mlcore.inference.postprocess import iou_one_to_many
+
+    out = []
+    windows = hits.window_boxes()
+    for c in np.unique(hits.label):
+        idx = np.flatnonzero(hits.label == c)
+        idx = idx[np.argsort(-hits.score[idx], kind="stable")]
+        x, y, w, h, s = (a[idx] for a in (hits.x, hits.y, hits.w, hits.h, hits.score))
+        wx, wy, ww, wh = windows[idx].T
+        alive = np.ones(len(idx), dtype=bool)
+        for i in range(len(idx)):
+            if not alive[i]:
+                continue
+            overlap = iou_one_to_many((wx[i], wy[i], ww[i], wh[i]), wx, wy, ww, wh)
+            members = np.union1d(np.flatnonzero(alive & (overlap >= iou)), [i])
+            alive[members] = False
+            if merge == "weighted":
+                wt = s[members] / s[members].sum()
+                box = [float((a[members] * wt).sum()) for a in (x, y, w, h)]
+            elif merge == "union":
+                box = [x[members].min(), y[members].min(), (x + w)[members].max(),
+                       (y + h)[members].max()]  # fmt: skip
+                box = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+            else:
+                box = [x[i], y[i], w[i], h[i]]
+            out.append((*[float(v) for v in box], int(c), float(s[i])))
+    return sorted(out, key=lambda r: -r[5])
+
+
+@pytest.mark.parametrize("step", [16, 8])
+@pytest.mark.parametrize("merge", ["weighted", "union", "none"])
+def test_nms_finds_the_clusters_of_comparing_every_hit(step, merge):
+    # Dense hits with refined boxes on a grid (the clusters a large scene gives): the bucketed
+    # NMS compares a hit only with windows that can overlap it, and gives the same boxes.
+    rng = np.random.default_rng(step)
+    rows, cols = 40, 50
+    probs = rng.dirichlet([1.0, 1.0, 0.6], size=(rows, cols)).astype(np.float32)
+    boxes = (rng.normal(0, 6, (rows, cols, 4)) + [0, 0, 32, 32]).astype(np.float32)
+    centred = rng.uniform(0.2, 1.0, (rows, cols)).astype(np.float32)
+    grid = ScoreGrid(np.arange(rows) * step, np.arange(cols) * step, probs, CLASSES, 32, step,
+                     boxes=boxes, centredness=centred)  # fmt: skip
+    hits = window_hits(grid, 0.3)
+    assert len(hits) > 500  # clusters of many overlapping windows
+    for iou in (0.129, 0.029, 0.5):
+        kept = nms(hits, iou, merge)
+        columns = (kept.x, kept.y, kept.w, kept.h, kept.label, kept.score)
+        got = [(*[float(v) for v in row[:4]], int(row[4]), float(row[5])) for row in zip(*columns)]
+        assert got == _greedy_nms_against_every_hit(hits, iou, merge)
