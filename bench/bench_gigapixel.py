@@ -55,6 +55,7 @@ TILE = 256
 OBJECT = 32
 PROJECT = "bench_gigapixel"
 STEP = 16
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/check_system.sh --browser)
 STEPS = ["make", "check", "ingest-tiff", "ingest-jpeg", "pyramid-vips", "pyramid-ours",
          "score", "detections", "queue", "viewer"]  # fmt: skip
 
@@ -326,7 +327,7 @@ def step_viewer(work: Path, side: int) -> dict:
     try:
         time.sleep(4)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
             page.set_default_timeout(600_000)
             base = f"http://127.0.0.1:{port}"
@@ -467,6 +468,9 @@ def main(argv=None) -> None:
     if args.step:
         print(json.dumps(run_step(args.step, args.work, args.side, args.scene)))
         return
+    if "viewer" in (args.only or STEPS) and not Path(CHROMIUM).is_file():
+        parser.error(f"the viewer step needs Chromium at {CHROMIUM}: run "
+                     "scripts/check_system.sh --browser, or leave it out with --only")  # fmt: skip
     if args.model is not None:
         if not args.model.is_file():
             parser.error(f"--model {args.model} is not a file")
