@@ -80,8 +80,8 @@ def scene_tile(ty: int, tx: int):
 
 
 def cifar_tiles():
-    """A function (ty, tx) -> tile of CIFAR-10 test images, 8 x 8 a tile, seeded per tile; and
-    the class names (the images are the shared data's, read once)."""
+    """A function (ty, tx) -> tile of CIFAR-10 test images, 8 x 8 a tile, seeded per tile (the
+    images are the shared data's, read once)."""
     import numpy as np
 
     from mlcore.data.datasets import load_dataset

@@ -292,7 +292,6 @@ class DenseScorer:
         self.stride = int(meta["stride"])
         self.halo = int(meta["halo"])
         self.box_head = bool(json.loads(meta.get("box_head", "false")))
-        self.box_pool = meta.get("box_pool", "mean")
         names = list(HEAD_OUTPUTS) + (list(BOX_OUTPUTS) if self.box_head else [])
         probe = np.zeros((1, self.stride, self.stride, 3), dtype=np.uint8)
         constants = dict(zip(names, self.session.run(names, {"images": probe})))

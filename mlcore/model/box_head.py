@@ -32,7 +32,7 @@ class BoxHead(nn.Linear):
         if pool not in BOX_POOLS:
             raise ValueError(f"box_pool must be one of {list(BOX_POOLS)}, not {pool!r}")
         super().__init__(in_features * BOX_POOLS[pool] ** 2, OUTPUTS)
-        self.pool, self.parts = pool, BOX_POOLS[pool]
+        self.parts = BOX_POOLS[pool]  # parts a side it reads
         nn.init.zeros_(self.weight)
         nn.init.zeros_(self.bias)
 
