@@ -106,10 +106,12 @@ def main(argv=None) -> int:
     classes, window = payload["classes"], int(payload["config"]["window"])
 
     # The quick profile's fine-tune (what a retrain uses), with dense crops; a finished one is
-    # reused (its timing kept in train.json).
+    # reused (its timing kept in train.json). Not averaged with the parent: the parent was
+    # trained per window, and this fine-tune is what teaches the net its neighbours.
     config = TrainConfig.from_dict(
         payload["config"] | profile_config("quick", finetune=True)
-        | {"dense_crop": args.crop, "steps": args.steps, "seed": args.seed} | extra
+        | {"dense_crop": args.crop, "steps": args.steps, "seed": args.seed, "parent_mix": 0.0}
+        | extra
     )  # fmt: skip
     tuned = out / "dense" / "checkpoint.pt"
     if not tuned.exists():
