@@ -27,6 +27,7 @@ strategy is chosen on the calibration scene's F1 after 600 answers, never on the
 
     .venv/bin/python -m mlcore demo --out var/mlcore-demo             # the first model, once
     .venv/bin/python bench/bench_loop.py --demo var/mlcore-demo --seeds 10 --workers 2
+    ... the same with --resume                                         # only the runs missing
     .venv/bin/python bench/bench_loop.py --chart-only                  # redraw from the JSON
 """
 
@@ -527,6 +528,23 @@ def paired_table(results: dict) -> str:
 # -- main ----------------------------------------------------------------------------------------
 
 
+def kept_records(out: Path, meta: dict) -> list[dict]:
+    """The runs of an earlier ``--json`` that this run would repeat exactly: the same first model,
+    fine-tune and cycle sizes (else none: mixing them would pair unlike runs)."""
+    if not out.exists():
+        return []
+    earlier = json.loads(out.read_text())
+    before = earlier.get("meta", {})
+    same = ("per_cycle", "cycles", "random_cycles", "weight", "finetune", "calibration_copies")
+    changed = [k for k in same if before.get(k) != meta[k]]
+    if before.get("first_model", {}).get("sha256") != meta["first_model"]["sha256"]:
+        changed.append("first_model")
+    if changed:
+        log(f"not resuming {out}: it differs in {', '.join(changed)}")
+        return []
+    return earlier.get("records", [])
+
+
 def prepare(args, cache: Path) -> dict:
     """The shared part of every run: the calibration scene, and the first model recalibrated on
     it and scored on both collages (the same first model for every seed and strategy)."""
@@ -580,6 +598,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=None, help="threads per run (2/workers)")
     parser.add_argument("--json", default=str(REPO / "docs" / "loop_results.json"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --json (same first model and fine-tune) "
+                             "and run only the missing ones")  # fmt: skip
     parser.add_argument("--chart", default=str(REPO / "docs" / "loop_f1.png"))
     parser.add_argument("--chart-only", action="store_true", help="redraw from --json")
     parser.add_argument("--resummarise", action="store_true",
@@ -640,13 +661,19 @@ def main(argv=None) -> int:
                         "f1": first["f1"], "thresholds": first["calibration"]["thresholds"]},
         "thresholds": "calibrated per version on the calibration scene",
     }  # fmt: skip
-    records: list[dict] = []
+    records = kept_records(out, meta) if args.resume else []
+    kept = {(r["strategy"], r["seed"]) for r in records}
+    tasks = [t for t in tasks if (t[0], t[1]) not in kept]
+    total = len(records) + len(tasks)
+    if records:
+        meta["runs_kept_from_earlier"] = len(records)
+        log(f"resuming: {len(records)} runs kept from {out}, {len(tasks)} to run")
     results: dict = {}
 
     def collect(record: dict) -> None:
         records.append(record)
         meta["minutes"] = round((time.perf_counter() - started) / 60, 1)
-        meta["runs_done"] = f"{len(records)}/{len(tasks)}"
+        meta["runs_done"] = f"{len(records)}/{total}"
         results.update(build_results(records, vars(args), meta))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results | {"records": records}, indent=1))

@@ -113,3 +113,21 @@ def test_the_finetune_levers_reach_the_finetune_and_the_json(tiny_demo, tmp_path
         "warmup_fraction": 0.1,
         "parent_mix": 0.25,
     }
+
+
+@pytest.mark.slow  # several real fine-tunes
+def test_resume_keeps_the_runs_done_and_runs_only_the_missing_ones(tiny_demo, tmp_path):
+    first = _run(tiny_demo, tmp_path, ["random"], seeds=1)
+    kept = first["records"][0]
+    # A second seed on top: the first run is kept as it was (not run again), the second added.
+    resumed = _run(tiny_demo, tmp_path, ["random"], seeds=2, extra=["--resume"])
+    records = {r["seed"]: r for r in resumed["records"]}
+    assert set(records) == {0, 1}
+    assert records[0] == kept
+    assert resumed["meta"]["runs_kept_from_earlier"] == 1
+    assert resumed["meta"]["runs_done"] == "2/2"
+    assert resumed["strategies"]["random"]["seeds"] == [0, 1]
+    # Another fine-tune must not be paired with the kept runs: nothing is kept.
+    other = _run(tiny_demo, tmp_path, ["random"], seeds=1, extra=["--resume", "--lr", "0.01"])
+    assert "runs_kept_from_earlier" not in other["meta"]
+    assert [r["lr"] for r in other["records"]] == [0.01]
