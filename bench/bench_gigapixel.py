@@ -3,7 +3,7 @@
 
 Steps, each in its own Python process so that its peak RSS is its own (os.wait4; for the steps
 that start other processes, Spark's JVM and Python workers or the web server, the largest process
-of the tree and the tree's sum, sampled every 0.2 s):
+of the tree, the tree's sum of RSS and of PSS (shared pages once), sampled every 0.2 s):
 
 1. ``make``: a 32,768 x 32,768 scene (3.2 GB of pixels) written tile by tile as a tiled,
    JPEG-compressed BigTIFF: grey noise with ~130,000 red and green 32-pixel squares (objects);
@@ -402,15 +402,26 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _rss(pid: int) -> int:
+def _memory(pid: int, path: str, field: str) -> int:
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{path}") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _rss(pid: int) -> int:
+    return _memory(pid, "status", "VmRSS:")
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size: each page shared by n processes counts 1/n in each, so a tree's sum
+    counts the pages Spark's forked Python workers share with their daemon once (a sum of RSS
+    counts them in every process)."""
+    return _memory(pid, "smaps_rollup", "Pss:")
 
 
 def measure(name: str, work: Path, side: int, scene: str = "squares") -> dict:
@@ -418,14 +429,16 @@ def measure(name: str, work: Path, side: int, scene: str = "squares") -> dict:
            "--scene", scene]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    peak = {"largest": 0, "tree": 0}
+    peak = {"largest": 0, "tree": 0, "tree_pss": 0}
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            sizes = [_rss(p) for p in _tree(proc.pid)]
+            tree = _tree(proc.pid)
+            sizes = [_rss(p) for p in tree]
             peak["largest"] = max(peak["largest"], max(sizes, default=0))
             peak["tree"] = max(peak["tree"], sum(sizes))
+            peak["tree_pss"] = max(peak["tree_pss"], sum(_pss(p) for p in tree))
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -445,6 +458,7 @@ def measure(name: str, work: Path, side: int, scene: str = "squares") -> dict:
         "peak_rss": usage.ru_maxrss * 1024,
         "largest_process_rss": peak["largest"],
         "tree_rss": peak["tree"],
+        "tree_pss": peak["tree_pss"],
         "result": result,
     }
 
@@ -485,7 +499,8 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{name:14s} {row['wall_s']:8.1f} s  peak RSS {row['peak_rss'] / 2**20:7.0f} MiB"
               f"  (largest process {row['largest_process_rss'] / 2**20:.0f} MiB, tree "
-              f"{row['tree_rss'] / 2**20:.0f} MiB)  load {row['load_before']:.1f}-"
+              f"{row['tree_rss'] / 2**20:.0f} MiB, PSS {row['tree_pss'] / 2**20:.0f} MiB)"
+              f"  load {row['load_before']:.1f}-"
               f"{row['load_after']:.1f}  {json.dumps(row['result'])}", flush=True)  # fmt: skip
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)

@@ -43,3 +43,26 @@ def test_a_flagged_model_file_comes_with_its_dense_graph(tmp_path):
     assert chosen == work / "model" / "model.onnx"
     assert (work / "model" / dense.name).read_bytes() == dense.read_bytes()
     assert dense_scorer_for(chosen, bench.STEP) is not None  # scored densely, as the file says
+
+
+def test_the_tree_pss_counts_pages_a_forked_child_shares_once():
+    import os
+    import time
+
+    shared = np.ones(64 * 2**20, dtype=np.uint8)  # touched before the fork: shared with the child
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child only waits, holding the shared pages)
+        time.sleep(5)
+        os._exit(0)
+    try:
+        time.sleep(0.3)
+        pids = [os.getpid(), child]
+        rss = sum(bench._rss(p) for p in pids)
+        pss = sum(bench._pss(p) for p in pids)
+        # Both RSS count the 64 MiB; the PSS sum counts them once.
+        assert bench._rss(child) > shared.nbytes
+        assert rss - pss > 0.8 * shared.nbytes
+        assert pss > shared.nbytes
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
