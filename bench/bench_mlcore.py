@@ -176,6 +176,61 @@ def bench_dense_scoring(work: Path, quick: bool) -> list[dict]:
     return rows
 
 
+DENSE_TILES = (1024, 512)  # px of windows a dense tile covers each way: today's and the half
+
+
+def dense_rss_child(scene_path: str, model_path: str, tile: int) -> dict:
+    """Runs in a fresh process: score the scene from disk densely in tiles of ``tile`` px;
+    report the peak RSS (ONNX Runtime's activations grow with the tile, the band read with the
+    tile's height times the scene's width)."""
+    from mlcore.inference.dense_scoring import open_dense_scorer, score_scene_dense
+    from mlcore.ingest.scenes import NpyScene
+
+    scorer = open_dense_scorer(model_path)
+    reader = NpyScene(scene_path)
+    started = time.perf_counter()
+    per = tile // 16
+    grid = score_scene_dense(scorer, reader, 16, rows_per_strip=per, cols_per_tile=per)
+    seconds = time.perf_counter() - started
+    windows = int(grid.probs.shape[0] * grid.probs.shape[1])
+    return {"peak_rss_mb": peak_rss_mb(), "windows": windows, "windows_per_s": windows / seconds}
+
+
+def bench_dense_tiles(work: Path, quick: bool) -> list[dict]:
+    """Dense scoring in tiles of 512 px against 1024 px: memory against the halo's extra work,
+    on a band of a gigapixel scene's width (32,768 px), each run in its own process, alternated."""
+    import torch
+
+    from mlcore.inference.dense_scoring import export_dense_onnx
+    from mlcore.model.export import export_onnx
+    from mlcore.model.network import build_model
+
+    torch.manual_seed(0)
+    model = build_model(len(CLASSES), depth=20, width=16, box_head=True, box_pool="grid4").eval()
+    per_window = export_onnx(model, work / "tiles-per-window.onnx", CLASSES)
+    export_dense_onnx(model, work / "tiles-dense.onnx", CLASSES, per_window_path=per_window)
+    width, height = (16384, 320) if quick else (32768, 640)
+    scene = write_scene_npy(work / "tiles-scene.npy", height, width)
+    runs: dict[int, list[dict]] = {tile: [] for tile in DENSE_TILES}
+    try:
+        for _ in range(1 if quick else 2):
+            for tile in DENSE_TILES:
+                cmd = [PYTHON, __file__, "--dense-rss-child", scene, per_window, str(tile)]
+                runs[tile].append(run_json(cmd, timeout=900))
+    finally:
+        scene.unlink(missing_ok=True)
+    big, small = DENSE_TILES
+    rate = {t: max(r["windows_per_s"] for r in runs[t]) for t in DENSE_TILES}
+    rss = {t: max(r["peak_rss_mb"] for r in runs[t]) for t in DENSE_TILES}
+    return [
+        row(f"dense scoring in {small} px tiles vs {big} px", rate[small], "windows/s",
+            f"{big} px tiles", rate[big], ">= 0.9x", rate[small] / rate[big] >= 0.9,
+            f"peak RSS {rss[small]:.0f} MB vs {rss[big]:.0f} MB (a process each); "
+            f"{width} x {height} random scene from disk, step 16, ResNet-20 w16 + grid4 box "
+            f"head, best of {len(runs[big])} alternated"),
+    ]  # fmt: skip
+
+
 # -- scoring cost of the box outputs --------------------------------------------------------------
 
 
@@ -441,17 +496,20 @@ def bench_canvases(work: Path, quick: bool) -> list[dict]:
     ]
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     work = Path(tempfile.mkdtemp(prefix="bench-mlcore-"))
     try:
         for name, fn in (
             ("CPU scoring", bench_scoring),
             ("dense scoring", bench_dense_scoring),
+            ("dense tiles", bench_dense_tiles),
             ("box outputs scoring cost", bench_box_outputs),
             ("peak RSS", bench_peak_rss),
             ("canvas preparation", bench_canvases),
         ):
+            if only and name not in only:
+                continue
             try:
                 rows += fn(work, quick)
             except Exception as exc:  # noqa: BLE001 - shown in the table, never hidden
@@ -751,14 +809,21 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--gpu", action="store_true", help="the GPU part instead of the CPU part")
     parser.add_argument("--rss-child", nargs=4, metavar=("SCENE", "MODEL", "STEP", "BATCH"))
+    parser.add_argument("--dense-rss-child", nargs=3, metavar=("SCENE", "MODEL", "TILE"))
+    parser.add_argument("--only", nargs="+", metavar="BENCH",
+                        help="only these CPU benches (their names in run())")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.dense_rss_child:
+        scene, model, tile = args.dense_rss_child
+        print(json.dumps(dense_rss_child(scene, model, int(tile))))
+        return 0
     if args.rss_child:
         scene, model, step, batch = args.rss_child
         print(json.dumps(rss_child(scene, model, int(step), int(batch))))
         return 0
     from bench.common import fmt
 
-    rows = run_gpu(args.quick) if args.gpu else run(args.quick)
+    rows = run_gpu(args.quick) if args.gpu else run(args.quick, args.only)
     buf = io.StringIO()
     for r in rows:
         print(f"{r['name']}: {fmt(r['value'])} {r['unit']} vs {fmt(r['baseline_value'])} "

@@ -5,6 +5,7 @@ Timings are never asserted: these check that the code paths run and compute the 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,14 @@ def test_box_outputs_bench_exports_a_resnet_with_a_box_head_and_compares_it(tmp_
     assert r["unit"] == "us/window" and r["value"] > 0 and r["baseline_value"] > 0
     assert r["ratio"] == r["value"] / r["baseline_value"] and r["target"] == "<= 1.20x"
     assert "load average" in r["note"]  # timings on a shared machine say how loaded it was
+
+
+def test_dense_tiles_bench_scores_each_tile_size_in_its_own_process(tmp_path):
+    (r,) = bench_mlcore.bench_dense_tiles(tmp_path, quick=True)
+    assert r["unit"] == "windows/s" and r["value"] > 0 and r["baseline_value"] > 0
+    assert r["name"] == "dense scoring in 512 px tiles vs 1024 px"
+    assert re.search(r"peak RSS \d+ MB vs \d+ MB", r["note"])
+    assert not list(tmp_path.glob("*.npy"))  # the scene is removed
 
 
 def test_flops_and_peaks():
