@@ -20,7 +20,9 @@ of the tree, the tree's sum of RSS and of PSS (shared pages once), sampled every
    only their strips) with a colour window classifier (ONNX, onnx.helper; it finds the squares),
    or with ``--model`` a real model file (the demo's first model:
    ``var/exp/demo/model/model.onnx``), scored the way the file says (densely when it names a
-   dense graph beside it).
+   dense graph beside it). ``--master standalone``: on a Spark standalone cluster of two 1-core
+   workers started here (bench/spark_cluster.py); the result says how evenly the partitions'
+   work spread (``skew``).
 6. ``detections``: labeling.scoring.results.store_scoring_result: NMS-merged boxes and raw windows
    into PostgreSQL, the grid into storage.
 7. ``queue``: the review queue's ranking of every window (labeling.review.queue.ranked_run) and
@@ -213,7 +215,9 @@ def copy_model(source: Path, work: Path) -> None:
         shutil.copy(source.parent / dense, folder / dense)
 
 
-def step_score(work: Path, side: int) -> dict:
+def step_score(work: Path, side: int, master: str = "local[2]") -> dict:
+    """Spark ``local[2]``, or ``standalone``: a master and two 1-core workers started here
+    (bench/spark_cluster.py), the seed's many-node setup in kind on one machine."""
     from mlcore.inference.dense_scoring import dense_scorer_for
     from mlcore.storage import LocalStorage
     from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
@@ -221,20 +225,58 @@ def step_score(work: Path, side: int) -> dict:
     model = bench_model(work)
     dense = dense_scorer_for(model, STEP) is not None
     url = LocalStorage(work / "storage").root_url
-    spark = get_spark("local[2]", conf={"spark.ui.enabled": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    cluster = None
+    conf = {"spark.ui.enabled": "false"}
+    if master == "standalone":
+        from bench.spark_cluster import StandaloneCluster
+
+        cluster = StandaloneCluster(work / "spark-cluster", n_workers=2, worker_memory="2g")
+        (work / "spark-cluster").mkdir(exist_ok=True)
+        master = cluster.start().master_url
+        conf |= {
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.executor.memory": "1g", "spark.executor.cores": "1", "spark.cores.max": "2",
+            # both executors up before the first task, so the partitions spread over both
+            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+            "spark.scheduler.maxRegisteredResourcesWaitingTime": "90s",
+        }  # fmt: skip
     try:
-        start = time.perf_counter()
-        grid, info = score_scene_on_spark(url, f"{PROJECT}/pixels.npy", str(model), STEP,
-                                          master="local[2]", batch_size=1024)  # fmt: skip
-        seconds = time.perf_counter() - start
+        spark = get_spark(master, conf=conf)
+        spark.sparkContext.setLogLevel("ERROR")
+        try:
+            start = time.perf_counter()
+            grid, info = score_scene_on_spark(url, f"{PROJECT}/pixels.npy", str(model), STEP,
+                                              master=master, batch_size=1024)  # fmt: skip
+            seconds = time.perf_counter() - start
+        finally:
+            stop_spark(spark)
     finally:
-        stop_spark(spark)
+        if cluster is not None:
+            cluster.stop()
     grid.save(work / "grid.npz")
     windows = int(grid.probs.shape[0] * grid.probs.shape[1])
     return {"windows": windows, "seconds": seconds, "windows_per_s": windows / seconds,
-            "partitions": getattr(info, "partitions", None), "model": model.name,
-            "dense": dense}  # fmt: skip
+            "master": "standalone, 2 workers x 1 core" if cluster else master,
+            "partitions": info.n_partitions, "skew": partition_skew(info.partition_timings),
+            "model": model.name, "dense": dense}  # fmt: skip
+
+
+def partition_skew(timings: list[dict]) -> dict:
+    """How evenly the partitions' work spread: their seconds (median, slowest, slowest /
+    median) and each executor's share of the windows."""
+    import numpy as np
+
+    seconds = np.array([t["seconds"] for t in timings], dtype=float)
+    hosts: dict[str, int] = {}
+    for t in timings:
+        hosts[t["host"]] = hosts.get(t["host"], 0) + t["windows"]
+    total = sum(hosts.values()) or 1
+    median = float(np.median(seconds)) if len(seconds) else 0.0
+    return {
+        "median_s": round(median, 2), "max_s": round(float(seconds.max(initial=0.0)), 2),
+        "max_over_median": round(float(seconds.max(initial=0.0)) / median, 2) if median else None,
+        "windows_share_by_executor": sorted(round(n / total, 3) for n in hosts.values()),
+    }  # fmt: skip
 
 
 def step_detections(work: Path, side: int) -> dict:
@@ -368,7 +410,8 @@ def step_viewer(work: Path, side: int) -> dict:
             "feed_gzip_bytes": feed.get("bytes")}  # fmt: skip
 
 
-def run_step(name: str, work: Path, side: int, scene: str = "squares") -> dict:
+def run_step(name: str, work: Path, side: int, scene: str = "squares",
+             master: str = "local[2]") -> dict:  # fmt: skip
     if name == "make":
         return step_make(work, side, scene)
     if name == "check":
@@ -377,7 +420,9 @@ def run_step(name: str, work: Path, side: int, scene: str = "squares") -> dict:
         return step_ingest(work, "scene.tif" if name == "ingest-tiff" else "scene.jpg")
     if name.startswith("pyramid-"):
         return step_pyramid(work, name.split("-", 1)[1])
-    return {"score": step_score, "detections": step_detections, "queue": step_queue,
+    if name == "score":
+        return step_score(work, side, master)
+    return {"detections": step_detections, "queue": step_queue,
             "viewer": step_viewer}[name](work, side)  # fmt: skip
 
 
@@ -424,9 +469,10 @@ def _pss(pid: int) -> int:
     return _memory(pid, "smaps_rollup", "Pss:")
 
 
-def measure(name: str, work: Path, side: int, scene: str = "squares") -> dict:
+def measure(name: str, work: Path, side: int, scene: str = "squares",
+            master: str = "local[2]") -> dict:  # fmt: skip
     cmd = [sys.executable, __file__, "--step", name, "--work", str(work), "--side", str(side),
-           "--scene", scene]  # fmt: skip
+           "--scene", scene, "--master", master]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     peak = {"largest": 0, "tree": 0, "tree_pss": 0}
@@ -474,13 +520,16 @@ def main(argv=None) -> None:
                         help="what the scene shows (module docstring, step 1)")  # fmt: skip
     parser.add_argument("--model", type=Path,
                         help="a model file to score with (default: colour classifier)")  # fmt: skip
+    parser.add_argument("--master", choices=("local[2]", "standalone"), default="local[2]",
+                        help="the score step's Spark: local, or a standalone cluster of two "
+                             "1-core workers started here")  # fmt: skip
     parser.add_argument("--results", default="gigapixel",
                         help="bench/results/NAME.json to write (and merge into)")  # fmt: skip
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("STORAGE_URL", str(args.work / "storage"))
     if args.step:
-        print(json.dumps(run_step(args.step, args.work, args.side, args.scene)))
+        print(json.dumps(run_step(args.step, args.work, args.side, args.scene, args.master)))
         return
     if "viewer" in (args.only or STEPS) and not Path(CHROMIUM).is_file():
         parser.error(f"the viewer step needs Chromium at {CHROMIUM}: run "
@@ -492,7 +541,7 @@ def main(argv=None) -> None:
     rows = []
     load = os.getloadavg()
     for name in args.only or STEPS:
-        row = measure(name, args.work, args.side, args.scene)
+        row = measure(name, args.work, args.side, args.scene, args.master)
         row["load_before"] = load[0]
         load = os.getloadavg()
         row["load_after"] = load[0]

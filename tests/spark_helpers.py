@@ -91,3 +91,15 @@ def local_spark_session():
 
     conf = {"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"}
     return get_spark(LOCAL_MASTER, conf=conf)
+
+
+def stop_running_spark() -> None:
+    """One SparkContext per process: a local one left by an earlier test must go first."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    running = SparkContext._active_spark_context
+    if running is not None:
+        from workers.spark_score import stop_spark
+
+        stop_spark(SparkSession(running))

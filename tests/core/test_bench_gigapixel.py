@@ -66,3 +66,28 @@ def test_the_tree_pss_counts_pages_a_forked_child_shares_once():
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
+
+
+@pytest.mark.slow  # starts a Spark master and two workers
+def test_the_score_step_runs_on_a_standalone_cluster_and_reports_the_skew(tmp_path):
+    from spark_helpers import stop_running_spark
+
+    stop_running_spark()  # one SparkContext per process: a local one of an earlier test goes
+    bench.step_make(tmp_path, 1024)
+    bench.step_ingest(tmp_path, "scene.tif")
+    result = bench.step_score(tmp_path, 1024, master="standalone")
+    assert result["windows"] == 63 * 63 and result["master"].startswith("standalone")
+    skew = result["skew"]
+    assert result["partitions"] >= 2 and skew["max_s"] >= skew["median_s"] > 0
+    # Both executors took partitions, and their shares add up to the whole scene.
+    assert len(skew["windows_share_by_executor"]) == 2
+    assert sum(skew["windows_share_by_executor"]) == pytest.approx(1.0, abs=0.002)
+
+
+def test_partition_skew_from_timings():
+    timings = [{"seconds": s, "host": h, "windows": w}
+               for s, h, w in [(1.0, "a", 10), (2.0, "b", 30), (4.0, "a", 60)]]  # fmt: skip
+    assert bench.partition_skew(timings) == {
+        "median_s": 2.0, "max_s": 4.0, "max_over_median": 2.0,
+        "windows_share_by_executor": [0.3, 0.7],
+    }  # fmt: skip
