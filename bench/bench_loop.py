@@ -396,6 +396,13 @@ def build_results(records: list[dict], args: dict, meta: dict) -> dict:
                 "one_copy_corner": threshold_spread(runs, "thresholds_one_copy"),
                 "plateau_middle_measured_only": threshold_spread(runs, "thresholds_plateau"),
             },
+            "never_worse": (
+                never_worse(runs, args["cycles"], per)
+                if cycles >= args["cycles"]
+                and len(runs) > 1
+                and all(str(args["cycles"]) in r["heldout_f1"] for r in runs)
+                else None
+            ),
             "answers": [r["answers"] for r in runs],
             "minutes_per_run": round(float(np.mean([sum(r["seconds"]) for r in runs])) / 60, 1),
         }
@@ -443,6 +450,41 @@ def build_results(records: list[dict], args: dict, meta: dict) -> dict:
         out["labels_saved"] = labels_saved(
             rand["labels"], rand["object_f1"]["mean"], per * budget_cycle, reached
         ) | {"strategy": default, "against": "random (mean curve over the same seeds)"}
+    return out
+
+
+# Issue 35's bar: a step of the loop may not lose more than this (paired, 95% interval).
+NEVER_WORSE_TOLERANCE = 0.005
+
+
+def never_worse(runs: list[dict], budget_cycle: int, per: int) -> dict:
+    """Does each step of the loop keep what the model knew? Per scene, the paired change of each
+    step (cycle k - cycle k-1 on the same seed) with its 95% interval; a step passes when the
+    interval reaches above -NEVER_WORSE_TOLERANCE. The labelled collage and the calibration scene
+    are scored every cycle, the held-out rocket at 0 and the budget only (one step)."""
+    from mlcore.eval.loop_figures import mean_interval
+
+    curves = {
+        "mona_lisa": [r["f1"][: budget_cycle + 1] for r in runs],
+        "calibration_scene": [r["calibration_f1"][: budget_cycle + 1] for r in runs],
+        "rocket": [[r["heldout_f1"]["0"], r["heldout_f1"][str(budget_cycle)]] for r in runs],
+    }
+    out: dict = {}
+    for scene, rows in curves.items():
+        arr = np.array(rows, dtype=np.float64)
+        labels = (
+            [0, per * budget_cycle] if scene == "rocket" else [per * k for k in range(len(arr[0]))]
+        )
+        steps = []
+        for j in range(1, arr.shape[1]):
+            summary = mean_interval(arr[:, j] - arr[:, j - 1])
+            steps.append({
+                "answers": [labels[j - 1], labels[j]], "mean": round(summary["mean"], 4),
+                "ci95": [round(v, 4) for v in summary["ci95"]],
+                "passes": bool(summary["ci95"][1] > -NEVER_WORSE_TOLERANCE),
+            })  # fmt: skip
+        out[scene] = steps
+    out["passes"] = all(step["passes"] for scene in curves for step in out[scene])
     return out
 
 
@@ -522,6 +564,25 @@ def paired_table(results: dict) -> str:
         h = d["heldout_object_f1"]
         held = f"{h['mean'][1]:+.3f} [{h['ci95'][1][0]:+.3f}, {h['ci95'][1][1]:+.3f}]"
         lines.append(f"| {name} | {len(d['seeds'])} | " + " | ".join(cells) + f" | {held} |")
+    return "\n".join(lines)
+
+
+def never_worse_table(results: dict) -> str:
+    """Each step's paired change per scene, mean [95% interval], and whether it passes."""
+    lines = ["| strategy | scene | " + "step | " * 3 + "passes |", "|" + " --- |" * 6]
+    for name, s in results["strategies"].items():
+        check = s.get("never_worse")
+        if not check:
+            continue
+        for scene in ("mona_lisa", "calibration_scene", "rocket"):
+            cells = [
+                f"{st['answers'][0]}->{st['answers'][1]}: {st['mean']:+.4f} "
+                f"[{st['ci95'][0]:+.4f}, {st['ci95'][1]:+.4f}]"
+                for st in check[scene]
+            ]
+            cells += [""] * (3 - len(cells))
+            ok = "yes" if all(st["passes"] for st in check[scene]) else "**no**"
+            lines.append(f"| {name} | {scene} | " + " | ".join(cells) + f" | {ok} |")
     return "\n".join(lines)
 
 
@@ -615,7 +676,7 @@ def main(argv=None) -> int:
             results = build_results(records, settings, meta) | {"records": records}
             out.write_text(json.dumps(results, indent=1))
         draw_chart(results, Path(args.chart))
-        print(table(results) + "\n\n" + paired_table(results))
+        print(table(results) + "\n\n" + paired_table(results) + "\n\n" + never_worse_table(results))
         return 0
     from mlcore.data.canvases import CALIBRATION_COPIES
     from mlcore.sampling import STRATEGIES
@@ -688,7 +749,7 @@ def main(argv=None) -> int:
             for record in pool.imap(_worker_run, tasks):
                 collect(record)
     draw_chart(results, Path(args.chart))
-    print(table(results) + "\n\n" + paired_table(results))
+    print(table(results) + "\n\n" + paired_table(results) + "\n\n" + never_worse_table(results))
     print(f"default strategy by this measurement: {results['default_strategy']} "
           f"({results['default_chosen_on']})")  # fmt: skip
     if results.get("labels_saved"):

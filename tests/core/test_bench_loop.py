@@ -131,3 +131,27 @@ def test_resume_keeps_the_runs_done_and_runs_only_the_missing_ones(tiny_demo, tm
     other = _run(tiny_demo, tmp_path, ["random"], seeds=1, extra=["--resume", "--lr", "0.01"])
     assert "runs_kept_from_earlier" not in other["meta"]
     assert [r["lr"] for r in other["records"]] == [0.01]
+
+
+def test_never_worse_judges_each_step_of_each_scene_on_hand_made_runs():
+    def run(seed, f1, calibration, rocket):
+        return {"seed": seed, "f1": f1, "calibration_f1": calibration,
+                "heldout_f1": {"0": rocket[0], "2": rocket[1]}}  # fmt: skip
+
+    runs = [
+        # Mona Lisa rises; the calibration scene loses 0.02 at the second step on every seed.
+        run(0, [0.70, 0.72, 0.74], [0.80, 0.80, 0.78], [0.70, 0.71]),
+        run(1, [0.71, 0.72, 0.75], [0.81, 0.81, 0.79], [0.70, 0.70]),
+        run(2, [0.69, 0.71, 0.73], [0.79, 0.80, 0.78], [0.71, 0.72]),
+    ]
+    check = bench_loop.never_worse(runs, budget_cycle=2, per=100)
+    assert [s["answers"] for s in check["mona_lisa"]] == [[0, 100], [100, 200]]
+    assert [s["answers"] for s in check["rocket"]] == [[0, 200]]
+    assert all(s["passes"] for s in check["mona_lisa"] + check["rocket"])
+    first, second = check["calibration_scene"]
+    assert first["mean"] == pytest.approx(0.0033, abs=1e-4) and first["passes"]
+    assert second["mean"] == pytest.approx(-0.02, abs=1e-4)
+    assert second["ci95"][1] < -bench_loop.NEVER_WORSE_TOLERANCE and not second["passes"]
+    assert check["passes"] is False
+    table = bench_loop.never_worse_table({"strategies": {"random": {"never_worse": check}}})
+    assert "| random | calibration_scene |" in table and "**no**" in table
