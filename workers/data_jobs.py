@@ -252,7 +252,7 @@ def queue_follow_up(scene: Scene) -> dict:
     with transaction.atomic():
         # The scene's row lock: a cycle promoting its version now scores the scenes that
         # version has not scored under the same lock (labeling.loop.cycle.
-        # score_scenes_imported_meanwhile), so the scene is scored once, never twice or never.
+        # score_scenes_it_has_not_scored), so the scene is scored once, never twice or never.
         Scene.objects.select_for_update().get(pk=scene.pk)
         dzi = enqueue("dzi", "workers.data_jobs.generate_dzi", project=project, scene_id=scene.pk)
         result = {"dzi_job": dzi.pk}

@@ -393,9 +393,11 @@ def consume_learnt(version) -> None:
     Annotation.objects.filter(pk__in=seen, consumed_by__isnull=True).update(consumed_by=version)
 
 
-def make_current_by_hand(project, version, user=None) -> ModelVersion:
+def make_current_by_hand(project, version, user=None) -> list[ScoringRun]:
     """A person makes ``version`` current (rollback, or a version a cycle kept back): what it
-    learnt from is consumed now, and who did it is recorded with the promotion."""
+    learnt from is consumed now, who did it is recorded with the promotion, and the scenes it
+    never scored (imported after it was current) are scored by it, so none shows nothing.
+    Returns those scoring runs (queued)."""
     with transaction.atomic():
         set_current(project, version)
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
@@ -411,7 +413,7 @@ def make_current_by_hand(project, version, user=None) -> ModelVersion:
                 }
             }
             version.save(update_fields=["metrics"])
-    return version
+    return score_scenes_it_has_not_scored(version)
 
 
 def promote(version) -> bool:
@@ -436,14 +438,15 @@ def promote(version) -> bool:
         version.status, version.is_current, version.finished_at = "ready", True, timezone.now()
         version.save(update_fields=["status", "is_current", "finished_at", "metrics"])
         consume_learnt(version)
-    score_scenes_imported_meanwhile(version)
+    score_scenes_it_has_not_scored(version)
     return True
 
 
-def score_scenes_imported_meanwhile(version) -> list[ScoringRun]:
+def score_scenes_it_has_not_scored(version) -> list[ScoringRun]:
     """Score with the version just made current every scene it has not scored: a scene whose
     import ended while the cycle ran was skipped by its scoring step (no pixels yet) and
-    scored by the model current then, or by none before a first model. Each scene's row lock,
+    scored by the model current then, or by none before a first model; after a rollback, a
+    scene imported while a later version was current. Each scene's row lock,
     also taken by the import's follow-up (workers.data_jobs.queue_follow_up), makes sure one of
     the two scores it, never both."""
     runs = []

@@ -153,17 +153,19 @@ def api_model_current(request, project_id, number):
     if version is None:
         raise Http404(f"Project {project.name!r} has no model v{number}.")
     try:
-        make_current_by_hand(project, version, request.user)
+        scoring = make_current_by_hand(project, version, request.user)
     except ValueError as exc:
         if not _wants_json(request):
             messages.error(request, str(exc))
             return _back(request, project)
         raise BadRequest(str(exc)) from None
     if not _wants_json(request):
-        messages.success(request, f"Model v{version.number} is now current.")
+        scenes = f"{len(scoring)} scene{'s' if len(scoring) != 1 else ''}"
+        then = f"; scoring the {scenes} it had not scored" if scoring else ""
+        messages.success(request, f"Model v{version.number} is now current{then}.")
         return _back(request, project)
     version.refresh_from_db()
-    return JsonResponse(version_json(version))
+    return JsonResponse(version_json(version) | {"scoring_runs": [r.pk for r in scoring]})
 
 
 @_api

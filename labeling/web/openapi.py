@@ -303,8 +303,10 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                             "content": {"application/json": {"schema": ERROR}}}}},
     },
     "api-model-current": {
-        "post": {"summary": "Make model version <number> current (rollback or promote)",
-                 "tags": ["loop"], "responses": _ok("the version")},
+        "post": {"summary": "Make model version <number> current (rollback or promote); the "
+                            "scenes it never scored are queued for scoring by it",
+                 "tags": ["loop"],
+                 "responses": _ok("the version, with scoring_runs: the runs queued")},
     },
     "api-jobs": {
         "get": {"summary": "Recent jobs of the project with progress", "tags": ["loop"],

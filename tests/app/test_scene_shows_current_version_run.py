@@ -115,3 +115,35 @@ def test_a_project_whose_only_version_failed_shows_no_run(
     assert alice_client.get(f"/api/scenes/{scene.pk}/detections").status_code == 404
     queue = alice_client.get(f"/api/projects/{project.pk}/queue").json()
     assert queue["done"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollback_scores_the_scenes_the_version_never_scored(
+    alice_client, project, storage_dir, redis_conn
+):
+    from rq import Queue
+
+    old, run1 = make_scored_scene(project, 128, 128, seed=7)
+    v1 = run1.model_version
+    # v2 became current; then a scene was imported and scored by v2 alone.
+    v2 = new_version(project, 2, "scoring", v1)
+    scored_by(v2, old, run1)
+    assert cycle.promote(v2)
+    new, first = make_scored_scene(project, 128, 128, seed=8, name="imported later")
+    scored_by(v2, new, first)
+    first.delete()  # (make_scored_scene scores with v1: this scene never had a v1 run)
+    queue = Queue("score", connection=redis_conn)
+    before = len(queue.job_ids)
+
+    response = alice_client.post(reverse("api-model-current", args=[project.pk, 1]),
+                                 content_type="application/json")  # fmt: skip
+    assert response.status_code == 200 and response.json()["is_current"] is True
+    queued = ScoringRun.objects.filter(model_version=v1, scene=new)
+    assert queued.count() == 1 and queued.get().status == "queued"
+    assert response.json()["scoring_runs"] == [queued.get().pk]
+    assert ScoringRun.objects.filter(model_version=v1, scene=old).count() == 1  # not again
+    assert len(queue.job_ids) == before + 1
+    # The page says so too (a form post, not JSON); nothing is queued twice.
+    page = alice_client.post(reverse("api-model-current", args=[project.pk, 1]), follow=True)
+    assert "is now current" in page.content.decode()
+    assert ScoringRun.objects.filter(model_version=v1, scene=new).count() == 1
