@@ -164,8 +164,7 @@ def start_of(args, window: int = 32):
 
 def cmd_train(args) -> dict:
     from mlcore.data.canvases import CanvasSet
-    from mlcore.inference.dense_scoring import export_dense_sibling
-    from mlcore.model.export import export_onnx
+    from mlcore.model.scoring_files import export_scoring_files
     from mlcore.train.profiles import profile_config
     from mlcore.train.training import train
 
@@ -192,9 +191,9 @@ def cmd_train(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.save_checkpoint(out / "checkpoint.pt")
-    model_path = out / "model.onnx"
-    export_onnx(result.model, model_path, cset.classes, result.config.window)
-    dense = export_dense_sibling(result.model, cset.classes, result.config, model_path)
+    model_path, dense = export_scoring_files(
+        result.model, out / "model.onnx", cset.classes, result.config
+    )
     calibration = None
     if getattr(args, "calibrate", True) and cset.calibration is not None:
         from mlcore.inference.calibration import calibrate_model_file

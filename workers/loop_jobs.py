@@ -529,8 +529,7 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
     from labeling.scoring.thresholds import model_file_thresholds
-    from mlcore.inference.dense_scoring import export_dense_sibling
-    from mlcore.model.export import export_onnx
+    from mlcore.model.scoring_files import export_scoring_files
     from mlcore.train.training import load_checkpoint
 
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
@@ -538,15 +537,14 @@ def export(ctx, project_id: int, version_id: int):
         return {"exported": False, "model_key": version.model_key}
     model, payload = load_checkpoint(_local_model_file(version.checkpoint_key))
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(
+        # A model trained for dense scoring says so: its dense graph travels beside it.
+        path, dense = export_scoring_files(
             model,
             Path(tmp) / MODEL_FILE,
             payload["classes"],
-            payload["config"]["window"],
+            payload["config"],
             {"version": version.number, "project": version.project.name},
         )
-        # A model trained for dense scoring says so: its dense graph travels beside it.
-        dense = export_dense_sibling(model, payload["classes"], payload["config"], path)
         calibrate(ctx, version, path)
         if dense is not None:
             _upload(dense, f"{model_prefix(version)}/{dense.name}")

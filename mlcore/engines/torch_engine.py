@@ -26,18 +26,16 @@ class TorchEngine:
 
     def export(self, result, directory, meta: dict | None = None) -> ExportedModel:
         """Write ``model.onnx`` (for scoring) and ``checkpoint.pt`` (for fine-tuning)."""
-        from mlcore.inference.dense_scoring import export_dense_sibling
-        from mlcore.model.export import export_onnx
+        from mlcore.model.scoring_files import export_scoring_files
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         info = {"val_accuracy": result.val_accuracy, "depth": result.config.depth,
                 "precision": getattr(result, "precision", None)}  # fmt: skip
         info.update(meta or {})
-        onnx_path = export_onnx(
-            result.model, directory / MODEL_FILE, result.classes, result.config.window, info
+        onnx_path, dense = export_scoring_files(
+            result.model, directory / MODEL_FILE, result.classes, result.config, info
         )
-        dense = export_dense_sibling(result.model, result.classes, result.config, onnx_path)
         checkpoint = result.save_checkpoint(directory / CHECKPOINT_FILE)
         files = [onnx_path, checkpoint] + ([dense] if dense else [])
         return ExportedModel(onnx_path, checkpoint, files, self.name)

@@ -119,6 +119,10 @@ class TrainConfig(TrainOptions):
     # hold about ``batch_size`` windows' pixels (the same compute as a per-window step). A model
     # trained so exports a dense graph beside its model file: it is scored densely.
     dense_crop: int = 0
+    # Flip test-time augmentation in the exported model file (mlcore.model.flip_tta): each window
+    # scored with its mirror image, averaged, at twice the scoring work. Off by default: measured
+    # in docs/model-quality.md#flip-test-time-augmentation. Per window only (not with dense_crop).
+    flip_tta: bool = False
     val_fraction: float = 0.1
     val_windows: int = 2048
     log_every: int = 10
@@ -767,6 +771,9 @@ def train(
     ``checkpoint_dir/resume.pt`` every that many steps, atomically; ``resume=True`` continues
     from it, and the result is the one an uninterrupted run gives."""
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    if config.flip_tta and config.dense_crop:  # before the training it would otherwise waste
+        raise ValueError("flip_tta and dense_crop cannot go together: the dense graph scores "
+                         "without the flip; choose one (docs/model-quality.md)")  # fmt: skip
     if not 0.0 <= config.parent_mix < 1.0:  # before the training it would otherwise waste
         raise ValueError(f"parent_mix must be in [0, 1), got {config.parent_mix}")
     classes = list(classes)
