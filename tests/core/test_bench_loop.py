@@ -139,10 +139,10 @@ def test_never_worse_judges_each_step_of_each_scene_on_hand_made_runs():
                 "heldout_f1": {"0": rocket[0], "2": rocket[1]}}  # fmt: skip
 
     runs = [
-        # Mona Lisa rises; the calibration scene loses 0.02 at the second step on every seed.
+        # Mona Lisa rises; the calibration scene loses 0.02-0.03 at the second step on each seed.
         run(0, [0.70, 0.72, 0.74], [0.80, 0.80, 0.78], [0.70, 0.71]),
         run(1, [0.71, 0.72, 0.75], [0.81, 0.81, 0.79], [0.70, 0.70]),
-        run(2, [0.69, 0.71, 0.73], [0.79, 0.80, 0.78], [0.71, 0.72]),
+        run(2, [0.69, 0.71, 0.73], [0.80, 0.81, 0.78], [0.71, 0.72]),
     ]
     check = bench_loop.never_worse(runs, budget_cycle=2, per=100)
     assert [s["answers"] for s in check["mona_lisa"]] == [[0, 100], [100, 200]]
@@ -150,8 +150,12 @@ def test_never_worse_judges_each_step_of_each_scene_on_hand_made_runs():
     assert all(s["passes"] for s in check["mona_lisa"] + check["rocket"])
     first, second = check["calibration_scene"]
     assert first["mean"] == pytest.approx(0.0033, abs=1e-4) and first["passes"]
-    assert second["mean"] == pytest.approx(-0.02, abs=1e-4)
+    assert second["mean"] == pytest.approx(-0.0233, abs=1e-4)
     assert second["ci95"][1] < -bench_loop.NEVER_WORSE_TOLERANCE and not second["passes"]
     assert check["passes"] is False
+    # Beside the steps, first to last: the calibration scene ends 0.02 lower on every seed.
+    overall = check["overall"]["calibration_scene"]
+    assert overall["answers"] == [0, 200] and overall["mean"] == pytest.approx(-0.02, abs=1e-4)
+    assert check["overall"]["mona_lisa"]["passes"] and not overall["passes"]
     table = bench_loop.never_worse_table({"strategies": {"random": {"never_worse": check}}})
     assert "| random | calibration_scene |" in table and "**no**" in table
