@@ -600,21 +600,32 @@ def never_worse_table(results: dict) -> str:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def kept_records(out: Path, meta: dict) -> list[dict]:
-    """The runs of an earlier ``--json`` that this run would repeat exactly: the same first model,
-    fine-tune and cycle sizes (else none: mixing them would pair unlike runs)."""
+def kept_records(out: Path, meta: dict, strategies: list[str]) -> list[dict]:
+    """The runs of an earlier ``--json`` this run can add to: the same fine-tune and cycle sizes
+    (else none: mixing them would pair unlike runs). From another first model (a demo remade in
+    another session or on another host) only whole seeds are kept, every one of ``strategies``:
+    the pairs are within a seed (same first model, fine-tune seed, random stream), so seeds may
+    start from different first models; each record names its own."""
     if not out.exists():
         return []
     earlier = json.loads(out.read_text())
     before = earlier.get("meta", {})
     same = ("per_cycle", "cycles", "random_cycles", "weight", "finetune", "calibration_copies")
     changed = [k for k in same if before.get(k) != meta[k]]
-    if before.get("first_model", {}).get("sha256") != meta["first_model"]["sha256"]:
-        changed.append("first_model")
     if changed:
         log(f"not resuming {out}: it differs in {', '.join(changed)}")
         return []
-    return earlier.get("records", [])
+    records = earlier.get("records", [])
+    ours = meta["first_model"]["sha256"]
+    other = [r for r in records if r["first_model_sha256"] != ours]
+    if other:
+        by_seed: dict[int, set] = {}
+        for r in other:
+            by_seed.setdefault(r["seed"], set()).add(r["strategy"])
+        whole = {seed for seed, done in by_seed.items() if set(strategies) <= done}
+        records = [r for r in records if r["first_model_sha256"] == ours or r["seed"] in whole]
+        log(f"seeds {sorted(whole)} kept from another first model (whole seeds only)")
+    return records
 
 
 def prepare(args, cache: Path) -> dict:
@@ -733,13 +744,20 @@ def main(argv=None) -> int:
                         "f1": first["f1"], "thresholds": first["calibration"]["thresholds"]},
         "thresholds": "calibrated per version on the calibration scene",
     }  # fmt: skip
-    records = kept_records(out, meta) if args.resume else []
+    records = kept_records(out, meta, args.strategies) if args.resume else []
     kept = {(r["strategy"], r["seed"]) for r in records}
+    # A seed is run whole from this first model unless another first model's seed is kept whole.
     tasks = [t for t in tasks if (t[0], t[1]) not in kept]
     total = len(records) + len(tasks)
     if records:
         meta["runs_kept_from_earlier"] = len(records)
         log(f"resuming: {len(records)} runs kept from {out}, {len(tasks)} to run")
+    first_models: dict[str, list[int]] = {}
+    for r in records:
+        first_models.setdefault(r["first_model_sha256"], []).append(r["seed"])
+    for _, seed, _ in tasks:
+        first_models.setdefault(first["sha256"], []).append(seed)
+    meta["first_models"] = {sha: sorted(set(seeds)) for sha, seeds in first_models.items()}
     results: dict = {}
 
     def collect(record: dict) -> None:

@@ -169,17 +169,19 @@ def cmd_train(args) -> dict:
     from mlcore.train.training import train
 
     init, started_from = start_of(args)
+    flags = {"steps": args.steps, "depth": args.depth, "width": args.width,
+             "batch_size": args.batch_size, "device": args.device, "seed": args.seed}  # fmt: skip
+    settings = _settings(getattr(args, "set", None))
+    for key in sorted(set(settings) & {k for k, v in flags.items() if v is not None}):
+        if key != "seed" or args.seed != 0:  # --seed's default gives way to --set seed=N
+            raise CliError(f"{key} is given twice (--{key.replace('_', '-')} and --set "
+                           f"{key}=...): give it once")  # fmt: skip
+        del flags[key]
     config = profile_config(
         args.profile,
         finetune=args.init is not None,
         start=started_from["kind"] == "starting-model",
-        **_settings(getattr(args, "set", None)),
-        steps=args.steps,
-        depth=args.depth,
-        width=args.width,
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
+        **(settings | flags),
     )
     cset = CanvasSet.load(args.canvases)
     started = time.perf_counter()

@@ -159,3 +159,27 @@ def test_never_worse_judges_each_step_of_each_scene_on_hand_made_runs():
     assert check["overall"]["mona_lisa"]["passes"] and not overall["passes"]
     table = bench_loop.never_worse_table({"strategies": {"random": {"never_worse": check}}})
     assert "| random | calibration_scene |" in table and "**no**" in table
+
+
+@pytest.mark.slow  # several real fine-tunes and a second tiny first model
+def test_resume_from_another_first_model_keeps_whole_seeds_and_names_each_model(
+    tiny_demo, tmp_path
+):
+    import shutil
+
+    from mlcore import cli
+
+    first = _run(tiny_demo, tmp_path, ["random"], seeds=1)
+    other = tmp_path / "other-demo"
+    shutil.copytree(tiny_demo, other, ignore=shutil.ignore_patterns("bench_loop"))
+    shutil.rmtree(other / "model")
+    assert cli.main(["train", str(other / "canvases"), str(other / "model"), "--profile", "tiny",
+                     "--set", "seed=1"]) == 0  # fmt: skip
+    resumed = _run(other, tmp_path, ["random"], seeds=2, extra=["--resume"])
+    records = {r["seed"]: r for r in resumed["records"]}
+    assert records[0] == first["records"][0]  # the whole seed kept, with its own first model
+    assert records[1]["first_model_sha256"] == resumed["meta"]["first_model"]["sha256"]
+    assert records[0]["first_model_sha256"] != records[1]["first_model_sha256"]
+    assert resumed["meta"]["first_models"] == {
+        records[0]["first_model_sha256"]: [0], records[1]["first_model_sha256"]: [1],
+    }  # fmt: skip

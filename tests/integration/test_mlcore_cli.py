@@ -117,6 +117,14 @@ def test_storage_ingress_and_egress(tmp_path):
         (["import-dataset", "/nonexistent/data.zip", "out.npz"], "does not exist"),
         (["upload", "STORE", "LOCAL", "../outside"], ".."),
         (["train", "CANVASES", "out", "--profile", "huge"], "unknown training profile"),
+        (
+            ["train", "CANVASES", "out", "--profile", "tiny", "--steps", "2", "--set", "steps=3"],
+            "steps is given twice",
+        ),
+        (
+            ["train", "CANVASES", "out", "--profile", "tiny", "--seed", "2", "--set", "seed=3"],
+            "seed is given twice",
+        ),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
