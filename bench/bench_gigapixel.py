@@ -231,15 +231,8 @@ def step_score(work: Path, side: int, master: str = "local[2]") -> dict:
         from bench.spark_cluster import StandaloneCluster
 
         cluster = StandaloneCluster(work / "spark-cluster", n_workers=2, worker_memory="2g")
-        (work / "spark-cluster").mkdir(exist_ok=True)
         master = cluster.start().master_url
-        conf |= {
-            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
-            "spark.executor.memory": "1g", "spark.executor.cores": "1", "spark.cores.max": "2",
-            # both executors up before the first task, so the partitions spread over both
-            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-            "spark.scheduler.maxRegisteredResourcesWaitingTime": "90s",
-        }  # fmt: skip
+        conf |= cluster.session_conf(executor_memory="1g")
     try:
         spark = get_spark(master, conf=conf)
         spark.sparkContext.setLogLevel("ERROR")

@@ -457,13 +457,21 @@ def build_results(records: list[dict], args: dict, meta: dict) -> dict:
 NEVER_WORSE_TOLERANCE = 0.005
 
 
+def _paired_change(arr: np.ndarray, labels: list[int], a: int, b: int) -> dict:
+    """Column a -> b of ``arr`` (a row per seed), mean and 95% interval, and whether it passes."""
+    from mlcore.eval.loop_figures import mean_interval
+
+    summary = mean_interval(arr[:, b] - arr[:, a])
+    return {"answers": [labels[a], labels[b]], "mean": round(summary["mean"], 4),
+            "ci95": [round(v, 4) for v in summary["ci95"]],
+            "passes": bool(summary["ci95"][1] > -NEVER_WORSE_TOLERANCE)}  # fmt: skip
+
+
 def never_worse(runs: list[dict], budget_cycle: int, per: int) -> dict:
     """Does each step of the loop keep what the model knew? Per scene, the paired change of each
     step (cycle k - cycle k-1 on the same seed) with its 95% interval; a step passes when the
     interval reaches above -NEVER_WORSE_TOLERANCE. The labelled collage and the calibration scene
     are scored every cycle, the held-out rocket at 0 and the budget only (one step)."""
-    from mlcore.eval.loop_figures import mean_interval
-
     curves = {
         "mona_lisa": [r["f1"][: budget_cycle + 1] for r in runs],
         "calibration_scene": [r["calibration_f1"][: budget_cycle + 1] for r in runs],
@@ -475,21 +483,9 @@ def never_worse(runs: list[dict], budget_cycle: int, per: int) -> dict:
         labels = (
             [0, per * budget_cycle] if scene == "rocket" else [per * k for k in range(len(arr[0]))]
         )
-        steps = []
-        for j in range(1, arr.shape[1]):
-            summary = mean_interval(arr[:, j] - arr[:, j - 1])
-            steps.append({
-                "answers": [labels[j - 1], labels[j]], "mean": round(summary["mean"], 4),
-                "ci95": [round(v, 4) for v in summary["ci95"]],
-                "passes": bool(summary["ci95"][1] > -NEVER_WORSE_TOLERANCE),
-            })  # fmt: skip
-        out[scene] = steps
-        whole = mean_interval(arr[:, -1] - arr[:, 0])  # what the steps add up to
-        out.setdefault("overall", {})[scene] = {
-            "answers": [labels[0], labels[-1]], "mean": round(whole["mean"], 4),
-            "ci95": [round(v, 4) for v in whole["ci95"]],
-            "passes": bool(whole["ci95"][1] > -NEVER_WORSE_TOLERANCE),
-        }  # fmt: skip
+        out[scene] = [_paired_change(arr, labels, j - 1, j) for j in range(1, arr.shape[1])]
+        last = arr.shape[1] - 1  # first to last: what the steps add up to
+        out.setdefault("overall", {})[scene] = _paired_change(arr, labels, 0, last)
     # The issue's bar is per step; "overall" (first to last, the same test) is reported beside it.
     out["passes"] = all(step["passes"] for scene in curves for step in out[scene])
     return out
@@ -597,6 +593,10 @@ def never_worse_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def tables(results: dict) -> str:
+    return "\n\n".join([table(results), paired_table(results), never_worse_table(results)])
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -682,8 +682,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads per run (2/workers)")
     parser.add_argument("--json", default=str(REPO / "docs" / "loop_results.json"))
     parser.add_argument("--resume", action="store_true",
-                        help="keep the runs already in --json (same first model and fine-tune) "
-                             "and run only the missing ones")  # fmt: skip
+                        help="keep the runs already in --json (same fine-tune; from another "
+                             "first model whole seeds) and run only the missing ones")  # fmt: skip
     parser.add_argument("--chart", default=str(REPO / "docs" / "loop_f1.png"))
     parser.add_argument("--chart-only", action="store_true", help="redraw from --json")
     parser.add_argument("--resummarise", action="store_true",
@@ -698,7 +698,7 @@ def main(argv=None) -> int:
             results = build_results(records, settings, meta) | {"records": records}
             out.write_text(json.dumps(results, indent=1))
         draw_chart(results, Path(args.chart))
-        print(table(results) + "\n\n" + paired_table(results) + "\n\n" + never_worse_table(results))
+        print(tables(results))
         return 0
     from mlcore.data.canvases import CALIBRATION_COPIES
     from mlcore.sampling import STRATEGIES
@@ -778,7 +778,7 @@ def main(argv=None) -> int:
             for record in pool.imap(_worker_run, tasks):
                 collect(record)
     draw_chart(results, Path(args.chart))
-    print(table(results) + "\n\n" + paired_table(results) + "\n\n" + never_worse_table(results))
+    print(tables(results))
     print(f"default strategy by this measurement: {results['default_strategy']} "
           f"({results['default_chosen_on']})")  # fmt: skip
     if results.get("labels_saved"):

@@ -52,7 +52,19 @@ class StandaloneCluster:
         log.close()
         self.processes.append(process)
 
+    def session_conf(self, executor_memory: str = "512m") -> dict[str, str]:
+        """Spark settings for a driver on this machine using the cluster: an executor of one core
+        on each worker, and the job starts only when both are up, so both get tasks."""
+        return {
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.executor.memory": executor_memory, "spark.executor.cores": "1",
+            "spark.cores.max": str(self.n_workers),
+            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+            "spark.scheduler.maxRegisteredResourcesWaitingTime": "90s",
+        }  # fmt: skip
+
     def start(self) -> StandaloneCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._launch(
             "master",
             "org.apache.spark.deploy.master.Master",

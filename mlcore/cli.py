@@ -172,11 +172,12 @@ def cmd_train(args) -> dict:
     flags = {"steps": args.steps, "depth": args.depth, "width": args.width,
              "batch_size": args.batch_size, "device": args.device, "seed": args.seed}  # fmt: skip
     settings = _settings(getattr(args, "set", None))
-    for key in sorted(set(settings) & {k for k, v in flags.items() if v is not None}):
-        if key != "seed" or args.seed != 0:  # --seed's default gives way to --set seed=N
-            raise CliError(f"{key} is given twice (--{key.replace('_', '-')} and --set "
-                           f"{key}=...): give it once")  # fmt: skip
-        del flags[key]
+    flags = {k: v for k, v in flags.items() if v is not None}  # given on the command line
+    twice = sorted(set(settings) & set(flags))
+    if twice:
+        key = twice[0]
+        raise CliError(f"{key} is given twice (--{key.replace('_', '-')} and --set "
+                       f"{key}=...): give it once")  # fmt: skip
     config = profile_config(
         args.profile,
         finetune=args.init is not None,
@@ -607,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", help="auto, cpu, cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default: the profile's (0)")
     p.add_argument(
         "--no-calibrate",
         dest="calibrate",
@@ -692,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--windows", type=int, default=None, help="training windows on the canvases")
     p.add_argument("--cols", type=int, default=80, help="collage width in tiles")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--seed", type=int, help="training seed (default: the profile's, 0)")
     p.add_argument("--from-scratch", action="store_true",
                    help="first model from random weights, not the starting model")  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -40,6 +40,18 @@ def test_the_choice_follows_the_cpu_and_the_option():
         resolve_precision(TrainConfig(bf16="half"), CPU)
 
 
+@pytest.mark.parametrize("units, dtype", [("AMX", "bfloat16"), ("AVX512-BF16", "float32"),
+                                          (None, "float32")])  # fmt: skip
+def test_auto_follows_the_units_on_every_kind_of_cpu(monkeypatch, units, dtype):
+    # Which units this machine has is hardware; the decision on each kind is checked here.
+    from mlcore.train import training
+
+    monkeypatch.setattr(training, "cpu_bf16_units", lambda: units)
+    auto = resolve_precision(TrainConfig(), CPU)
+    assert auto["dtype"] == dtype and auto["reason"].startswith("auto:")
+    assert (units or "no bf16 units") in auto["reason"]
+
+
 def test_bf16_on_the_cpu_is_really_used_learns_and_is_recorded(tmp_path):
     half = train(synthetic_set(), CLASSES, TrainConfig(**TINY, bf16=True, device="cpu", threads=1))
     full = train(synthetic_set(), CLASSES, TrainConfig(**TINY, bf16=False, device="cpu", threads=1))

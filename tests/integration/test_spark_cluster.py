@@ -37,18 +37,7 @@ def test_scoring_on_standalone_cluster_equals_local(cluster, tmp_path):
 
     ui_port = free_port()
     spark = get_spark(
-        cluster.master_url,
-        conf={
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-            "spark.ui.port": str(ui_port),
-            "spark.executor.memory": "512m",
-            "spark.executor.cores": "1",
-            "spark.cores.max": "2",
-            # Start the job only when both executors are up, so both get tasks.
-            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-            "spark.scheduler.maxRegisteredResourcesWaitingTime": "90s",
-        },
+        cluster.master_url, conf=cluster.session_conf() | {"spark.ui.port": str(ui_port)}
     )
     try:
         assert spark.sparkContext.master == cluster.master_url
