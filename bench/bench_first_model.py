@@ -55,20 +55,34 @@ def spread(rows: list[dict]) -> dict:
     return out
 
 
+def finished(out: Path, command: list[str]) -> bool:
+    """Whether ``out`` holds a finished run of exactly ``command`` (what --resume keeps)."""
+    ran = out / "bench_command.json"
+    if not ((out / "metrics.json").is_file() and ran.is_file()):
+        return False
+    return json.loads(ran.read_text()) == command
+
+
 def run_seed(out: Path, seed: int, first: Path | None, args) -> dict:
+    command = [sys.executable, "-m", "mlcore", "demo", "--out", str(out), "--seed", str(seed)]
+    command += ["--from-scratch"] if args.from_scratch else []
+    command += ["--profile", args.profile]
+    for item in args.set or []:
+        command += ["--set", item]
+    ran = out / "bench_command.json"
+    if args.resume and finished(out, command[1:]):
+        print(f"[bench_first_model] seed {seed}: kept from {out} (--resume)", flush=True)
+        return json.loads((out / "metrics.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     if first is not None:  # share the inputs of the first seed's run
         for name in SHARED_INPUTS:
             link = out / name
             if not link.exists() and (first / name).exists():
                 link.symlink_to((first / name).resolve())
-    command = [sys.executable, "-m", "mlcore", "demo", "--out", str(out), "--seed", str(seed)]
-    command += ["--from-scratch"] if args.from_scratch else []
-    command += ["--profile", args.profile]
-    for item in args.set or []:
-        command += ["--set", item]
     print(f"[bench_first_model {time.strftime('%H:%M:%S')}] {' '.join(command[1:])}", flush=True)
+    ran.unlink(missing_ok=True)
     subprocess.run(command, cwd=REPO, check=True)
+    ran.write_text(json.dumps(command[1:]))  # what --resume compares: the same run, finished
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -82,6 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="var/exp/first-model")
     parser.add_argument("--inputs", help="a demo folder whose inputs (canvases, collages) to share")
     parser.add_argument("--json", help="write the rows and their spread here")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep a seed whose run of the same command finished")  # fmt: skip
     args = parser.parse_args(argv)
     name = args.name or ("scratch" if args.from_scratch else "start")
     root = REPO / args.out

@@ -462,13 +462,30 @@ def _pss(pid: int) -> int:
     return _memory(pid, "smaps_rollup", "Pss:")
 
 
+def _role(pid: int, root: int) -> str:
+    """What a process of the step's tree is, for the tree's memory by role: the step's own
+    process, Spark's JVM, a Spark Python worker (or their daemon), or something else it started."""
+    if pid == root:
+        return "step process"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "other"
+    if argv and argv[0].endswith(b"java"):
+        return "JVM"
+    if any(b"pyspark.daemon" in a or b"pyspark.worker" in a for a in argv):
+        return "Spark Python workers"
+    return "other"
+
+
 def measure(name: str, work: Path, side: int, scene: str = "squares",
             master: str = "local[2]") -> dict:  # fmt: skip
     cmd = [sys.executable, __file__, "--step", name, "--work", str(work), "--side", str(side),
            "--scene", scene, "--master", master]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    peak = {"largest": 0, "tree": 0, "tree_pss": 0}
+    peak = {"largest": 0, "tree": 0, "tree_pss": 0, "by_role": {}}
     done = threading.Event()
 
     def sample():
@@ -477,7 +494,14 @@ def measure(name: str, work: Path, side: int, scene: str = "squares",
             sizes = [_rss(p) for p in tree]
             peak["largest"] = max(peak["largest"], max(sizes, default=0))
             peak["tree"] = max(peak["tree"], sum(sizes))
-            peak["tree_pss"] = max(peak["tree_pss"], sum(_pss(p) for p in tree))
+            pss = {p: _pss(p) for p in tree}
+            if sum(pss.values()) > peak["tree_pss"]:
+                peak["tree_pss"] = sum(pss.values())
+                by_role: dict[str, int] = {}
+                for p, size in pss.items():
+                    role = _role(p, proc.pid)
+                    by_role[role] = by_role.get(role, 0) + size
+                peak["by_role"] = by_role
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -498,8 +522,13 @@ def measure(name: str, work: Path, side: int, scene: str = "squares",
         "largest_process_rss": peak["largest"],
         "tree_rss": peak["tree"],
         "tree_pss": peak["tree_pss"],
+        "tree_pss_by_role_at_peak": peak["by_role"],
         "result": result,
     }
+
+
+def _roles_line(by_role: dict[str, int]) -> str:
+    return ", ".join(f"{role} {size / 2**20:.0f}" for role, size in sorted(by_role.items()))
 
 
 def main(argv=None) -> None:
@@ -541,7 +570,8 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{name:14s} {row['wall_s']:8.1f} s  peak RSS {row['peak_rss'] / 2**20:7.0f} MiB"
               f"  (largest process {row['largest_process_rss'] / 2**20:.0f} MiB, tree "
-              f"{row['tree_rss'] / 2**20:.0f} MiB, PSS {row['tree_pss'] / 2**20:.0f} MiB)"
+              f"{row['tree_rss'] / 2**20:.0f} MiB, PSS {row['tree_pss'] / 2**20:.0f} MiB: "
+              f"{_roles_line(row['tree_pss_by_role_at_peak'])})"
               f"  load {row['load_before']:.1f}-"
               f"{row['load_after']:.1f}  {json.dumps(row['result'])}", flush=True)  # fmt: skip
     results = REPO / "bench" / "results"

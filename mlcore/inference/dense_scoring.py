@@ -73,7 +73,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +274,10 @@ class DenseScorer:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # A tile's activations are tens of MB each: the memory pattern's one planned block held
+        # 870 MB at the peak of a 1,104 px tile of a 32k-wide scene, 708 MB without it, at the
+        # same speed (docs/speed.md, "The scoring step's memory").
+        options.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=["CPUExecutionProvider"]
@@ -449,8 +452,7 @@ def score_rows_dense(
 
     Tiles are ``rows_per_strip`` window rows by ``cols_per_tile`` window columns (auto: about
     TILE_PX pixels each way), each with its halo; the result does not depend on either, bit for
-    bit. Pixels are read a band of tile rows at a time (the whole width), the next band while the
-    current one is scored."""
+    bit. Pixels are read a band of tile rows at a time (the whole width)."""
     w, s, halo = scorer.window, scorer.stride, scorer.halo
     height, width = int(reader.height), int(reader.width)
     ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
@@ -474,22 +476,19 @@ def score_rows_dense(
 
     report(progress, 0, len(ys), "scoring densely")
     done = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dense-reader") as pool:
-        pending = pool.submit(read, row_spans[0])
-        for n, (yi, y0, _) in enumerate(row_spans):
-            band = pending.result()
-            if n + 1 < len(row_spans):
-                pending = pool.submit(read, row_spans[n + 1])
-            frows = (ys[yi] - y0) // s
-            for xi, x0, x1 in col_spans:
-                feats = scorer.features(band[:, x0:x1])
-                fcols = (xs[xi] - x0) // s
-                pooled = scorer.pooled(feats, frows, fcols)
-                box_in = scorer.box_input(feats, frows, fcols, pooled)
-                results = scorer.heads_of(pooled.reshape(-1, pooled.shape[2]), box_in)
-                for name, value in results.items():
-                    out[name][np.ix_(yi, xi)] = value.reshape(len(yi), len(xi), *value.shape[1:])
-            del band
-            done += len(yi)
-            report(progress, done, len(ys), f"scored {done} of {len(ys)} window rows")
+    for span in row_spans:
+        band = read(span)  # one band at a time: it is full width (108 MB at 32k), so no read-ahead
+        yi, y0, _ = span
+        frows = (ys[yi] - y0) // s
+        for xi, x0, x1 in col_spans:
+            feats = scorer.features(band[:, x0:x1])
+            fcols = (xs[xi] - x0) // s
+            pooled = scorer.pooled(feats, frows, fcols)
+            box_in = scorer.box_input(feats, frows, fcols, pooled)
+            results = scorer.heads_of(pooled.reshape(-1, pooled.shape[2]), box_in)
+            for name, value in results.items():
+                out[name][np.ix_(yi, xi)] = value.reshape(len(yi), len(xi), *value.shape[1:])
+        del band
+        done += len(yi)
+        report(progress, done, len(ys), f"scored {done} of {len(ys)} window rows")
     return out

@@ -68,6 +68,26 @@ def test_the_tree_pss_counts_pages_a_forked_child_shares_once():
         os.waitpid(child, 0)
 
 
+def test_the_tree_memory_is_told_by_role():
+    import os
+    import subprocess
+    import sys
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    worker = subprocess.Popen([*sleeper, "pyspark.daemon"])
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert bench._role(os.getpid(), os.getpid()) == "step process"
+        assert bench._role(worker.pid, os.getpid()) == "Spark Python workers"
+        assert bench._role(other.pid, os.getpid()) == "other"
+        assert bench._role(2**22 + 7, os.getpid()) == "other"  # gone: no such process
+    finally:
+        worker.kill()
+        other.kill()
+        worker.wait()
+        other.wait()
+
+
 @pytest.mark.slow  # starts a Spark master and two workers
 def test_the_score_step_runs_on_a_standalone_cluster_and_reports_the_skew(tmp_path):
     from spark_helpers import stop_running_spark

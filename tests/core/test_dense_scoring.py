@@ -144,6 +144,31 @@ def test_strips_and_tiles_join_bit_for_bit(real, step):
         np.testing.assert_array_equal(tiled.centredness, whole.centredness)
 
 
+def test_one_band_of_the_scene_is_held_at_a_time(real):
+    # A band is the scene's full width (108 MB at 32k): the scorer lets one go before it reads
+    # the next, and its session keeps no memory pattern (one planned block for every activation
+    # of a tile: 870 against 708 MB at the peak of a 32k-wide band).
+    import weakref
+
+    _, dense_scorer = real
+    pixels = _scene(202, 130, seed=7)
+    alive, most = [0], [0]
+
+    class CopyingReader(ArrayReader):
+        def read_rows(self, y0, y1):
+            band = self.pixels[y0:y1].copy()  # as a range read from storage gives
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+            weakref.finalize(band, lambda: alive.__setitem__(0, alive[0] - 1))
+            return band
+
+    tiled = score_scene_dense(dense_scorer, CopyingReader(pixels), 16, rows_per_strip=2)
+    assert most[0] == 1 and alive[0] == 0
+    whole = score_scene_dense(dense_scorer, ArrayReader(pixels), 16, rows_per_strip=10_000)
+    np.testing.assert_array_equal(tiled.probs, whole.probs)
+    assert dense_scorer.session.get_session_options().enable_mem_pattern is False
+
+
 def test_a_halo_one_stride_short_shows_seams(tmp_path):
     # The halo is exactly what the receptive field needs: one feature cell less and strips no
     # longer join (so the seam test above would catch a wrong halo).
