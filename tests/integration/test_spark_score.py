@@ -17,8 +17,11 @@ from mlcore.inference.scoring import load_scorer, score_scene
 from mlcore.ingest.scenes import NpyScene
 from mlcore.storage import StorageAuthError, StorageNotFoundError, storage_from_url
 from workers.spark_score import (
+    RESULTS_PREFIX,
+    STALE_RESULTS_S,
     SparkScoringError,
     balanced_partitions,
+    delete_results,
     get_spark,
     original_partitions,
     score_scene_on_spark,
@@ -75,6 +78,23 @@ def test_spark_scores_equal_single_process(spark, scene_store, model_path):
     )
     assert reports[-1] == (grid.ys.size * grid.xs.size,) * 2
     assert all(done <= total for done, total in reports)
+    # The partitions' results came through the storage (not collect()) and are gone from it.
+    assert scene_store.list(RESULTS_PREFIX) == []
+
+
+def test_result_files_of_runs_a_day_old_are_swept(tmp_path):
+    store = storage_from_url(str(tmp_path))
+    day_ago = time.time_ns() - int(STALE_RESULTS_S * 1e9) - 10**9
+    old, fresh = (
+        f"{RESULTS_PREFIX}{day_ago}-1-00003.npz",
+        f"{RESULTS_PREFIX}{time.time_ns()}-1-00000.npz",
+    )
+    for key in (old, fresh, "scenes/kept.npy"):
+        store.write(key, b"x")
+    delete_results(store, RESULTS_PREFIX, older_than_s=STALE_RESULTS_S)
+    assert store.list() == sorted([fresh, "scenes/kept.npy"])  # a running job's file stays
+    delete_results(store, fresh[: -len("00000.npz")])
+    assert store.list() == ["scenes/kept.npy"]
 
 
 def test_spark_carries_a_box_heads_outputs_bit_for_bit(spark, scene_store, tmp_path):
@@ -151,6 +171,7 @@ def test_executors_read_scene_through_adls(spark, model_path, monkeypatch):
             url, "s.npy", str(model_path), STEP, master=MASTER, partitions=4
         )
         np.testing.assert_array_equal(grid.probs, expected.probs)
+        assert store.list(RESULTS_PREFIX) == []  # written by the executors, read and deleted
         ranged_reads = [p for m, p in adls.requests[before:] if m == "GET" and "s.npy" in p]
         assert len(ranged_reads) >= info.n_partitions  # each task fetched its own strip
 
@@ -167,6 +188,7 @@ def test_executors_read_scene_through_adls(spark, model_path, monkeypatch):
                 partitions=2,
                 executor_env={"AZURE_STORAGE_KEY": wrong},
             )
+        assert store.list(RESULTS_PREFIX) == []
         monkeypatch.setenv("AZURE_STORAGE_KEY", wrong)
         with pytest.raises(StorageAuthError, match="AZURE_STORAGE_KEY"):
             score_scene_on_spark(url, "s.npy", str(model_path), STEP, master=MASTER)
