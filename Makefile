@@ -65,7 +65,7 @@ test: lint
 test-main: SYSTEM_ARGS = --browser
 test-main: $(REQ_STAMP) $(NPM_STAMP) system
 	@REDIS_URL=$(TEST_REDIS_URL) scripts/ensure_services.sh redis postgres
-	$(TEST_ENV) $(PY) -m pytest tests --ignore=tests/mxnet $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest tests --ignore=tests/mxnet --durations=25 $(PYTEST_ARGS)
 
 # The fast lane: tests/core (mlcore alone) and tests/app (Django on PostgreSQL + Redis), no slow ones.
 test-fast: $(REQ_STAMP)
