@@ -313,7 +313,10 @@ def step_detections(work: Path, side: int) -> dict:
     counts = {k: Detection.objects.filter(run=run, kind=k).count() for k in ("merged", "window")}
     (work / "ids.json").write_text(json.dumps({"project": project.pk, "scene": scene.pk,
                                                "run": run.pk}))  # fmt: skip
-    return {"seconds": seconds, **counts}
+    from django.db import connection
+
+    # SQLite (no DATABASE_URL) has no COPY: its figure is not the product's (postgresql).
+    return {"seconds": seconds, **counts, "database": connection.vendor}
 
 
 def step_queue(work: Path, side: int) -> dict:
