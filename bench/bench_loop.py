@@ -138,12 +138,10 @@ def calibrate(model_path: Path, scene, copies: int, threads: int) -> dict:
     """Thresholds of ``model_path`` on the calibration scene (written into the file, as the app's
     export does) and, for the spread, on a corner the size of a one-copy scene."""
     from mlcore.inference.calibration import accept_scores, calibrate_thresholds
-    from mlcore.inference.scoring import OnnxScorer, score_scene
-    from mlcore.ingest.scenes import ArrayScene
     from mlcore.model.onnx_file import write_metadata
 
     image, truth = scene
-    grid = score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
+    grid = score(model_path, image, threads)
     full = calibrate_thresholds(grid, truth)
     part = calibrate_thresholds(*corner(grid, truth, 1.0 / copies)) if copies > 1 else full
     write_metadata(model_path, {"thresholds": full["thresholds"]})
@@ -175,10 +173,14 @@ def _overall_f1(grid, truth, thresholds) -> float:
 
 
 def score(model_path: Path, image, threads: int):
-    from mlcore.inference.scoring import OnnxScorer, score_scene
+    """As the app scores the file: densely when it names a dense graph (a fine-tune with
+    ``--set dense_crop=...`` writes one), else per window."""
+    from mlcore.inference.model_file_scoring import score_with_model_file
     from mlcore.ingest.scenes import ArrayScene
 
-    return score_scene(OnnxScorer(model_path, threads=threads), ArrayScene(image), STEP, 1024)
+    grid, _ = score_with_model_file(model_path, ArrayScene(image), STEP, threads=threads,
+                                    batch_size=1024)  # fmt: skip
+    return grid
 
 
 def picks_digest(picks) -> str:
@@ -197,12 +199,13 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
     ``scene`` (the other collage is the held-out one). ``observe(cycle, picks, labels, grid,
     calibration)``, when given, sees each cycle's answers and the new version's grid of the scene
     and calibration (bench/bench_review_time.py reads the scene's labels off them)."""
+    from mlcore.cli import parse_settings
     from mlcore.data.canvases import CanvasSet
     from mlcore.eval.loop_figures import corrections_stick, stick_by_coverage
     from mlcore.eval.oracle import Oracle
     from mlcore.inference.postprocess import decided_labels
     from mlcore.inference.scoring import ScoreGrid
-    from mlcore.model.export import export_onnx
+    from mlcore.model.scoring_files import export_scoring_files
     from mlcore.sampling import select_batch
     from mlcore.train.profiles import profile_config
     from mlcore.train.training import train
@@ -216,7 +219,8 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
     init = demo / "model" / "checkpoint.pt"
     config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"], lr=args["lr"],
                             correction_share=args["correction_share"],
-                            parent_mix=args["parent_mix"])  # fmt: skip
+                            parent_mix=args["parent_mix"],
+                            **parse_settings(args.get("set")))  # fmt: skip
     config.update(log_every=10**6, threads=threads)
     first = setup["first"]
     grid = ScoreGrid.load(first["grids"][scene])
@@ -233,6 +237,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
         "finetune_seed": config["seed"], "steps": config["steps"], "lr": config["lr"],
         "correction_share": config.get("correction_share"),
         "parent_mix": config.get("parent_mix", 0.0),
+        "set": parse_settings(args.get("set")),
         "scene": scene,
         "f1": [first["f1"][scene]], "heldout_f1": {"0": first["f1"][heldout]},
         "calibration_f1": [first["calibration"]["f1"]],
@@ -262,7 +267,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
             result = train(cset, cset.classes, config, init_state=init)
             init = result.save_checkpoint(Path(tmp) / f"model-{cycle}.pt")
             model_path = Path(tmp) / f"model-{cycle}.onnx"
-            export_onnx(result.model, model_path, cset.classes, WINDOW)
+            export_scoring_files(result.model, model_path, cset.classes, result.config)
             cal = calibrate(model_path, calib, args["calibration_copies"], threads)
             grid = score(model_path, image, threads)
             record["f1"].append(_overall_f1(grid, truth, cal["thresholds"]))
@@ -631,6 +636,8 @@ def kept_records(out: Path, meta: dict, strategies: list[str]) -> list[dict]:
 def prepare(args, cache: Path) -> dict:
     """The shared part of every run: the calibration scene, and the first model recalibrated on
     it and scored on both collages (the same first model for every seed and strategy)."""
+    from mlcore.inference.dense_scoring import dense_model_name
+
     demo = Path(args.demo)
     image, truth = calibration_scene(demo, args.calibration_copies, cache)
     calib_files = (cache / "calibration.npy", cache / "calibration.json")
@@ -638,6 +645,9 @@ def prepare(args, cache: Path) -> dict:
     calib_files[1].write_text(json.dumps(truth))
     first_model = cache / "first.onnx"
     first_model.write_bytes((demo / "model" / "model.onnx").read_bytes())
+    dense = dense_model_name(first_model)  # a first model trained densely is scored so
+    if dense:
+        (cache / dense).write_bytes((demo / "model" / dense).read_bytes())
     log(f"calibrating the first model on the calibration scene ({image.shape[1]}x{image.shape[0]})")
     cal = calibrate(
         first_model, (image, truth), args.calibration_copies, args.threads * args.workers
@@ -674,6 +684,8 @@ def main(argv=None) -> int:
                         help="reviewed windows' share of the draws (profile's)")  # fmt: skip
     parser.add_argument("--parent-mix", type=float, default=None,
                         help="parent's share of each fine-tune's weights (profile's)")  # fmt: skip
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a fine-tune option as mlcore train takes it")  # fmt: skip
     parser.add_argument("--calibration-copies", type=int, default=None,
                         help="pastes of each held-out image (default: the product's)")  # fmt: skip
     parser.add_argument("--core", type=int, default=2,
@@ -700,6 +712,7 @@ def main(argv=None) -> int:
         draw_chart(results, Path(args.chart))
         print(tables(results))
         return 0
+    from mlcore.cli import parse_settings
     from mlcore.data.canvases import CALIBRATION_COPIES
     from mlcore.sampling import STRATEGIES
     from mlcore.train.profiles import profile_config
@@ -738,7 +751,8 @@ def main(argv=None) -> int:
         "finetune": {k: v for k, v in profile_config(
             "quick", finetune=True, steps=args.steps, lr=args.lr,
             correction_share=args.correction_share, parent_mix=args.parent_mix).items()
-            if k in ("steps", "lr", "correction_share", "warmup_fraction", "parent_mix")},
+            if k in ("steps", "lr", "correction_share", "warmup_fraction", "parent_mix")}
+            | parse_settings(args.set),
         "calibration_copies": args.calibration_copies,
         "first_model": {"path": str(demo / "model"), "sha256": first["sha256"],
                         "f1": first["f1"], "thresholds": first["calibration"]["thresholds"]},

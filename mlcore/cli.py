@@ -136,7 +136,7 @@ def cmd_collage(args) -> dict:
     }
 
 
-def _settings(items: list[str] | None) -> dict:
+def parse_settings(items: list[str] | None) -> dict:
     """``--set key=value`` training options (values as JSON where they parse, else text)."""
     out = {}
     for item in items or []:
@@ -171,7 +171,7 @@ def cmd_train(args) -> dict:
     init, started_from = start_of(args)
     flags = {"steps": args.steps, "depth": args.depth, "width": args.width,
              "batch_size": args.batch_size, "device": args.device, "seed": args.seed}  # fmt: skip
-    settings = _settings(getattr(args, "set", None))
+    settings = parse_settings(getattr(args, "set", None))
     flags = {k: v for k, v in flags.items() if v is not None}  # given on the command line
     twice = sorted(set(settings) & set(flags))
     if twice:
@@ -224,8 +224,8 @@ def cmd_train(args) -> dict:
 
 
 def cmd_score(args) -> dict:
-    from mlcore.inference.dense_scoring import dense_scorer_for, score_scene_dense
-    from mlcore.inference.scoring import load_scorer, scene_geometry, score_scene
+    from mlcore.inference.model_file_scoring import score_with_model_file
+    from mlcore.inference.scoring import load_scorer, scene_geometry
     from mlcore.ingest.scenes import open_scene
 
     scorer = load_scorer(args.model)
@@ -234,21 +234,16 @@ def cmd_score(args) -> dict:
     # --step is at the model's scale; windows of --object-size scene pixels are resized to it.
     size, step = scene_geometry(int(scorer.window), args.object_size, args.step)
     # A model file that says it can be scored densely is (the trunk over the scene once).
-    dense = dense_scorer_for(args.model, step, size)
-    if dense is not None:
-        grid = score_scene_dense(dense, scene, step, progress=terminal_progress("scoring"))
-    else:
-        grid = score_scene(
-            scorer, scene, step, batch_size=args.batch_size,
-            progress=terminal_progress("scoring"), scene_window=size,
-        )  # fmt: skip
+    grid, dense = score_with_model_file(args.model, scene, step, scene_window=size,
+                                 batch_size=args.batch_size,
+                                 progress=terminal_progress("scoring"))  # fmt: skip
     seconds = time.perf_counter() - started
     grid.save(args.out)
     rows = {
         "scene": f"{scene.width} x {scene.height}",
         "windows": f"{grid.probs.shape[0] * grid.probs.shape[1]:,}",
         "windows/s": f"{grid.probs.shape[0] * grid.probs.shape[1] / seconds:,.0f}",
-        "scoring": f"dense ({dense.path.name})" if dense is not None else "per window",
+        "scoring": f"dense ({dense.name})" if dense is not None else "per window",
         "grid": args.out,
     }
     if args.parquet:

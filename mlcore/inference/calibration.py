@@ -98,8 +98,7 @@ def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int 
     """The calibration of a model file on the canvas set's calibration scene, the file left
     as it is: ``{"thresholds", "method", "step", "scene", "f1", "precision", "recall",
     "objects"}``."""
-    from mlcore.inference.dense_scoring import dense_scorer_for, score_scene_dense
-    from mlcore.inference.scoring import OnnxScorer, score_scene
+    from mlcore.inference.model_file_scoring import score_with_model_file
     from mlcore.ingest.scenes import ArrayScene
 
     if canvas_set.calibration is None:
@@ -109,12 +108,8 @@ def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int 
         )
     image, truth = canvas_set.calibration
     # Calibrated as the file is scored: densely when it says it can be.
-    dense = dense_scorer_for(model_path, step)
-    if dense is not None:
-        grid = score_scene_dense(dense, ArrayScene(np.asarray(image)), step)
-    else:
-        grid = score_scene(OnnxScorer(model_path), ArrayScene(np.asarray(image)), step,
-                           batch_size=batch_size)  # fmt: skip
+    grid, dense = score_with_model_file(model_path, ArrayScene(np.asarray(image)), step,
+                                        batch_size=batch_size)  # fmt: skip
     result = calibrate_thresholds(grid, truth)
     summary = {
         "method": "per-class object F1 maximum on the calibration scene (held-out images)",

@@ -102,16 +102,19 @@ def test_the_json_reports_paired_gains_corrections_stick_and_labels_saved(tiny_d
 
 
 def test_the_finetune_levers_reach_the_finetune_and_the_json(tiny_demo, tmp_path):
-    extra = ["--lr", "0.01", "--correction-share", "0.5", "--parent-mix", "0.25"]
+    extra = ["--lr", "0.01", "--correction-share", "0.5", "--parent-mix", "0.25",
+             "--set", "warmup_fraction=0.2", "--set", "label_smoothing=0.05"]  # fmt: skip
     results = _run(tiny_demo, tmp_path, ["random"], extra=extra)
     record = results["records"][0]
     assert (record["lr"], record["correction_share"], record["parent_mix"]) == (0.01, 0.5, 0.25)
+    assert record["set"] == {"warmup_fraction": 0.2, "label_smoothing": 0.05}
     assert results["meta"]["finetune"] == {
         "steps": 2,
         "lr": 0.01,
         "correction_share": 0.5,
-        "warmup_fraction": 0.1,
+        "warmup_fraction": 0.2,
         "parent_mix": 0.25,
+        "label_smoothing": 0.05,
     }
 
 
