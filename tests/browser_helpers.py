@@ -92,10 +92,16 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+# A worker a browser test starts names its database sessions (libpq's PGAPPNAME), so its end
+# waits for those alone: the live server's own sessions stay open and were waited for in vain.
+PAGE_WORKER_APP = "test-page-worker"
+
+
 def stop_page_worker(proc, log: Path, timeout: float = 30.0) -> None:
-    """End a worker a browser test started beside the live server, then wait until its database
-    sessions are gone (they end a moment after the process), so the test database can be dropped
-    at the end of the run."""
+    """End a worker a browser test started beside the live server (with ``PGAPPNAME`` =
+    ``PAGE_WORKER_APP`` in its environment), then wait until its database sessions are gone
+    (they end a moment after the process), so the test database can be dropped at the end of
+    the run."""
     import subprocess
     import time
 
@@ -114,7 +120,8 @@ def stop_page_worker(proc, log: Path, timeout: float = 30.0) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid()"
+                "AND pid <> pg_backend_pid() AND application_name = %s",
+                [PAGE_WORKER_APP],
             )
             if cursor.fetchone()[0] == 0:
                 break

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_helpers import stop_page_worker
+from browser_helpers import PAGE_WORKER_APP, stop_page_worker
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
 from helpers_data import image_folder_zip, scene_png, storage_files, truncated
 
@@ -38,6 +38,7 @@ def rq_worker(storage_dir, redis_conn, settings):
         "REDIS_URL": settings.REDIS_URL,
         "STORAGE_URL": str(storage_dir),
         "PYTHONUNBUFFERED": "1",
+        "PGAPPNAME": PAGE_WORKER_APP,
     }
     if db.get("PASSWORD"):
         env["DATABASE_URL"] = env["DATABASE_URL"].replace(

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser_helpers import accept_key, login, stop_page_worker
+from browser_helpers import PAGE_WORKER_APP, accept_key, login, stop_page_worker
 from helpers_data import image_folder_zip, png_bytes, scene_png
 
 from labeling.models import Annotation, Project, Scene
@@ -42,7 +42,8 @@ def worker(storage_dir, redis_conn, settings, tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "rqworker", "default", "train", "score",
              "--worker-class", "rq.worker.SimpleWorker"],
-            cwd=REPO, env=worker_env(), stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO, env=worker_env() | {"PGAPPNAME": PAGE_WORKER_APP}, stdout=out,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
     yield proc
     stop_page_worker(proc, log, timeout=30)
