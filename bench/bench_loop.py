@@ -217,10 +217,10 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
     cset.calibration = calib
     # A checkpoint file, as the app passes its parent: it carries the architecture (box head).
     init = demo / "model" / "checkpoint.pt"
+    overrides = parse_settings(args.get("set"))  # --set: any other fine-tune option
     config = profile_config("quick", finetune=True, seed=seed, steps=args["steps"], lr=args["lr"],
                             correction_share=args["correction_share"],
-                            parent_mix=args["parent_mix"],
-                            **parse_settings(args.get("set")))  # fmt: skip
+                            parent_mix=args["parent_mix"], **overrides)  # fmt: skip
     config.update(log_every=10**6, threads=threads)
     first = setup["first"]
     grid = ScoreGrid.load(first["grids"][scene])
@@ -237,7 +237,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
         "finetune_seed": config["seed"], "steps": config["steps"], "lr": config["lr"],
         "correction_share": config.get("correction_share"),
         "parent_mix": config.get("parent_mix", 0.0),
-        "set": parse_settings(args.get("set")),
+        "set": overrides,
         "scene": scene,
         "f1": [first["f1"][scene]], "heldout_f1": {"0": first["f1"][heldout]},
         "calibration_f1": [first["calibration"]["f1"]],

@@ -491,9 +491,8 @@ def score_scene_on_spark(
                     outputs[name][lo:hi] = block
             storage.delete(key)
             timings.append(timing)
-    finally:
-        delete_results(storage, results_prefix)  # a failed or stopped run's partitions
-        delete_results(storage, RESULTS_PREFIX, older_than_s=STALE_RESULTS_S)
+    finally:  # a failed or stopped run's partitions, and late files of runs a day old
+        delete_results(storage, results_prefix, stale_after_s=STALE_RESULTS_S)
     if progress:
         progress(total, total, "scored on Spark")
     probs = outputs.pop("probs")
@@ -509,23 +508,23 @@ def score_scene_on_spark(
     return grid, info
 
 
-def delete_results(storage, prefix: str, older_than_s: float | None = None) -> None:
-    """Delete the partitions' result files under ``prefix`` (with ``older_than_s``, only those
-    of runs that started that long ago). A storage error here is logged, not raised: it must
-    not hide the error of the run it cleans up after."""
+def delete_results(storage, run_prefix: str, stale_after_s: float | None = None) -> None:
+    """Delete the partitions' result files of the run ``run_prefix`` and, with
+    ``stale_after_s``, those of any run that started that long ago: one listing of
+    RESULTS_PREFIX. A storage error here is logged, not raised: it must not hide the error of
+    the run it cleans up after."""
     from mlcore.storage import StorageError
 
     now = time.time_ns()
     try:
-        for key in storage.list(prefix):
+        for key in storage.list(RESULTS_PREFIX):
             started = key[len(RESULTS_PREFIX) :].split("-", 1)[0]
-            if older_than_s is not None and not (
-                started.isdigit() and now - int(started) > older_than_s * 1e9
-            ):
-                continue
-            storage.delete(key)
+            stale = (stale_after_s is not None and started.isdigit()
+                     and now - int(started) > stale_after_s * 1e9)  # fmt: skip
+            if key.startswith(run_prefix) or stale:
+                storage.delete(key)
     except StorageError as exc:
-        log.warning("could not delete Spark results under %s: %s", prefix, exc)
+        log.warning("could not delete Spark results of %s: %s", run_prefix, exc)
 
 
 def _ship_model(sc, name: str, payload: bytes) -> None:

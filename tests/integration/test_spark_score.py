@@ -82,18 +82,17 @@ def test_spark_scores_equal_single_process(spark, scene_store, model_path):
     assert scene_store.list(RESULTS_PREFIX) == []
 
 
-def test_result_files_of_runs_a_day_old_are_swept(tmp_path):
+def test_a_runs_result_files_and_those_a_day_old_are_deleted(tmp_path):
     store = storage_from_url(str(tmp_path))
-    day_ago = time.time_ns() - int(STALE_RESULTS_S * 1e9) - 10**9
-    old, fresh = (
-        f"{RESULTS_PREFIX}{day_ago}-1-00003.npz",
-        f"{RESULTS_PREFIX}{time.time_ns()}-1-00000.npz",
-    )
-    for key in (old, fresh, "scenes/kept.npy"):
+    now, day_ago = time.time_ns(), time.time_ns() - int(STALE_RESULTS_S * 1e9) - 10**9
+    run, other = f"{RESULTS_PREFIX}{now}-1-", f"{RESULTS_PREFIX}{now}-2-"
+    old = f"{RESULTS_PREFIX}{day_ago}-3-00003.npz"
+    for key in (f"{run}00000.npz", f"{run}00001.npz", f"{other}00000.npz", old, "scenes/kept.npy"):
         store.write(key, b"x")
-    delete_results(store, RESULTS_PREFIX, older_than_s=STALE_RESULTS_S)
-    assert store.list() == sorted([fresh, "scenes/kept.npy"])  # a running job's file stays
-    delete_results(store, fresh[: -len("00000.npz")])
+    delete_results(store, run, stale_after_s=STALE_RESULTS_S)
+    # Another running job's file and the user's key stay.
+    assert store.list() == sorted([f"{other}00000.npz", "scenes/kept.npy"])
+    delete_results(store, other)
     assert store.list() == ["scenes/kept.npy"]
 
 
