@@ -218,12 +218,22 @@ def cmd_train(args) -> dict:
         "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
         "training seconds": f"{seconds:.1f}",
         "thresholds": calibration["thresholds"] if calibration else "0.9 (not calibrated)",
+        "int8 copy": _int8_row((calibration or {}).get("int8")),
         "files": ", ".join(str(f) for f in (out / "checkpoint.pt", model_path, dense) if f),
         "scoring": "dense (trained for it)" if dense else "per window",
     }
 
 
+def _int8_row(check: dict | None) -> str:
+    if not check:
+        return "none (not calibrated)"
+    verdict = "kept" if check["kept"] else f"not kept (loses more than {check['margin']})"
+    return (f"{verdict}: calibration-scene F1 {check['int8_f1']} vs fp32 {check['fp32_f1']}, "
+            f"{check['seconds']} s")  # fmt: skip
+
+
 def cmd_score(args) -> dict:
+    from mlcore.inference.int8_sibling import scoring_file
     from mlcore.inference.model_file_scoring import score_with_model_file
     from mlcore.inference.scoring import load_scorer, scene_geometry
     from mlcore.ingest.scenes import open_scene
@@ -233,10 +243,14 @@ def cmd_score(args) -> dict:
     started = time.perf_counter()
     # --step is at the model's scale; windows of --object-size scene pixels are resized to it.
     size, step = scene_geometry(int(scorer.window), args.object_size, args.step)
-    # A model file that says it can be scored densely is (the trunk over the scene once).
-    grid, dense = score_with_model_file(args.model, scene, step, scene_window=size,
-                                 batch_size=args.batch_size,
-                                 progress=terminal_progress("scoring"))  # fmt: skip
+    # Its int8 copy on a CPU with int8 units; densely where the file says it can be.
+    try:
+        chosen = scoring_file(args.model, getattr(args, "precision", None))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    grid, dense = score_with_model_file(chosen, scene, step, scene_window=size,
+                                        batch_size=args.batch_size,
+                                        progress=terminal_progress("scoring"))  # fmt: skip
     seconds = time.perf_counter() - started
     grid.save(args.out)
     rows = {
@@ -244,6 +258,7 @@ def cmd_score(args) -> dict:
         "windows": f"{grid.probs.shape[0] * grid.probs.shape[1]:,}",
         "windows/s": f"{grid.probs.shape[0] * grid.probs.shape[1] / seconds:,.0f}",
         "scoring": f"dense ({dense.name})" if dense is not None else "per window",
+        "precision": f"int8 ({chosen.name})" if chosen != Path(args.model) else "fp32",
         "grid": args.out,
     }
     if args.parquet:
@@ -478,6 +493,7 @@ def cmd_demo(args) -> dict:
         step(f"score {name}", grid_path, cmd_score, {
             "model": model, "scene": picture, "out": grid_path, "step": 16,
             "batch_size": 1024, "parquet": None, "object_size": None,
+            "precision": "fp32",  # the reference figures, the same on every CPU
         })  # fmt: skip
         grid, truth = ScoreGrid.load(grid_path), load_ground_truth(picture.with_suffix(".json"))
         results[name] = {
@@ -498,6 +514,7 @@ def cmd_demo(args) -> dict:
         "window": main["calibrated"]["window"],
         "thresholds": meta["thresholds"],
         "calibration": meta.get("calibration"),
+        "int8": meta.get("int8_check"),  # the int8 copy's check (figures here are fp32's)
         "published_threshold": {"threshold": 0.9, "object": _overall(main["published"])},
         "aligned_accuracy": aligned["balanced_accuracy"],
         "aligned": aligned,
@@ -622,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-size", type=int, default=None,
                    help="the objects' size on the scene in pixels (default: the model's window); "
                    "windows of that size are resized to the model's")  # fmt: skip
+    p.add_argument("--precision", choices=("auto", "fp32", "int8"), default=None,
+                   help="auto (default, or $MLCORE_SCORING_PRECISION): the file's int8 copy on a "
+                   "CPU with int8 units (VNNI, AMX), else fp32")  # fmt: skip
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("evaluate", help="precision/recall/F1 of a grid against ground truth")

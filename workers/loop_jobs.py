@@ -388,7 +388,7 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
 
 
 def _local_model_file(key: str) -> Path:
-    from workers.spark_score import download_dense_sibling
+    from workers.spark_score import download_siblings
 
     storage = get_storage()
     local = storage.local_path(key)
@@ -399,7 +399,7 @@ def _local_model_file(key: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(storage.read(key))
         # A model file that is scored densely (its calibration too) needs its dense graph.
-        download_dense_sibling(storage, key, target)
+        download_siblings(storage, key, target)
     return target
 
 
@@ -487,13 +487,21 @@ def calibrate(ctx, version, model_path) -> None:
         ctx.log("no calibration scene in the canvases: thresholds stay at the project's")
         return
     summary = calibrate_model_file(model_path, cset, step=version.project.score_step)
-    ctx.log(f"calibrated thresholds {summary['thresholds']} (object F1 {summary['f1']})")
+    ctx.log(f"calibrated thresholds {summary['thresholds']} (object F1 {summary['f1']}); "
+            f"int8 copy {_int8_words(summary.get('int8'))}")  # fmt: skip
     scene_id = getattr(cset, "_calibration_name", summary["scene"])
     version.metrics = dict(version.metrics) | {
         "calibration": {k: v for k, v in summary.items() if k != "thresholds"}
         | {"scene_id": scene_id},
         "held_out": held_out_comparison(ctx, version, cset, scene_id, summary),
     }
+
+
+def _int8_words(check: dict | None) -> str:
+    if not check:
+        return "not made"
+    kept = "kept" if check["kept"] else "not kept"
+    return f"{kept} (calibration-scene F1 {check['int8_f1']} vs fp32 {check['fp32_f1']})"
 
 
 def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dict:
@@ -529,6 +537,7 @@ def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dic
 def export(ctx, project_id: int, version_id: int):
     """Export the version's checkpoint to the ONNX scoring file. Skipped when it exists."""
     from labeling.scoring.thresholds import model_file_thresholds
+    from mlcore.model.onnx_file import sibling_files
     from mlcore.model.scoring_files import export_scoring_files
     from mlcore.train.training import load_checkpoint
 
@@ -537,8 +546,9 @@ def export(ctx, project_id: int, version_id: int):
         return {"exported": False, "model_key": version.model_key}
     model, payload = load_checkpoint(_local_model_file(version.checkpoint_key))
     with tempfile.TemporaryDirectory() as tmp:
-        # A model trained for dense scoring says so: its dense graph travels beside it.
-        path, dense = export_scoring_files(
+        # A model trained for dense scoring says so (its dense graph); calibration adds an int8
+        # copy where it holds up: every file the model names travels beside it.
+        path, _ = export_scoring_files(
             model,
             Path(tmp) / MODEL_FILE,
             payload["classes"],
@@ -546,8 +556,8 @@ def export(ctx, project_id: int, version_id: int):
             {"version": version.number, "project": version.project.name},
         )
         calibrate(ctx, version, path)
-        if dense is not None:
-            _upload(dense, f"{model_prefix(version)}/{dense.name}")
+        for sibling in sibling_files(path):
+            _upload(sibling, f"{model_prefix(version)}/{sibling.name}")
         version.model_key = _upload(path, f"{model_prefix(version)}/{MODEL_FILE}")
         version.thresholds = model_file_thresholds(path)  # calibrated ones travel with the file
     version.save(update_fields=["model_key", "thresholds", "metrics"])

@@ -314,23 +314,31 @@ def _resolve_model(model_path_or_key: str, storage) -> Path:
             keys = [k for k in storage.list(prefix) if "/" not in k[len(prefix) :]]
         for each in keys:
             download_file(storage, each, folder / Path(each).name)
-        download_dense_sibling(storage, key, folder / path.name)
+        download_siblings(storage, key, folder / path.name)
         return folder / path.name
     raise SparkScoringError(
         f"model {model_path_or_key!r} is neither a local file nor a key in {storage.root_url}"
     )
 
 
-def download_dense_sibling(storage, key: str, local: Path) -> None:
-    """The dense graph a downloaded model file names (its ``dense_model``), from beside its key,
-    when the storage has it: without it the model is scored per window."""
-    from mlcore.inference.dense_scoring import dense_model_name
+def download_siblings(storage, key: str, local: Path) -> None:
+    """The files a downloaded model file names beside it (its dense graph, its int8 copy and
+    theirs: mlcore.model.onnx_file.sibling_files), from beside its key, those the storage has:
+    without them the model is scored per window, in fp32."""
+    from mlcore.model.onnx_file import named_siblings
     from mlcore.storage import download_file
 
-    name = dense_model_name(local) if local.suffix == ".onnx" else None
-    sibling = f"{key.rpartition('/')[0]}/{name}" if "/" in key else name
-    if name and storage.exists(sibling):
-        download_file(storage, sibling, local.with_name(name))
+    folder = key.rpartition("/")[0]
+    todo = [local]
+    while todo:
+        current = todo.pop()
+        if current.suffix != ".onnx":
+            continue
+        for name in named_siblings(current):
+            target, sibling = local.with_name(name), f"{folder}/{name}" if folder else name
+            if not target.exists() and storage.exists(sibling):
+                download_file(storage, sibling, target)
+                todo.append(target)
 
 
 def _model_payload(model_path: Path) -> tuple[bytes, str]:
@@ -361,6 +369,7 @@ def score_scene_on_spark(
     spark_conf: dict[str, str] | None = None,
     executor_env: dict[str, str] | None = None,
     object_size: int | None = None,
+    precision: str | None = None,
 ):
     """Score every window of the ``.npy`` scene ``scene_key`` in ``scene_storage_url``.
 
@@ -374,9 +383,12 @@ def score_scene_on_spark(
     rows); ``original_split=True`` instead cuts ``partitions`` (default: one per executor core)
     equal strips with the whole remainder on the last one (the published pipeline's split,
     kept for benchmarks). ``executor_env`` adds environment variables for the executors.
+    ``precision``: auto (default, or $MLCORE_SCORING_PRECISION), fp32 or int8
+    (mlcore.inference.int8_sibling.scoring_file).
     """
     from mlcore.data.windows import grid_positions
     from mlcore.inference.dense_scoring import dense_scorer_for
+    from mlcore.inference.int8_sibling import scoring_file
     from mlcore.inference.scoring import ScoreGrid, load_scorer, scene_geometry
     from mlcore.ingest.scenes import NpyScene
     from mlcore.storage import StorageNotFoundError, storage_from_url, validate_key
@@ -391,6 +403,9 @@ def score_scene_on_spark(
             f"scene {scene_key!r} not found in {storage.root_url}: upload it first (ingress)"
         )
     model_path = _resolve_model(model_path_or_key, storage)
+    fp32_path = model_path
+    # Its int8 copy on a CPU with int8 units, chosen here once: every partition scores it.
+    model_path = scoring_file(model_path, precision)
     scorer = load_scorer(str(model_path))
     classes = list(scorer.classes)
     window, step = scene_geometry(int(scorer.window), object_size, step)
@@ -503,7 +518,8 @@ def score_scene_on_spark(
         n_partitions=len(ranges),
         wall_s=time.perf_counter() - wall_start,
         master=sc.master,
-        scoring="dense" if dense is not None else "per window",
+        scoring=("dense" if dense is not None else "per window")
+        + (", int8" if model_path != fp32_path else ""),
     )
     return grid, info
 

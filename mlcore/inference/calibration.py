@@ -76,14 +76,20 @@ def accept_scores(grid, truth: list[dict], thresholds, precision: float = ACCEPT
     return out
 
 
-def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int = 1024) -> dict:
+def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int = 1024,
+                         int8: bool = True) -> dict:  # fmt: skip
     """Score the canvas set's calibration scene with the model file, choose the thresholds and
-    write them into the file's metadata. Returns the calibration summary (without the curve)."""
+    write them into the file's metadata; then (``int8``) give it the int8 copy a CPU with int8
+    units scores, if that copy holds up on the same scene (mlcore.inference.int8_sibling).
+    Returns the calibration summary (without the curve; ``int8``: the copy's check)."""
+    from mlcore.inference.int8_sibling import write_int8_sibling
     from mlcore.model.onnx_file import write_metadata
 
     result = calibration_summary(model_path, canvas_set, step, batch_size)
     summary = {k: v for k, v in result.items() if k != "thresholds"}
     write_metadata(model_path, {"thresholds": result["thresholds"], "calibration": summary})
+    if int8 and str(model_path).endswith(".onnx"):
+        result["int8"] = write_int8_sibling(model_path, canvas_set, step)
     return result
 
 

@@ -71,3 +71,31 @@ def write_metadata(path, updates: dict) -> None:
         save_with_metadata(proto, props, tmp, path, check=False)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Metadata keys that name a file beside this one which its scoring may open: the dense graph
+# (mlcore.inference.dense_scoring) and the int8 copy (mlcore.inference.int8_sibling).
+SIBLING_KEYS = ("dense_model", "int8_model")
+
+
+def named_siblings(path) -> list[str]:
+    """The bare file names ``path``'s metadata gives under :data:`SIBLING_KEYS` (a path in such
+    a key is ignored: siblings lie beside the file)."""
+    meta = read_metadata(path)
+    names = [meta.get(key) for key in SIBLING_KEYS]
+    return [n for n in names if isinstance(n, str) and n and Path(n).name == n]
+
+
+def sibling_files(path) -> list[Path]:
+    """Every file beside ``path`` that its scoring may open, as the files name each other
+    (``model.onnx`` -> ``model.dense.onnx``, ``model.int8.onnx`` -> ``model.dense.int8.onnx``),
+    those that exist."""
+    path, found = Path(path), []
+    todo = [path]
+    while todo:
+        for name in named_siblings(todo.pop()):
+            sibling = path.with_name(name)
+            if sibling.is_file() and sibling not in found and sibling != path:
+                found.append(sibling)
+                todo.append(sibling)
+    return found

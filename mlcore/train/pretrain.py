@@ -134,8 +134,8 @@ def pretrain(
         if cset.calibration is not None:
             image, truth = cset.calibration
             mapped = [b | {"label": DEMO_HEADS.get(b["label"], "negative")} for b in truth]
-            calibration = calibrate_model_file(
-                demo_path, SimpleNamespace(calibration=(image, mapped))
+            calibration = calibrate_model_file(  # a figure for the card: no int8 copy
+                demo_path, SimpleNamespace(calibration=(image, mapped)), int8=False
             )
 
     card = {
