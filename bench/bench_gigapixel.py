@@ -204,26 +204,24 @@ def bench_model(work: Path) -> Path:
 
 
 def copy_model(source: Path, work: Path) -> None:
-    from mlcore.inference.dense_scoring import dense_model_name
+    """``source`` and every file it names beside it (its dense graph, its int8 copy)."""
+    from mlcore.model.onnx_file import sibling_files
 
     folder = work / "model"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shutil.copy(source, folder / "model.onnx")
-    dense = dense_model_name(source)
-    if dense and (source.parent / dense).is_file():
-        shutil.copy(source.parent / dense, folder / dense)
+    for sibling in sibling_files(source):
+        shutil.copy(sibling, folder / sibling.name)
 
 
 def step_score(work: Path, side: int, master: str = "local[2]") -> dict:
     """Spark ``local[2]``, or ``standalone``: a master and two 1-core workers started here
     (bench/spark_cluster.py), the seed's many-node setup in kind on one machine."""
-    from mlcore.inference.dense_scoring import dense_scorer_for
     from mlcore.storage import LocalStorage
     from workers.spark_score import get_spark, score_scene_on_spark, stop_spark
 
     model = bench_model(work)
-    dense = dense_scorer_for(model, STEP) is not None
     url = LocalStorage(work / "storage").root_url
     cluster = None
     conf = {"spark.ui.enabled": "false"}
@@ -251,7 +249,8 @@ def step_score(work: Path, side: int, master: str = "local[2]") -> dict:
     return {"windows": windows, "seconds": seconds, "windows_per_s": windows / seconds,
             "master": "standalone, 2 workers x 1 core" if cluster else master,
             "partitions": info.n_partitions, "skew": partition_skew(info.partition_timings),
-            "model": model.name, "dense": dense}  # fmt: skip
+            "model": model.name, "dense": info.scoring.startswith("dense"),
+            "scoring": info.scoring}  # fmt: skip
 
 
 def partition_skew(timings: list[dict]) -> dict:

@@ -29,20 +29,27 @@ def test_the_cifar_scene_is_a_seeded_wall_of_cifar_test_images():
             assert tile[y : y + bench.OBJECT, x : x + bench.OBJECT].tobytes() in known
 
 
-def test_a_flagged_model_file_comes_with_its_dense_graph(tmp_path):
-    from dense_helpers import export_flagged, varied_model
+def test_a_flagged_model_file_comes_with_every_file_it_names(tmp_path):
+    from dense_helpers import export_flagged
+    from int8_helpers import CLASSES, Canvases, hand_made_scene, taught_model
+
+    from mlcore.inference.calibration import calibrate_model_file
+    from mlcore.inference.int8_sibling import scoring_file
 
     source = tmp_path / "source"
     source.mkdir()
-    per_window, dense = export_flagged(varied_model(3, seed=0), source, ["car", "boat", "neg"])
+    per_window, dense = export_flagged(taught_model(), source, CLASSES)
+    calibrate_model_file(per_window, Canvases(*hand_made_scene()))  # and its int8 copy
     work = tmp_path / "work"
     work.mkdir()
     assert bench.bench_model(work).name == "colour.onnx"  # no --model: the colour classifier
     bench.copy_model(per_window, work)
     chosen = bench.bench_model(work)
     assert chosen == work / "model" / "model.onnx"
-    assert (work / "model" / dense.name).read_bytes() == dense.read_bytes()
+    for name in ("model.dense.onnx", "model.int8.onnx", "model.dense.int8.onnx"):
+        assert (work / "model" / name).read_bytes() == (source / name).read_bytes()
     assert dense_scorer_for(chosen, bench.STEP) is not None  # scored densely, as the file says
+    assert scoring_file(chosen, "int8") == work / "model" / "model.int8.onnx"
 
 
 def test_the_tree_pss_counts_pages_a_forked_child_shares_once():
