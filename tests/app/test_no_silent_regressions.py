@@ -57,6 +57,10 @@ def test_a_worse_version_is_kept_not_current_and_the_page_says_why(
     assert f"{held['new']:.3f}" in html and f"{held['current']:.3f}" in html
     button = reverse("api-model-current", args=[project.pk, 2])
     assert f'action="{button}"' in html and "Make v2 current anyway" in html
+    # Its int8 copy's check (calibration scene, fp32 thresholds) is on the version and the page.
+    check = v2.metrics["calibration"]["int8"]
+    assert check["kept"] == (check["int8_f1"] >= check["fp32_f1"] - check["margin"])
+    assert ("int8 copy: F1" if check["kept"] else "no int8 copy: it lost") in html
 
     # A person decides otherwise: the button makes it current and its answer consumed.
     r = alice_client.post(button, {"next": f"/projects/{project.pk}/"})
