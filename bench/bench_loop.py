@@ -201,10 +201,12 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
     and calibration (bench/bench_review_time.py reads the scene's labels off them)."""
     from mlcore.cli import parse_settings
     from mlcore.data.canvases import CanvasSet
+    from mlcore.data.scene_marks import MARK_CONTEXT_PX, crop_mark
     from mlcore.eval.loop_figures import corrections_stick, stick_by_coverage
     from mlcore.eval.oracle import Oracle
     from mlcore.inference.postprocess import decided_labels
     from mlcore.inference.scoring import ScoreGrid
+    from mlcore.ingest.scenes import ArrayScene
     from mlcore.model.scoring_files import export_scoring_files
     from mlcore.sampling import select_batch
     from mlcore.train.profiles import profile_config
@@ -225,6 +227,7 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
     first = setup["first"]
     grid = ScoreGrid.load(first["grids"][scene])
     image, truth = scenes[scene]
+    scene_reader = ArrayScene(image)
     heldout = next(name for name in SCENES if name != scene)
     classes = grid.classes
     answered = np.full(grid.shape, -1, dtype=np.int64)
@@ -261,9 +264,12 @@ def run_one(setup: dict, strategy: str, seed: int, cycles: int, scene: str = "mo
             record["picks"].append(picks_digest(picks))
             for label in sorted(set(labels)):
                 chosen = [p for p, lab in zip(picks, labels) if lab == label]
-                crops = np.stack([image[p.y : p.y + WINDOW, p.x : p.x + WINDOW] for p in chosen])
+                # As the app cuts a reviewed window: with its scene context (crop_mark).
+                crops = np.stack([crop_mark(scene_reader, (p.x, p.y, WINDOW, WINDOW), WINDOW,
+                                            context=MARK_CONTEXT_PX) for p in chosen])  # fmt: skip
                 ids = [f"s{seed}c{cycle}:{p.y},{p.x}" for p in chosen]
-                cset.append(label, crops, ids, weight=args["weight"], layout="exact")
+                cset.append(label, crops, ids, weight=args["weight"], layout="exact",
+                            context=MARK_CONTEXT_PX)  # fmt: skip
             result = train(cset, cset.classes, config, init_state=init)
             init = result.save_checkpoint(Path(tmp) / f"model-{cycle}.pt")
             model_path = Path(tmp) / f"model-{cycle}.onnx"

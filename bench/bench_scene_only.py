@@ -126,6 +126,7 @@ def marked_set(image: np.ndarray, marks: list[dict]):
     """The canvas set the app builds from these marks (workers.loop_jobs.feed_corrections on a
     scene-only project): (canvas set, {class: held out}, {image id: mark})."""
     from mlcore.data.scene_marks import (
+        MARK_CONTEXT_PX,
         add_marked_windows,
         crop_mark,
         hold_out_marks,
@@ -140,7 +141,8 @@ def marked_set(image: np.ndarray, marks: list[dict]):
     for k, mark in enumerate(marks):
         image_id = f"mark-{k}"
         box = (mark["x"], mark["y"], mark["w"], mark["h"])
-        by_class[mark["label"]].append((image_id, crop_mark(reader, box, WINDOW)))
+        tile = crop_mark(reader, box, WINDOW, context=MARK_CONTEXT_PX)  # as the app cuts it
+        by_class[mark["label"]].append((image_id, tile))
         by_id[image_id] = mark
     held = hold_out_marks(cset, by_class)
     add_marked_windows(cset, by_class)

@@ -297,7 +297,12 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
     are skipped,
     so a retried cycle does not add them twice. With ``version_id`` the version's lineage records
     which annotations it learns from (they are marked consumed only at promotion)."""
-    from mlcore.data.scene_marks import add_marked_windows, crop_mark, hold_out_marks
+    from mlcore.data.scene_marks import (
+        MARK_CONTEXT_PX,
+        add_marked_windows,
+        crop_mark,
+        hold_out_marks,
+    )
     from mlcore.ingest.scenes import NpyScene
 
     project = Project.objects.get(pk=project_id)
@@ -348,7 +353,8 @@ def feed_corrections(ctx, project_id: int, version_id: int | None = None):
         if scene.pk not in readers:
             readers[scene.pk] = NpyScene(storage, scene.pixels_key)
         for image_id, box in training_boxes(project, a, objects):
-            tile = crop_mark(readers[scene.pk], box, window, project.scene_window)
+            tile = crop_mark(readers[scene.pk], box, window, project.scene_window,
+                             context=MARK_CONTEXT_PX)  # fmt: skip
             by_class[label].append((image_id, tile))
         ctx.progress(i + 1, len(new), "cropping corrected tiles")
     held_out = hold_out_marks(cset, by_class)

@@ -89,6 +89,11 @@ class Canvas:
     # "mixed" with source classes only: uint8 (H, W), per pixel the index into the set's
     # ``heads`` of the top tile's source class (the dataset's own class: truck, automobile...).
     source_map: np.ndarray | None = None
+    # "exact" only: px of the scene kept around each reviewed window (its tile is the window
+    # plus this margin a side; the placement is the window's origin). Training for dense
+    # scoring sees a window among its real neighbours, as dense scoring will; per window it
+    # changes nothing.
+    context: int = 0
 
     @property
     def height(self) -> int:
@@ -283,17 +288,23 @@ class CanvasSet:
         kind: str = "correction",
         seed: int | None = None,
         layout: str = "scatter",
+        context: int = 0,
     ) -> list[Canvas]:
         """Add ``images`` (n, h, w, 3) of ``class_name`` on new canvases.
 
         ``layout="exact"`` (what reviewed windows use): the tiles sit side by side without
         overlap and the sampler cuts each one only at its own origin, so every tile is trained
-        on exactly as given, with its label. ``"scatter"``: canvases sized to the number of tiles
-        (about one covering cell per tile, up to the set's canvas size), scattered with overlap,
-        every tile pasted at least once. Returns the new canvases.
+        on exactly as given, with its label; with ``context`` each image is the window plus
+        that many px of its scene a side (the window at its centre), seen only by training for
+        dense scoring. ``"scatter"``: canvases sized to the number of tiles (about one covering
+        cell per tile, up to the set's canvas size), scattered with overlap, every tile pasted
+        at least once. Returns the new canvases.
         """
         if layout not in ("scatter", "exact"):
             raise CanvasError(f"append takes layout 'scatter' or 'exact', got {layout!r}")
+        context = int(context)
+        if context < 0 or (context and layout != "exact"):
+            raise CanvasError(f"context is px >= 0 around exact tiles only, got {context}")
         if class_name not in self.classes:
             raise CanvasError(
                 f"class {class_name!r} is not one of this canvas set's classes {self.classes}; "
@@ -308,10 +319,13 @@ class CanvasSet:
             raise CanvasError(
                 f"images must be uint8 (n, h, w, 3), got {images.dtype} {images.shape}"
             )
-        if tuple(images.shape[1:3]) != self.tile_size:
+        expected = (self.tile_size[0] + 2 * context, self.tile_size[1] + 2 * context)
+        if tuple(images.shape[1:3]) != expected:
             raise CanvasError(
                 f"tiles are {images.shape[1]}x{images.shape[2]} but this set uses "
-                f"{self.tile_size[0]}x{self.tile_size[1]}: crop them at the window size"
+                f"{self.tile_size[0]}x{self.tile_size[1]}"
+                + (f" plus {context} px of context a side" if context else "")
+                + ": crop them at the window size"
             )
         ids = [str(i) for i in ids]
         if len(ids) != len(images):
@@ -319,7 +333,7 @@ class CanvasSet:
         if not len(images):
             return []
         if layout == "exact":
-            return self._append_exact(class_name, images, ids, float(weight), kind)
+            return self._append_exact(class_name, images, ids, float(weight), kind, context)
         rng = np.random.default_rng(
             seed if seed is not None else [self.seed, len(self.canvases), len(images)]
         )
@@ -373,8 +387,8 @@ class CanvasSet:
         digest = hashlib.sha1(np.ascontiguousarray(value[0]).tobytes()).hexdigest() if value else ""
         self._calibration_name = f"calibration-{digest[:12]}"
 
-    def _append_exact(self, class_name, images, ids, weight, kind) -> list[Canvas]:
-        th, tw = self.tile_size
+    def _append_exact(self, class_name, images, ids, weight, kind, context=0) -> list[Canvas]:
+        th, tw = images.shape[1:3]  # the window plus its context a side
         per_row = max(1, self.canvas_size[1] // tw)
         per_canvas = per_row * max(1, self.canvas_size[0] // th)
         new: list[Canvas] = []
@@ -392,10 +406,12 @@ class CanvasSet:
                 array=array,
                 weight=weight,
                 kind=kind,
-                placements=_placements(chunk_ids, k, ys, xs),
+                # The windows' origins: where the sampler cuts each one.
+                placements=_placements(chunk_ids, k, ys + context, xs + context),
                 name=self._new_name(kind, class_name),
                 tiles=(chunk_ids, np.ascontiguousarray(chunk)),
                 layout="exact",
+                context=context,
             )
             self.canvases.append(canvas)
             new.append(canvas)
@@ -431,6 +447,7 @@ class CanvasSet:
                     "labels_file": f"{c.name}.labels.npz" if c.label_map is not None else None,
                     "sources_file": (f"{c.name}.sources.npz" if c.source_map is not None else None),
                     "layout": c.layout,
+                    **({"context": c.context} if c.context else {}),
                     "class_name": c.class_name,
                     "kind": c.kind,
                     "weight": c.weight,
@@ -550,6 +567,7 @@ class CanvasSet:
                     layout=entry.get("layout", "scatter"),
                     label_map=label_map,
                     source_map=source_map,
+                    context=int(entry.get("context", 0)),
                 )
             )
         calibration = None
@@ -933,9 +951,11 @@ def rebuild_from_manifest(
 
     canvas = np.zeros((entry["height"], entry["width"], 3), dtype=np.uint8)
     placements = sorted(entry["placements"], key=lambda p: p[3])
+    margin = int(entry.get("context", 0))  # an exact tile's context: it starts before its window
     try:
         for image_id, y, x, _order in placements:
             t = tile(image_id)
+            y, x = y - margin, x - margin
             canvas[y : y + t.shape[0], x : x + t.shape[1]] = t
     except KeyError as exc:
         raise CanvasError(

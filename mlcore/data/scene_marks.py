@@ -22,6 +22,11 @@ from mlcore.data.windows import resize_windows
 # A scene-only project calibrates on this share of its first marks (per class, at least one of a
 # class with 3 or more), held out of training; they stay its calibration scene for later cycles.
 CALIBRATION_MARK_SHARE = 0.2
+# A marked or reviewed window keeps this much of its scene a side on its exact canvas (model px):
+# the ResNet-20 trunk's halo (its receptive-field radius, mlcore.inference.dense_scoring), all of
+# its neighbours that dense scoring lets into a window's features. Training for dense scoring
+# sees the window among them; per-window training cuts the window alone, as before.
+MARK_CONTEXT_PX = 40
 SCENE_MARKS_SOURCE = "scene marks"
 
 
@@ -32,20 +37,35 @@ def scene_only_set(classes, window: int) -> CanvasSet:
                      meta={"datasets": [], "source": SCENE_MARKS_SOURCE})  # fmt: skip
 
 
-def crop_mark(reader, box, window: int, scene_window: int | None = None) -> np.ndarray:
+def crop_mark(reader, box, window: int, scene_window: int | None = None,
+              context: int = 0) -> np.ndarray:  # fmt: skip
     """The window-size tile centred on a mark's box ``(x, y, w, h)`` in scene pixels (the window
     the scorer saw when the box is a window), clamped into the scene. ``scene_window`` (the
     project's object size, default ``window``): the square cut from the scene, resized to
     ``window`` as scoring resizes it (mlcore.inference.scoring), so the model learns what
-    scoring shows it. ``reader``: anything with ``height``, ``width`` and ``read_rows``."""
+    scoring shows it. ``context``: also that many (model) px of the scene a side, zeros beyond
+    its edges as dense scoring pads them: a (window + 2 context) square, the window at its
+    centre. ``reader``: anything with ``height``, ``width`` and ``read_rows``."""
     x, y, w, h = box
     size = int(scene_window or window)
+    margin = int(round(context * size / window))  # in scene px
     cy, cx = y + h / 2.0, x + w / 2.0
     y0 = int(min(max(round(cy - size / 2.0), 0), reader.height - size))
     x0 = int(min(max(round(cx - size / 2.0), 0), reader.width - size))
-    rows = reader.read_rows(y0, y0 + size)
-    tile = np.ascontiguousarray(rows[:, x0 : x0 + size])
-    return np.ascontiguousarray(resize_windows(tile[None], window)[0])
+    side = size + 2 * margin
+    oy, ox = y0 - margin, x0 - margin  # the tile's origin on the scene (maybe outside it)
+    top, bottom = max(0, oy), min(reader.height, oy + side)
+    left, right = max(0, ox), min(reader.width, ox + side)
+    tile = np.zeros((side, side, 3), dtype=np.uint8)
+    rows = reader.read_rows(top, bottom)
+    tile[top - oy : bottom - oy, left - ox : right - ox] = rows[:, left:right]
+    return np.ascontiguousarray(resize_windows(tile[None], window + 2 * context)[0])
+
+
+def window_of(tile: np.ndarray, window: int) -> np.ndarray:
+    """The window at the centre of a tile cut with context (:func:`crop_mark`)."""
+    margin = (tile.shape[0] - window) // 2
+    return np.ascontiguousarray(tile[margin : margin + window, margin : margin + window])
 
 
 def hold_out_marks(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, int]:
@@ -67,8 +87,8 @@ def hold_out_marks(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, int]
             by_class[label] = by_class[label] + items
         return {}
     items = [(i, t, label) for label, rows in held.items() for i, t in rows]
-    images = LabelledImages(
-        images=np.stack([t for _, t, _ in items]),
+    images = LabelledImages(  # the windows alone (a tile may carry its context)
+        images=np.stack([window_of(t, cset.tile_size[0]) for _, t, _ in items]),
         labels=np.array([cset.classes.index(label) for _, _, label in items], dtype=np.int64),
         class_names=list(cset.classes),
         ids=[i for i, _, _ in items],
@@ -78,8 +98,9 @@ def hold_out_marks(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, int]
 
 
 def add_marked_windows(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, list]:
-    """Add every marked tile (``by_class``: class -> [(image id, tile)]) to its class's
-    correction canvases in the exact layout, at the correction weight: each one is one training
+    """Add every marked tile (``by_class``: class -> [(image id, tile)], each the window or the
+    window with its context, :func:`crop_mark`) to its class's correction canvases in the exact
+    layout, at the correction weight: each one is one training
     sample as it was marked (its pixels, its label), never re-scattered, jittered or held out.
     Returns {image id: [canvas name, y, x]}: which mark became which training sample."""
     samples: dict[str, list] = {}
@@ -88,8 +109,9 @@ def add_marked_windows(cset: CanvasSet, by_class: dict[str, list]) -> dict[str, 
             continue
         ids = [i for i, _ in items]
         tiles = np.stack([t for _, t in items])
+        context = (tiles.shape[1] - cset.tile_size[0]) // 2  # cut with context (crop_mark)
         for canvas in cset.append(label, tiles, ids, weight=CORRECTION_WEIGHT,
-                                  kind="correction", layout="exact"):  # fmt: skip
+                                  kind="correction", layout="exact", context=context):  # fmt: skip
             for p in canvas.placements:
                 samples[p[0]] = [canvas.name, int(p[1]), int(p[2])]
     return samples

@@ -276,6 +276,9 @@ class TorchWindowGather:
             self.flat_coverage[pixels].copy_(_flat_tensor(coverage))
         self.offsets = torch.as_tensor(offsets, device=device)
         self.widths = torch.as_tensor([a.shape[1] for a in sampler.arrays], device=device)
+        # An exact canvas's scene context around each window (Canvas.context): dense crops see it.
+        self.context = torch.as_tensor([int(getattr(c, "context", 0)) for c in sampler.canvases],
+                                       dtype=torch.int64, device=device)  # fmt: skip
         w = self.window
         ar = torch.arange(w, device=device)
         self.dy = ar.view(1, w, 1, 1)
@@ -346,8 +349,9 @@ class TorchWindowGather:
         A crop is placed around a window drawn as :meth:`sample_batch` draws one (class shares,
         canvas weights), that window on its grid at a random place, the whole crop shifted by up
         to ``jitter`` px. It sees only its split region's pixels (zeros elsewhere, like a scene's
-        edge: no train crop sees the held-out band, and a reviewed window of an exact canvas is
-        seen alone); its windows outside the region weigh 0."""
+        edge: no train crop sees the held-out band; a reviewed window of an exact canvas is seen
+        with the scene context its tile kept, Canvas.context, and zeros beyond); its windows
+        outside the region weigh 0."""
         t = self.tables[split]
         if t["n"] == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
@@ -365,10 +369,11 @@ class TorchWindowGather:
             cy, cx = cy + shift[0], cx + shift[1]
         span = torch.arange(crop, device=dev)
         py, px = cy.view(-1, 1) + span, cx.view(-1, 1) + span  # (n, crop) pixel rows / cols
-        seen_y = (py >= ylo) & (py < yhi + w)
-        seen_x = (px >= xlo) & (px < xhi + w)
-        py = torch.minimum(torch.maximum(py, ylo), yhi + w - 1)
-        px = torch.minimum(torch.maximum(px, xlo), xhi + w - 1)
+        margin = self.context[canvas].view(-1, 1)  # pixels seen beyond the labelled region
+        seen_y = (py >= ylo - margin) & (py < yhi + w + margin)
+        seen_x = (px >= xlo - margin) & (px < xhi + w + margin)
+        py = torch.minimum(torch.maximum(py, ylo - margin), yhi + w + margin - 1)
+        px = torch.minimum(torch.maximum(px, xlo - margin), xhi + w + margin - 1)
         width = self.widths[canvas].view(-1, 1, 1, 1)
         index = (self.offsets[canvas].view(-1, 1, 1, 1)
                  + (py.view(-1, crop, 1, 1) * width + px.view(-1, 1, crop, 1)) * 3
