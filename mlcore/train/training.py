@@ -432,6 +432,11 @@ class WindowBatch(NamedTuple):
     box_weight: torch.Tensor
 
 
+# torch 2.13's CPU backward of a width-8 trunk on dense crops segfaults (3 runs in 3 here,
+# 2026-12-06); width 16, every profile's network but tiny's, trains.
+DENSE_MIN_WIDTH = 16
+
+
 def crop_grid(crop: int, window: int, step: int) -> int:
     """Windows per side of a dense-training crop: its ``step`` grid from its corner, which must
     end at the crop's far edge (so a flipped crop holds the same windows)."""
@@ -823,6 +828,12 @@ def train(
     dense = config.dense_crop > 0
     if dense:
         crop_grid(config.dense_crop, config.window, config.step)  # refuse a bad size up front
+        if device.type == "cpu" and config.width < DENSE_MIN_WIDTH:
+            raise ValueError(
+                f"training for dense scoring (dense_crop) on the CPU needs a network at least "
+                f"{DENSE_MIN_WIDTH} channels wide, this one is {config.width}: torch's CPU "
+                "backward crashes on narrower ones; train it per window (dense_crop=0)"
+            )
     norm = {k: v for k, v in (("mean", config.mean), ("std", config.std)) if v is not None}
     use_heads = config.source_heads and sampler.fine
     head_classes = sampler.head_classes if use_heads else None

@@ -162,3 +162,10 @@ def test_a_box_head_of_parts_starts_where_the_start_s_mean_head_was(tmp_path, bo
     reloaded, payload = load_checkpoint(saved)
     assert payload["architecture"]["box_pool"] == box_pool
     assert reloaded.box_pool == box_pool and reloaded.box.weight.shape == quad.box.weight.shape
+
+
+def test_a_network_too_narrow_for_dense_training_on_the_cpu_is_refused_in_words():
+    config = TrainConfig.from_dict({"depth": 8, "width": 8, "box_head": True, "dense_crop": CROP,
+                                    "step": STEP, "steps": 1, "device": "cpu"})  # fmt: skip
+    with pytest.raises(ValueError, match="at least 16 channels wide, this one is 8"):
+        train(car_canvas(), CLASSES, config)
