@@ -279,8 +279,6 @@ class TorchWindowGather:
         # An exact canvas's scene context around each window (Canvas.context): dense crops see it.
         self.context = torch.as_tensor([int(getattr(c, "context", 0)) for c in sampler.canvases],
                                        dtype=torch.int64, device=device)  # fmt: skip
-        exact = [getattr(c, "layout", "") == "exact" for c in sampler.canvases]
-        self.exact = torch.as_tensor(exact, dtype=torch.bool, device=device)
         w = self.window
         ar = torch.arange(w, device=device)
         self.dy = ar.view(1, w, 1, 1)
@@ -353,7 +351,7 @@ class TorchWindowGather:
         to ``jitter`` px. It sees only its split region's pixels (zeros elsewhere, like a scene's
         edge: no train crop sees the held-out band; a reviewed window of an exact canvas is seen
         with the scene context its tile kept, Canvas.context, and zeros beyond); its windows
-        outside the region weigh 0, its one reviewed window as much as a whole crop."""
+        outside the region weigh 0."""
         t = self.tables[split]
         if t["n"] == 0:
             raise ValueError(f"no {split!r} windows: the canvases are too small to hold out a band")
@@ -394,12 +392,7 @@ class TorchWindowGather:
             every, wy.reshape(-1), wx.reshape(-1)
         )
         inside = inside.reshape(-1).float()
-        # A crop of an exact canvas has one labelled window (the reviewed one) where a canvas crop
-        # has g * g: it weighs g * g, so reviewed windows keep the share of the loss that
-        # correction_share gives them per window (at 1 they were ~1% of it: they did not stick).
-        per_crop = torch.where(self.exact[canvas], float(g * g), 1.0)
-        scale = per_crop.view(-1, 1).expand(-1, g * g).reshape(-1)
-        return WindowBatch(images, labels, heads, weights * inside * scale, box_target,
+        return WindowBatch(images, labels, heads, weights * inside, box_target,
                            box_weight * inside)  # fmt: skip
 
     def _box_targets(self, centre, y, x) -> tuple[torch.Tensor, torch.Tensor]:
