@@ -111,6 +111,7 @@ def test_worker_killed_mid_training_fails_the_cycle_and_a_retry_works(
     consumed = set(Annotation.objects.filter(project=project).values_list("consumed_by", flat=True))
     assert consumed == {v3.pk}
     assert pending_annotations(project) == []
-    # The killed attempt's tiles were kept and not added twice by the retry.
-    assert TrainingCanvas.objects.filter(project=project, kind="correction").count() == 3
+    # The killed attempt's tiles were kept and not added twice by the retry (each of the 4 a
+    # canvas: a tile with its scene context is 112 px, the test project's canvases 128 px).
+    assert TrainingCanvas.objects.filter(project=project, kind="correction").count() == 4
     assert ModelVersion.objects.get(pk=v2.pk).status == "failed"
