@@ -20,7 +20,7 @@ from mlcore.train.training import TrainConfig, train  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["car", "boat", "negative"]
 CONFIG = dict(
-    depth=8, width=8, batch_size=64, steps=60, lr=0.05, log_every=10, val_windows=0, seed=3,
+    depth=8, width=16, batch_size=64, steps=60, lr=0.05, log_every=10, val_windows=0, seed=3,
     device="cpu", threads=1, compile=False,
 )  # fmt: skip
 
