@@ -164,6 +164,7 @@ def start_of(args, window: int = 32):
 
 def cmd_train(args) -> dict:
     from mlcore.data.canvases import CanvasSet
+    from mlcore.inference.int8_sibling import check_words
     from mlcore.model.scoring_files import export_scoring_files
     from mlcore.train.profiles import profile_config
     from mlcore.train.training import train
@@ -218,18 +219,10 @@ def cmd_train(args) -> dict:
         "validation accuracy": f"{result.val_accuracy:.3f}" if result.val_accuracy else "-",
         "training seconds": f"{seconds:.1f}",
         "thresholds": calibration["thresholds"] if calibration else "0.9 (not calibrated)",
-        "int8 copy": _int8_row((calibration or {}).get("int8")),
+        "int8 copy": check_words((calibration or {}).get("int8")),
         "files": ", ".join(str(f) for f in (out / "checkpoint.pt", model_path, dense) if f),
         "scoring": "dense (trained for it)" if dense else "per window",
     }
-
-
-def _int8_row(check: dict | None) -> str:
-    if not check:
-        return "none (not calibrated)"
-    verdict = "kept" if check["kept"] else f"not kept (loses more than {check['margin']})"
-    return (f"{verdict}: calibration-scene F1 {check['int8_f1']} vs fp32 {check['fp32_f1']}, "
-            f"{check['seconds']} s")  # fmt: skip
 
 
 def cmd_score(args) -> dict:

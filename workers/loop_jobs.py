@@ -487,6 +487,7 @@ def calibrate(ctx, version, model_path) -> None:
     the model file (mlcore.inference.calibration); without such a scene the file keeps none
     (0.9)."""
     from mlcore.inference.calibration import calibrate_model_file
+    from mlcore.inference.int8_sibling import check_words
 
     cset = CanvasDir(version.project).load()
     if cset.calibration is None:
@@ -494,20 +495,13 @@ def calibrate(ctx, version, model_path) -> None:
         return
     summary = calibrate_model_file(model_path, cset, step=version.project.score_step)
     ctx.log(f"calibrated thresholds {summary['thresholds']} (object F1 {summary['f1']}); "
-            f"int8 copy {_int8_words(summary.get('int8'))}")  # fmt: skip
+            f"int8 copy {check_words(summary.get('int8'))}")  # fmt: skip
     scene_id = getattr(cset, "_calibration_name", summary["scene"])
     version.metrics = dict(version.metrics) | {
         "calibration": {k: v for k, v in summary.items() if k != "thresholds"}
         | {"scene_id": scene_id},
         "held_out": held_out_comparison(ctx, version, cset, scene_id, summary),
     }
-
-
-def _int8_words(check: dict | None) -> str:
-    if not check:
-        return "not made"
-    kept = "kept" if check["kept"] else "not kept"
-    return f"{kept} (calibration-scene F1 {check['int8_f1']} vs fp32 {check['fp32_f1']})"
 
 
 def held_out_comparison(ctx, version, cset, scene_id: str, summary: dict) -> dict:

@@ -325,20 +325,19 @@ def download_siblings(storage, key: str, local: Path) -> None:
     """The files a downloaded model file names beside it (its dense graph, its int8 copy and
     theirs: mlcore.model.onnx_file.sibling_files), from beside its key, those the storage has:
     without them the model is scored per window, in fp32."""
-    from mlcore.model.onnx_file import named_siblings
+    from mlcore.model.onnx_file import sibling_files
     from mlcore.storage import download_file
 
     folder = key.rpartition("/")[0]
-    todo = [local]
-    while todo:
-        current = todo.pop()
-        if current.suffix != ".onnx":
-            continue
-        for name in named_siblings(current):
-            target, sibling = local.with_name(name), f"{folder}/{name}" if folder else name
-            if not target.exists() and storage.exists(sibling):
-                download_file(storage, sibling, target)
-                todo.append(target)
+
+    def fetch(name: str, target: Path) -> bool:
+        sibling = f"{folder}/{name}" if folder else name
+        if not storage.exists(sibling):
+            return False
+        download_file(storage, sibling, target)
+        return True
+
+    sibling_files(local, fetch=fetch)
 
 
 def _model_payload(model_path: Path) -> tuple[bytes, str]:

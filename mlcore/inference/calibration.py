@@ -85,11 +85,11 @@ def calibrate_model_file(model_path, canvas_set, step: int = 16, batch_size: int
     from mlcore.inference.int8_sibling import write_int8_sibling
     from mlcore.model.onnx_file import write_metadata
 
-    result = calibration_summary(model_path, canvas_set, step, batch_size)
+    result, grid = _calibrated(model_path, canvas_set, step, batch_size)
     summary = {k: v for k, v in result.items() if k != "thresholds"}
     write_metadata(model_path, {"thresholds": result["thresholds"], "calibration": summary})
-    if int8 and str(model_path).endswith(".onnx"):
-        result["int8"] = write_int8_sibling(model_path, canvas_set, step)
+    if int8 and str(model_path).endswith(".onnx"):  # the fp32 grid is not scored again
+        result["int8"] = write_int8_sibling(model_path, canvas_set, step, fp32_grid=grid)
     return result
 
 
@@ -104,6 +104,11 @@ def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int 
     """The calibration of a model file on the canvas set's calibration scene, the file left
     as it is: ``{"thresholds", "method", "step", "scene", "f1", "precision", "recall",
     "objects"}``."""
+    return _calibrated(model_path, canvas_set, step, batch_size)[0]
+
+
+def _calibrated(model_path, canvas_set, step: int, batch_size: int):
+    """(:func:`calibration_summary`, the calibration scene's grid it was chosen on)."""
     from mlcore.inference.model_file_scoring import score_with_model_file
     from mlcore.ingest.scenes import ArrayScene
 
@@ -127,4 +132,4 @@ def calibration_summary(model_path, canvas_set, step: int = 16, batch_size: int 
         "recall": result["recall"],
         "objects": result["objects"],
     }
-    return {"thresholds": result["thresholds"]} | summary
+    return {"thresholds": result["thresholds"]} | summary, grid

@@ -19,6 +19,7 @@ the benches') are fp32's unless a bench says otherwise.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -35,15 +36,17 @@ CALIBRATION_WINDOWS = 2048  # per-window files: windows of the calibration scene
 CALIBRATION_TILE_PX = 1024  # dense graphs: the calibration scene cut into tiles at most this
 
 
-def int8_units() -> list[str]:
-    """This CPU's int8 dot-product units (Linux /proc/cpuinfo flags); [] where unknown."""
+@functools.cache
+def int8_units() -> tuple[str, ...]:
+    """This CPU's int8 dot-product units (Linux /proc/cpuinfo flags); () where unknown. Read
+    once a process: the CPU does not change under it."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
+        return ()
     line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
     flags = set(line.partition(":")[2].split())
-    return [unit for unit in INT8_UNITS if unit in flags]
+    return tuple(unit for unit in INT8_UNITS if unit in flags)
 
 
 def int8_sibling_path(model_path) -> Path | None:
@@ -103,41 +106,57 @@ def calibration_tiles(image: np.ndarray, tile: int = CALIBRATION_TILE_PX) -> lis
             for y in range(0, height, tile) for x in range(0, width, tile)]  # fmt: skip
 
 
-def held_out_f1_at(model_path, image, truth, thresholds: dict, step: int) -> float:
-    """The calibration scene's object F1 (mean over the positive classes) of ``model_path``
-    scored as it says (densely or per window) at the given per-class ``thresholds``."""
+def held_out_f1_at(grid, truth, thresholds: dict) -> float:
+    """The calibration scene's object F1 (mean over the positive classes) of its ``grid`` at
+    the given per-class ``thresholds``."""
     from mlcore.eval.metrics import object_metrics
-    from mlcore.inference.model_file_scoring import score_with_model_file
     from mlcore.inference.postprocess import default_negative, detections
-    from mlcore.ingest.scenes import ArrayScene
 
-    grid, _ = score_with_model_file(model_path, ArrayScene(image), step, batch_size=1024)
     negative = default_negative(grid.classes)
     dets = detections(grid, thresholds=thresholds, negative=negative)
     per_class = object_metrics(dets, truth, grid.classes, negative=negative)["per_class"]
     return round(float(np.mean([per_class[c]["f1"] for c in thresholds])), 4)
 
 
-def write_int8_sibling(model_path, canvas_set, step: int = 16, margin: float = INT8_MARGIN):
+def _scored(model_path, image, step: int):
+    """The scene's grid, ``model_path`` scored as it says (densely or per window)."""
+    from mlcore.inference.model_file_scoring import score_with_model_file
+    from mlcore.ingest.scenes import ArrayScene
+
+    return score_with_model_file(model_path, ArrayScene(image), step, batch_size=1024)[0]
+
+
+def check_words(check: dict | None) -> str:
+    """An int8 check (:func:`write_int8_sibling`) in words, for logs and the CLI."""
+    if not check:
+        return "none made (not calibrated)"
+    verdict = "kept" if check["kept"] else f"not kept (it loses more than {check['margin']})"
+    return (f"{verdict}: calibration-scene F1 {check['int8_f1']} vs fp32 {check['fp32_f1']}, "
+            f"{check['seconds']} s")  # fmt: skip
+
+
+def write_int8_sibling(model_path, canvas_set, step: int = 16, margin: float = INT8_MARGIN,
+                       fp32_grid=None):  # fmt: skip
     """Quantize the calibrated fp32 file ``model_path`` (and its dense graph) on the canvas
-    set's calibration scene, check it there against the fp32 file, and keep it beside the file
-    (named in its ``int8_model``) if it loses at most ``margin``; else delete it. Records and
-    returns the check: ``{"kept", "fp32_f1", "int8_f1", "margin", "files", "seconds"}``."""
+    set's calibration scene, check it there against the fp32 file (its grid of that scene,
+    ``fp32_grid``, scored here when not given), and keep it beside the file (named in its
+    ``int8_model``) if it loses at most ``margin``; else delete it. Records and returns the
+    check: ``{"kept", "fp32_f1", "int8_f1", "margin", "files", "seconds"}``."""
     from mlcore.inference.dense_scoring import dense_model_path
     from mlcore.inference.quantization import quantize_model_file
-    from mlcore.inference.scoring import load_scorer
     from mlcore.model.onnx_file import read_metadata, write_metadata
 
     started = time.perf_counter()
     path = Path(model_path)
-    thresholds = read_metadata(path).get("thresholds")
+    meta = read_metadata(path)
+    thresholds = meta.get("thresholds")
     if not thresholds or canvas_set.calibration is None:
         raise ValueError(f"{path} is not calibrated on a calibration scene: calibrate it first")
     image, truth = canvas_set.calibration
     image = np.asarray(image)
     int8 = path.with_name(f"{path.stem}.int8.onnx")
-    window = int(load_scorer(path).window)
-    quantize_model_file(path, int8, calibration_windows(image, window, step, CALIBRATION_WINDOWS))
+    windows = calibration_windows(image, int(meta["window"]), step, CALIBRATION_WINDOWS)
+    quantize_model_file(path, int8, windows)
     files = [int8]
     dense = dense_model_path(path)
     if dense is not None:
@@ -145,8 +164,9 @@ def write_int8_sibling(model_path, canvas_set, step: int = 16, margin: float = I
         quantize_model_file(dense, dense_int8, calibration_tiles(image))
         write_metadata(int8, {"dense_model": dense_int8.name})
         files.append(dense_int8)
-    fp32_f1 = held_out_f1_at(path, image, truth, thresholds, step)
-    int8_f1 = held_out_f1_at(int8, image, truth, thresholds, step)
+    fp32_grid = fp32_grid if fp32_grid is not None else _scored(path, image, step)
+    fp32_f1 = held_out_f1_at(fp32_grid, truth, thresholds)
+    int8_f1 = held_out_f1_at(_scored(int8, image, step), truth, thresholds)
     kept = int8_f1 >= fp32_f1 - margin
     check = {"kept": kept, "fp32_f1": fp32_f1, "int8_f1": int8_f1, "margin": margin,
              "files": [f.name for f in files] if kept else [],

@@ -86,16 +86,22 @@ def named_siblings(path) -> list[str]:
     return [n for n in names if isinstance(n, str) and n and Path(n).name == n]
 
 
-def sibling_files(path) -> list[Path]:
+def sibling_files(path, fetch=None) -> list[Path]:
     """Every file beside ``path`` that its scoring may open, as the files name each other
     (``model.onnx`` -> ``model.dense.onnx``, ``model.int8.onnx`` -> ``model.dense.int8.onnx``),
-    those that exist."""
+    those that exist. ``fetch(name, target)``: called for a named file missing beside ``path``
+    (a download); True when it put the file there."""
     path, found = Path(path), []
     todo = [path]
     while todo:
-        for name in named_siblings(todo.pop()):
+        current = todo.pop()
+        if current.suffix != ".onnx":
+            continue
+        for name in named_siblings(current):
             sibling = path.with_name(name)
-            if sibling.is_file() and sibling not in found and sibling != path:
+            if sibling == path or sibling in found:
+                continue
+            if sibling.is_file() or (fetch is not None and fetch(name, sibling)):
                 found.append(sibling)
                 todo.append(sibling)
     return found
